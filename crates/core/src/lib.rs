@@ -1,0 +1,60 @@
+//! # deepblocks-core
+//!
+//! The pieces every deepblocks block stands on:
+//!
+//! - [`enum@Error`] / [`Result`]: one error enum whose variants carry the file, tensor, shape or
+//!   value at fault.
+//! - [`DType`] (F32, BF16, F16), the sealed [`Element`] trait, [`Buffer`] (owned or memory-mapped
+//!   elements) and [`Weight`]: a row-major `[out, in]` matrix, as checkpoints store `nn.Linear`
+//!   weights, kept in its source dtype (a bf16 weight stays bf16: half the bytes).
+//! - [`linear`]: `y[t, out] = x[t, in] · Wᵀ` — our own GEMV kernel for decode-shaped calls (streams
+//!   the weight once, widens bf16/f16 in registers), matrixmultiply split over rayon threads for
+//!   prefill-shaped calls, and [`linear_naive`] for tests.
+//! - [`softmax_rows`] (numerically stable, in place), [`silu`], [`swiglu`].
+//! - [`SafeTensorsStore`]: a single `model.safetensors` or a sharded set via
+//!   `model.safetensors.index.json`, memory-mapped, with typed getters that check shape and dtype.
+//! - [`probe`]: the machine limits (DRAM read bandwidth, peak FMA rate) benchmarks measure beside
+//!   the kernels.
+//!
+//! Conventions (see `DESIGN.md`): kernels are functions over slices, output first, dimensions
+//! explicit; accumulation is in f32; every fast kernel has a plain `*_naive` twin.
+//!
+//! ```
+//! use deepblocks_core::{linear, silu, softmax_rows, DType, Weight};
+//!
+//! // A [out 2, in 2] bf16 weight applied to one token.
+//! let w = Weight::from_f32(vec![1.0, 2.0, 3.0, 4.0], 2, 2)?.to_dtype(DType::BF16);
+//! let mut y = [0.0f32; 2];
+//! linear(&mut y, &[1.0, 1.0], &w, 1);
+//! assert_eq!(y, [3.0, 7.0]);
+//!
+//! softmax_rows(&mut y, 1, 2); // e³ / (e³ + e⁷)
+//! assert!((y[0] - 0.017_986_21).abs() < 1e-7);
+//! assert_eq!(silu(0.0), 0.0);
+//! # Ok::<(), deepblocks_core::Error>(())
+//! ```
+
+#![deny(missing_docs)]
+
+mod dtype;
+mod error;
+mod linear;
+mod ops;
+pub mod probe;
+mod simd;
+mod store;
+mod weight;
+
+pub use dtype::{DType, Element};
+pub use error::{Error, Result};
+pub use linear::{
+    GEMV_MAX_ROWS, linear, linear_gemm, linear_gemv, linear_naive, linear_nd, matmul, matmul_bt,
+    matmul_bt_naive, matmul_naive,
+};
+pub use ops::{silu, silu_inplace, softmax, softmax_rows, softmax_rows_naive, swiglu};
+pub use simd::kernel_isa;
+pub use store::{INDEX_FILE, SINGLE_FILE, SafeTensorsStore, TensorInfo};
+pub use weight::{Buffer, Weight, WeightData, narrow, widen_into};
+
+/// Re-exported so users name the same `bf16`/`f16` types the weights use.
+pub use half;

@@ -1,0 +1,617 @@
+//! `y[t, n] = x[t, k] · W[n, k]ᵀ`: the linear layer, as checkpoints store `nn.Linear` weights.
+//!
+//! Two fast paths and a naive twin:
+//!
+//! - **GEMV** (decode-shaped, `t ≤ GEMV_MAX_ROWS`): our own kernel. It streams each weight row
+//!   once for all `t` input rows, widening bf16/f16 to f32 in registers (AVX2+FMA+F16C when the CPU
+//!   has them, a portable loop otherwise), split over output rows with rayon. Memory-bound: its
+//!   speed is the DRAM bandwidth divided by the weight's bytes.
+//! - **GEMM** (prefill-shaped): matrixmultiply's sgemm over column blocks of the output, the blocks
+//!   run in parallel with rayon. bf16/f16 weights are widened one block at a time into a reused
+//!   per-thread scratch buffer; the whole matrix is never widened.
+//! - **naive**: the textbook triple loop with one f32 accumulator, for tests.
+//!
+//! The slice functions take explicit dimensions and panic on inconsistent lengths (a caller bug,
+//! not user data); [`linear_nd`] checks shapes and returns an [`Error`] instead.
+
+use std::cell::RefCell;
+
+use ndarray::{Array2, ArrayView2};
+use rayon::prelude::*;
+
+use crate::{DType, Element, Error, Result, Weight, WeightData};
+
+/// Up to this many input rows, [`linear`] uses the GEMV kernel; above, the GEMM path.
+pub const GEMV_MAX_ROWS: usize = 4;
+
+/// Output rows per GEMV task: 64 rows of a 2048-wide bf16 matrix are 256 KiB, enough work to hide
+/// the task overhead, small enough to balance two or more threads.
+const GEMV_BLOCK_ROWS: usize = 64;
+
+/// Below this many multiply-adds a call runs on the calling thread only.
+const PARALLEL_MIN_MACS: usize = 1 << 16;
+
+/// `y[t, n] = x[t, k] · Wᵀ` for a weight `W[n, k]` (`n = w.rows()`, `k = w.cols()`), choosing the
+/// GEMV or GEMM path by `t`.
+///
+/// ```
+/// use deepblocks_core::{linear, Weight};
+/// let w = Weight::from_f32(vec![1.0, 0.0, 2.0, 0.0, 1.0, -1.0], 2, 3)?; // [n 2, k 3]
+/// let x = [1.0, 2.0, 3.0]; // [t 1, k 3]
+/// let mut y = [0.0; 2];
+/// linear(&mut y, &x, &w, 1);
+/// assert_eq!(y, [7.0, -1.0]);
+/// # Ok::<(), deepblocks_core::Error>(())
+/// ```
+///
+/// # Panics
+/// If `x.len() != t * k` or `y.len() != t * n`.
+pub fn linear(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
+    match w.data() {
+        WeightData::F32(b) => matmul_bt(y, x, b, t, w.cols(), w.rows()),
+        WeightData::BF16(b) => matmul_bt(y, x, b, t, w.cols(), w.rows()),
+        WeightData::F16(b) => matmul_bt(y, x, b, t, w.cols(), w.rows()),
+    }
+}
+
+/// [`linear`] forced onto the GEMV path for any `t` (rows are taken `GEMV_MAX_ROWS` at a time).
+///
+/// # Panics
+/// As [`linear`].
+pub fn linear_gemv(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
+    match w.data() {
+        WeightData::F32(b) => gemv_bt(y, x, b, t, w.cols(), w.rows()),
+        WeightData::BF16(b) => gemv_bt(y, x, b, t, w.cols(), w.rows()),
+        WeightData::F16(b) => gemv_bt(y, x, b, t, w.cols(), w.rows()),
+    }
+}
+
+/// [`linear`] forced onto the GEMM path for any `t`.
+///
+/// # Panics
+/// As [`linear`].
+pub fn linear_gemm(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
+    match w.data() {
+        WeightData::F32(b) => gemm_bt(y, x, b, t, w.cols(), w.rows()),
+        WeightData::BF16(b) => gemm_bt(y, x, b, t, w.cols(), w.rows()),
+        WeightData::F16(b) => gemm_bt(y, x, b, t, w.cols(), w.rows()),
+    }
+}
+
+/// The naive twin of [`linear`]: `y[i, o] = Σ_j x[i, j] · W[o, j]`, one f32 accumulator, in order.
+///
+/// # Panics
+/// As [`linear`].
+pub fn linear_naive(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
+    match w.data() {
+        WeightData::F32(b) => matmul_bt_naive(y, x, b, t, w.cols(), w.rows()),
+        WeightData::BF16(b) => matmul_bt_naive(y, x, b, t, w.cols(), w.rows()),
+        WeightData::F16(b) => matmul_bt_naive(y, x, b, t, w.cols(), w.rows()),
+    }
+}
+
+/// [`linear`] over ndarray: `x[t, k]` → `y[t, n]`, with the shape checked.
+///
+/// # Errors
+/// [`Error::Shape`] naming `x` when its column count is not `w.cols()`.
+pub fn linear_nd(x: ArrayView2<'_, f32>, w: &Weight) -> Result<Array2<f32>> {
+    let (t, k) = x.dim();
+    if k != w.cols() {
+        return Err(Error::shape("x", &[t, w.cols()], &[t, k]));
+    }
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().expect("standard layout is contiguous");
+    let mut y = Array2::zeros((t, w.rows()));
+    linear(
+        y.as_slice_mut().expect("fresh array is contiguous"),
+        xs,
+        w,
+        t,
+    );
+    Ok(y)
+}
+
+/// `y[t, n] = x[t, k] · w[n, k]ᵀ` over slices, for any stored element type; the GEMV path for
+/// `t ≤ GEMV_MAX_ROWS`, the GEMM path above. Attention uses it with a cache as `w`.
+///
+/// # Panics
+/// If `x.len() != t * k`, `w.len() != n * k` or `y.len() != t * n`.
+pub fn matmul_bt<W: Element>(y: &mut [f32], x: &[f32], w: &[W], t: usize, k: usize, n: usize) {
+    if t <= GEMV_MAX_ROWS {
+        gemv_bt(y, x, w, t, k, n)
+    } else {
+        gemm_bt(y, x, w, t, k, n)
+    }
+}
+
+/// The naive twin of [`matmul_bt`].
+///
+/// # Panics
+/// As [`matmul_bt`].
+pub fn matmul_bt_naive<W: Element>(
+    y: &mut [f32],
+    x: &[f32],
+    w: &[W],
+    t: usize,
+    k: usize,
+    n: usize,
+) {
+    check_lengths(y, x, w.len(), t, k, n);
+    for i in 0..t {
+        for o in 0..n {
+            let mut acc = 0.0f32;
+            for j in 0..k {
+                acc += x[i * k + j] * w[o * k + j].to_f32();
+            }
+            y[i * n + o] = acc;
+        }
+    }
+}
+
+/// `y[m, n] = a[m, k] · b[k, n]`, all row-major f32 (attention's probabilities times values).
+/// Single-threaded: callers parallelise over heads.
+///
+/// # Panics
+/// If a length does not match its dimensions.
+pub fn matmul(y: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+    assert_eq!(a.len(), m * k, "matmul: a is not [m, k]");
+    assert_eq!(b.len(), k * n, "matmul: b is not [k, n]");
+    assert_eq!(y.len(), m * n, "matmul: y is not [m, n]");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        y.fill(0.0);
+        return;
+    }
+    // SAFETY: the pointers cover exactly the [m, k], [k, n] and [m, n] row-major extents checked
+    // above, and `y` does not alias `a` or `b` (it is a unique borrow).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            y.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// The naive twin of [`matmul`].
+///
+/// # Panics
+/// As [`matmul`].
+pub fn matmul_naive(y: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+    assert_eq!(a.len(), m * k, "matmul: a is not [m, k]");
+    assert_eq!(b.len(), k * n, "matmul: b is not [k, n]");
+    assert_eq!(y.len(), m * n, "matmul: y is not [m, n]");
+    for i in 0..m {
+        for o in 0..n {
+            let mut acc = 0.0f32;
+            for j in 0..k {
+                acc += a[i * k + j] * b[j * n + o];
+            }
+            y[i * n + o] = acc;
+        }
+    }
+}
+
+fn check_lengths(y: &[f32], x: &[f32], w_len: usize, t: usize, k: usize, n: usize) {
+    assert_eq!(
+        x.len(),
+        t * k,
+        "linear: x has {} elements, not [t {t}, k {k}]",
+        x.len()
+    );
+    assert_eq!(
+        w_len,
+        n * k,
+        "linear: w has {w_len} elements, not [n {n}, k {k}]"
+    );
+    assert_eq!(
+        y.len(),
+        t * n,
+        "linear: y has {} elements, not [t {t}, n {n}]",
+        y.len()
+    );
+}
+
+/// A raw output pointer shared by tasks that write disjoint elements.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every task that receives an `OutPtr` writes a set of elements disjoint from every other
+// task's (distinct output rows or column blocks), and the owning `&mut [f32]` outlives the tasks.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMV
+
+/// A GEMV block kernel: for output rows `o0..o1` and `T` input rows, `y[j*n + o] = x[j] · w[o]`.
+/// The weight pointer is untyped; [`gemv_kernel`] picks the kernel for the element type.
+type GemvFn = unsafe fn(*mut f32, usize, *const f32, usize, *const u8, usize, usize);
+
+fn gemv_bt<W: Element>(y: &mut [f32], x: &[f32], w: &[W], t: usize, k: usize, n: usize) {
+    check_lengths(y, x, w.len(), t, k, n);
+    if t == 0 || n == 0 {
+        return;
+    }
+    let mut i0 = 0;
+    while i0 < t {
+        let tg = (t - i0).min(GEMV_MAX_ROWS);
+        let kernel = gemv_kernel::<W>(tg);
+        let yp = OutPtr(y[i0 * n..].as_mut_ptr());
+        let xg = &x[i0 * k..(i0 + tg) * k];
+        let wp = w.as_ptr() as usize;
+        let run = |o0: usize, o1: usize| {
+            // SAFETY: `x`, `w` and `y` were checked to be [t, k], [n, k] and [t, n]; the kernel
+            // reads rows i0..i0+tg of x, rows o0..o1 of w, and writes y[i0+j, o0..o1] only.
+            unsafe { kernel(yp.get(), n, xg.as_ptr(), k, wp as *const u8, o0, o1) }
+        };
+        if n * k * tg < PARALLEL_MIN_MACS {
+            run(0, n);
+        } else {
+            let blocks = n.div_ceil(GEMV_BLOCK_ROWS);
+            (0..blocks).into_par_iter().for_each(|b| {
+                let o0 = b * GEMV_BLOCK_ROWS;
+                run(o0, (o0 + GEMV_BLOCK_ROWS).min(n));
+            });
+        }
+        i0 += tg;
+    }
+}
+
+/// The GEMV kernel for `t` rows of input and weights of type `W`.
+fn gemv_kernel<W: Element>(t: usize) -> GemvFn {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma_f16c() {
+        return match W::DTYPE {
+            DType::F32 => avx2::gemv_f32_for(t),
+            DType::BF16 => avx2::gemv_bf16_for(t),
+            DType::F16 => avx2::gemv_f16_for(t),
+        };
+    }
+    match t {
+        1 => gemv_portable::<W, 1>,
+        2 => gemv_portable::<W, 2>,
+        3 => gemv_portable::<W, 3>,
+        _ => gemv_portable::<W, 4>,
+    }
+}
+
+/// Portable GEMV block: 8 independent accumulators per row, which compilers vectorise.
+///
+/// # Safety
+/// `x` points to `T` rows of `k` f32, `w` to at least `o1` rows of `k` elements of type `W`, and
+/// `y` to `T` rows of stride `n ≥ o1` f32 that no other thread writes in columns `o0..o1`.
+unsafe fn gemv_portable<W: Element, const T: usize>(
+    y: *mut f32,
+    n: usize,
+    x: *const f32,
+    k: usize,
+    w: *const u8,
+    o0: usize,
+    o1: usize,
+) {
+    let w = w.cast::<W>();
+    // SAFETY: the caller guarantees the extents documented above.
+    let xs = unsafe { std::slice::from_raw_parts(x, T * k) };
+    for o in o0..o1 {
+        // SAFETY: row o < o1 of w lies within the caller's extent.
+        let wr = unsafe { std::slice::from_raw_parts(w.add(o * k), k) };
+        let mut acc = [[0.0f32; 8]; T];
+        let chunks = k / 8;
+        for c in 0..chunks {
+            let mut wv = [0.0f32; 8];
+            for l in 0..8 {
+                wv[l] = wr[c * 8 + l].to_f32();
+            }
+            for (j, a) in acc.iter_mut().enumerate() {
+                let xr = &xs[j * k + c * 8..j * k + c * 8 + 8];
+                for l in 0..8 {
+                    a[l] += xr[l] * wv[l];
+                }
+            }
+        }
+        for (j, a) in acc.iter().enumerate() {
+            let mut s = a.iter().sum::<f32>();
+            for i in chunks * 8..k {
+                s += xs[j * k + i] * wr[i].to_f32();
+            }
+            // SAFETY: (j, o) is inside the caller's output extent.
+            unsafe { *y.add(j * n + o) = s };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! AVX2 + FMA + F16C GEMV kernels, one per stored dtype, generated by one macro.
+    use super::GemvFn;
+    use half::{bf16, f16};
+    use std::arch::x86_64::*;
+
+    /// Sum of the 8 lanes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// 8 f32 from `p`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn load_f32(p: *const f32) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable f32 at p.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+
+    /// 8 bf16 from `p`, widened: zero-extend each to 32 bits and shift into the high half.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn load_bf16(p: *const bf16) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable bf16 (16 bytes) at p.
+        let h = unsafe { _mm_loadu_si128(p.cast()) };
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+    }
+
+    /// 8 f16 from `p`, widened by F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn load_f16(p: *const f16) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable f16 (16 bytes) at p.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+    }
+
+    macro_rules! gemv_avx2 {
+        ($name:ident, $for:ident, $w:ty, $load:ident) => {
+            /// AVX2 GEMV block over `T` input rows (see `gemv_portable` for the contract).
+            ///
+            /// # Safety
+            /// As `gemv_portable`, and the CPU must support AVX2, FMA and F16C.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn $name<const T: usize>(
+                y: *mut f32,
+                n: usize,
+                x: *const f32,
+                k: usize,
+                w: *const u8,
+                o0: usize,
+                o1: usize,
+            ) {
+                let w = w.cast::<$w>();
+                for o in o0..o1 {
+                    // SAFETY: row o of w and rows 0..T of x hold k elements each, each load
+                    // below reads 8 elements at an index + 8 ≤ k, and (j, o) is in y's extent.
+                    unsafe {
+                        let wr = w.add(o * k);
+                        let mut acc = [[_mm256_setzero_ps(); 2]; T];
+                        let mut i = 0;
+                        while i + 16 <= k {
+                            let w0 = $load(wr.add(i));
+                            let w1 = $load(wr.add(i + 8));
+                            for j in 0..T {
+                                let xr = x.add(j * k + i);
+                                acc[j][0] = _mm256_fmadd_ps(_mm256_loadu_ps(xr), w0, acc[j][0]);
+                                acc[j][1] =
+                                    _mm256_fmadd_ps(_mm256_loadu_ps(xr.add(8)), w1, acc[j][1]);
+                            }
+                            i += 16;
+                        }
+                        if i + 8 <= k {
+                            let w0 = $load(wr.add(i));
+                            for j in 0..T {
+                                let xr = x.add(j * k + i);
+                                acc[j][0] = _mm256_fmadd_ps(_mm256_loadu_ps(xr), w0, acc[j][0]);
+                            }
+                            i += 8;
+                        }
+                        for j in 0..T {
+                            let mut s = hsum(_mm256_add_ps(acc[j][0], acc[j][1]));
+                            for r in i..k {
+                                s += *x.add(j * k + r) * <$w as crate::Element>::to_f32(*wr.add(r));
+                            }
+                            *y.add(j * n + o) = s;
+                        }
+                    }
+                }
+            }
+
+            /// The kernel for `t` rows (`1 ≤ t ≤ 4`).
+            pub(super) fn $for(t: usize) -> GemvFn {
+                match t {
+                    1 => $name::<1>,
+                    2 => $name::<2>,
+                    3 => $name::<3>,
+                    _ => $name::<4>,
+                }
+            }
+        };
+    }
+
+    gemv_avx2!(gemv_f32, gemv_f32_for, f32, load_f32);
+    gemv_avx2!(gemv_bf16, gemv_bf16_for, bf16, load_bf16);
+    gemv_avx2!(gemv_f16, gemv_f16_for, f16, load_f16);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMM
+
+thread_local! {
+    /// Per-thread scratch for one widened block of a bf16/f16 weight, reused across calls.
+    static WIDEN_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+fn gemm_bt<W: Element>(y: &mut [f32], x: &[f32], w: &[W], t: usize, k: usize, n: usize) {
+    check_lengths(y, x, w.len(), t, k, n);
+    if t == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    // Column blocks: several per thread for balance, at least 64 wide so sgemm's packing of x is
+    // amortised, a multiple of 16 to suit its micro-kernel.
+    let nb = n.div_ceil(threads * 4).max(64).next_multiple_of(16).min(n);
+    let blocks = n.div_ceil(nb);
+    let yp = OutPtr(y.as_mut_ptr());
+    let run = |b: usize| {
+        let o0 = b * nb;
+        let o1 = (o0 + nb).min(n);
+        let cols = o1 - o0;
+        let block = &w[o0 * k..o1 * k];
+        let sgemm_block = |bp: *const f32| {
+            // SAFETY: a = x is [t, k] row-major; b = block of w, read as wᵀ [k, cols] with row
+            // stride 1 and column stride k; c = y[:, o0..o1] with row stride n. Tasks write
+            // disjoint column blocks of y.
+            unsafe {
+                matrixmultiply::sgemm(
+                    t,
+                    k,
+                    cols,
+                    1.0,
+                    x.as_ptr(),
+                    k as isize,
+                    1,
+                    bp,
+                    1,
+                    k as isize,
+                    0.0,
+                    yp.get().add(o0),
+                    n as isize,
+                    1,
+                )
+            }
+        };
+        match W::DTYPE {
+            DType::F32 => sgemm_block(block.as_ptr().cast::<f32>()),
+            _ => WIDEN_SCRATCH.with_borrow_mut(|scratch| {
+                scratch.clear();
+                scratch.extend(block.iter().map(|v| v.to_f32()));
+                sgemm_block(scratch.as_ptr())
+            }),
+        }
+    };
+    if blocks == 1 || t * n * k < PARALLEL_MIN_MACS {
+        (0..blocks).for_each(run);
+    } else {
+        (0..blocks).into_par_iter().for_each(run);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::bf16;
+
+    fn det(len: usize, seed: u32) -> Vec<f32> {
+        // A small deterministic generator: values in [-1, 1).
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_path_matches_naive_on_awkward_sizes() {
+        for &(t, k, n) in &[
+            (1, 1, 1),
+            (1, 7, 3),
+            (3, 17, 5),
+            (4, 33, 130),
+            (5, 40, 70),
+            (9, 100, 257),
+        ] {
+            let x = det(t * k, 1);
+            let wf = Weight::from_f32(det(n * k, 2), n, k).unwrap();
+            for w in [
+                wf.clone(),
+                wf.to_dtype(DType::BF16),
+                wf.to_dtype(DType::F16),
+            ] {
+                let mut want = vec![0.0; t * n];
+                linear_naive(&mut want, &x, &w, t);
+                for (name, f) in [
+                    ("linear", linear as fn(&mut [f32], &[f32], &Weight, usize)),
+                    ("gemv", linear_gemv),
+                    ("gemm", linear_gemm),
+                ] {
+                    let mut got = vec![f32::NAN; t * n];
+                    f(&mut got, &x, &w, t);
+                    for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - e).abs() <= 1e-5 * (1.0 + e.abs()) * (k as f32).sqrt(),
+                            "{name} {:?} t{t} k{k} n{n} at {i}: {g} vs {e}",
+                            w.dtype()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn portable_kernel_matches_naive() {
+        let (t, k, n) = (3, 37, 11);
+        let x = det(t * k, 3);
+        let w: Vec<bf16> = det(n * k, 4).iter().map(|&v| bf16::from_f32(v)).collect();
+        let mut want = vec![0.0; t * n];
+        matmul_bt_naive(&mut want, &x, &w, t, k, n);
+        let mut got = vec![0.0; t * n];
+        // SAFETY: extents as documented: x [3, 37], w [11, 37], y [3, 11].
+        unsafe {
+            gemv_portable::<bf16, 3>(got.as_mut_ptr(), n, x.as_ptr(), k, w.as_ptr().cast(), 0, n)
+        };
+        for (g, e) in got.iter().zip(&want) {
+            assert!((g - e).abs() < 1e-5, "{g} vs {e}");
+        }
+    }
+
+    #[test]
+    fn linear_nd_rejects_a_wrong_width_naming_x() {
+        let w = Weight::from_f32(vec![0.0; 6], 2, 3).unwrap();
+        let x = Array2::<f32>::zeros((4, 5));
+        let err = linear_nd(x.view(), &w).unwrap_err();
+        assert!(matches!(&err, Error::Shape { tensor, expected, found }
+            if tensor == "x" && expected == &[4, 3] && found == &[4, 5]));
+    }
+
+    #[test]
+    fn matmul_matches_naive() {
+        let (m, k, n) = (5, 9, 7);
+        let a = det(m * k, 5);
+        let b = det(k * n, 6);
+        let mut got = vec![0.0; m * n];
+        let mut want = vec![0.0; m * n];
+        matmul(&mut got, &a, &b, m, k, n);
+        matmul_naive(&mut want, &a, &b, m, k, n);
+        for (g, e) in got.iter().zip(&want) {
+            assert!((g - e).abs() < 1e-5, "{g} vs {e}");
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Machine limits measured by the benchmarks, in the same run as the kernels they judge: a
+//! streaming read of a buffer larger than the last-level cache (DRAM read bandwidth) and an
+//! FMA loop that never touches memory (peak f32 FLOP/s).
+
+use rayon::prelude::*;
+
+/// Sum of `buf`, read once from start to end, split over the rayon pool. Time it on a buffer well
+/// beyond L3 and `4 · len / seconds` is the DRAM read bandwidth every thread together gets.
+///
+/// ```
+/// assert_eq!(deepblocks_core::probe::stream_sum(&vec![0.5; 1000]), 500.0);
+/// ```
+pub fn stream_sum(buf: &[f32]) -> f32 {
+    buf.par_chunks(1 << 16).map(sum_lanes).sum()
+}
+
+/// Sum with 16 independent accumulators (vectorised by the compiler).
+fn sum_lanes(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// Floating-point operations one call of [`fma_peak`] performs with `iters` iterations on each of
+/// `threads` threads.
+pub fn fma_peak_flops(iters: usize, threads: usize) -> u64 {
+    // 12 chains of 8-lane FMAs, 2 FLOPs each.
+    (iters as u64) * 12 * 8 * 2 * threads as u64
+}
+
+/// Runs `iters` iterations of 12 independent 8-wide fused multiply-adds on every rayon thread
+/// (AVX2+FMA when available, else a portable multiply-add loop) and returns a value that depends
+/// on all of them. Its FLOP count is [`fma_peak_flops`]`(iters, rayon::current_num_threads())`.
+pub fn fma_peak(iters: usize) -> f32 {
+    let threads = rayon::current_num_threads();
+    (0..threads)
+        .into_par_iter()
+        .map(|i| fma_chains(iters, i as f32))
+        .sum()
+}
+
+fn fma_chains(iters: usize, seed: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma_f16c() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked above).
+        return unsafe { fma_chains_avx2(iters, seed) };
+    }
+    let mut acc = [[seed; 8]; 12];
+    let (a, b) = (0.999_999f32, 1e-7f32);
+    for _ in 0..iters {
+        for chain in acc.iter_mut() {
+            for v in chain.iter_mut() {
+                *v = v.mul_add(a, b);
+            }
+        }
+    }
+    acc.iter().flatten().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains_avx2(iters: usize, seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let a = _mm256_set1_ps(0.999_999);
+    let b = _mm256_set1_ps(1e-7);
+    let mut acc = [_mm256_set1_ps(seed); 12];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm256_fmadd_ps(*v, a, b);
+        }
+    }
+    let mut out = [0.0f32; 8];
+    let mut s = _mm256_setzero_ps();
+    for v in acc {
+        s = _mm256_add_ps(s, v);
+    }
+    // SAFETY: `out` has room for 8 f32.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
+    out.iter().sum()
+}

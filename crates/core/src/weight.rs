@@ -1,0 +1,382 @@
+//! Weight storage: [`Buffer`] (owned or memory-mapped elements) and [`Weight`] (a row-major
+//! `[out, in]` matrix that keeps its checkpoint dtype).
+
+use std::fmt;
+use std::ops::{Deref, Range};
+use std::sync::Arc;
+
+use half::{bf16, f16};
+use memmap2::Mmap;
+
+use crate::{DType, Element, Error, Result};
+
+/// A read-only, cheaply clonable run of elements, either owned or borrowed from a memory-mapped
+/// file. Dereferences to `&[T]`.
+///
+/// Cloning and [`Buffer::slice`] share the underlying memory; nothing is copied.
+#[derive(Clone)]
+pub struct Buffer<T: Element> {
+    backing: Backing<T>,
+    /// For `Owned`: element offset into the vector. For `Mapped`: byte offset into the map.
+    start: usize,
+    /// Number of elements.
+    len: usize,
+}
+
+#[derive(Clone)]
+enum Backing<T> {
+    Owned(Arc<[T]>),
+    Mapped(Arc<Mmap>),
+}
+
+impl<T: Element> Buffer<T> {
+    /// A buffer that owns `data`.
+    pub fn from_vec(data: Vec<T>) -> Self {
+        let len = data.len();
+        Buffer {
+            backing: Backing::Owned(data.into()),
+            start: 0,
+            len,
+        }
+    }
+
+    /// A view of `len` elements of `map` starting at byte `offset`, without copying, or `None`
+    /// when the range is out of bounds or not aligned for `T` (the caller then copies).
+    pub(crate) fn mapped(map: Arc<Mmap>, offset: usize, len: usize) -> Option<Self> {
+        let bytes = len.checked_mul(std::mem::size_of::<T>())?;
+        let end = offset.checked_add(bytes)?;
+        if end > map.len() {
+            return None;
+        }
+        let addr = map.as_ptr() as usize + offset;
+        if !addr.is_multiple_of(std::mem::align_of::<T>()) {
+            return None;
+        }
+        Some(Buffer {
+            backing: Backing::Mapped(map),
+            start: offset,
+            len,
+        })
+    }
+
+    /// The sub-buffer `range` (in elements), sharing memory with `self`.
+    ///
+    /// # Panics
+    /// If `range` is not within `0..self.len()`.
+    pub fn slice(&self, range: Range<usize>) -> Self {
+        assert!(
+            range.start <= range.end && range.end <= self.len,
+            "Buffer::slice: range {range:?} out of bounds for length {}",
+            self.len
+        );
+        let start = match self.backing {
+            Backing::Owned(_) => self.start + range.start,
+            Backing::Mapped(_) => self.start + range.start * std::mem::size_of::<T>(),
+        };
+        Buffer {
+            backing: self.backing.clone(),
+            start,
+            len: range.end - range.start,
+        }
+    }
+
+    /// Whether the elements live in a memory-mapped file (no copy was made).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.backing, Backing::Mapped(_))
+    }
+
+    /// The elements widened to f32 (a copy).
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        self.iter().map(|x| x.to_f32()).collect()
+    }
+}
+
+impl<T: Element> Deref for Buffer<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        match &self.backing {
+            Backing::Owned(v) => &v[self.start..self.start + self.len],
+            Backing::Mapped(map) => {
+                // SAFETY: `mapped` checked that `start .. start + len * size_of::<T>()` lies in the
+                // map and that `map.as_ptr() + start` is aligned for `T`; `slice` only narrows that
+                // range by whole elements. `T` is f32, bf16 or f16 (the trait is sealed): plain
+                // data for which every bit pattern is valid. The map is read-only and lives as long
+                // as `self` holds the `Arc`.
+                unsafe {
+                    std::slice::from_raw_parts(map.as_ptr().add(self.start).cast::<T>(), self.len)
+                }
+            }
+        }
+    }
+}
+
+impl<T: Element> fmt::Debug for Buffer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Buffer")
+            .field("dtype", &T::DTYPE)
+            .field("len", &self.len)
+            .field("mapped", &self.is_mapped())
+            .finish()
+    }
+}
+
+/// The elements of a [`Weight`], in the dtype they were stored in.
+#[derive(Clone, Debug)]
+pub enum WeightData {
+    /// f32 elements.
+    F32(Buffer<f32>),
+    /// bf16 elements (half the bytes of f32; widened inside the kernels).
+    BF16(Buffer<bf16>),
+    /// f16 elements.
+    F16(Buffer<f16>),
+}
+
+impl WeightData {
+    /// The dtype of the elements.
+    pub fn dtype(&self) -> DType {
+        match self {
+            WeightData::F32(_) => DType::F32,
+            WeightData::BF16(_) => DType::BF16,
+            WeightData::F16(_) => DType::F16,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            WeightData::F32(b) => b.len(),
+            WeightData::BF16(b) => b.len(),
+            WeightData::F16(b) => b.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T: Element> From<Buffer<T>> for WeightData {
+    fn from(b: Buffer<T>) -> Self {
+        T::into_weight_data(b)
+    }
+}
+
+/// A weight matrix in the layout checkpoints store `nn.Linear` weights: row-major `[out, in]`
+/// (`rows = out`, `cols = in`), kept in its source dtype.
+///
+/// `y = x · Wᵀ` is [`crate::linear`]. Cloning is cheap (the data is shared).
+///
+/// ```
+/// use deepblocks_core::{DType, Weight};
+/// let w = Weight::from_f32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3)?; // [out 2, in 3]
+/// assert_eq!((w.rows(), w.cols(), w.dtype()), (2, 3, DType::F32));
+/// let w16 = w.to_dtype(DType::BF16);
+/// assert_eq!(w16.bytes(), 12); // half of f32's 24
+/// assert_eq!(w16.row_f32(1), vec![4.0, 5.0, 6.0]);
+/// # Ok::<(), deepblocks_core::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Weight {
+    rows: usize,
+    cols: usize,
+    data: WeightData, // [rows, cols]
+}
+
+impl Weight {
+    /// A `[rows, cols]` weight over `data`; `Err(Error::Length)` when the element count differs.
+    pub fn new(data: impl Into<WeightData>, rows: usize, cols: usize) -> Result<Self> {
+        let data = data.into();
+        let expected = rows.checked_mul(cols);
+        if expected != Some(data.len()) {
+            return Err(Error::Length {
+                what: "weight data".into(),
+                shape: vec![rows, cols],
+                expected: expected.unwrap_or(usize::MAX),
+                found: data.len(),
+            });
+        }
+        Ok(Weight { rows, cols, data })
+    }
+
+    /// An f32 weight that owns `data` (row-major `[rows, cols]`).
+    pub fn from_f32(data: Vec<f32>, rows: usize, cols: usize) -> Result<Self> {
+        Weight::new(Buffer::from_vec(data), rows, cols)
+    }
+
+    /// A bf16 weight that owns `data` (row-major `[rows, cols]`).
+    pub fn from_bf16(data: Vec<bf16>, rows: usize, cols: usize) -> Result<Self> {
+        Weight::new(Buffer::from_vec(data), rows, cols)
+    }
+
+    /// An f16 weight that owns `data` (row-major `[rows, cols]`).
+    pub fn from_f16(data: Vec<f16>, rows: usize, cols: usize) -> Result<Self> {
+        Weight::new(Buffer::from_vec(data), rows, cols)
+    }
+
+    /// Output features (`out`).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features (`in`).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// `[rows, cols]`.
+    pub fn shape(&self) -> [usize; 2] {
+        [self.rows, self.cols]
+    }
+
+    /// The stored dtype.
+    pub fn dtype(&self) -> DType {
+        self.data.dtype()
+    }
+
+    /// The elements, row-major, in the stored dtype.
+    pub fn data(&self) -> &WeightData {
+        &self.data
+    }
+
+    /// Bytes the elements occupy.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * self.dtype().size_bytes()
+    }
+
+    /// Whether the elements are borrowed from a memory-mapped file.
+    pub fn is_mapped(&self) -> bool {
+        match &self.data {
+            WeightData::F32(b) => b.is_mapped(),
+            WeightData::BF16(b) => b.is_mapped(),
+            WeightData::F16(b) => b.is_mapped(),
+        }
+    }
+
+    /// Rows `range` as a `[range.len(), cols]` weight sharing memory with `self` (no copy). This is
+    /// how a fused checkpoint matrix (e.g. `kv_b_proj`, or transformers-5's packed experts) is
+    /// split.
+    ///
+    /// # Panics
+    /// If `range` is not within `0..rows`.
+    pub fn slice_rows(&self, range: Range<usize>) -> Weight {
+        assert!(
+            range.start <= range.end && range.end <= self.rows,
+            "Weight::slice_rows: {range:?} out of 0..{}",
+            self.rows
+        );
+        let elems = range.start * self.cols..range.end * self.cols;
+        let data = match &self.data {
+            WeightData::F32(b) => WeightData::F32(b.slice(elems)),
+            WeightData::BF16(b) => WeightData::BF16(b.slice(elems)),
+            WeightData::F16(b) => WeightData::F16(b.slice(elems)),
+        };
+        Weight {
+            rows: range.end - range.start,
+            cols: self.cols,
+            data,
+        }
+    }
+
+    /// Row `r` widened to f32.
+    ///
+    /// # Panics
+    /// If `r >= rows`.
+    pub fn row_f32(&self, r: usize) -> Vec<f32> {
+        let mut out = vec![0.0; self.cols];
+        self.read_row_f32(&mut out, r);
+        out
+    }
+
+    /// Writes row `r`, widened to f32, into `out` (`out.len() == cols`). Used by embedding lookup.
+    ///
+    /// # Panics
+    /// If `r >= rows` or `out.len() != cols`.
+    pub fn read_row_f32(&self, out: &mut [f32], r: usize) {
+        assert!(r < self.rows, "row {r} out of 0..{}", self.rows);
+        assert_eq!(out.len(), self.cols, "output row length");
+        let span = r * self.cols..(r + 1) * self.cols;
+        match &self.data {
+            WeightData::F32(b) => out.copy_from_slice(&b[span]),
+            WeightData::BF16(b) => widen_into(out, &b[span]),
+            WeightData::F16(b) => widen_into(out, &b[span]),
+        }
+    }
+
+    /// All elements widened to f32 (a copy), row-major.
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        match &self.data {
+            WeightData::F32(b) => b.to_vec(),
+            WeightData::BF16(b) => b.to_f32_vec(),
+            WeightData::F16(b) => b.to_f32_vec(),
+        }
+    }
+
+    /// The same matrix in `dtype`: shared when it already is, otherwise converted (rounding to
+    /// nearest even when narrowing).
+    pub fn to_dtype(&self, dtype: DType) -> Weight {
+        if dtype == self.dtype() {
+            return self.clone();
+        }
+        let f = self.to_f32_vec();
+        let data = match dtype {
+            DType::F32 => WeightData::F32(Buffer::from_vec(f)),
+            DType::BF16 => WeightData::BF16(Buffer::from_vec(narrow(&f))),
+            DType::F16 => WeightData::F16(Buffer::from_vec(narrow(&f))),
+        };
+        Weight {
+            rows: self.rows,
+            cols: self.cols,
+            data,
+        }
+    }
+}
+
+/// `out[i] = x[i]` widened to f32.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn widen_into<T: Element>(out: &mut [f32], x: &[T]) {
+    assert_eq!(out.len(), x.len(), "widen_into: length mismatch");
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = v.to_f32();
+    }
+}
+
+/// `x` narrowed to `T`, rounding to nearest even.
+pub fn narrow<T: Element>(x: &[f32]) -> Vec<T> {
+    x.iter().map(|&v| T::from_f32(v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_length_is_an_error_naming_the_shape() {
+        let err = Weight::from_f32(vec![0.0; 5], 2, 3).unwrap_err();
+        assert!(
+            matches!(&err, Error::Length { shape, expected: 6, found: 5, .. } if shape == &[2, 3]),
+            "{err}"
+        );
+        assert!(err.to_string().contains("[2, 3]"), "{err}");
+    }
+
+    #[test]
+    fn slice_rows_shares_memory_and_reads_the_right_rows() {
+        let w = Weight::from_f32((0..12).map(|v| v as f32).collect(), 4, 3).unwrap();
+        let s = w.slice_rows(1..3);
+        assert_eq!(s.shape(), [2, 3]);
+        assert_eq!(s.to_f32_vec(), vec![3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        let b = w.to_dtype(DType::BF16).slice_rows(3..4);
+        assert_eq!(b.row_f32(0), vec![9.0, 10.0, 11.0]);
+    }
+
+    #[test]
+    fn weight_data_from_buffer_keeps_the_dtype() {
+        let d: WeightData = Buffer::from_vec(vec![f16::from_f32(1.5)]).into();
+        assert_eq!(d.dtype(), DType::F16);
+        let d: WeightData = Buffer::from_vec(vec![bf16::from_f32(1.5)]).into();
+        assert_eq!(d.dtype(), DType::BF16);
+    }
+}
