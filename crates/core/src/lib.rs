@@ -51,7 +51,10 @@ pub use linear::{
     GEMV_MAX_ROWS, linear, linear_gemm, linear_gemv, linear_naive, linear_nd, matmul, matmul_bt,
     matmul_bt_naive, matmul_naive,
 };
-pub use ops::{silu, silu_inplace, softmax, softmax_rows, softmax_rows_naive, swiglu};
+pub use ops::{
+    dot, dot_naive, silu, silu_inplace, softmax, softmax_rows, softmax_rows_naive, sum_squares,
+    swiglu,
+};
 pub use simd::kernel_isa;
 pub use store::{INDEX_FILE, SINGLE_FILE, SafeTensorsStore, TensorInfo};
 pub use weight::{Buffer, Weight, WeightData, narrow, widen_into};
