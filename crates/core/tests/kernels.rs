@@ -1,0 +1,252 @@
+//! Property tests for core's kernels: every implementation of a kernel against its naive twin and
+//! against the math.
+
+use deepblocks_core::half::{bf16, f16};
+use deepblocks_core::{
+    DType, GEMV_MAX_ROWS, Weight, dot, dot_naive, linear, linear_gemm, linear_gemv, linear_naive,
+    linear_nd, matmul, matmul_bt, matmul_bt_naive, matmul_naive, silu, silu_inplace, softmax_rows,
+    softmax_rows_naive, swiglu,
+};
+use deepblocks_testkit::{assert_close, strategies};
+use ndarray::Array2;
+use proptest::prelude::*;
+
+type LinearImpl = fn(&mut [f32], &[f32], &Weight, usize);
+const LINEAR_IMPLS: [(&str, LinearImpl); 3] = [
+    ("linear", linear),
+    ("linear_gemv", linear_gemv),
+    ("linear_gemm", linear_gemm),
+];
+
+/// `|fast − naive| ≤ tol` where tol grows like √k times the magnitude of the terms (the two sum in
+/// different orders).
+fn linear_tol(x: &[f32], w: &[f32], k: usize) -> f32 {
+    let mx = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let mw = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    4.0 * f32::EPSILON * (k as f32) * mx * mw + 1e-30
+}
+
+fn check_linear(t: usize, k: usize, n: usize, x: &[f32], wf: &[f32]) -> Result<(), TestCaseError> {
+    let w32 = Weight::from_f32(wf.to_vec(), n, k).unwrap();
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        let w = w32.to_dtype(dtype);
+        let mut want = vec![0.0; t * n];
+        linear_naive(&mut want, x, &w, t);
+        let tol = linear_tol(x, &w.to_f32_vec(), k);
+        for (name, f) in LINEAR_IMPLS {
+            let mut got = vec![f32::NAN; t * n];
+            f(&mut got, x, &w, t);
+            for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                prop_assert!(
+                    (g - e).abs() <= tol,
+                    "{name} {dtype} t{t} k{k} n{n} at {i}: {g} vs naive {e} (tol {tol})"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn linear_paths_equal_naive_for_every_dtype((t, k, n, x, w) in strategies::linear_case(9, 70, 40)) {
+        check_linear(t, k, n, &x, &w)?;
+    }
+
+    #[test]
+    fn linear_is_linear_in_x((t, k, n, x, w) in strategies::linear_case(6, 40, 20), a in -2.0f32..2.0) {
+        let w = Weight::from_f32(w, n, k).unwrap();
+        let ax: Vec<f32> = x.iter().map(|v| a * v).collect();
+        let (mut y, mut ya) = (vec![0.0; t * n], vec![0.0; t * n]);
+        linear(&mut y, &x, &w, t);
+        linear(&mut ya, &ax, &w, t);
+        for (p, q) in y.iter().zip(&ya) {
+            prop_assert!((a * p - q).abs() <= 1e-4 * (1.0 + q.abs()), "{} vs {q}", a * p);
+        }
+    }
+
+    #[test]
+    fn rows_are_independent((t, k, n, x, w) in strategies::linear_case(9, 30, 20)) {
+        // Row i of a batched call equals the call on row i alone: batching never mixes tokens.
+        let w = Weight::from_f32(w, n, k).unwrap().to_dtype(DType::BF16);
+        let mut all = vec![0.0; t * n];
+        linear(&mut all, &x, &w, t);
+        for i in 0..t {
+            let mut one = vec![0.0; n];
+            linear(&mut one, &x[i * k..(i + 1) * k], &w, 1);
+            for (p, q) in one.iter().zip(&all[i * n..(i + 1) * n]) {
+                prop_assert!((p - q).abs() <= 1e-4 * (1.0 + q.abs()));
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_equals_naive((m, k, n) in (1usize..9, 1usize..40, 1usize..30), seed in 0u64..1000) {
+        let a: Vec<f32> = (0..m * k).map(|i| (((i as u64 * 31 + seed) % 17) as f32 - 8.0) / 8.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (((i as u64 * 13 + seed) % 23) as f32 - 11.0) / 11.0).collect();
+        let (mut got, mut want) = (vec![0.0; m * n], vec![0.0; m * n]);
+        matmul(&mut got, &a, &b, m, k, n);
+        matmul_naive(&mut want, &a, &b, m, k, n);
+        for (g, e) in got.iter().zip(&want) {
+            prop_assert!((g - e).abs() <= 1e-5 * k as f32);
+        }
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_equals_naive((rows, cols, x) in strategies::matrix(6, 50.0)) {
+        let mut fast = x.clone();
+        let mut naive = x.clone();
+        softmax_rows(&mut fast, rows, cols);
+        softmax_rows_naive(&mut naive, rows, cols);
+        for r in 0..rows {
+            let row = &fast[r * cols..(r + 1) * cols];
+            let s: f32 = row.iter().sum();
+            prop_assert!((s - 1.0).abs() < 1e-5, "row {r} sums to {s}");
+            prop_assert!(row.iter().all(|&p| (0.0..=1.0).contains(&p)));
+        }
+        for (p, q) in fast.iter().zip(&naive) {
+            prop_assert!((p - q).abs() < 1e-6, "{p} vs naive {q}");
+        }
+    }
+
+    #[test]
+    fn softmax_ignores_shifts((rows, cols, x) in strategies::matrix(5, 20.0), c in -1000.0f32..1000.0) {
+        let mut a = x.clone();
+        let mut b: Vec<f32> = x.iter().map(|v| v + c).collect();
+        softmax_rows(&mut a, rows, cols);
+        softmax_rows(&mut b, rows, cols);
+        // x + c rounds in f32: the shift is exact only up to |c|·ε per entry.
+        let tol = 1e-5 + 4.0 * (c.abs() + 20.0) * f32::EPSILON;
+        for (p, q) in a.iter().zip(&b) {
+            prop_assert!((p - q).abs() <= tol, "{p} vs {q}");
+        }
+    }
+
+    #[test]
+    fn softmax_keeps_order(x in strategies::values(12, 30.0)) {
+        let mut p = x.clone();
+        softmax_rows(&mut p, 1, 12);
+        for i in 0..12 {
+            for j in 0..12 {
+                if x[i] > x[j] {
+                    prop_assert!(p[i] >= p[j]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn silu_is_x_times_sigmoid(x in -80.0f32..80.0) {
+        let want = (x as f64) / (1.0 + (-(x as f64)).exp());
+        prop_assert!((silu(x) as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()));
+    }
+
+    #[test]
+    fn swiglu_is_silu_gate_times_up(g in strategies::values(33, 10.0), u in strategies::values(33, 10.0)) {
+        let mut out = vec![0.0; 33];
+        swiglu(&mut out, &g, &u);
+        let mut s = g.clone();
+        silu_inplace(&mut s);
+        for i in 0..33 {
+            prop_assert_eq!(out[i], s[i] * u[i]);
+        }
+    }
+
+    #[test]
+    fn dot_equals_naive(a in strategies::values(77, 4.0), b in strategies::values(77, 4.0)) {
+        let (f, n) = (dot(&a, &b), dot_naive(&a, &b));
+        prop_assert!((f - n).abs() <= 1e-4 * (1.0 + n.abs()), "{f} vs {n}");
+    }
+}
+
+#[test]
+fn gemv_boundary_sizes() {
+    // t around GEMV_MAX_ROWS and k around the 8/16-lane boundaries, with output widths that are
+    // not multiples of the parallel block.
+    for t in [1, GEMV_MAX_ROWS, GEMV_MAX_ROWS + 1] {
+        for k in [1, 7, 8, 9, 15, 16, 17, 31, 32, 33] {
+            for n in [1, 63, 65, 129] {
+                let x: Vec<f32> = (0..t * k)
+                    .map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0)
+                    .collect();
+                let w: Vec<f32> = (0..n * k)
+                    .map(|i| ((i * 5 % 13) as f32 - 6.0) / 6.0)
+                    .collect();
+                check_linear(t, k, n, &x, &w).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn large_decode_shape_runs_in_parallel_and_matches_naive() {
+    // Big enough to take the rayon path in both GEMV and GEMM.
+    let (k, n) = (512, 1000);
+    let w: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 5000.0)
+        .collect();
+    let w = Weight::from_f32(w, n, k).unwrap().to_dtype(DType::BF16);
+    for t in [1, 3, 16] {
+        let x: Vec<f32> = (0..t * k)
+            .map(|i| ((i * 31 % 97) as f32 - 48.0) / 48.0)
+            .collect();
+        let (mut got, mut want) = (vec![0.0; t * n], vec![0.0; t * n]);
+        linear(&mut got, &x, &w, t);
+        linear_naive(&mut want, &x, &w, t);
+        assert_close(&got, &want, 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn matmul_bt_over_raw_f16_slices() {
+    let (t, k, n) = (2, 19, 5);
+    let x: Vec<f32> = (0..t * k).map(|i| i as f32 / 10.0).collect();
+    let w: Vec<f16> = (0..n * k)
+        .map(|i| f16::from_f32((i % 7) as f32 - 3.0))
+        .collect();
+    let (mut got, mut want) = (vec![0.0; t * n], vec![0.0; t * n]);
+    matmul_bt(&mut got, &x, &w, t, k, n);
+    matmul_bt_naive(&mut want, &x, &w, t, k, n);
+    assert_close(&got, &want, 1e-4, 1e-5);
+}
+
+#[test]
+fn bf16_weight_keeps_half_the_bytes_and_rounds_to_nearest_even() {
+    let w = Weight::from_f32(vec![1.0, 1.0 + 1.0 / 256.0, 3.0, -2.5], 2, 2).unwrap();
+    let b = w.to_dtype(DType::BF16);
+    assert_eq!(b.bytes() * 2, w.bytes());
+    // 1 + 2⁻⁸ is a tie between bf16 neighbours 1 and 1 + 2⁻⁷: it rounds to the even one, 1.
+    assert_eq!(b.to_f32_vec(), vec![1.0, 1.0, 3.0, -2.5]);
+    match b.data() {
+        deepblocks_core::WeightData::BF16(buf) => assert_eq!(buf[3], bf16::from_f32(-2.5)),
+        other => panic!("expected bf16 data, got {other:?}"),
+    }
+}
+
+#[test]
+fn softmax_edge_cases() {
+    // A masked entry becomes exactly zero; huge logits do not overflow.
+    let mut x = [1000.0, 999.0, f32::NEG_INFINITY];
+    softmax_rows(&mut x, 1, 3);
+    assert!((x[0] - 0.731_058_6).abs() < 1e-6 && x[2] == 0.0);
+    // All −∞ has no softmax: NaN, as documented (and as torch gives).
+    let mut m = [f32::NEG_INFINITY; 3];
+    softmax_rows(&mut m, 1, 3);
+    assert!(m.iter().all(|v| v.is_nan()));
+    // Zero columns is a no-op, not a panic.
+    softmax_rows(&mut [], 4, 0);
+}
+
+#[test]
+fn linear_nd_matches_the_slice_kernel_for_views() {
+    let w = Weight::from_f32((0..12).map(|i| i as f32 - 6.0).collect(), 3, 4).unwrap();
+    let x = Array2::from_shape_vec((4, 2), (0..8).map(|i| i as f32).collect()).unwrap();
+    // x.t() is a [2, 4] view in column-major order.
+    let y = linear_nd(x.t(), &w).unwrap();
+    let xs = x.t().as_standard_layout().to_owned();
+    let mut want = vec![0.0; 6];
+    linear_naive(&mut want, xs.as_slice().unwrap(), &w, 2);
+    assert_eq!(y.as_slice().unwrap(), &want[..]);
+}
