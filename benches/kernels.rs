@@ -1,2 +1,190 @@
-//! Kernel benchmarks (written in the next commit).
-fn main() {}
+//! Core kernel benchmarks, with the machine's limits measured in the same run.
+//!
+//! ```text
+//! cargo bench --bench kernels                 # everything (about 3 minutes)
+//! cargo bench --bench kernels -- linear_decode
+//! ```
+//!
+//! Throughput is reported by criterion as `elem/s` = FLOP/s (2 per multiply-add) and as bytes/s of
+//! the data the kernel must read (GiB/s, binary units). `limits/*` are the ceilings those figures
+//! are judged against: `stream_read` is a plain parallel sum over a buffer 16× larger than L3 (DRAM
+//! read bandwidth), `fma_peak` is 12 independent FMA chains per thread that never touch memory.
+//! docs/performance.md records the figures.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use deepblocks::core::half::bf16;
+use deepblocks::core::{self, DType, Weight, linear, linear_naive, probe, softmax_rows};
+use deepblocks::norm::rms_norm;
+use std::hint::black_box;
+use std::time::Duration;
+
+/// Deterministic values in [-1, 1) (xorshift32), so every run benchmarks the same data.
+fn values(len: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn weight(n: usize, k: usize, dtype: DType) -> Weight {
+    let v: Vec<f32> = values(n * k, n as u32 ^ k as u32)
+        .into_iter()
+        .map(|x| x * 0.05)
+        .collect();
+    match dtype {
+        DType::F32 => Weight::from_f32(v, n, k).expect("n*k values"),
+        DType::BF16 => Weight::from_bf16(v.iter().map(|&x| bf16::from_f32(x)).collect(), n, k)
+            .expect("n*k values"),
+        DType::F16 => Weight::from_f32(v, n, k)
+            .expect("n*k values")
+            .to_dtype(DType::F16),
+    }
+}
+
+fn limits(c: &mut Criterion) {
+    eprintln!(
+        "kernels: {} kernels, {} rayon threads",
+        core::kernel_isa(),
+        rayon::current_num_threads()
+    );
+    let mut g = c.benchmark_group("limits");
+    g.sample_size(10).warm_up_time(Duration::from_secs(1));
+    // 512 MiB: 16× the 32 MiB L3 of the machine these figures were taken on.
+    let buf = vec![1.0f32; 128 << 20];
+    g.throughput(Throughput::Bytes((buf.len() * 4) as u64));
+    g.bench_function("stream_read_512MiB", |b| {
+        b.iter(|| probe::stream_sum(black_box(&buf)))
+    });
+    drop(buf);
+    let iters = 1 << 20;
+    let flops = probe::fma_peak_flops(iters, rayon::current_num_threads());
+    g.throughput(Throughput::Elements(flops));
+    g.bench_function("fma_peak_all_threads", |b| {
+        b.iter(|| probe::fma_peak(black_box(iters)))
+    });
+    let one = probe::fma_peak_flops(iters, 1);
+    g.throughput(Throughput::Elements(one));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a 1-thread pool");
+    g.bench_function("fma_peak_one_thread", |b| {
+        b.iter(|| pool.install(|| probe::fma_peak(black_box(iters))))
+    });
+    g.finish();
+}
+
+fn linear_prefill(c: &mut Criterion) {
+    let mut g = c.benchmark_group("linear_prefill");
+    g.sample_size(10).warm_up_time(Duration::from_secs(1));
+    let (t, k, n) = (128, 2048, 2048);
+    let x = values(t * k, 7);
+    let mut y = vec![0.0f32; t * n];
+    for dtype in [DType::F32, DType::BF16] {
+        let w = weight(n, k, dtype);
+        g.throughput(Throughput::ElementsAndBytes {
+            elements: (2 * t * k * n) as u64,
+            bytes: (w.bytes() + 4 * (t * k + t * n)) as u64,
+        });
+        g.bench_function(
+            BenchmarkId::new(format!("{dtype}"), format!("{t}x{k}x{n}")),
+            |b| b.iter(|| linear(black_box(&mut y), black_box(&x), &w, t)),
+        );
+    }
+    g.finish();
+}
+
+fn linear_decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("linear_decode");
+    g.sample_size(10).warm_up_time(Duration::from_secs(1));
+    let k = 2048;
+    let x = values(k, 11);
+    for n in [10944, 102400] {
+        let mut y = vec![0.0f32; n];
+        for dtype in [DType::F32, DType::BF16] {
+            let w = weight(n, k, dtype);
+            g.throughput(Throughput::ElementsAndBytes {
+                elements: (2 * k * n) as u64,
+                bytes: w.bytes() as u64,
+            });
+            g.bench_function(
+                BenchmarkId::new(format!("{dtype}"), format!("1x{k}x{n}")),
+                |b| b.iter(|| linear(black_box(&mut y), black_box(&x), &w, 1)),
+            );
+        }
+    }
+    // The baseline the GEMV kernel replaces: matrixmultiply's sgemm on a single row.
+    let n = 10944;
+    let w = weight(n, k, DType::F32);
+    let wf = w.to_f32_vec();
+    let mut y = vec![0.0f32; n];
+    g.throughput(Throughput::ElementsAndBytes {
+        elements: (2 * k * n) as u64,
+        bytes: w.bytes() as u64,
+    });
+    g.bench_function(
+        BenchmarkId::new("sgemm_one_row_F32", format!("1x{k}x{n}")),
+        |b| {
+            b.iter(|| {
+                // SAFETY: x is [1, k], wf is [n, k] read as [k, n] with strides (1, k), y is [1, n].
+                unsafe {
+                    matrixmultiply::sgemm(
+                        1,
+                        k,
+                        n,
+                        1.0,
+                        x.as_ptr(),
+                        k as isize,
+                        1,
+                        wf.as_ptr(),
+                        1,
+                        k as isize,
+                        0.0,
+                        y.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                }
+            })
+        },
+    );
+    // And the naive twin, for scale.
+    g.bench_function(BenchmarkId::new("naive_F32", format!("1x{k}x{n}")), |b| {
+        b.iter(|| linear_naive(black_box(&mut y), black_box(&x), &w, 1))
+    });
+    g.finish();
+}
+
+fn norm_softmax(c: &mut Criterion) {
+    let mut g = c.benchmark_group("rows");
+    let h = 2048;
+    let w = values(h, 3);
+    for t in [1, 128] {
+        let x = values(t * h, 5);
+        let mut out = vec![0.0f32; t * h];
+        g.throughput(Throughput::Bytes((4 * (2 * t * h + h)) as u64));
+        g.bench_function(BenchmarkId::new("rms_norm", format!("{t}x{h}")), |b| {
+            b.iter(|| rms_norm(black_box(&mut out), black_box(&x), &w, 1e-6, t, h))
+        });
+    }
+    // Attention-shaped softmax: 16 heads over 4096 cached positions.
+    let (rows, cols) = (16, 4096);
+    let src = values(rows * cols, 9);
+    let mut x = src.clone();
+    g.throughput(Throughput::Bytes((4 * rows * cols) as u64));
+    g.bench_function(BenchmarkId::new("softmax", format!("{rows}x{cols}")), |b| {
+        b.iter(|| {
+            x.copy_from_slice(&src);
+            softmax_rows(black_box(&mut x), rows, cols)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, limits, linear_decode, linear_prefill, norm_softmax);
+criterion_main!(benches);
