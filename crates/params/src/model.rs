@@ -1,0 +1,186 @@
+//! What the accounting reports for one model, and reading any supported `config.json`.
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::deepseek::DeepSeekV2Config;
+use crate::dense::DenseConfig;
+use crate::error::{Error, Result};
+use crate::flops::{AttentionDims, Flops, MlaPath, sequence_flops, token_flops};
+use crate::kv::{Bits, KvCache};
+use crate::tree::{Component, Embeddings};
+
+/// A parsed `config.json` of a supported architecture.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelConfig {
+    /// `model_type` `deepseek_v2`.
+    DeepSeekV2(DeepSeekV2Config),
+    /// `model_type` `llama`.
+    Llama(DenseConfig),
+}
+
+impl ModelConfig {
+    /// Reads a `config.json` text, dispatching on `model_type`.
+    pub fn from_json_str(text: &str) -> Result<ModelConfig> {
+        let value: Value = serde_json::from_str(text)?;
+        let model_type = match value.get("model_type") {
+            None => {
+                return Err(Error::MissingField {
+                    field: "model_type".into(),
+                });
+            }
+            Some(Value::String(s)) => s.as_str(),
+            Some(other) => {
+                return Err(Error::WrongType {
+                    field: "model_type".into(),
+                    expected: "a string",
+                    found: other.to_string(),
+                });
+            }
+        };
+        match model_type {
+            "deepseek_v2" => Ok(ModelConfig::DeepSeekV2(DeepSeekV2Config::from_json(
+                &value,
+            )?)),
+            "llama" => Ok(ModelConfig::Llama(DenseConfig::from_json(&value)?)),
+            other => Err(Error::invalid(
+                "model_type",
+                other,
+                "supported: deepseek_v2, llama",
+            )),
+        }
+    }
+
+    /// Reads a `config.json` file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<ModelConfig> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json_str(&text)
+    }
+
+    /// Everything the accounting reports, named `name`.
+    pub fn accounting(&self, name: &str) -> Result<Accounting> {
+        match self {
+            ModelConfig::DeepSeekV2(c) => c.accounting(name),
+            ModelConfig::Llama(c) => c.accounting(name),
+        }
+    }
+}
+
+/// A model as the accounting sees it: its parameter tree, attention sizes and KV cache.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Accounting {
+    /// A display name.
+    pub name: String,
+    /// The parameter tree.
+    pub tree: Component,
+    /// Attention sizes for the FLOP count.
+    pub attention: AttentionDims,
+    /// What the KV cache holds per token.
+    pub kv: KvCache,
+    /// The longest context the model is configured for.
+    pub max_position_embeddings: u64,
+    /// `E`, routed experts per MoE layer (0 for a dense model).
+    pub routed_experts: u64,
+    /// Parameters of a tied unembedding (`V·h`, 0 when untied): no tensor of its own in the tree,
+    /// but a matmul every token pays for.
+    pub tied_unembedding: u64,
+}
+
+impl Accounting {
+    /// Total parameters.
+    pub fn total(&self) -> u64 {
+        self.tree.params()
+    }
+
+    /// Parameters one token activates.
+    pub fn activated(&self, embeddings: Embeddings) -> u64 {
+        self.tree.activated(embeddings)
+    }
+
+    /// Activated parameters one token multiplies by (a tied unembedding included).
+    pub fn activated_matmul(&self) -> u64 {
+        self.tree.activated_matmul() + self.tied_unembedding
+    }
+
+    /// Forward FLOPs of one token attending to `context` keys (see [`crate::flops`]).
+    pub fn flops_per_token(&self, context: u64, path: MlaPath) -> Result<Flops> {
+        token_flops(
+            self.activated_matmul(),
+            &self.attention,
+            &self.kv.layout,
+            context,
+            path,
+        )
+    }
+
+    /// Forward FLOPs of a causal prefill of `tokens` tokens.
+    pub fn prefill_flops(&self, tokens: u64, path: MlaPath) -> Result<u128> {
+        sequence_flops(
+            self.activated_matmul(),
+            &self.attention,
+            &self.kv.layout,
+            tokens,
+            path,
+        )
+    }
+
+    /// The summary the `params` example prints as JSON, with FLOPs at `context` keys.
+    pub fn summary(&self, context: u64) -> Result<Summary<'_>> {
+        Ok(Summary {
+            model: &self.name,
+            total: self.total(),
+            activated: self.activated(Embeddings::Include),
+            activated_excl_embedding: self.activated(Embeddings::Exclude),
+            activated_matmul: self.activated_matmul(),
+            matrices: self.tree.matrices(),
+            kv_cache_elements_per_token: self.kv.elements_per_token(),
+            kv_cache_bytes_per_token_bf16: self.kv.bits_per_token(Bits::BF16).ok_or_else(|| {
+                Error::Overflow {
+                    what: "KV cache bytes per token".into(),
+                }
+            })? / 8,
+            kv_cache: self.kv,
+            max_position_embeddings: self.max_position_embeddings,
+            flops_per_token: self.flops_per_token(context, MlaPath::Expanded)?,
+            flops_per_token_absorbed: self.flops_per_token(context, MlaPath::Absorbed)?,
+            components: self.tree.children(),
+        })
+    }
+}
+
+/// The accounting of one model in one serialisable record. JSON keys are the field names.
+#[derive(Debug, Serialize)]
+pub struct Summary<'a> {
+    /// Display name.
+    pub model: &'a str,
+    /// Total parameters.
+    pub total: u64,
+    /// Activated per token, input embedding included.
+    pub activated: u64,
+    /// Activated per token, input embedding excluded (DeepSeek's published convention).
+    pub activated_excl_embedding: u64,
+    /// Activated matmul parameters (the `N` of `2·N` FLOPs).
+    pub activated_matmul: u64,
+    /// Number of matrices.
+    pub matrices: u64,
+    /// KV cache elements per token over all layers.
+    pub kv_cache_elements_per_token: u64,
+    /// KV cache bytes per token in bf16.
+    pub kv_cache_bytes_per_token_bf16: u64,
+    /// The KV cache layout and layer count.
+    pub kv_cache: KvCache,
+    /// The configured context.
+    pub max_position_embeddings: u64,
+    /// Forward FLOPs per token at the chosen context, expanded attention.
+    pub flops_per_token: Flops,
+    /// The same with MLA's absorbed attention (equal to `flops_per_token` for other layouts).
+    pub flops_per_token_absorbed: Flops,
+    /// The per-component breakdown (the tree's top-level components).
+    pub components: &'a [Component],
+}
