@@ -4,19 +4,27 @@
 //!   else. Per layer one query, key and value matrix per head (`[d_head, d_model]` each), one
 //!   output matrix and the MLP's up- and down-projections; plus the token embedding and a
 //!   separate unembedding. No biases, no layer norms, no position embeddings. For 175B this is
-//!   175,181,291,520 parameters in 27,938 matrices.
+//!   175,181,291,520 parameters in 27,938 matrices. The per-head split needs
+//!   `n_heads·d_head = d_model`.
 //! - **Paper convention** ([`Gpt3Config::full`]): the GPT-2 architecture GPT-3 is built on, every
 //!   parameter of the checkpoint — token and learned position embeddings, fused QKV and output
 //!   projections with biases, MLP with biases, two LayerNorms (gain and bias) per layer and a
 //!   final one — with the unembedding tied to the token embedding (counted once). For 175B this
 //!   is 174,604,259,328, which the paper rounds to 175.0B.
 //!
+//! Attention is `d_model` wide in the paper's count (GPT-2's architecture), whatever the head
+//! columns say. Two rows of Table 2.1 are inconsistent there: XL prints 24 heads of 128 for
+//! `d_model` 2048 (24·128 = 3072), and 13B prints `d_model` 5140 for 40 heads of 128 (= 5120).
+//! Counting `d_model`-wide attention gives 1.32B and 12.95B, matching the nominal 1.3B and 13.0B
+//! (the heads as printed would give 1.52B and 12.94B); the walk-through's per-head split, the KV
+//! cache and the FLOP count refuse those two rows with an error naming `n_heads`.
+//!
 //! The difference, for 175B: `+V·d` (the walk-through's separate unembedding) against
 //! `n_ctx·d + l·(13·d) + 2·d` (positions, biases and norms the walk-through leaves out) — with
 //! `d_attn = n_heads·d_head = d_model` and `d_ff = 4·d_model`, a layer's biases and norms are
 //! `3d + d + 4d + d + 4d = 13d`.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::flops::AttentionDims;
 use crate::kv::{KvCache, KvLayout};
 use crate::model::Accounting;
@@ -35,8 +43,8 @@ pub struct Gpt3Config {
     pub d_model: u64,
     /// Attention heads.
     pub n_heads: u64,
-    /// Dimension of one head. `n_heads·d_head` is the attention width; it equals `d_model` in every
-    /// row but 13B, whose printed `d_model` 5140 is not 40·128 = 5120 (counted as printed).
+    /// Dimension of one head, as printed. `n_heads·d_head = d_model` in every row but XL and 13B
+    /// (see the [module docs](self)).
     pub d_head: u64,
     /// The MLP's inner width (4·`d_model`).
     pub d_ff: u64,
@@ -83,14 +91,29 @@ pub const GPT3_FAMILY: [Gpt3Config; 8] = [
 pub const GPT3_175B: Gpt3Config = GPT3_FAMILY[7];
 
 impl Gpt3Config {
-    /// `n_heads·d_head`, the width of the attention projections.
-    pub fn d_attn(&self) -> u64 {
-        self.n_heads * self.d_head
+    /// Checks that the heads split `d_model` (`n_heads·d_head = d_model`), which the per-head
+    /// matrices, the KV cache and the attention FLOPs need.
+    pub fn check_heads(&self) -> Result<()> {
+        let width = self.n_heads.checked_mul(self.d_head);
+        if width == Some(self.d_model) {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "n_heads",
+                self.n_heads,
+                format!(
+                    "{} heads of {} do not make d_model = {}",
+                    self.n_heads, self.d_head, self.d_model
+                ),
+            ))
+        }
     }
 
     /// The walk-through's count: embedding, key, query, value, output, up-projection,
-    /// down-projection, unembedding — weight matrices only (see the [module docs](self)).
+    /// down-projection, unembedding — weight matrices only (see the [module docs](self)). Fails
+    /// when the heads do not split `d_model` ([`check_heads`](Self::check_heads)).
     pub fn walkthrough(&self) -> Result<Component> {
+        self.check_heads()?;
         let (d, l, h, dh, ff, v) = (
             self.d_model,
             self.n_layers,
@@ -106,7 +129,7 @@ impl Gpt3Config {
                 Component::tensor("key", Kind::Linear, &[dh, d], l * h)?,
                 Component::tensor("query", Kind::Linear, &[dh, d], l * h)?,
                 Component::tensor("value", Kind::Linear, &[dh, d], l * h)?,
-                Component::tensor("output", Kind::Linear, &[d, self.d_attn()], l)?,
+                Component::tensor("output", Kind::Linear, &[d, d], l)?,
                 Component::tensor("up-projection", Kind::Linear, &[ff, d], l)?,
                 Component::tensor("down-projection", Kind::Linear, &[d, ff], l)?,
                 Component::tensor("unembedding", Kind::Linear, &[v, d], 1)?,
@@ -114,11 +137,13 @@ impl Gpt3Config {
         )
     }
 
-    /// The paper's count: every parameter of the GPT-2-style checkpoint, unembedding tied. Names
-    /// follow GPT-2's checkpoint (`wte`, `wpe`, `h.*.attn.c_attn`, ...); shapes are written
-    /// `[out, in]` (GPT-2's `Conv1D` stores the transpose).
+    /// The paper's count: every parameter of the GPT-2-style checkpoint, unembedding tied,
+    /// attention `d_model` wide. Names follow GPT-2's checkpoint (`wte`, `wpe`,
+    /// `h.*.attn.c_attn`, ...); shapes are written `[out, in]` (GPT-2's `Conv1D` stores the
+    /// transpose).
     pub fn full(&self) -> Result<Component> {
-        let (d, l, ff, a) = (self.d_model, self.n_layers, self.d_ff, self.d_attn());
+        let (d, l, ff) = (self.d_model, self.n_layers, self.d_ff);
+        let a = d;
         let t = |name: &str, kind: Kind, shape: &[u64], copies: u64, ckpt: &str| {
             Component::tensor(name, kind, shape, copies).map(|c| c.with_checkpoint(ckpt))
         };
@@ -179,15 +204,17 @@ impl Gpt3Config {
         Ok(full.params() - full.params_where(Kind::is_input_embedding))
     }
 
-    /// The KV cache: MHA over `n_heads` heads of `d_head` in every layer.
-    pub fn kv_cache(&self) -> KvCache {
-        KvCache::new(
+    /// The KV cache: MHA over `n_heads` heads of `d_head` in every layer. Fails when the heads do
+    /// not split `d_model`.
+    pub fn kv_cache(&self) -> Result<KvCache> {
+        self.check_heads()?;
+        Ok(KvCache::new(
             self.n_layers,
             KvLayout::Mha {
                 heads: self.n_heads,
                 head_dim: self.d_head,
             },
-        )
+        ))
     }
 
     /// Everything the accounting reports, on the paper's count (the unembedding is tied to
@@ -202,7 +229,7 @@ impl Gpt3Config {
                 qk_head_dim: self.d_head,
                 v_head_dim: self.d_head,
             },
-            kv: self.kv_cache(),
+            kv: self.kv_cache()?,
             max_position_embeddings: self.n_ctx,
             routed_experts: 0,
             tied_unembedding: self.vocab * self.d_model,

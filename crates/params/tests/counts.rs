@@ -1,0 +1,386 @@
+//! Counts against the published figures, against transformers' own counts (meta-device models,
+//! `testdata/params/hf_counts.json`) and against the tensors of saved checkpoints.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use deepblocks_params::{
+    Component, DeepSeekV2Config, DenseConfig, Embeddings, GPT3_175B, GPT3_FAMILY, Kind, ModelConfig,
+};
+use serde_json::Value;
+
+fn testdata(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata")
+        .join(rel)
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(testdata(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn hf_counts() -> Value {
+    serde_json::from_str(&read("params/hf_counts.json")).expect("hf_counts.json")
+}
+
+fn deepseek(rel: &str) -> DeepSeekV2Config {
+    DeepSeekV2Config::from_json_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+#[test]
+fn gpt3_walkthrough_table() {
+    let t = GPT3_175B.walkthrough().unwrap();
+    let expect = [
+        ("embedding", 617_558_016, 1),
+        ("key", 14_495_514_624, 9216),
+        ("query", 14_495_514_624, 9216),
+        ("value", 14_495_514_624, 9216),
+        ("output", 14_495_514_624, 96),
+        ("up-projection", 57_982_058_496, 96),
+        ("down-projection", 57_982_058_496, 96),
+        ("unembedding", 617_558_016, 1),
+    ];
+    let got: Vec<(&str, u64, u64)> = t
+        .children()
+        .iter()
+        .map(|c| (c.name(), c.params(), c.matrices()))
+        .collect();
+    assert_eq!(got, expect);
+    assert_eq!(t.params(), 175_181_291_520);
+    assert_eq!(t.matrices(), 27_938);
+}
+
+/// The paper's count (biases, norms, positions, tied unembedding) equals GPT2LMHeadModel's
+/// `numel` sum for every row of Table 2.1.
+#[test]
+fn gpt3_family_matches_transformers_gpt2() {
+    let hf = hf_counts();
+    for cfg in GPT3_FAMILY {
+        let full = cfg.full().unwrap();
+        let want = hf["gpt3"][cfg.name]["total"].as_u64().unwrap();
+        assert_eq!(full.params(), want, "{}", cfg.name);
+        // Per tensor too: GPT-2 names, layer index starred.
+        let tensors = hf["gpt3"][cfg.name]["tensors"].as_object().unwrap();
+        let mine = by_checkpoint(&full);
+        for (name, n) in tensors {
+            let key = name.trim_start_matches("transformer.");
+            assert_eq!(mine.get(key), n.as_u64().as_ref(), "{} {name}", cfg.name);
+        }
+        assert_eq!(mine.len(), tensors.len(), "{}", cfg.name);
+    }
+    assert_eq!(GPT3_175B.full().unwrap().params(), 174_604_259_328);
+}
+
+/// Within 5% of the nominal size printed beside each row.
+#[test]
+fn gpt3_family_near_nominal() {
+    for cfg in GPT3_FAMILY {
+        let nominal: f64 = {
+            let (num, unit) = cfg.nominal.split_at(cfg.nominal.len() - 1);
+            num.parse::<f64>().unwrap() * if unit == "B" { 1e9 } else { 1e6 }
+        };
+        let got = cfg.full().unwrap().params() as f64;
+        assert!(
+            (got / nominal - 1.0).abs() < 0.05,
+            "{}: {got} vs {nominal}",
+            cfg.name
+        );
+    }
+}
+
+/// The two conventions differ by exactly: + separate unembedding, − positions, − per-layer
+/// biases and norms (13·d with d_attn = d_model, d_ff = 4·d_model), − the final norm.
+#[test]
+fn gpt3_conventions_differ_by_the_stated_terms() {
+    let c = GPT3_175B;
+    let (v, d, l, n_ctx) = (c.vocab, c.d_model, c.n_layers, c.n_ctx);
+    let walk = c.walkthrough().unwrap().params();
+    let full = c.full().unwrap();
+    assert_eq!(walk + n_ctx * d + l * 13 * d + 2 * d, full.params() + v * d);
+    assert_eq!(full.params_where(|k| k == Kind::Bias), l * 9 * d);
+    assert_eq!(full.params_where(|k| k == Kind::Norm), l * 4 * d + 2 * d);
+    assert_eq!(
+        c.non_embedding().unwrap(),
+        full.params() - v * d - n_ctx * d
+    );
+}
+
+#[test]
+fn gpt3_rows_whose_heads_do_not_make_d_model_are_refused_where_heads_matter() {
+    for cfg in GPT3_FAMILY {
+        let consistent = cfg.n_heads * cfg.d_head == cfg.d_model;
+        assert_eq!(
+            consistent,
+            !matches!(cfg.name, "GPT-3 XL" | "GPT-3 13B"),
+            "{}",
+            cfg.name
+        );
+        if !consistent {
+            for err in [
+                cfg.walkthrough().unwrap_err(),
+                cfg.kv_cache().unwrap_err(),
+                cfg.accounting().unwrap_err(),
+            ] {
+                assert_eq!(err.field(), Some("n_heads"), "{}: {err}", cfg.name);
+            }
+            cfg.full().unwrap();
+        }
+    }
+}
+
+/// Sums a tree's leaves by checkpoint name.
+fn by_checkpoint(tree: &Component) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for leaf in tree.leaves() {
+        let t = leaf.as_tensor().unwrap();
+        *out.entry(t.checkpoint.clone()).or_insert(0) += leaf.params();
+    }
+    out
+}
+
+/// transformers 5 keeps routed experts packed: `experts.gate_up_proj` [E, 2i, h] and
+/// `experts.down_proj` [E, h, i]; the checkpoint (and our tree) has them per expert.
+fn packed_name(checkpoint: &str) -> String {
+    checkpoint
+        .replace("mlp.experts.*.gate_proj.weight", "mlp.experts.gate_up_proj")
+        .replace("mlp.experts.*.up_proj.weight", "mlp.experts.gate_up_proj")
+        .replace("mlp.experts.*.down_proj.weight", "mlp.experts.down_proj")
+}
+
+#[test]
+fn deepseek_v2_counts_equal_transformers() {
+    let hf = hf_counts();
+    for (name, total, activated, excl) in [
+        (
+            "deepseek-v2",
+            235_741_434_880u64,
+            21_375_800_320u64,
+            20_851_512_320u64,
+        ),
+        (
+            "deepseek-v2-lite",
+            15_706_484_224,
+            2_661_150_208,
+            2_451_435_008,
+        ),
+    ] {
+        for form in ["json", "tf5.json"] {
+            let cfg = deepseek(&format!("params/{name}.{form}"));
+            let tree = cfg.tree().unwrap();
+            assert_eq!(tree.params(), total, "{name}.{form}");
+            assert_eq!(
+                tree.activated(Embeddings::Include),
+                activated,
+                "{name}.{form}"
+            );
+            assert_eq!(tree.activated(Embeddings::Exclude), excl, "{name}.{form}");
+            assert_eq!(hf[name]["total"].as_u64(), Some(total));
+            assert_eq!(hf[name]["activated"].as_u64(), Some(activated));
+
+            // Tensor by tensor, with transformers' packed expert names.
+            let mut mine: BTreeMap<String, u64> = BTreeMap::new();
+            for (ckpt, n) in by_checkpoint(&tree) {
+                *mine.entry(packed_name(&ckpt)).or_insert(0) += n;
+            }
+            let theirs: BTreeMap<String, u64> = hf[name]["tensors"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+                .collect();
+            assert_eq!(mine, theirs, "{name}.{form}");
+        }
+    }
+}
+
+/// The hub and transformers-5 forms read to the same config.
+#[test]
+fn deepseek_v2_both_config_forms_agree() {
+    for name in ["deepseek-v2", "deepseek-v2-lite"] {
+        assert_eq!(
+            deepseek(&format!("params/{name}.json")),
+            deepseek(&format!("params/{name}.tf5.json")),
+            "{name}"
+        );
+    }
+}
+
+/// Published: DeepSeek-V2 "236B total, 21B activated"; V2-Lite "15.7B total, 2.4B activated".
+/// Without the input embedding the activated counts are 20.85B and 2.45B. V2's 21B does not tell
+/// the conventions apart (21.38B rounds to 21B as well) but V2-Lite's 2.4B does: with the
+/// embedding it would be 2.66B, without the lm_head too 2.24B.
+#[test]
+fn published_activated_figures_exclude_the_input_embedding() {
+    let billions = |n: u64| n as f64 / 1e9;
+    let v2 = deepseek("params/deepseek-v2.json").tree().unwrap();
+    let lite = deepseek("params/deepseek-v2-lite.json").tree().unwrap();
+    assert_eq!(format!("{:.0}", billions(v2.params())), "236");
+    assert_eq!(
+        format!("{:.0}", billions(v2.activated(Embeddings::Exclude))),
+        "21"
+    );
+    assert_eq!(format!("{:.1}", billions(lite.params())), "15.7");
+    let lite_excl = billions(lite.activated(Embeddings::Exclude));
+    assert!((2.4..2.5).contains(&lite_excl), "{lite_excl}");
+    let lite_incl = billions(lite.activated(Embeddings::Include));
+    assert!(lite_incl > 2.6, "{lite_incl}");
+    let lm_head = lite.child("lm_head").unwrap().params();
+    let lite_no_head = billions(lite.activated(Embeddings::Exclude) - lm_head);
+    assert!(lite_no_head < 2.3, "{lite_no_head}");
+}
+
+#[test]
+fn deepseek_v2_breakdown() {
+    let v2 = deepseek("params/deepseek-v2.json").tree().unwrap();
+    let names: Vec<&str> = v2.children().iter().map(Component::name).collect();
+    assert_eq!(
+        names,
+        [
+            "embed_tokens",
+            "self_attn",
+            "mlp",
+            "mlp.gate",
+            "mlp.shared_experts",
+            "mlp.experts",
+            "norms",
+            "lm_head"
+        ]
+    );
+    let attn: Vec<&str> = v2
+        .child("self_attn")
+        .unwrap()
+        .children()
+        .iter()
+        .map(Component::name)
+        .collect();
+    assert_eq!(
+        attn,
+        [
+            "q_a_proj",
+            "q_b_proj",
+            "kv_a_proj_with_mqa",
+            "kv_b_proj",
+            "o_proj"
+        ]
+    );
+    // 1 dense layer, 59 MoE layers of 160 experts, 6 active.
+    assert_eq!(v2.get("mlp/gate_proj").unwrap().params(), 12288 * 5120);
+    let up = v2
+        .get("mlp.experts/up_proj")
+        .unwrap()
+        .as_tensor()
+        .unwrap()
+        .clone();
+    assert_eq!((up.copies, up.active_copies), (59 * 160, 59 * 6));
+    assert_eq!(up.shape, [1536, 5120]);
+    let kv_b = v2
+        .get("self_attn/kv_b_proj")
+        .unwrap()
+        .as_tensor()
+        .unwrap()
+        .clone();
+    assert_eq!(kv_b.shape, [128 * (128 + 128), 512]);
+    assert_eq!(kv_b.checkpoint, "model.layers.*.self_attn.kv_b_proj.weight");
+    // Matrices: per layer 5 attention, 3 dense MLP (1 layer) or router + 3 shared + 3·160 routed.
+    assert_eq!(v2.matrices(), 1 + 60 * 5 + 3 + 59 * (1 + 3 + 3 * 160) + 1);
+}
+
+#[test]
+fn deepseek_v2_lite_has_a_full_rank_query() {
+    let lite = deepseek("params/deepseek-v2-lite.json");
+    let tree = lite.tree().unwrap();
+    assert!(tree.get("self_attn/q_proj").is_some());
+    assert!(tree.get("self_attn/q_a_proj").is_none());
+    assert!(tree.get("norms/q_a_layernorm").is_none());
+    assert_eq!(
+        tree.get("self_attn/q_proj")
+            .unwrap()
+            .as_tensor()
+            .unwrap()
+            .shape,
+        [16 * 192, 2048]
+    );
+}
+
+#[test]
+fn deepseek_llm_67b_matches_transformers_llama() {
+    let tree = DenseConfig::deepseek_llm_67b().tree().unwrap();
+    assert_eq!(
+        Some(tree.params()),
+        hf_counts()["deepseek-llm-67b"]["total"].as_u64()
+    );
+    assert_eq!(tree.params(), 67_425_001_472);
+}
+
+/// Reads a safetensors header and sums tensor sizes by name, layer and expert indices starred.
+fn header_sums(rel: &str) -> BTreeMap<String, u64> {
+    let bytes = std::fs::read(testdata(rel)).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut out = BTreeMap::new();
+    for (name, info) in meta.tensors() {
+        let starred: Vec<&str> = name
+            .split('.')
+            .map(|p| if p.parse::<u64>().is_ok() { "*" } else { p })
+            .collect();
+        let n: u64 = info.shape.iter().map(|&d| d as u64).product();
+        *out.entry(starred.join(".")).or_insert(0) += n;
+    }
+    out
+}
+
+/// The count from config.json equals the sum of tensor sizes in the checkpoint that
+/// `save_pretrained` wrote (scripts/golden/params_tiny.py), in total and tensor by tensor.
+#[test]
+fn tiny_checkpoints_count_equals_safetensors_header() {
+    for (dir, file_name) in [
+        ("params-tiny", "model.safetensors"),
+        ("params-tiny", "model-packed.safetensors"),
+        ("params-tiny-tied", "model.safetensors"),
+    ] {
+        let cfg = ModelConfig::from_file(testdata(&format!("{dir}/config.json"))).unwrap();
+        let tree = cfg.accounting(dir).unwrap().tree;
+        let file = header_sums(&format!("{dir}/{file_name}"));
+        assert_eq!(tree.params(), file.values().sum::<u64>(), "{dir}");
+        let mut mine = by_checkpoint(&tree);
+        // The header may store experts packed (transformers 5 in memory) or per expert (the hub
+        // layout save_pretrained writes); compare in whichever layout the file uses.
+        let packed = file.keys().any(|k| k.ends_with("experts.gate_up_proj"));
+        assert_eq!(packed, file_name.contains("packed"));
+        if packed {
+            mine = mine.into_iter().fold(BTreeMap::new(), |mut m, (k, v)| {
+                *m.entry(packed_name(&k)).or_insert(0) += v;
+                m
+            });
+        }
+        assert_eq!(mine, file, "{dir}");
+    }
+}
+
+#[test]
+fn tiny_checkpoints_exercise_the_optional_parts() {
+    let ModelConfig::DeepSeekV2(tiny) =
+        ModelConfig::from_file(testdata("params-tiny/config.json")).unwrap()
+    else {
+        panic!("deepseek_v2 expected")
+    };
+    let ModelConfig::DeepSeekV2(tied) =
+        ModelConfig::from_file(testdata("params-tiny-tied/config.json")).unwrap()
+    else {
+        panic!("deepseek_v2 expected")
+    };
+    assert_eq!(tiny.dense_layers(), 2);
+    assert!(matches!(
+        tiny.q_proj,
+        deepblocks_params::QProj::LowRank { .. }
+    ));
+    assert!(tied.tie_word_embeddings && tied.attention_bias && tied.mlp_bias);
+    let tree = tied.tree().unwrap();
+    assert!(tree.child("lm_head").is_none());
+    assert!(tree.get("self_attn/o_proj.bias").is_some());
+    assert!(tree.get("mlp.shared_experts/down_proj.bias").is_some());
+    assert!(
+        header_sums("params-tiny-tied/model.safetensors")
+            .get("lm_head.weight")
+            .is_none()
+    );
+}
