@@ -1,8 +1,7 @@
 //! Forward FLOPs per token.
 //!
-//! Convention (as in Kaplan et al. 2020, §2.1, with the attention term written out): a
-//! multiply-add is 2 FLOPs; a token at a position that attends to `L` keys (itself and the `L − 1`
-//! before it, all cached) costs
+//! Convention: a multiply-add is 2 FLOPs; a token at a position that attends to `L` keys (itself
+//! and the `L − 1` before it, all cached) costs
 //!
 //! ```text
 //! C(L) = 2·N_act  +  2·l·n_h·(d_qk + d_v)·L
@@ -13,7 +12,9 @@
 //! term is the attention scores `q·k` (`d_qk` per head per key) and the weighted sum of values
 //! (`d_v` per head per key) in each of the `l` layers. Softmax, norms, activations, RoPE and the
 //! router's softmax/top-k are left out (they are `O(h)` or `O(n_h·L)` per token, not
-//! `O(h²)` or `O(n_h·d·L)`).
+//! `O(h²)` or `O(n_h·d·L)`). This is Kaplan et al. 2020 (§2.1, Table 1) `C = 2N + 2·l·n_ctx·d_attn`
+//! with both attention matmuls counted, as Hoffmann et al. 2022 (App. F) do: Kaplan's context term
+//! is one matmul's worth (`2·d_attn` per key per layer), ours twice that when `d_qk = d_v`.
 //!
 //! For MLA there are two ways to run attention, with the same `2·N_act` but different `L` terms:
 //!
