@@ -1,0 +1,204 @@
+//! The vector tools of deepblocks-embed: lookup, cosine similarity, nearest neighbours, analogy
+//! (`a − b + c`) and the tied unembedding.
+//!
+//! The shipped model does not exist yet, so by default the example builds a small embedding matrix
+//! of its own: 16 words over 11 interpretable features (royal, male, female, adult, young, animal,
+//! feline, canine, fruit, red, yellow) plus a little deterministic noise, stored in bf16 as a
+//! checkpoint would be. On it `king − man + woman` lands on `queen`, as in the word-vector
+//! literature. Point it at any Hugging Face model folder with `--model DIR` to read
+//! `model.embed_tokens.weight` instead (ids given with `--ids` and `--analogy`).
+//!
+//! ```text
+//! cargo run --release --example embeddings
+//! cargo run --release --example embeddings -- --model path/to/model --ids 100,2000 --analogy 5,6,7
+//! ```
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use deepblocks::core::{DType, SafeTensorsStore, Weight};
+use deepblocks::embed::{
+    EMBED_TOKENS, Embedding, Embeddings, LmHead, Positions, cosine_similarity,
+};
+
+#[derive(Parser)]
+#[command(about = "Cosine similarity, nearest neighbours and analogies over embedding rows")]
+struct Args {
+    /// A Hugging Face model folder; its `model.embed_tokens.weight` replaces the toy matrix.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// With --model: token ids whose nearest neighbours to print (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    ids: Vec<u32>,
+    /// With --model: three token ids a,b,c for the analogy a − b + c.
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    analogy: Vec<u32>,
+    /// Neighbours to print.
+    #[arg(long, default_value_t = 5)]
+    k: usize,
+}
+
+const FEATURES: [&str; 11] = [
+    "royal", "male", "female", "adult", "young", "animal", "feline", "canine", "fruit", "red",
+    "yellow",
+];
+
+/// Each word and the features it has (value 1; everything else 0, plus noise).
+const WORDS: [(&str, &[usize]); 16] = [
+    ("king", &[0, 1, 3]),
+    ("queen", &[0, 2, 3]),
+    ("prince", &[0, 1, 4]),
+    ("princess", &[0, 2, 4]),
+    ("man", &[1, 3]),
+    ("woman", &[2, 3]),
+    ("boy", &[1, 4]),
+    ("girl", &[2, 4]),
+    ("cat", &[5, 6, 3]),
+    ("kitten", &[5, 6, 4]),
+    ("dog", &[5, 7, 3]),
+    ("puppy", &[5, 7, 4]),
+    ("apple", &[8, 9]),
+    ("cherry", &[8, 9, 4]),
+    ("banana", &[8, 10]),
+    ("lemon", &[8, 10, 3]),
+];
+
+/// The toy matrix `E[16, 11]` in bf16: features plus noise uniform in ±0.05 from a fixed xorshift.
+fn toy_embedding() -> Result<Embedding, deepblocks::core::Error> {
+    let h = FEATURES.len();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f32 / (1u64 << 53) as f32 * 0.1 - 0.05
+    };
+    let mut data = Vec::with_capacity(WORDS.len() * h);
+    for (_, feats) in WORDS {
+        for f in 0..h {
+            let base = if feats.contains(&f) { 1.0 } else { 0.0 };
+            data.push(base + noise());
+        }
+    }
+    let w = Weight::from_f32(data, WORDS.len(), h)?.to_dtype(DType::BF16);
+    Ok(Embedding::new(w))
+}
+
+fn id_of(word: &str) -> u32 {
+    WORDS
+        .iter()
+        .position(|(w, _)| *w == word)
+        .unwrap_or_else(|| panic!("{word} is not in the toy vocabulary")) as u32
+}
+
+fn name(id: u32) -> &'static str {
+    WORDS[id as usize].0
+}
+
+fn toy(k: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let e = toy_embedding()?;
+    println!(
+        "Toy embedding E[V {}, h {}] in {} ({} bytes); features: {}",
+        e.vocab_size(),
+        e.hidden_size(),
+        e.dtype(),
+        e.weight().bytes(),
+        FEATURES.join(", ")
+    );
+
+    println!("\nLookup: ids [king, kitten] → x[2, {}]", e.hidden_size());
+    let x = e.forward(&[id_of("king"), id_of("kitten")])?;
+    for (word, row) in ["king", "kitten"].iter().zip(x.rows()) {
+        let cells: Vec<String> = row.iter().map(|v| format!("{v:5.2}")).collect();
+        println!("  {word:>8} [{}]", cells.join(" "));
+    }
+
+    println!("\nCosine similarity");
+    for (a, b) in [
+        ("king", "queen"),
+        ("king", "man"),
+        ("king", "apple"),
+        ("cat", "kitten"),
+        ("cat", "dog"),
+        ("apple", "banana"),
+    ] {
+        let s = cosine_similarity(&e.row(id_of(a))?, &e.row(id_of(b))?)?;
+        println!("  cos({a}, {b}) = {s:6.3}");
+    }
+
+    println!("\nNearest neighbours (k = {k})");
+    for word in ["king", "kitten", "apple"] {
+        let n = e.neighbours(id_of(word), k)?;
+        let list: Vec<String> = n
+            .iter()
+            .map(|n| format!("{} {:.3}", name(n.id), n.similarity))
+            .collect();
+        println!("  {word:>8}: {}", list.join(", "));
+    }
+
+    println!("\nAnalogies a − b + c (inputs excluded)");
+    for (a, b, c) in [
+        ("king", "man", "woman"),
+        ("prince", "boy", "girl"),
+        ("kitten", "cat", "dog"),
+        ("apple", "cherry", "lemon"), // red fruit → yellow fruit
+    ] {
+        let best = e.analogy(id_of(a), id_of(b), id_of(c), 3)?;
+        let list: Vec<String> = best
+            .iter()
+            .map(|n| format!("{} {:.3}", name(n.id), n.similarity))
+            .collect();
+        println!("  {a} − {b} + {c} = {}", list.join(", "));
+    }
+
+    println!("\nTied unembedding: logits = x · Eᵀ for x = E[queen]");
+    let m = Embeddings::new(e, LmHead::Tied)?;
+    let x = m.embed(&[id_of("queen")])?;
+    let logits = m.logits(x.view(), Positions::Last)?;
+    let mut ranked: Vec<(usize, f32)> = logits.iter().copied().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for &(id, l) in ranked.iter().take(4) {
+        println!("  {:>8} {l:6.3}", name(id as u32));
+    }
+    Ok(())
+}
+
+fn model(dir: &PathBuf, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let store = SafeTensorsStore::open(dir)?;
+    let e = Embedding::from_store(&store, EMBED_TOKENS)?;
+    println!(
+        "{}: {EMBED_TOKENS} [V {}, h {}] in {} ({:.1} MB)",
+        dir.display(),
+        e.vocab_size(),
+        e.hidden_size(),
+        e.dtype(),
+        e.weight().bytes() as f64 / 1e6
+    );
+    for &id in &args.ids {
+        let n = e.neighbours(id, args.k)?;
+        let list: Vec<String> = n
+            .iter()
+            .map(|n| format!("{} {:.3}", n.id, n.similarity))
+            .collect();
+        println!("  nearest to {id}: {}", list.join(", "));
+    }
+    if let [a, b, c] = args.analogy[..] {
+        let n = e.analogy(a, b, c, args.k)?;
+        let list: Vec<String> = n
+            .iter()
+            .map(|n| format!("{} {:.3}", n.id, n.similarity))
+            .collect();
+        println!("  {a} − {b} + {c} = {}", list.join(", "));
+    } else if !args.analogy.is_empty() {
+        return Err(format!("--analogy takes three ids, got {:?}", args.analogy).into());
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    match &args.model {
+        Some(dir) => model(dir, &args),
+        None => toy(args.k),
+    }
+}
