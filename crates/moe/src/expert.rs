@@ -1,5 +1,5 @@
 //! SwiGLU feed-forward networks: a routed expert, the shared experts and the dense MLP all have the
-//! form `down(silu(gate x) ⊙ up x)` (DeepSeek-V2 §2.2.1 eq. 20–21, with FFN = SwiGLU).
+//! form `down(silu(gate x) ⊙ up x)` (DeepSeek-V2 §2.2.1, with FFN = SwiGLU).
 
 use deepblocks_core::{Weight, linear, linear_naive, swiglu};
 

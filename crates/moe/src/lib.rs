@@ -4,10 +4,10 @@
 //! DeepSeek-V3 §2.1.2, arXiv 2412.19437): for a token `u_t`,
 //!
 //! ```text
-//! h'_t    = u_t + Σ_{i ≤ N_s} FFN^(s)_i(u_t) + Σ_{i ≤ N_r} g_{i,t} · FFN^(r)_i(u_t)     (eq. 20)
-//! g_{i,t} = s_{i,t} if s_{i,t} ∈ TopK({s_{j,t}}, K_r) else 0                        (eq. 21)
-//! s_{i,t} = Softmax_i(u_tᵀ e_i)                                                     (eq. 22)
-//! FFN(x)  = down(silu(gate · x) ⊙ (up · x))                                          (SwiGLU)
+//! h'_t    = u_t + Σ_{i ≤ N_s} FFN^(s)_i(u_t) + Σ_{i ≤ N_r} g_{i,t} · FFN^(r)_i(u_t)
+//! g_{i,t} = s_{i,t} if s_{i,t} ∈ TopK({s_{j,t}}, K_r) else 0
+//! s_{i,t} = Softmax_i(u_tᵀ e_i)
+//! FFN(x)  = down(silu(gate · x) ⊙ (up · x))                               (SwiGLU)
 //! ```
 //!
 //! then `g` is scaled by `routed_scaling_factor` or normalised (see [`Weighting`]). Device-limited

@@ -1,4 +1,4 @@
-//! The DeepSeekMoE layer (DeepSeek-V2 §2.2.1 eq. 20):
+//! The DeepSeekMoE layer (DeepSeek-V2 §2.2.1):
 //!
 //! ```text
 //! h'_t = u_t + Σ_{i ≤ N_s} FFN^(s)_i(u_t) + Σ_{i ≤ N_r} g_{i,t} · FFN^(r)_i(u_t)

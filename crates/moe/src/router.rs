@@ -30,10 +30,10 @@ pub const NORM_EPS: f32 = 1e-20;
 /// How gate logits become affinity scores `s_{i,t}` (`scoring_func` in config.json).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Scoring {
-    /// `softmax` over the experts (DeepSeek-V2; DeepSeek-V2 eq. 22).
+    /// `softmax` over the experts (DeepSeek-V2 §2.2.1).
     #[default]
     Softmax,
-    /// `sigmoid` of each logit (DeepSeek-V3 eq. 15).
+    /// `sigmoid` of each logit (DeepSeek-V3 §2.1.2).
     Sigmoid,
 }
 

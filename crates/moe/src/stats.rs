@@ -6,13 +6,13 @@
 //!
 //! ```text
 //! f_i   = N / (K·T) · Σ_t 1(token t selects expert i)        P_i   = 1/T · Σ_t s_{i,t}
-//! L_ExpBal  = α₁ · Σ_{i ≤ N} f_i · P_i                                     (eq. 23–25)
+//! L_ExpBal  = α₁ · Σ_{i ≤ N} f_i · P_i
 //!
 //! f'_d  = 1/|E_d| · Σ_{i ∈ E_d} f_i                           P'_d  = Σ_{i ∈ E_d} P_i
-//! L_DevBal  = α₂ · Σ_{d ≤ D} f'_d · P'_d                                   (eq. 26–28)
+//! L_DevBal  = α₂ · Σ_{d ≤ D} f'_d · P'_d
 //!
 //! f''_d = D / (M·T) · Σ_t 1(token t is sent to device d)     P''_d = Σ_{i ∈ E_d} P_i
-//! L_CommBal = α₃ · Σ_{d ≤ D} f''_d · P''_d                                 (eq. 29–31)
+//! L_CommBal = α₃ · Σ_{d ≤ D} f''_d · P''_d
 //! ```
 //!
 //! M is the most devices a token may reach (`topk_group` under device-limited routing). The

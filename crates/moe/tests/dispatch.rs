@@ -193,7 +193,7 @@ proptest! {
 
 #[test]
 fn routed_sum_is_the_weighted_sum_of_the_chosen_experts() {
-    // Direct check of eq. 20 on one token: Σ_j g_j FFN_{id_j}(x), each expert run alone.
+    // Direct check of the layer's equation on one token: Σ_j g_j FFN_{id_j}(x), each expert run alone.
     let s = Shape {
         t: 1,
         h: 8,
@@ -229,7 +229,7 @@ fn routed_sum_is_the_weighted_sum_of_the_chosen_experts() {
         .forward(&mut got, &x, 1)
         .unwrap()
         .expect("a MoE layer returns its routing");
-    assert_near(&got, &want, "eq. 20");
+    assert_near(&got, &want, "routed + shared sum");
 }
 
 #[test]
