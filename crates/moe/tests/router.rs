@@ -302,3 +302,42 @@ fn group_limit_excludes_a_strong_expert_in_a_weak_group() {
     route_scores(&mut ids, &mut w, &s, None, &greedy, 1).unwrap();
     assert_eq!(ids, [2, 4, 0]);
 }
+
+#[test]
+fn docs_worked_example_noaux_tc() {
+    // docs/moe.md: the same logits through DeepSeek-V3's router. Expert 2 has the highest
+    // sigmoid score but a bias of −0.3; group 3 scores its two best, not its best.
+    let logits = [2.0f32, 1.9, 2.5, -1.0, 2.2, 0.0, 0.1, 0.5];
+    let mut s = logits;
+    Scoring::Sigmoid.apply_rows(&mut s, 1, 8);
+    let bias = [0.0f32, 0.0, -0.3, 0.0, 0.0, 0.1, 0.2, 0.0];
+    let config = RouterConfig {
+        scoring_func: Scoring::Sigmoid,
+        topk_method: TopkMethod::NoauxTc {
+            n_group: 4,
+            topk_group: 2,
+        },
+        norm_topk_prob: true,
+        routed_scaling_factor: 2.5,
+        weighting: Weighting::NormalizeThenScale,
+        ..RouterConfig::new(8, 3)
+    };
+    for (name, select) in KERNELS {
+        let (mut ids, mut w) = ([0; 3], [0.0; 3]);
+        select(&mut ids, &mut w, &s, Some(&bias), &config, 1).unwrap();
+        assert_eq!(ids, [4, 0, 1], "{name}");
+        for (a, b) in w.iter().zip([0.848_991, 0.830_646, 0.820_362]) {
+            assert!((a - b).abs() < 2e-6, "{name}: {a} vs {b}");
+        }
+    }
+    // Under DeepSeek-V2's rule the same flags normalise without scaling.
+    let v2 = RouterConfig {
+        weighting: Weighting::NormalizeOrScale,
+        ..config
+    };
+    let (mut ids, mut w) = ([0; 3], [0.0; 3]);
+    route_scores(&mut ids, &mut w, &s, Some(&bias), &v2, 1).unwrap();
+    for (a, b) in w.iter().zip([0.339_597, 0.332_259, 0.328_145]) {
+        assert!((a - b).abs() < 2e-6, "{a} vs {b}");
+    }
+}
