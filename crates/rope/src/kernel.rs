@@ -10,9 +10,13 @@
 //! out[j, h, b] = x[j, h, a]·sin[j, i] + x[j, h, b]·cos[j, i]
 //! ```
 //!
-//! The fast kernels and the `*_naive` twins evaluate exactly these products in the same order,
-//! so they agree bit for bit; the fast ones reuse each token's row across heads, run branch-free
-//! inner loops the compiler vectorises, and split large blocks over rayon threads.
+//! The fast kernels and the `*_naive` twins evaluate the same products and sums, so they agree
+//! bit for bit. The fast ones prepare each token's row once for all its heads (for interleaved
+//! pairs: `cos` duplicated per element and `sin` with the sign of each element folded in, so a
+//! head is `out = x·cc + swap(x)·ss` over contiguous lanes — `x_a·c + x_b·(−s)` is exactly
+//! `x_a·c − x_b·s`), run in an AVX2-compiled copy when the CPU has it (no FMA: products and
+//! sums round separately, as in torch and in the naive twin), and split large blocks over rayon
+//! threads.
 
 use rayon::prelude::*;
 
@@ -53,9 +57,7 @@ pub fn rope_apply(
     let h = r / 2;
     let token = |(j, (o, xi)): (usize, (&mut [f32], &[f32]))| {
         let (c, s) = (&cos[j * h..(j + 1) * h], &sin[j * h..(j + 1) * h]);
-        for (oh, xh) in o.chunks_exact_mut(r).zip(xi.chunks_exact(r)) {
-            rotate(oh, xh, c, s, layout);
-        }
+        token_dispatch(Heads::Out(o, xi), c, s, r, layout);
     };
     let per_token = n * r;
     if t > 1 && t * per_token >= PARALLEL_MIN_ELEMS {
@@ -137,9 +139,7 @@ pub fn rope_apply_inplace_strided(
     let h = r / 2;
     let token = |(j, xi): (usize, &mut [f32])| {
         let (c, s) = (&cos[j * h..(j + 1) * h], &sin[j * h..(j + 1) * h]);
-        for row in xi.chunks_exact_mut(stride) {
-            rotate_inplace(&mut row[offset..offset + r], c, s, layout);
-        }
+        token_dispatch(Heads::InPlace(xi, stride, offset), c, s, r, layout);
     };
     let per_token = n * stride;
     if t > 1 && t * n * r >= PARALLEL_MIN_ELEMS {
@@ -234,61 +234,176 @@ fn check(name: &str, x_len: usize, width: usize, cos: &[f32], sin: &[f32], dims:
     assert_eq!(sin.len(), t * (r / 2), "{name}: sin is not [t, r/2]");
 }
 
-/// One head: `out = R·x` for a contiguous head of `r = 2·c.len()` features.
-#[inline]
-fn rotate(out: &mut [f32], x: &[f32], c: &[f32], s: &[f32], layout: Layout) {
-    let h = c.len();
-    assert!(
-        out.len() == 2 * h && x.len() == 2 * h,
-        "rope: r is not 2·(r/2)"
-    );
+/// The head rows of one token.
+enum Heads<'a> {
+    /// `out[n, r]` from `x[n, r]`.
+    Out(&'a mut [f32], &'a [f32]),
+    /// `x[n, stride]`, rotary part at `offset..offset + r`, in place.
+    InPlace(&'a mut [f32], usize, usize),
+}
+
+/// Rotates one token's heads with its rows `c[r/2]`, `s[r/2]`, in the AVX2-compiled copy when
+/// the CPU has AVX2.
+fn token_dispatch(heads: Heads<'_>, c: &[f32], s: &[f32], r: usize, layout: Layout) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of the
+        // target-feature function; it holds no other unsafe code.
+        unsafe { token_avx2(heads, c, s, r, layout) };
+        return;
+    }
+    token(heads, c, s, r, layout);
+}
+
+/// [`token`] compiled for AVX2 (the same source, wider vectors).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn token_avx2(heads: Heads<'_>, c: &[f32], s: &[f32], r: usize, layout: Layout) {
+    token(heads, c, s, r, layout);
+}
+
+#[inline(always)]
+fn token(heads: Heads<'_>, c: &[f32], s: &[f32], r: usize, layout: Layout) {
     match layout {
         Layout::Interleaved => {
-            for ((o, xp), (&c, &s)) in out
+            // cc = (c0, c0, c1, c1, …), ss = (−s0, s0, −s1, s1, …): out = x·cc + swap(x)·ss.
+            let mut cc = vec![0.0f32; r];
+            let mut ss = vec![0.0f32; r];
+            for (((cc, ss), &c), &s) in cc
                 .chunks_exact_mut(2)
-                .zip(x.chunks_exact(2))
-                .zip(c.iter().zip(s))
+                .zip(ss.chunks_exact_mut(2))
+                .zip(c)
+                .zip(s)
             {
-                let (a, b) = (xp[0], xp[1]);
-                o[0] = a * c - b * s;
-                o[1] = a * s + b * c;
+                cc[0] = c;
+                cc[1] = c;
+                ss[0] = -s;
+                ss[1] = s;
+            }
+            match heads {
+                Heads::Out(out, x) => {
+                    for (o, x) in out.chunks_exact_mut(r).zip(x.chunks_exact(r)) {
+                        interleaved(o, x, &cc, &ss);
+                    }
+                }
+                Heads::InPlace(x, stride, offset) => {
+                    for row in x.chunks_exact_mut(stride) {
+                        interleaved_inplace(&mut row[offset..offset + r], &cc, &ss);
+                    }
+                }
             }
         }
-        Layout::HalfSplit => {
-            let (o1, o2) = out.split_at_mut(h);
-            let (x1, x2) = x.split_at(h);
-            for ((o1, o2), ((&a, &b), (&c, &s))) in o1
-                .iter_mut()
-                .zip(o2.iter_mut())
-                .zip(x1.iter().zip(x2).zip(c.iter().zip(s)))
-            {
-                *o1 = a * c - b * s;
-                *o2 = a * s + b * c;
+        Layout::HalfSplit => match heads {
+            Heads::Out(out, x) => {
+                for (o, x) in out.chunks_exact_mut(r).zip(x.chunks_exact(r)) {
+                    half_split(o, x, c, s);
+                }
             }
-        }
+            Heads::InPlace(x, stride, offset) => {
+                for row in x.chunks_exact_mut(stride) {
+                    half_split_inplace(&mut row[offset..offset + r], c, s);
+                }
+            }
+        },
     }
 }
 
-/// One head in place.
-#[inline]
-fn rotate_inplace(x: &mut [f32], c: &[f32], s: &[f32], layout: Layout) {
+/// Lanes per block in the interleaved kernels (one AVX2 register).
+const LANES: usize = 8;
+
+/// One interleaved head: `o[k] = x[k]·cc[k] + x[k ^ 1]·ss[k]`.
+#[inline(always)]
+fn interleaved(o: &mut [f32], x: &[f32], cc: &[f32], ss: &[f32]) {
+    let mut o8 = o.chunks_exact_mut(LANES);
+    let mut x8 = x.chunks_exact(LANES);
+    let mut c8 = cc.chunks_exact(LANES);
+    let mut s8 = ss.chunks_exact(LANES);
+    for (((o, x), c), s) in (&mut o8).zip(&mut x8).zip(&mut c8).zip(&mut s8) {
+        let o: &mut [f32; LANES] = o.try_into().expect("chunk of LANES");
+        block(o, x, c, s);
+    }
+    pairs_tail(
+        o8.into_remainder(),
+        x8.remainder(),
+        c8.remainder(),
+        s8.remainder(),
+    );
+}
+
+/// One interleaved head in place.
+#[inline(always)]
+fn interleaved_inplace(x: &mut [f32], cc: &[f32], ss: &[f32]) {
+    let mut x8 = x.chunks_exact_mut(LANES);
+    let mut c8 = cc.chunks_exact(LANES);
+    let mut s8 = ss.chunks_exact(LANES);
+    for ((xo, c), s) in (&mut x8).zip(&mut c8).zip(&mut s8) {
+        let xo: &mut [f32; LANES] = xo.try_into().expect("chunk of LANES");
+        let x = *xo;
+        block(xo, &x, c, s);
+    }
+    let (c, s) = (c8.remainder(), s8.remainder());
+    for ((xp, c), s) in x8
+        .into_remainder()
+        .chunks_exact_mut(2)
+        .zip(c.chunks_exact(2))
+        .zip(s.chunks_exact(2))
+    {
+        let (a, b) = (xp[0], xp[1]);
+        xp[0] = a * c[0] + b * s[0];
+        xp[1] = b * c[1] + a * s[1];
+    }
+}
+
+/// `o[k] = x[k]·c[k] + x[k ^ 1]·s[k]` over one block of `LANES` (fixed-size: no bounds checks,
+/// the swap is a lane shuffle).
+#[inline(always)]
+fn block(o: &mut [f32; LANES], x: &[f32], c: &[f32], s: &[f32]) {
+    let x: &[f32; LANES] = x.try_into().expect("chunk of LANES");
+    let c: &[f32; LANES] = c.try_into().expect("chunk of LANES");
+    let s: &[f32; LANES] = s.try_into().expect("chunk of LANES");
+    for k in 0..LANES {
+        o[k] = x[k] * c[k] + x[k ^ 1] * s[k];
+    }
+}
+
+/// The pairs after the last full block.
+#[inline(always)]
+fn pairs_tail(o: &mut [f32], x: &[f32], c: &[f32], s: &[f32]) {
+    for (((o, x), c), s) in o
+        .chunks_exact_mut(2)
+        .zip(x.chunks_exact(2))
+        .zip(c.chunks_exact(2))
+        .zip(s.chunks_exact(2))
+    {
+        o[0] = x[0] * c[0] + x[1] * s[0];
+        o[1] = x[1] * c[1] + x[0] * s[1];
+    }
+}
+
+/// One half-split head: pair `i` is `(x[i], x[i + r/2])`.
+#[inline(always)]
+fn half_split(out: &mut [f32], x: &[f32], c: &[f32], s: &[f32]) {
     let h = c.len();
-    assert!(x.len() == 2 * h, "rope: r is not 2·(r/2)");
-    match layout {
-        Layout::Interleaved => {
-            for (xp, (&c, &s)) in x.chunks_exact_mut(2).zip(c.iter().zip(s)) {
-                let (a, b) = (xp[0], xp[1]);
-                xp[0] = a * c - b * s;
-                xp[1] = a * s + b * c;
-            }
-        }
-        Layout::HalfSplit => {
-            let (x1, x2) = x.split_at_mut(h);
-            for ((a, b), (&c, &s)) in x1.iter_mut().zip(x2.iter_mut()).zip(c.iter().zip(s)) {
-                let (xa, xb) = (*a, *b);
-                *a = xa * c - xb * s;
-                *b = xa * s + xb * c;
-            }
-        }
+    let (o1, o2) = out.split_at_mut(h);
+    let (x1, x2) = x.split_at(h);
+    for ((o1, o2), ((&a, &b), (&c, &s))) in o1
+        .iter_mut()
+        .zip(o2.iter_mut())
+        .zip(x1.iter().zip(x2).zip(c.iter().zip(s)))
+    {
+        *o1 = a * c - b * s;
+        *o2 = a * s + b * c;
+    }
+}
+
+/// One half-split head in place.
+#[inline(always)]
+fn half_split_inplace(x: &mut [f32], c: &[f32], s: &[f32]) {
+    let h = c.len();
+    let (x1, x2) = x.split_at_mut(h);
+    for ((a, b), (&c, &s)) in x1.iter_mut().zip(x2.iter_mut()).zip(c.iter().zip(s)) {
+        let (xa, xb) = (*a, *b);
+        *a = xa * c - xb * s;
+        *b = xa * s + xb * c;
     }
 }
