@@ -63,7 +63,7 @@ pub struct DynamicNtkScaling {
 }
 
 /// YaRN (Peng et al., arXiv 2309.00071, §3.2–3.4), as transformers' `_compute_yarn_parameters`
-/// computes it and DeepSeek-V2 (arXiv 2405.04434, §2.1.3 and Appendix C) uses it.
+/// computes it and DeepSeek-V2 (arXiv 2405.04434, §2.1.3 and its long-context extension) uses it.
 ///
 /// Dimensions whose wavelength is short compared with the original context keep their frequency
 /// (extrapolation), those with long wavelengths are divided by `factor` (interpolation), and a

@@ -22,7 +22,7 @@ fn pos_freqs(dim: usize, base: f32) -> Vec<f32> {
         .collect()
 }
 
-/// Plain RoPE: `inv_freq_i = 1 / base^(2i/r)` (RoFormer eq. 15, θ_i = 10000^(−2(i−1)/d)).
+/// Plain RoPE: `inv_freq_i = 1 / base^(2i/r)` (RoFormer §3.2: θ_i = 10000^(−2(i−1)/d), i from 1).
 pub(crate) fn default_inv_freq(dim: usize, rope_theta: f64) -> Vec<f32> {
     pos_freqs(dim, rope_theta as f32)
         .into_iter()

@@ -1,9 +1,9 @@
 //! # deepblocks-rope
 //!
-//! Rotary position embeddings (RoPE; Su et al., RoFormer, arXiv 2104.09864, §3.2, eq. 13–16) with
-//! the scalings long-context models use — linear, dynamic NTK, YaRN (Peng et al., arXiv
-//! 2309.00071, §3.2–3.4, as DeepSeek-V2 uses it, arXiv 2405.04434 §2.1.3 and Appendix C) and
-//! Llama-3.1 — computed exactly as Hugging Face transformers 5 computes them.
+//! Rotary position embeddings (RoPE; Su et al., RoFormer, arXiv 2104.09864, §3.2) with the
+//! scalings long-context models use — linear, dynamic NTK, YaRN (Peng et al., arXiv 2309.00071,
+//! §3.2–3.4, as DeepSeek-V2 uses it: arXiv 2405.04434, §2.1.3 and its long-context extension)
+//! and Llama-3.1 — computed exactly as Hugging Face transformers 5 computes them.
 //!
 //! A head's `r` rotary features form `r/2` pairs; at position `p` pair `i` turns by the angle
 //! `p·θ_i`, `θ_i = base^(−2i/r)` (scaled by the [`RopeScaling`]):

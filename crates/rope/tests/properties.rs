@@ -415,3 +415,34 @@ fn mla_shapes_rotate_in_place_inside_q_and_the_kv_latent_row() {
         assert_eq!(&row[c..], &expected[j * r..(j + 1) * r]);
     }
 }
+
+#[test]
+fn ndarray_wrapper_equals_the_slice_api_on_any_memory_order() {
+    let table = RopeTable::new(RopeConfig::new(6, 1e4, 64, Layout::HalfSplit)).unwrap();
+    let (t, n, r) = (3, 2, 6);
+    let x: Vec<f32> = (0..t * n * r).map(|i| (i as f32 * 0.7).sin()).collect();
+    let positions = [9, 2, 30];
+    let mut expected = vec![0.0; x.len()];
+    table.apply(&mut expected, &x, &positions, n).unwrap();
+    let a = ndarray::Array3::from_shape_vec((t, n, r), x).unwrap();
+    assert_eq!(
+        table
+            .apply_nd(a.view(), &positions)
+            .unwrap()
+            .as_slice()
+            .unwrap(),
+        &expected[..]
+    );
+    // The same values stored head-major: a non-contiguous [t, n, r] view.
+    let head_major = a.permuted_axes([1, 0, 2]).as_standard_layout().into_owned();
+    let view = head_major.view().permuted_axes([1, 0, 2]);
+    assert!(!view.is_standard_layout());
+    assert_eq!(
+        table
+            .apply_nd(view, &positions)
+            .unwrap()
+            .as_slice()
+            .unwrap(),
+        &expected[..]
+    );
+}
