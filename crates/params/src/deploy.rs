@@ -1,7 +1,7 @@
 //! A deployment sketch for going past one machine: how many bytes of weights and of KV cache each
 //! device holds under tensor and expert parallelism, and the longest context that fits.
 //!
-//! Layout (the usual one for DeepSeek-V2-style models, e.g. the report's §3.4 serving setup):
+//! Layout (the usual one for DeepSeek-V2-style models):
 //!
 //! - **tensor parallel** (`tp`): attention projections, dense and shared-expert MLPs, the token
 //!   embedding and `lm_head` ([`Kind::Linear`], [`Kind::Embedding`]) are split `tp` ways (by heads,
@@ -27,7 +27,7 @@ use crate::model::Accounting;
 use crate::tree::Kind;
 
 /// The hardware and parallel layout to plan for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct DeploymentPlan {
     /// Devices in total.
     pub devices: u64,
@@ -83,6 +83,15 @@ pub struct Deployment {
     pub max_context: u64,
     /// What limits `max_context`.
     pub limited_by: Limit,
+}
+
+/// A plan and its result, as the `params` example reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct DeploymentReport {
+    /// The hardware and layout.
+    pub plan: DeploymentPlan,
+    /// What each device holds and the context that fits.
+    pub per_device: Deployment,
 }
 
 impl DeploymentPlan {

@@ -52,7 +52,7 @@ mod tree;
 
 pub use deepseek::{DeepSeekV2Config, Ffn, MoeConfig, QProj, TopkMethod};
 pub use dense::DenseConfig;
-pub use deploy::{Deployment, DeploymentPlan, Limit};
+pub use deploy::{Deployment, DeploymentPlan, DeploymentReport, Limit};
 pub use error::{Error, Result};
 pub use flops::{AttentionDims, Flops, MlaPath};
 pub use gpt3::{GPT3_175B, GPT3_FAMILY, Gpt3Config};

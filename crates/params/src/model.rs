@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::deepseek::DeepSeekV2Config;
 use crate::dense::DenseConfig;
+use crate::deploy::DeploymentReport;
 use crate::error::{Error, Result};
 use crate::flops::{AttentionDims, Flops, MlaPath, sequence_flops, token_flops};
 use crate::kv::{Bits, KvCache};
@@ -150,6 +151,7 @@ impl Accounting {
             flops_per_token: self.flops_per_token(context, MlaPath::Expanded)?,
             flops_per_token_absorbed: self.flops_per_token(context, MlaPath::Absorbed)?,
             components: self.tree.children(),
+            deployment: None,
         })
     }
 }
@@ -183,4 +185,7 @@ pub struct Summary<'a> {
     pub flops_per_token_absorbed: Flops,
     /// The per-component breakdown (the tree's top-level components).
     pub components: &'a [Component],
+    /// A deployment sketch, when one was planned (left out of the JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentReport>,
 }
