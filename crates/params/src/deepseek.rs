@@ -272,7 +272,7 @@ impl DeepSeekV2Config {
         }
         f.finish()?;
 
-        Ok(DeepSeekV2Config {
+        let config = DeepSeekV2Config {
             vocab_size,
             hidden_size,
             intermediate_size,
@@ -292,7 +292,65 @@ impl DeepSeekV2Config {
             mlp_bias,
             max_position_embeddings,
             rope,
-        })
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the invariants [`from_json`](Self::from_json) establishes, for a config built by
+    /// hand: sizes of at least 1, `k ≤ E`, head sums that fit in 64 bits. [`tree`](Self::tree)
+    /// calls it.
+    pub fn validate(&self) -> Result<()> {
+        let mut sizes = vec![
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("kv_lora_rank", self.kv_lora_rank),
+            ("qk_nope_head_dim", self.qk_nope_head_dim),
+            ("qk_rope_head_dim", self.qk_rope_head_dim),
+            ("v_head_dim", self.v_head_dim),
+            ("moe_layer_freq", self.moe_layer_freq),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ];
+        if let QProj::LowRank { q_lora_rank } = self.q_proj {
+            sizes.push(("q_lora_rank", q_lora_rank));
+        }
+        if self.dense_layers() > 0 {
+            sizes.push(("intermediate_size", self.intermediate_size));
+        }
+        if let Ffn::Moe(m) = &self.ffn {
+            sizes.push(("n_routed_experts", m.n_routed_experts));
+            sizes.push(("num_experts_per_tok", m.num_experts_per_tok));
+            sizes.push(("moe_intermediate_size", m.moe_intermediate_size));
+            if m.num_experts_per_tok > m.n_routed_experts {
+                return Err(Error::invalid(
+                    "num_experts_per_tok",
+                    m.num_experts_per_tok,
+                    format!("cannot exceed n_routed_experts = {}", m.n_routed_experts),
+                ));
+            }
+        }
+        if let Some((field, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+            return Err(Error::invalid(field, 0, "must be at least 1"));
+        }
+        checked_add(
+            self.qk_nope_head_dim,
+            self.qk_rope_head_dim,
+            "qk_nope_head_dim + qk_rope_head_dim",
+        )?;
+        checked_add(
+            self.qk_nope_head_dim,
+            self.v_head_dim,
+            "qk_nope_head_dim + v_head_dim",
+        )?;
+        checked_add(
+            self.kv_lora_rank,
+            self.qk_rope_head_dim,
+            "kv_lora_rank + qk_rope_head_dim",
+        )?;
+        Ok(())
     }
 
     /// Whether layer `i` is MoE (DeepSeek's rule, see the [module docs](self)).
@@ -322,6 +380,7 @@ impl DeepSeekV2Config {
     /// `mlp.gate` (router), `mlp.shared_experts`, `mlp.experts` (routed), `norms`, `lm_head`.
     /// Empty groups (no dense layer, no shared expert, a tied `lm_head`) are left out.
     pub fn tree(&self) -> Result<Component> {
+        self.validate()?;
         let h = self.hidden_size;
         let l = self.num_hidden_layers;
         let n = self.num_attention_heads;
@@ -515,7 +574,7 @@ impl DeepSeekV2Config {
         AttentionDims {
             layers: self.num_hidden_layers,
             heads: self.num_attention_heads,
-            qk_head_dim: self.qk_nope_head_dim + self.qk_rope_head_dim,
+            qk_head_dim: self.qk_nope_head_dim.saturating_add(self.qk_rope_head_dim),
             v_head_dim: self.v_head_dim,
         }
     }
@@ -533,7 +592,7 @@ impl DeepSeekV2Config {
                 _ => 0,
             },
             tied_unembedding: if self.tie_word_embeddings {
-                self.vocab_size * self.hidden_size
+                self.vocab_size.saturating_mul(self.hidden_size)
             } else {
                 0
             },
@@ -554,7 +613,8 @@ fn count_dense_layers(l: u64, first_k: u64, freq: u64, ffn: &Ffn) -> u64 {
         Ffn::Dense => l,
         Ffn::Moe(_) => {
             let start = first_k.min(l);
-            // Multiples of `freq` in [start, l).
+            // Multiples of `freq` in [start, l). (`validate` refuses freq 0.)
+            let freq = freq.max(1);
             let moe = l.div_ceil(freq) - start.div_ceil(freq);
             l - moe
         }

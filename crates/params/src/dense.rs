@@ -248,7 +248,7 @@ impl DenseConfig {
             max_position_embeddings: self.max_position_embeddings,
             routed_experts: 0,
             tied_unembedding: if self.tie_word_embeddings {
-                self.vocab_size * self.hidden_size
+                self.vocab_size.saturating_mul(self.hidden_size)
             } else {
                 0
             },

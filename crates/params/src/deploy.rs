@@ -200,7 +200,11 @@ impl DeploymentPlan {
         let weight_bytes = (params * u128::from(self.weight_bits.get())).div_ceil(8);
         let kv_elements =
             u128::from(acc.kv.layers) * u128::from(acc.kv.layout.elements_per_layer_per_rank(tp));
-        let kv_bits_per_token = kv_elements * u128::from(self.kv_bits.get());
+        let kv_bits_per_token = kv_elements
+            .checked_mul(u128::from(self.kv_bits.get()))
+            .ok_or_else(|| Error::Overflow {
+                what: "KV bits per token".into(),
+            })?;
         let to_u64 = |x: u128, what: &str| {
             u64::try_from(x).map_err(|_| Error::Overflow {
                 what: what.to_string(),
@@ -212,7 +216,7 @@ impl DeploymentPlan {
         let (free_bytes, max_context_memory) = match available {
             None => (0, 0),
             Some(free) => {
-                let per_token = kv_bits_per_token * u128::from(self.batch);
+                let per_token = kv_bits_per_token.saturating_mul(u128::from(self.batch));
                 // A zero-size cache (not reachable from a config) leaves the context unbounded.
                 let tokens = (free * 8)
                     .checked_div(per_token)

@@ -54,6 +54,12 @@ pub struct Gpt3Config {
     pub n_ctx: u64,
 }
 
+fn mul(a: u64, b: u64, what: &str) -> Result<u64> {
+    a.checked_mul(b).ok_or_else(|| Error::Overflow {
+        what: what.to_string(),
+    })
+}
+
 const fn row(
     name: &'static str,
     nominal: &'static str,
@@ -114,10 +120,10 @@ impl Gpt3Config {
     /// when the heads do not split `d_model` ([`check_heads`](Self::check_heads)).
     pub fn walkthrough(&self) -> Result<Component> {
         self.check_heads()?;
-        let (d, l, h, dh, ff, v) = (
+        let heads = mul(self.n_layers, self.n_heads, "key")?;
+        let (d, l, dh, ff, v) = (
             self.d_model,
             self.n_layers,
-            self.n_heads,
             self.d_head,
             self.d_ff,
             self.vocab,
@@ -126,9 +132,9 @@ impl Gpt3Config {
             &format!("{} (walk-through)", self.name),
             vec![
                 Component::tensor("embedding", Kind::Embedding, &[v, d], 1)?,
-                Component::tensor("key", Kind::Linear, &[dh, d], l * h)?,
-                Component::tensor("query", Kind::Linear, &[dh, d], l * h)?,
-                Component::tensor("value", Kind::Linear, &[dh, d], l * h)?,
+                Component::tensor("key", Kind::Linear, &[dh, d], heads)?,
+                Component::tensor("query", Kind::Linear, &[dh, d], heads)?,
+                Component::tensor("value", Kind::Linear, &[dh, d], heads)?,
                 Component::tensor("output", Kind::Linear, &[d, d], l)?,
                 Component::tensor("up-projection", Kind::Linear, &[ff, d], l)?,
                 Component::tensor("down-projection", Kind::Linear, &[d, ff], l)?,
@@ -144,6 +150,7 @@ impl Gpt3Config {
     pub fn full(&self) -> Result<Component> {
         let (d, l, ff) = (self.d_model, self.n_layers, self.d_ff);
         let a = d;
+        let qkv = mul(3, a, "c_attn")?;
         let t = |name: &str, kind: Kind, shape: &[u64], copies: u64, ckpt: &str| {
             Component::tensor(name, kind, shape, copies).map(|c| c.with_checkpoint(ckpt))
         };
@@ -158,17 +165,11 @@ impl Gpt3Config {
                         t(
                             "c_attn",
                             Kind::Linear,
-                            &[3 * a, d],
+                            &[qkv, d],
                             l,
                             "h.*.attn.c_attn.weight",
                         )?,
-                        t(
-                            "c_attn.bias",
-                            Kind::Bias,
-                            &[3 * a],
-                            l,
-                            "h.*.attn.c_attn.bias",
-                        )?,
+                        t("c_attn.bias", Kind::Bias, &[qkv], l, "h.*.attn.c_attn.bias")?,
                         t("c_proj", Kind::Linear, &[d, a], l, "h.*.attn.c_proj.weight")?,
                         t("c_proj.bias", Kind::Bias, &[d], l, "h.*.attn.c_proj.bias")?,
                     ],
@@ -232,7 +233,7 @@ impl Gpt3Config {
             kv: self.kv_cache()?,
             max_position_embeddings: self.n_ctx,
             routed_experts: 0,
-            tied_unembedding: self.vocab * self.d_model,
+            tied_unembedding: mul(self.vocab, self.d_model, "unembedding")?,
         })
     }
 }

@@ -85,17 +85,20 @@ impl KvLayout {
     }
 
     /// Elements cached per token in one layer (see the table in the [module docs](self)).
+    /// Saturates at `u64::MAX` for sizes no config reaches.
     pub fn elements_per_layer(&self) -> u64 {
         match *self {
-            KvLayout::Mha { heads, head_dim } => 2 * heads * head_dim,
+            KvLayout::Mha { heads, head_dim } => {
+                2u64.saturating_mul(heads).saturating_mul(head_dim)
+            }
             KvLayout::Gqa {
                 kv_heads, head_dim, ..
-            } => 2 * kv_heads * head_dim,
-            KvLayout::Mqa { head_dim, .. } => 2 * head_dim,
+            } => 2u64.saturating_mul(kv_heads).saturating_mul(head_dim),
+            KvLayout::Mqa { head_dim, .. } => 2u64.saturating_mul(head_dim),
             KvLayout::Mla {
                 kv_lora_rank,
                 qk_rope_head_dim,
-            } => kv_lora_rank + qk_rope_head_dim,
+            } => kv_lora_rank.saturating_add(qk_rope_head_dim),
         }
     }
 
@@ -106,10 +109,14 @@ impl KvLayout {
     pub fn elements_per_layer_per_rank(&self, tp: u64) -> u64 {
         let tp = tp.max(1);
         match *self {
-            KvLayout::Mha { heads, head_dim } => 2 * heads.div_ceil(tp) * head_dim,
+            KvLayout::Mha { heads, head_dim } => 2u64
+                .saturating_mul(heads.div_ceil(tp))
+                .saturating_mul(head_dim),
             KvLayout::Gqa {
                 kv_heads, head_dim, ..
-            } => 2 * kv_heads.div_ceil(tp) * head_dim,
+            } => 2u64
+                .saturating_mul(kv_heads.div_ceil(tp))
+                .saturating_mul(head_dim),
             KvLayout::Mqa { .. } | KvLayout::Mla { .. } => self.elements_per_layer(),
         }
     }
@@ -195,7 +202,7 @@ impl KvCache {
         KvCache { layers, layout }
     }
 
-    /// Elements cached per token over all layers.
+    /// Elements cached per token over all layers (saturating).
     pub fn elements_per_token(&self) -> u64 {
         self.layers.saturating_mul(self.layout.elements_per_layer())
     }

@@ -106,7 +106,9 @@ impl Accounting {
 
     /// Activated parameters one token multiplies by (a tied unembedding included).
     pub fn activated_matmul(&self) -> u64 {
-        self.tree.activated_matmul() + self.tied_unembedding
+        self.tree
+            .activated_matmul()
+            .saturating_add(self.tied_unembedding)
     }
 
     /// Forward FLOPs of one token attending to `context` keys (see [`crate::flops`]).

@@ -76,10 +76,12 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    /// Elements in one copy.
+    /// Elements in one copy (checked when a [`Component`] is built; saturates for a `Tensor`
+    /// assembled by hand with an absurd shape).
     pub fn numel(&self) -> u64 {
-        // Checked at construction, so the product fits.
-        self.shape.iter().product()
+        self.shape
+            .iter()
+            .fold(1u64, |acc, &d| acc.saturating_mul(d))
     }
 }
 

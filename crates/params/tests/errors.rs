@@ -387,3 +387,49 @@ fn deployment_settings_must_fit_the_model() {
     let err = plan().plan(&gpt3).unwrap_err();
     assert_names(&err, "expert_parallel");
 }
+
+/// A config built by hand is checked by `tree()` like a parsed one: an error, never a panic.
+#[test]
+fn hand_built_configs_are_validated() {
+    let good = DeepSeekV2Config::from_json(&v2()).unwrap();
+    let mut c = good.clone();
+    c.moe_layer_freq = 0;
+    assert_names(&c.tree().unwrap_err(), "moe_layer_freq");
+    let mut c = good.clone();
+    c.kv_lora_rank = 0;
+    assert_names(&c.validate().unwrap_err(), "kv_lora_rank");
+    let mut c = good.clone();
+    if let deepblocks_params::Ffn::Moe(m) = &mut c.ffn {
+        m.num_experts_per_tok = 161;
+    }
+    assert_names(&c.tree().unwrap_err(), "num_experts_per_tok");
+    let mut c = good;
+    c.qk_rope_head_dim = u64::MAX;
+    assert!(matches!(c.tree().unwrap_err(), Error::Overflow { .. }));
+
+    let huge = deepblocks_params::Gpt3Config {
+        n_layers: u64::MAX,
+        ..GPT3_175B
+    };
+    assert!(matches!(huge.full().unwrap_err(), Error::Overflow { .. }));
+    assert!(matches!(
+        huge.walkthrough().unwrap_err(),
+        Error::Overflow { .. }
+    ));
+}
+
+#[test]
+fn llama_3_rope_scaling() {
+    let cfg = with(
+        llama(),
+        "rope_scaling",
+        json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+    );
+    let c = DenseConfig::from_json(&cfg).unwrap();
+    assert_eq!(c.rope.scaling.extended_context(), Some(65_536));
+    let mut bad = cfg;
+    bad["rope_scaling"]["high_freq_factor"] = json!(0);
+    let err = DenseConfig::from_json(&bad).unwrap_err();
+    assert_names(&err, "rope_scaling.high_freq_factor");
+}
