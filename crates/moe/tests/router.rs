@@ -341,3 +341,23 @@ fn docs_worked_example_noaux_tc() {
         assert!((a - b).abs() < 2e-6, "{a} vs {b}");
     }
 }
+
+/// Kept from a shrunk proptest case: with h = 1 and a bf16 gate, two experts can have identical
+/// gate rows, hence exactly equal logits for every token. Both paths compute those equal values
+/// identically and give the tie to the lower index.
+#[test]
+fn identical_gate_rows_tie_identically_in_both_paths() {
+    let gate = Weight::from_f32(vec![0.25, -0.5, 0.75, 0.75, 0.1], 5, 1)
+        .unwrap()
+        .to_dtype(DType::BF16);
+    let router = Router::new(RouterConfig::new(5, 2), gate, None).unwrap();
+    let x = [1.0f32, -1.0, 0.5, 2.0];
+    let fast = router.route(&x, 4).unwrap();
+    let naive = router.route_naive(&x, 4).unwrap();
+    assert_eq!(fast.ids(), naive.ids());
+    // Positive inputs: experts 2 and 3 tie at the top and come out as [2, 3].
+    assert_eq!(fast.token_ids(0), &[2, 3]);
+    assert_eq!(fast.token_weights(0)[0], fast.token_weights(0)[1]);
+    // x = −1: logits −0.25, 0.5, −0.75, −0.75, −0.1, so experts 1 then 4.
+    assert_eq!(fast.token_ids(1), &[1, 4]);
+}
