@@ -98,8 +98,15 @@ fn bytes(x: f64) -> String {
     }
 }
 
-fn billions(n: u64) -> String {
-    format!("{:.2}B", n as f64 / 1e9)
+/// `235.74B`, `15.71M`, `41.44K`, `12`.
+fn short(n: u64) -> String {
+    let x = n as f64;
+    match n {
+        1_000_000_000.. => format!("{:.2}B", x / 1e9),
+        1_000_000.. => format!("{:.2}M", x / 1e6),
+        1_000.. => format!("{:.2}K", x / 1e3),
+        _ => n.to_string(),
+    }
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -194,17 +201,17 @@ fn print_text(acc: &Accounting, args: &Args, kv_bits: Bits) -> deepblocks::param
     println!(
         "total parameters            {:>19}  ({})",
         thousands(total),
-        billions(total)
+        short(total)
     );
     println!(
         "activated per token         {:>19}  ({}, embeddings included)",
         thousands(act),
-        billions(act)
+        short(act)
     );
     println!(
         "  without input embedding   {:>19}  ({}, as DeepSeek reports)",
         thousands(excl),
-        billions(excl)
+        short(excl)
     );
     println!(
         "matrices                    {:>19}",
