@@ -1,0 +1,315 @@
+//! [`Tokenizer`]: a `tokenizers` tokenizer plus its `tokenizer_config.json`.
+
+use std::path::Path;
+
+use crate::chat::{DEEPSEEK_BOS, DEEPSEEK_EOS, Message, deepseek_v2_chat};
+use crate::error::excerpt;
+use crate::{Error, Result, StreamDecoder, TokenizerConfig};
+
+/// The file name of a tokenizer inside a model folder.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// The file name of a tokenizer's configuration inside a model folder.
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+
+/// A Hugging Face tokenizer (`tokenizer.json`, through the `tokenizers` crate) and its
+/// configuration (`tokenizer_config.json`: bos/eos, chat template).
+///
+/// ```
+/// use deepblocks_tokenize::Tokenizer;
+/// let tok = Tokenizer::byte_level(&["<bos>", "<eos>"])?;
+/// let ids = tok.encode("hé", false)?;
+/// assert_eq!(ids, [104, 0xc3, 0xa9]); // one id per UTF-8 byte
+/// assert_eq!(tok.decode(&ids, false)?, "hé");
+/// assert_eq!(tok.special_token_id("<eos>")?, 257);
+/// # Ok::<(), deepblocks_tokenize::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    config: TokenizerConfig,
+}
+
+impl Tokenizer {
+    /// Loads a `tokenizer.json`, and the `tokenizer_config.json` beside it when there is one.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a file cannot be read, [`Error::Malformed`] when the tokenizer is not
+    /// valid, [`Error::Config`] when the config is not.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let inner = parse(&bytes, &path.display().to_string())?;
+        let config_path = path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(TOKENIZER_CONFIG_FILE);
+        let config = if config_path.is_file() {
+            TokenizerConfig::from_file(config_path)?
+        } else {
+            TokenizerConfig::default()
+        };
+        Ok(Tokenizer { inner, config })
+    }
+
+    /// Loads `tokenizer.json` (and `tokenizer_config.json` when present) from a model folder.
+    ///
+    /// # Errors
+    /// As [`Self::from_file`].
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::from_file(dir.as_ref().join(TOKENIZER_FILE))
+    }
+
+    /// Parses the bytes of a `tokenizer.json` (no config).
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] when they are not a valid tokenizer.
+    pub fn from_json_bytes(json: &[u8]) -> Result<Self> {
+        Ok(Tokenizer {
+            inner: parse(json, "tokenizer JSON")?,
+            config: TokenizerConfig::default(),
+        })
+    }
+
+    /// The same tokenizer with `config` instead of its current configuration.
+    pub fn with_config(mut self, config: TokenizerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The configuration (from `tokenizer_config.json`, or default).
+    pub fn config(&self) -> &TokenizerConfig {
+        &self.config
+    }
+
+    /// The wrapped `tokenizers` tokenizer, for anything this crate does not cover.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    /// The tokenizer as `tokenizer.json` text (e.g. to save a [`Self::byte_level`] tokenizer
+    /// beside a toy model).
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] if `tokenizers` cannot serialise it.
+    pub fn to_json(&self, pretty: bool) -> Result<String> {
+        self.inner
+            .to_string(pretty)
+            .map_err(|source| Error::Malformed {
+                what: "tokenizer".into(),
+                source,
+            })
+    }
+
+    /// The vocabulary size, added tokens included (ids run below it, possibly with gaps).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The ids of `text`. With `add_special_tokens`, the tokenizer's post-processor adds its
+    /// special tokens (DeepSeek's adds bos), and then, as transformers does, bos/eos are added
+    /// if `tokenizer_config.json` asks for them (`add_bos_token`, `add_eos_token`) and they are
+    /// not already there. Special tokens written in the text are recognised either way.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] if `tokenizers` fails on the text; [`Error::UnknownSpecialToken`] if
+    /// the config asks for a bos/eos the vocabulary lacks.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode_fast(text, add_special_tokens)
+            .map_err(|source| Error::Encode {
+                text: excerpt(text),
+                source,
+            })?;
+        let mut ids = encoding.get_ids().to_vec();
+        if add_special_tokens {
+            if self.config.add_bos_token == Some(true) {
+                let bos = self.special_token_id("bos")?;
+                if ids.first() != Some(&bos) {
+                    ids.insert(0, bos);
+                }
+            }
+            if self.config.add_eos_token == Some(true) {
+                let eos = self.special_token_id("eos")?;
+                if ids.last() != Some(&eos) {
+                    ids.push(eos);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Checks that every id is in the vocabulary.
+    ///
+    /// # Errors
+    /// [`Error::IdOutOfVocab`] naming the first id that is not.
+    pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&id| self.inner.id_to_token(id).is_none()) {
+            Some(&id) => Err(Error::IdOutOfVocab {
+                id,
+                vocab: self.vocab_size(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The text of `ids`, leaving out special tokens when `skip_special_tokens`. Bytes that do
+    /// not form valid UTF-8 come out as U+FFFD, as in `tokenizers`.
+    ///
+    /// # Errors
+    /// [`Error::IdOutOfVocab`] for an id the vocabulary lacks (`tokenizers` would silently skip
+    /// it), [`Error::Decode`] if `tokenizers` fails.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.check_ids(ids)?;
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|source| Error::Decode { source })
+    }
+
+    /// The token string of `id` (in the model's alphabet, e.g. `Ġthe` for byte-level BPE).
+    ///
+    /// # Errors
+    /// [`Error::IdOutOfVocab`].
+    pub fn id_to_token(&self, id: u32) -> Result<String> {
+        self.inner.id_to_token(id).ok_or(Error::IdOutOfVocab {
+            id,
+            vocab: self.vocab_size(),
+        })
+    }
+
+    /// The id of a token string, special or not, if the vocabulary has it.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Every special token with its id, by id.
+    pub fn special_tokens(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<(String, u32)> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, t)| (t.content, id))
+            .collect();
+        v.sort_by_key(|&(_, id)| id);
+        v
+    }
+
+    /// The token string of a special token named by its role — `bos`, `eos`, `pad`, `unk`, from
+    /// the config — or by itself (`<｜end▁of▁sentence｜>`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownSpecialToken`] when the config does not name that role or the tokenizer
+    /// has no such special token.
+    pub fn special_token(&self, name: &str) -> Result<String> {
+        let unknown = || Error::UnknownSpecialToken {
+            name: name.to_string(),
+        };
+        let by_role = match name {
+            "bos" => Some(&self.config.bos_token),
+            "eos" => Some(&self.config.eos_token),
+            "pad" => Some(&self.config.pad_token),
+            "unk" => Some(&self.config.unk_token),
+            _ => None,
+        };
+        let token = match by_role {
+            Some(t) => t.clone().ok_or_else(unknown)?,
+            None => name.to_string(),
+        };
+        let is_special = self
+            .inner
+            .get_added_tokens_decoder()
+            .values()
+            .any(|t| t.content == token);
+        if is_special || (by_role.is_some() && self.token_to_id(&token).is_some()) {
+            Ok(token)
+        } else {
+            Err(unknown())
+        }
+    }
+
+    /// The id of a special token, named as in [`Self::special_token`].
+    ///
+    /// # Errors
+    /// As [`Self::special_token`].
+    pub fn special_token_id(&self, name: &str) -> Result<u32> {
+        let token = self.special_token(name)?;
+        self.token_to_id(&token).ok_or(Error::UnknownSpecialToken {
+            name: name.to_string(),
+        })
+    }
+
+    /// The bos id, if the config names a bos the vocabulary has.
+    pub fn bos_id(&self) -> Option<u32> {
+        self.special_token_id("bos").ok()
+    }
+
+    /// The eos id, if the config names an eos the vocabulary has (generation stops on it).
+    pub fn eos_id(&self) -> Option<u32> {
+        self.special_token_id("eos").ok()
+    }
+
+    /// The chat template of `tokenizer_config.json`, verbatim.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.config.chat_template.as_deref()
+    }
+
+    /// The bos and eos strings for chat prompts: the config's, else DeepSeek-V2's when the
+    /// vocabulary has them.
+    fn chat_bos_eos(&self) -> Result<(String, String)> {
+        let pick = |role: &str, deepseek: &str| {
+            self.special_token(role).or_else(|e| {
+                if self.token_to_id(deepseek).is_some() {
+                    Ok(deepseek.to_string())
+                } else {
+                    Err(e)
+                }
+            })
+        };
+        Ok((pick("bos", DEEPSEEK_BOS)?, pick("eos", DEEPSEEK_EOS)?))
+    }
+
+    /// The DeepSeek-V2-Chat prompt text of a conversation (see [`deepseek_v2_chat`]), with this
+    /// tokenizer's bos and eos.
+    ///
+    /// # Errors
+    /// [`Error::UnknownSpecialToken`] naming `bos` or `eos` when neither the config nor the
+    /// vocabulary provides it.
+    pub fn chat_prompt(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let (bos, eos) = self.chat_bos_eos()?;
+        Ok(deepseek_v2_chat(
+            messages,
+            &bos,
+            &eos,
+            add_generation_prompt,
+        ))
+    }
+
+    /// The ids of [`Self::chat_prompt`], encoded without adding special tokens (the prompt
+    /// already holds its bos), as transformers' `apply_chat_template(tokenize=True)` does.
+    ///
+    /// # Errors
+    /// As [`Self::chat_prompt`] and [`Self::encode`].
+    pub fn encode_chat(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>> {
+        self.encode(&self.chat_prompt(messages, add_generation_prompt)?, false)
+    }
+
+    /// A streaming decoder over this tokenizer (see [`StreamDecoder`]).
+    pub fn stream(&self, skip_special_tokens: bool) -> StreamDecoder<'_> {
+        StreamDecoder::new(self, skip_special_tokens)
+    }
+}
+
+fn parse(bytes: &[u8], what: &str) -> Result<tokenizers::Tokenizer> {
+    tokenizers::Tokenizer::from_bytes(bytes).map_err(|source| Error::Malformed {
+        what: what.to_string(),
+        source,
+    })
+}

@@ -1,0 +1,69 @@
+//! Text to token ids and back, with any Hugging Face `tokenizer.json`.
+//!
+//! ```text
+//! cargo run --release --example tokenize -- --tokenizer FILE (--text S | --file F) [--decode]
+//! ```
+//!
+//! Without `--decode`: prints the ids of the text on one line, separated by spaces, with no
+//! special tokens added (special tokens written in the text are still recognised). With
+//! `--decode`: reads ids (separated by spaces, commas or newlines) from `--text` or `--file` and
+//! prints their text exactly, special tokens included, with no newline added.
+//!
+//! ```text
+//! cargo run --release --example tokenize -- --tokenizer testdata/tokenize/tokenizer.json --text "Hello 世界"
+//! cargo run --release --example tokenize -- --tokenizer testdata/tokenize/tokenizer.json --text "1 2 3" --decode
+//! ```
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgGroup, Parser};
+use deepblocks::tokenize::{Tokenizer, format_ids, parse_ids};
+
+#[derive(Parser)]
+#[command(about = "Encode text to token ids, or decode ids to text, with a tokenizer.json")]
+#[command(group(ArgGroup::new("input").required(true).args(["text", "file"])))]
+struct Args {
+    /// The tokenizer.json (a tokenizer_config.json beside it is read too).
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// The input text (ids with --decode).
+    #[arg(long)]
+    text: Option<String>,
+    /// A file holding the input (UTF-8 text, or ids with --decode).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Decode ids to text instead of encoding.
+    #[arg(long)]
+    decode: bool,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let tokenizer = Tokenizer::from_file(&args.tokenizer)?;
+    let input = match (&args.text, &args.file) {
+        (Some(text), _) => text.clone(),
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        (None, None) => unreachable!("clap requires --text or --file"),
+    };
+    let mut stdout = std::io::stdout().lock();
+    if args.decode {
+        let ids = parse_ids(&input)?;
+        write!(stdout, "{}", tokenizer.decode(&ids, false)?)?;
+    } else {
+        writeln!(stdout, "{}", format_ids(&tokenizer.encode(&input, false)?))?;
+    }
+    Ok(())
+}
