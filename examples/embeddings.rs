@@ -6,20 +6,25 @@
 //! feline, canine, fruit, red, yellow) plus a little deterministic noise, stored in bf16 as a
 //! checkpoint would be. On it `king − man + woman` lands on `queen`, as in the word-vector
 //! literature. Point it at any Hugging Face model folder with `--model DIR` to read
-//! `model.embed_tokens.weight` instead (ids given with `--ids` and `--analogy`).
+//! `model.embed_tokens.weight` instead; tokens are given as ids, or as words when the folder has a
+//! `tokenizer.json` (a word that is one token; DeepSeek's tokenizer keeps the leading space, so
+//! `" king"` is usually one token where `"king"` is not).
 //!
 //! ```text
 //! cargo run --release --example embeddings
-//! cargo run --release --example embeddings -- --model path/to/model --ids 100,2000 --analogy 5,6,7
+//! cargo run --release --example embeddings -- --model DIR --tokens 100,2000 --analogy 5,6,7
+//! cargo run --release --example embeddings -- --model DIR --tokens " king" --analogy " king, man, woman"
 //! ```
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Parser;
 use deepblocks::core::{DType, SafeTensorsStore, Weight};
 use deepblocks::embed::{
-    EMBED_TOKENS, Embedding, Embeddings, LmHead, Positions, cosine_similarity,
+    EMBED_TOKENS, Embedding, Embeddings, LmHead, Neighbour, Positions, cosine_similarity,
 };
+use deepblocks::tokenize::{TOKENIZER_FILE, Tokenizer};
 
 #[derive(Parser)]
 #[command(about = "Cosine similarity, nearest neighbours and analogies over embedding rows")]
@@ -27,12 +32,13 @@ struct Args {
     /// A Hugging Face model folder; its `model.embed_tokens.weight` replaces the toy matrix.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// With --model: token ids whose nearest neighbours to print (comma-separated).
+    /// With --model: tokens whose nearest neighbours to print, comma-separated: ids, or texts
+    /// that are one token each (needs the folder's tokenizer.json).
     #[arg(long, value_delimiter = ',')]
-    ids: Vec<u32>,
-    /// With --model: three token ids a,b,c for the analogy a − b + c.
-    #[arg(long, value_delimiter = ',', num_args = 1)]
-    analogy: Vec<u32>,
+    tokens: Vec<String>,
+    /// With --model: three tokens a,b,c (ids or one-token texts) for the analogy a − b + c.
+    #[arg(long, value_delimiter = ',')]
+    analogy: Vec<String>,
     /// Neighbours to print.
     #[arg(long, default_value_t = 5)]
     k: usize,
@@ -163,42 +169,92 @@ fn toy(k: usize) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// A token given as an id, or as a text the tokenizer encodes to exactly one token.
+fn resolve(arg: &str, tok: Option<&Tokenizer>) -> Result<u32, Box<dyn std::error::Error>> {
+    if let Ok(id) = arg.trim().parse::<u32>() {
+        return Ok(id);
+    }
+    let tok =
+        tok.ok_or_else(|| format!("{arg:?} is not an id and the folder has no {TOKENIZER_FILE}"))?;
+    match tok.encode(arg, false)?[..] {
+        [id] => Ok(id),
+        ref ids => Err(format!("{arg:?} is {} tokens ({ids:?}), not one", ids.len()).into()),
+    }
+}
+
+/// A token for display: its text when there is a tokenizer, else its id.
+fn label(id: u32, tok: Option<&Tokenizer>) -> String {
+    match tok.and_then(|t| t.decode(&[id], false).ok()) {
+        Some(text) => format!("{text:?}"),
+        None => format!("#{id}"),
+    }
+}
+
+fn list(n: &[Neighbour], tok: Option<&Tokenizer>) -> String {
+    n.iter()
+        .map(|n| format!("{} {:.3}", label(n.id, tok), n.similarity))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn model(dir: &PathBuf, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let store = SafeTensorsStore::open(dir)?;
     let e = Embedding::from_store(&store, EMBED_TOKENS)?;
+    let tok = if dir.join(TOKENIZER_FILE).is_file() {
+        Some(Tokenizer::from_dir(dir)?)
+    } else {
+        None
+    };
+    let tok = tok.as_ref();
     println!(
-        "{}: {EMBED_TOKENS} [V {}, h {}] in {} ({:.1} MB)",
+        "{}: {EMBED_TOKENS} [V {}, h {}] in {} ({:.1} MB){}",
         dir.display(),
         e.vocab_size(),
         e.hidden_size(),
         e.dtype(),
-        e.weight().bytes() as f64 / 1e6
+        e.weight().bytes() as f64 / 1e6,
+        if tok.is_some() {
+            ", with its tokenizer"
+        } else {
+            ""
+        }
     );
-    for &id in &args.ids {
-        let n = e.neighbours(id, args.k)?;
-        let list: Vec<String> = n
-            .iter()
-            .map(|n| format!("{} {:.3}", n.id, n.similarity))
-            .collect();
-        println!("  nearest to {id}: {}", list.join(", "));
+    for arg in &args.tokens {
+        let id = resolve(arg, tok)?;
+        println!(
+            "  nearest to {}: {}",
+            label(id, tok),
+            list(&e.neighbours(id, args.k)?, tok)
+        );
     }
-    if let [a, b, c] = args.analogy[..] {
-        let n = e.analogy(a, b, c, args.k)?;
-        let list: Vec<String> = n
-            .iter()
-            .map(|n| format!("{} {:.3}", n.id, n.similarity))
-            .collect();
-        println!("  {a} − {b} + {c} = {}", list.join(", "));
-    } else if !args.analogy.is_empty() {
-        return Err(format!("--analogy takes three ids, got {:?}", args.analogy).into());
+    match &args.analogy[..] {
+        [] => {}
+        [a, b, c] => {
+            let (a, b, c) = (resolve(a, tok)?, resolve(b, tok)?, resolve(c, tok)?);
+            println!(
+                "  {} − {} + {} = {}",
+                label(a, tok),
+                label(b, tok),
+                label(c, tok),
+                list(&e.analogy(a, b, c, args.k)?, tok)
+            );
+        }
+        other => return Err(format!("--analogy takes three tokens, got {other:?}").into()),
     }
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
     let args = Args::parse();
-    match &args.model {
+    let result = match &args.model {
         Some(dir) => model(dir, &args),
         None => toy(args.k),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

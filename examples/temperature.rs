@@ -8,6 +8,8 @@
 //! cargo run --release --example temperature -- --top-p 0.9     # show the nucleus cut as well
 //! ```
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use deepblocks::sample::{Sampler, SamplingConfig, distribution};
 
@@ -38,8 +40,17 @@ struct Args {
 const WIDTH: usize = 40;
 const DEFAULT_LABELS: [&str; 8] = ["cat", "dog", "mat", "hat", "sat", "the", "on", "zebra"];
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let labels: Vec<String> = (0..args.logits.len())
         .map(|i| {
             args.labels
