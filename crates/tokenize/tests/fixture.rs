@@ -39,7 +39,10 @@ fn encode_and_decode_match_python_tokenizers() {
             ids(&case["ids_with_special"]),
             "ids with special tokens of {text:?}"
         );
-        assert_eq!(tok.decode(&want, false).unwrap(), case["decoded"].as_str().unwrap());
+        assert_eq!(
+            tok.decode(&want, false).unwrap(),
+            case["decoded"].as_str().unwrap()
+        );
         assert_eq!(
             tok.decode(&want, true).unwrap(),
             case["decoded_skip_special"].as_str().unwrap()
@@ -60,7 +63,11 @@ fn config_gives_bos_eos_and_the_chat_template() {
         tok.special_token_id(eos[0].as_str().unwrap()).unwrap() as u64,
         eos[1].as_u64().unwrap()
     );
-    assert!(tok.chat_template().unwrap().contains("'Assistant: ' + message['content'] + eos_token"));
+    assert!(
+        tok.chat_template()
+            .unwrap()
+            .contains("'Assistant: ' + message['content'] + eos_token")
+    );
     let names: Vec<String> = tok.special_tokens().into_iter().map(|(s, _)| s).collect();
     assert_eq!(names.len(), 5, "{names:?}");
     // Encoding with special tokens adds bos exactly once.
@@ -90,7 +97,10 @@ fn chat_prompts_match_transformers_apply_chat_template() {
         let add_gen = chat["add_generation_prompt"].as_bool().unwrap();
         let text = tok.chat_prompt(&messages, add_gen).unwrap();
         assert_eq!(text, chat["text"].as_str().unwrap());
-        assert_eq!(tok.encode_chat(&messages, add_gen).unwrap(), ids(&chat["ids"]));
+        assert_eq!(
+            tok.encode_chat(&messages, add_gen).unwrap(),
+            ids(&chat["ids"])
+        );
     }
 }
 
@@ -117,25 +127,43 @@ fn streaming_the_fixture_cases_gives_the_full_decode() {
 #[test]
 fn missing_and_malformed_files_are_errors_naming_the_file() {
     let err = Tokenizer::from_file("/nonexistent/tokenizer.json").unwrap_err();
-    assert!(matches!(&err, Error::Io { path, .. } if path.ends_with("tokenizer.json")), "{err}");
-    assert!(err.to_string().contains("/nonexistent/tokenizer.json"), "{err}");
+    assert!(
+        matches!(&err, Error::Io { path, .. } if path.ends_with("tokenizer.json")),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("/nonexistent/tokenizer.json"),
+        "{err}"
+    );
 
     let tmp = std::env::temp_dir().join(format!("deepblocks-tokenize-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let bad = tmp.join("tokenizer.json");
     std::fs::write(&bad, b"{\"model\": {\"type\": \"BPE\", \"vocab\": 3}}").unwrap();
     let err = Tokenizer::from_file(&bad).unwrap_err();
-    assert!(matches!(&err, Error::Malformed { what, .. } if what.contains("tokenizer.json")), "{err}");
+    assert!(
+        matches!(&err, Error::Malformed { what, .. } if what.contains("tokenizer.json")),
+        "{err}"
+    );
     std::fs::write(&bad, b"not json").unwrap();
-    assert!(matches!(Tokenizer::from_file(&bad), Err(Error::Malformed { .. })));
+    assert!(matches!(
+        Tokenizer::from_file(&bad),
+        Err(Error::Malformed { .. })
+    ));
 
     // A valid tokenizer with a malformed config beside it.
     std::fs::copy(dir().join("tokenizer.json"), &bad).unwrap();
     std::fs::write(tmp.join("tokenizer_config.json"), b"{\"bos_token\": 7}").unwrap();
     let err = Tokenizer::from_file(&bad).unwrap_err();
-    assert!(matches!(&err, Error::Config { reason, .. } if reason.contains("bos_token")), "{err}");
+    assert!(
+        matches!(&err, Error::Config { reason, .. } if reason.contains("bos_token")),
+        "{err}"
+    );
     std::fs::write(tmp.join("tokenizer_config.json"), b"[1, 2]").unwrap();
-    assert!(matches!(Tokenizer::from_file(&bad), Err(Error::Config { .. })));
+    assert!(matches!(
+        Tokenizer::from_file(&bad),
+        Err(Error::Config { .. })
+    ));
     std::fs::remove_dir_all(&tmp).ok();
 }
 
@@ -143,19 +171,31 @@ fn missing_and_malformed_files_are_errors_naming_the_file() {
 fn unknown_special_tokens_and_ids_out_of_vocab_are_errors_naming_them() {
     let tok = Tokenizer::from_dir(dir()).unwrap();
     let err = tok.special_token_id("<｜nope｜>").unwrap_err();
-    assert!(matches!(&err, Error::UnknownSpecialToken { name } if name == "<｜nope｜>"), "{err}");
+    assert!(
+        matches!(&err, Error::UnknownSpecialToken { name } if name == "<｜nope｜>"),
+        "{err}"
+    );
     let err = tok.special_token_id("pad").unwrap_err(); // the config has no pad token
-    assert!(matches!(&err, Error::UnknownSpecialToken { name } if name == "pad"), "{err}");
+    assert!(
+        matches!(&err, Error::UnknownSpecialToken { name } if name == "pad"),
+        "{err}"
+    );
     // An ordinary token is not a special one.
     assert!(tok.token_to_id("the").is_some());
     assert!(tok.special_token_id("the").is_err());
 
     let v = tok.vocab_size() as u32;
     let err = tok.decode(&[1, 2, v, 3], false).unwrap_err();
-    assert!(matches!(err, Error::IdOutOfVocab { id, vocab } if id == v && vocab == v as usize), "{err}");
+    assert!(
+        matches!(err, Error::IdOutOfVocab { id, vocab } if id == v && vocab == v as usize),
+        "{err}"
+    );
     assert!(err.to_string().contains(&format!("token id {v}")));
     assert!(tok.id_to_token(u32::MAX).is_err());
     let mut s = tok.stream(false);
     assert!(s.push(v + 7).is_err());
-    assert_eq!(s.push(tok.token_to_id("the").unwrap()).unwrap().as_deref(), Some("the"));
+    assert_eq!(
+        s.push(tok.token_to_id("the").unwrap()).unwrap().as_deref(),
+        Some("the")
+    );
 }
