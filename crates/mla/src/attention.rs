@@ -295,6 +295,24 @@ impl Mla {
         &self.config
     }
 
+    /// Bytes of weights this layer holds, in their stored dtypes, including the transposed copy
+    /// of `W_UK` the absorbed path keeps (`W_UV` shares `kv_b_proj`'s memory).
+    pub fn weight_bytes(&self) -> usize {
+        let q = match &self.q {
+            QProj::Full { q_proj } => q_proj.bytes(),
+            QProj::LowRank {
+                q_a_proj,
+                q_a_layernorm,
+                q_b_proj,
+            } => q_a_proj.bytes() + 4 * q_a_layernorm.weight().len() + q_b_proj.bytes(),
+        };
+        q + self.kv_a_proj_with_mqa.bytes()
+            + 4 * self.kv_a_layernorm.weight().len()
+            + self.kv_b_proj.bytes()
+            + self.w_uk_t.iter().map(Weight::bytes).sum::<usize>()
+            + self.o_proj.bytes()
+    }
+
     /// `out[t, h] = MLA(x[t, h])` for `t` tokens at positions `p..p+t`, where `p = cache.len()`:
     /// appends their latents to `cache`, then attends causally over all `p + t` cached tokens.
     /// Looks up the rotary rows in `rope`; see [`Mla::forward_with`] to share them across layers.

@@ -1,0 +1,53 @@
+//! Logits of a token sequence, for comparison with other implementations.
+//!
+//! ```text
+//! cargo run --release --example logits -- --model DIR --tokens 1,2,3 --out FILE
+//! ```
+//!
+//! Loads the Hugging Face model folder `DIR` (config.json and safetensors weights), runs the
+//! tokens as one prompt, and writes a safetensors file with one f32 tensor `logits` of shape
+//! `[tokens, vocab]` (every position).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use deepblocks::deepseek::{LoadOptions, Model, Positions};
+
+/// Logits of every position of a token sequence, written as safetensors.
+#[derive(Parser)]
+struct Args {
+    /// The model folder (config.json, model.safetensors or its sharded index).
+    #[arg(long)]
+    model: PathBuf,
+    /// Token ids, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    tokens: Vec<u32>,
+    /// The safetensors file to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let model = Model::load_with(&args.model, &LoadOptions::default())?;
+    let mut cache = model.new_cache(args.tokens.len())?;
+    let logits = model.forward(&args.tokens, &mut cache, Positions::All)?;
+    let (t, v) = logits.dim();
+    let bytes: Vec<u8> = logits.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![t, v], &bytes)?;
+    safetensors::serialize_to_file([("logits", view)], None, &args.out)
+        .map_err(|e| format!("{}: {e}", args.out.display()))?;
+    eprintln!("wrote logits [{t}, {v}] to {}", args.out.display());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
