@@ -57,6 +57,6 @@ pub use config::SamplingConfig;
 pub use error::{Error, Result};
 pub use process::{
     apply_penalties, apply_temperature, argmax, draw, exp_portable, max_score, min_p_mask,
-    rank_order, softmax_portable, top_k_mask, top_k_mask_naive, top_p_mask,
+    rank_order, softmax_portable, top_k_mask, top_k_mask_naive, top_p_mask, top_p_mask_naive,
 };
 pub use sampler::{Sample, Sampler, distribution, sample_with_uniform};

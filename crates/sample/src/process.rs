@@ -56,7 +56,10 @@ pub fn exp_portable(x: f64) -> f64 {
     if x < -745.133_219_101_941_2 {
         return 0.0;
     }
-    let k = (x * INV_LN2).round();
+    // k = nearest integer to x / ln 2: adding and subtracting 1.5·2⁵² rounds to an integer
+    // (ties to even) with two basic operations, where `f64::round` may be a libm call.
+    const ROUNDER: f64 = 6_755_399_441_055_744.0;
+    let k = (x * INV_LN2 + ROUNDER) - ROUNDER;
     let r = (x - k * LN2_HI) - k * LN2_LO;
     let mut p = C[13];
     for &c in C[..13].iter().rev() {
@@ -177,6 +180,8 @@ pub fn top_k_mask_naive(z: &mut [f64], k: usize) {
 /// ranked by [`rank_order`] whose probability mass reaches `top_p`, and masks the rest. At least
 /// one token is always kept; `top_p ≥ 1` keeps all.
 pub fn top_p_mask(z: &mut [f64], top_p: f32) {
+    /// Candidates ranked first; the rest is sorted only if they do not reach `top_p`.
+    const FIRST: usize = 1024;
     if top_p >= 1.0 {
         return;
     }
@@ -184,19 +189,56 @@ pub fn top_p_mask(z: &mut [f64], top_p: f32) {
     let mut idx: Vec<u32> = (0..z.len() as u32)
         .filter(|&i| z[i as usize] > f64::NEG_INFINITY)
         .collect();
-    idx.sort_by(rank_order(z));
     // Unnormalised weights w = exp(z − max); mass reaches p when Σ_prefix w ≥ p · Σ w.
-    let w: Vec<f64> = idx
+    let total: f64 = idx
         .iter()
         .map(|&i| exp_portable(z[i as usize] - zmax))
-        .collect();
-    let total: f64 = w.iter().sum();
+        .sum();
     let target = top_p as f64 * total;
+    // The nucleus is a prefix of the ranking, usually a short one: rank the best FIRST
+    // candidates with a partial selection and sort the rest only if they fall short. The prefix
+    // sums are the same either way.
+    let first = idx.len().min(FIRST);
+    if first < idx.len() {
+        idx.select_nth_unstable_by(first - 1, rank_order(z));
+    }
+    idx[..first].sort_by(rank_order(z));
     let mut cum = 0.0;
     let mut keep = idx.len();
-    for (n, &wi) in w.iter().enumerate() {
-        cum += wi;
+    for n in 0..idx.len() {
+        if n == first {
+            idx[first..].sort_by(rank_order(z));
+        }
+        cum += exp_portable(z[idx[n] as usize] - zmax);
         if cum >= target {
+            keep = n + 1;
+            break;
+        }
+    }
+    for &i in &idx[keep..] {
+        z[i as usize] = f64::NEG_INFINITY;
+    }
+}
+
+/// The naive twin of [`top_p_mask`]: the same sums, over a full sort of the vocabulary.
+pub fn top_p_mask_naive(z: &mut [f64], top_p: f32) {
+    if top_p >= 1.0 {
+        return;
+    }
+    let zmax = max_score(z);
+    let mut idx: Vec<u32> = (0..z.len() as u32)
+        .filter(|&i| z[i as usize] > f64::NEG_INFINITY)
+        .collect();
+    let total: f64 = idx
+        .iter()
+        .map(|&i| exp_portable(z[i as usize] - zmax))
+        .sum();
+    idx.sort_by(rank_order(z));
+    let mut cum = 0.0;
+    let mut keep = idx.len();
+    for (n, &i) in idx.iter().enumerate() {
+        cum += exp_portable(z[i as usize] - zmax);
+        if cum >= top_p as f64 * total {
             keep = n + 1;
             break;
         }
@@ -345,6 +387,25 @@ mod tests {
         assert_eq!(kept(0.75), 2);
         assert_eq!(kept(0.8), 3);
         assert_eq!(kept(1.0), 4);
+    }
+
+    #[test]
+    fn top_p_beyond_the_first_candidates_equals_the_full_sort() {
+        // 3000 nearly equal logits: the nucleus at p = 0.9 holds ~2700 tokens, more than the
+        // partially selected first candidates, so the rest must be sorted too.
+        let z: Vec<f64> = (0..3000)
+            .map(|i| ((i * 7919) % 1000) as f64 * 1e-4)
+            .collect();
+        for p in [0.1f32, 0.3, 0.9, 0.999] {
+            let (mut fast, mut naive) = (z.clone(), z.clone());
+            top_p_mask(&mut fast, p);
+            top_p_mask_naive(&mut naive, p);
+            assert_eq!(fast, naive, "p = {p}");
+        }
+        let mut z9 = z.clone();
+        top_p_mask(&mut z9, 0.9);
+        let kept = z9.iter().filter(|v| v.is_finite()).count();
+        assert!(kept > 2500, "{kept}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Property tests: the math of each step, over random logits and configs.
 
 use deepblocks_sample::{
-    Sampler, SamplingConfig, distribution, rank_order, top_k_mask, top_k_mask_naive,
+    Sampler, SamplingConfig, distribution, rank_order, top_k_mask, top_k_mask_naive, top_p_mask,
+    top_p_mask_naive,
 };
 use proptest::prelude::*;
 
@@ -122,6 +123,19 @@ proptest! {
         let (mut fast, mut naive) = (z.clone(), z.clone());
         top_k_mask(&mut fast, k);
         top_k_mask_naive(&mut naive, k);
+        prop_assert_eq!(fast, naive);
+    }
+
+    #[test]
+    fn top_p_selection_equals_the_full_sort(
+        raw in prop::collection::vec(-40i32..=40, 1..3000), p in 0.01f32..=1.0,
+    ) {
+        // Up to 3000 tokens on a coarse grid (many ties), so the nucleus often outgrows the
+        // first partially selected candidates.
+        let z: Vec<f64> = raw.iter().map(|&q| q as f64 * 0.05).collect();
+        let (mut fast, mut naive) = (z.clone(), z.clone());
+        top_p_mask(&mut fast, p);
+        top_p_mask_naive(&mut naive, p);
         prop_assert_eq!(fast, naive);
     }
 
