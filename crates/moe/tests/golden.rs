@@ -1,4 +1,4 @@
-//! Golden tests against Hugging Face transformers 5 (fixtures from `scripts/golden/moe.py`), and
+//! Golden tests against Hugging Face transformers 5 (fixtures from `scripts/golden/moe_*.py`), and
 //! a DeepSeek-V3 `noaux_tc` check against an independent reference written here from the
 //! formulas.
 //!
