@@ -25,6 +25,12 @@ pub enum Error {
     /// From deepblocks-embed.
     #[error(transparent)]
     Embed(#[from] deepblocks_embed::Error),
+    /// From deepblocks-tokenize (generation from text).
+    #[error(transparent)]
+    Tokenize(#[from] deepblocks_tokenize::Error),
+    /// From deepblocks-sample (invalid sampling options, NaN logits).
+    #[error(transparent)]
+    Sample(#[from] deepblocks_sample::Error),
     /// A file could not be read.
     #[error("{}: {source}", path.display())]
     Io {

@@ -19,6 +19,9 @@
 //! - [`Model`]: loads a Hugging Face folder (single or sharded safetensors, memory-mapped, bf16
 //!   stays bf16; per-expert hub names or transformers-5's packed experts; tied or separate
 //!   `lm_head`) and runs [`Model::forward`] for prefill and decode over an [`MlaCache`].
+//! - [`Model::generate`] / [`Model::generate_text`]: prefill, then a decode loop through the
+//!   seeded sampler, streaming complete UTF-8 text, stopping at end-of-sequence, `max_tokens` or
+//!   a full context.
 //!
 //! Matches transformers' `DeepseekV2ForCausalLM` to ≤ 1e-4 on f32 weights (the golden tests in
 //! `crates/deepseek/tests`).
@@ -36,12 +39,15 @@
 
 mod config;
 mod error;
+mod generate;
 mod model;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use generate::{GenerateOptions, Generation, StopReason};
 pub use model::{DecoderLayer, LoadOptions, Model};
 
 pub use deepblocks_embed::Positions;
 pub use deepblocks_mla::{AttentionPath, MlaCache};
 pub use deepblocks_moe::Weighting;
+pub use deepblocks_sample::SamplingConfig;

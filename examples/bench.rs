@@ -1,0 +1,116 @@
+//! Prefill and decode speed of a model, for comparison with other implementations.
+//!
+//! ```text
+//! cargo run --release --example bench -- --model DIR --prompt-len P --gen N
+//! ```
+//!
+//! Prefills `P` tokens (deterministic pseudo-random ids), then decodes `N` tokens greedily, and
+//! prints on its last line `{"prefill_tok_s": …, "decode_tok_s": …, "peak_rss_mb": …}`. Peak RSS is
+//! the process's high-water mark (`VmHWM`), which counts the memory-mapped weights it touched.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use deepblocks::deepseek::{LoadOptions, Model, Positions};
+
+/// Time prefill and greedy decode.
+#[derive(Parser)]
+struct Args {
+    /// The model folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// Prompt tokens to prefill.
+    #[arg(long, default_value_t = 128)]
+    prompt_len: usize,
+    /// Tokens to decode after the prompt.
+    #[arg(long = "gen", default_value_t = 32)]
+    generate: usize,
+    /// Untimed runs of the whole thing first (page in the weights, warm the caches).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+}
+
+/// The process's peak resident set, in MiB, from /proc/self/status (Linux); 0 elsewhere.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// One prefill of `prompt` and `steps` greedy decode steps: (prefill seconds, decode seconds).
+fn once(
+    model: &Model,
+    prompt: &[u32],
+    steps: usize,
+) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+    let mut cache = model.new_cache(prompt.len() + steps)?;
+    let t0 = Instant::now();
+    let mut logits = model.forward(prompt, &mut cache, Positions::Last)?;
+    let prefill = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    for _ in 0..steps {
+        let id = argmax(logits.as_slice().ok_or("logits not contiguous")?);
+        logits = model.forward(&[id], &mut cache, Positions::Last)?;
+    }
+    Ok((prefill, t1.elapsed().as_secs_f64()))
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let model = Model::load_with(&args.model, &LoadOptions::default())?;
+    let vocab = model.config().vocab_size as u64;
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    let prompt: Vec<u32> = (0..args.prompt_len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % vocab) as u32
+        })
+        .collect();
+    for _ in 0..args.warmup {
+        once(&model, &prompt, args.generate.min(4))?;
+    }
+    let (prefill, decode) = once(&model, &prompt, args.generate)?;
+    let prefill_tok_s = args.prompt_len as f64 / prefill;
+    let decode_tok_s = args.generate as f64 / decode;
+    eprintln!(
+        "{} threads: prefill {} tokens in {prefill:.3} s, decode {} tokens in {decode:.3} s",
+        rayon::current_num_threads(),
+        args.prompt_len,
+        args.generate
+    );
+    println!(
+        "{{\"prefill_tok_s\": {prefill_tok_s:.2}, \"decode_tok_s\": {decode_tok_s:.2}, \"peak_rss_mb\": {:.1}}}",
+        peak_rss_mb()
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Streams generated text from a DeepSeek-V2-family model.
+//!
+//! ```text
+//! cargo run --release --example generate -- [--model DIR] --prompt S [--max-tokens N]
+//!     [--temperature T] [--top-p P] [--seed S]
+//! ```
+//!
+//! Without `--model`, uses the small model shipped in `models/tiny-shakespeare`. When the folder's
+//! tokenizer has a chat template (DeepSeek-V2-Chat), the prompt is sent as a user turn; otherwise
+//! it is continued as plain text (and echoed first). Reports prefill and decode tokens/s on stderr.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use deepblocks::deepseek::{GenerateOptions, LoadOptions, Model, SamplingConfig, StopReason};
+use deepblocks::tokenize::Tokenizer;
+
+/// Generate text with a DeepSeek-V2-family model.
+#[derive(Parser)]
+struct Args {
+    /// Model folder (config.json, safetensors weights, tokenizer.json). Defaults to the shipped
+    /// tiny Shakespeare model.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Maximum new tokens.
+    #[arg(long, default_value_t = 200)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 decodes greedily.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Nucleus sampling: keep the smallest set of tokens with this much probability.
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Treat the prompt as plain text even if the tokenizer has a chat template.
+    #[arg(long)]
+    no_chat: bool,
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = args.model.clone().unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-shakespeare")
+    });
+    let tokenizer = Tokenizer::from_dir(&dir)?;
+    let model = Model::load_with(&dir, &LoadOptions::default())?;
+    let chat = !args.no_chat && tokenizer.chat_template().is_some();
+    let options = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling: SamplingConfig {
+            temperature: args.temperature,
+            top_p: args.top_p,
+            ..SamplingConfig::default()
+        },
+        seed: args.seed,
+    };
+    let mut out = std::io::stdout().lock();
+    if !chat {
+        write!(out, "{}", args.prompt)?;
+        out.flush()?;
+    }
+    let generation = model.generate_text(&tokenizer, &args.prompt, chat, &options, |text| {
+        // A closed stdout (e.g. `| head`) ends the output, not the program with a panic.
+        let _ = write!(out, "{text}").and_then(|()| out.flush());
+    })?;
+    writeln!(out)?;
+    let why = match generation.stop {
+        StopReason::Eos => "end of sequence",
+        StopReason::MaxTokens => "max tokens",
+        StopReason::ContextFull => "context full",
+    };
+    eprintln!(
+        "[{} prompt tokens, {:.1} tok/s prefill; {} new tokens, {:.1} tok/s decode; stopped: {why}]",
+        generation.prompt.len(),
+        generation.prefill_tokens_per_second(),
+        generation.tokens.len(),
+        generation.decode_tokens_per_second(),
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
