@@ -72,7 +72,7 @@ impl Golden {
         }
     }
 
-    /// Tensor `name` widened to f32 (bf16/f16 exactly), with its shape.
+    /// Tensor `name` as f32 (bf16/f16 exactly; f64 and integers rounded), with its shape.
     ///
     /// # Panics
     /// If there is no such tensor.
@@ -152,6 +152,10 @@ fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
         Dtype::F16 => bytes
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
             .collect(),
         Dtype::I64 => bytes
             .chunks_exact(8)
