@@ -101,7 +101,9 @@ fn linear_prefill(c: &mut Criterion) {
 
 fn linear_decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("linear_decode");
-    g.sample_size(10).warm_up_time(Duration::from_secs(1));
+    g.sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(6));
     let k = 2048;
     let x = values(k, 11);
     for n in [10944, 102400] {
