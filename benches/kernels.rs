@@ -13,7 +13,9 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use deepblocks::core::half::bf16;
-use deepblocks::core::{self, DType, Weight, linear, linear_naive, probe, softmax_rows};
+use deepblocks::core::{
+    self, DType, Weight, linear, linear_gemm, linear_naive, linear_tiled, probe, softmax_rows,
+};
 use deepblocks::norm::rms_norm;
 use std::hint::black_box;
 use std::time::Duration;
@@ -95,6 +97,29 @@ fn linear_prefill(c: &mut Criterion) {
             BenchmarkId::new(format!("{dtype}"), format!("{t}x{k}x{n}")),
             |b| b.iter(|| linear(black_box(&mut y), black_box(&x), &w, t)),
         );
+    }
+    // bf16 on both wide paths: the tiled kernel (widens in registers) and sgemm on widened blocks;
+    // at 128 rows `linear` picks the latter, at a MoE expert's dozen rows the former.
+    for (t, n) in [(128, 2048), (32, 2048), (12, 1408)] {
+        let w = weight(n, k, DType::BF16);
+        let x = values(t * k, 7);
+        let mut y = vec![0.0f32; t * n];
+        g.throughput(Throughput::ElementsAndBytes {
+            elements: (2 * t * k * n) as u64,
+            bytes: (w.bytes() + 4 * (t * k + t * n)) as u64,
+        });
+        for (path, f) in [
+            (
+                "tiled",
+                linear_tiled as fn(&mut [f32], &[f32], &Weight, usize),
+            ),
+            ("gemm", linear_gemm),
+        ] {
+            g.bench_function(
+                BenchmarkId::new(format!("BF16_{path}"), format!("{t}x{k}x{n}")),
+                |b| b.iter(|| f(black_box(&mut y), black_box(&x), &w, t)),
+            );
+        }
     }
     g.finish();
 }

@@ -48,8 +48,8 @@ mod weight;
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use linear::{
-    GEMV_MAX_ROWS, linear, linear_gemm, linear_gemv, linear_naive, linear_nd, matmul, matmul_bt,
-    matmul_bt_naive, matmul_naive,
+    GEMV_MAX_ROWS, TILED_MAX_ROWS, linear, linear_gemm, linear_gemv, linear_naive, linear_nd,
+    linear_tiled, matmul, matmul_bt, matmul_bt_naive, matmul_naive,
 };
 pub use ops::{
     dot, dot_naive, silu, silu_inplace, softmax, softmax_rows, softmax_rows_naive, sum_squares,

@@ -3,18 +3,19 @@
 
 use deepblocks_core::half::{bf16, f16};
 use deepblocks_core::{
-    DType, GEMV_MAX_ROWS, Weight, dot, dot_naive, linear, linear_gemm, linear_gemv, linear_naive,
-    linear_nd, matmul, matmul_bt, matmul_bt_naive, matmul_naive, silu, silu_inplace, softmax_rows,
-    softmax_rows_naive, swiglu,
+    DType, GEMV_MAX_ROWS, TILED_MAX_ROWS, Weight, dot, dot_naive, linear, linear_gemm, linear_gemv,
+    linear_naive, linear_nd, linear_tiled, matmul, matmul_bt, matmul_bt_naive, matmul_naive, silu,
+    silu_inplace, softmax_rows, softmax_rows_naive, swiglu,
 };
 use deepblocks_testkit::{assert_close, strategies};
 use ndarray::Array2;
 use proptest::prelude::*;
 
 type LinearImpl = fn(&mut [f32], &[f32], &Weight, usize);
-const LINEAR_IMPLS: [(&str, LinearImpl); 3] = [
+const LINEAR_IMPLS: [(&str, LinearImpl); 4] = [
     ("linear", linear),
     ("linear_gemv", linear_gemv),
+    ("linear_tiled", linear_tiled),
     ("linear_gemm", linear_gemm),
 ];
 
@@ -165,7 +166,14 @@ proptest! {
 fn gemv_boundary_sizes() {
     // t around GEMV_MAX_ROWS and k around the 8/16-lane boundaries, with output widths that are
     // not multiples of the parallel block.
-    for t in [1, GEMV_MAX_ROWS, GEMV_MAX_ROWS + 1] {
+    for t in [
+        1,
+        GEMV_MAX_ROWS,
+        GEMV_MAX_ROWS + 1,
+        7,
+        TILED_MAX_ROWS,
+        TILED_MAX_ROWS + 1,
+    ] {
         for k in [1, 7, 8, 9, 15, 16, 17, 31, 32, 33] {
             for n in [1, 63, 65, 129] {
                 let x: Vec<f32> = (0..t * k)
