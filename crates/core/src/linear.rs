@@ -676,6 +676,7 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     #[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
+    #[allow(clippy::needless_range_loop)] // r and j index several register arrays in lockstep
     unsafe fn tile_bf16<const R: usize, const T: usize>(
         y: *mut f32,
         n: usize,
