@@ -17,21 +17,9 @@ use deepblocks::core::{
     self, DType, Weight, linear, linear_gemm, linear_naive, linear_tiled, probe, softmax_rows,
 };
 use deepblocks::norm::rms_norm;
+use deepblocks_testkit::det_values as values;
 use std::hint::black_box;
 use std::time::Duration;
-
-/// Deterministic values in [-1, 1) (xorshift32), so every run benchmarks the same data.
-fn values(len: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn weight(n: usize, k: usize, dtype: DType) -> Weight {
     let v: Vec<f32> = values(n * k, n as u32 ^ k as u32)

@@ -12,22 +12,19 @@ use deepblocks::core::{DType, Weight};
 use deepblocks::mla::{AttentionPath, Mla, MlaCache, MlaConfig, MlaWeights, QProj, QProjConfig};
 use deepblocks::norm::{RmsNorm, RmsNormConfig};
 use deepblocks::rope::{Layout, RopeConfig, RopeTable};
+use deepblocks_testkit::det_values;
 use std::hint::black_box;
 use std::time::Duration;
 
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005) | 1;
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
-        })
+/// Fixed values in [-0.05, 0.05).
+fn values(len: usize, seed: u32) -> Vec<f32> {
+    det_values(len, seed)
+        .into_iter()
+        .map(|v| v * 0.05)
         .collect()
 }
 
-fn weight(rows: usize, cols: usize, seed: u64) -> Weight {
+fn weight(rows: usize, cols: usize, seed: u32) -> Weight {
     Weight::from_f32(values(rows * cols, seed), rows, cols)
         .expect("rows*cols values")
         .to_dtype(DType::BF16)

@@ -13,6 +13,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use deepblocks::rope::{Layout, RopeConfig, RopeScaling, RopeTable, YarnScaling, rope_apply_naive};
+use deepblocks_testkit::det_values as values;
 use std::hint::black_box;
 
 const N_HEADS: usize = 128;
@@ -20,18 +21,6 @@ const R: usize = 64; // qk_rope_head_dim
 const D: usize = 128; // qk_nope_head_dim
 const C: usize = 512; // kv_lora_rank
 const START: usize = 100_000;
-
-fn values(len: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn config(layout: Layout) -> RopeConfig {
     let yarn = YarnScaling {

@@ -891,20 +891,8 @@ fn gemm_bt<W: Element>(y: &mut [f32], x: &[f32], w: &[W], t: usize, k: usize, n:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deepblocks_testkit::det_values as det;
     use half::bf16;
-
-    fn det(len: usize, seed: u32) -> Vec<f32> {
-        // A small deterministic generator: values in [-1, 1).
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     #[test]
     fn every_path_matches_naive_on_awkward_sizes() {

@@ -105,6 +105,17 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
+/// The logistic function `σ(x) = 1 / (1 + e^{−x})`, in f32 as torch computes it (DeepSeek-V3's
+/// router scores with it).
+///
+/// ```
+/// assert_eq!(deepblocks_core::sigmoid(0.0), 0.5);
+/// ```
+#[inline]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
 /// [`silu`] applied to every element in place.
 pub fn silu_inplace(x: &mut [f32]) {
     for v in x {

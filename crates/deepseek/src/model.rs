@@ -189,9 +189,11 @@ impl Model {
         &self.layers
     }
 
-    /// Bytes of weights held (in their stored dtypes; memory-mapped ones included).
+    /// Bytes of weights held (in their stored dtypes; memory-mapped ones included; RMSNorm
+    /// weights as the f32 they are kept in; the absorbed attention's transposed `W_UK` copy
+    /// included).
     pub fn weight_bytes(&self) -> usize {
-        let mut bytes = self.embeddings.embed_tokens.weight().bytes();
+        let mut bytes = self.embeddings.embed_tokens.weight().bytes() + norm_bytes(&self.norm);
         if let LmHead::Separate(w) = &self.embeddings.lm_head {
             bytes += w.bytes();
         }
@@ -368,36 +370,15 @@ fn add(x: &mut [f32], y: &[f32]) {
     }
 }
 
-fn mlp_bytes(m: &Mlp) -> usize {
-    let gate_up = match m.gate_up() {
-        deepblocks_moe::GateUp::Separate { gate_proj, up_proj } => {
-            gate_proj.bytes() + up_proj.bytes()
-        }
-        deepblocks_moe::GateUp::Fused(w) => w.bytes(),
-    };
-    gate_up + m.down_proj().bytes()
+fn norm_bytes(norm: &RmsNorm) -> usize {
+    std::mem::size_of_val(norm.weight())
 }
 
 fn layer_bytes(layer: &DecoderLayer) -> usize {
-    let attn = layer.self_attn.weight_bytes();
-    let ff = match &layer.mlp {
-        FeedForward::Dense(m) => mlp_bytes(m),
-        FeedForward::Moe(moe) => {
-            let shared = match moe.shared_experts() {
-                SharedExperts::None => 0,
-                SharedExperts::Mlp(m) => mlp_bytes(m),
-            };
-            moe.router().weight().bytes()
-                + moe
-                    .experts()
-                    .as_slice()
-                    .iter()
-                    .map(mlp_bytes)
-                    .sum::<usize>()
-                + shared
-        }
-    };
-    attn + ff
+    norm_bytes(&layer.input_layernorm)
+        + layer.self_attn.weight_bytes()
+        + norm_bytes(&layer.post_attention_layernorm)
+        + layer.mlp.weight_bytes()
 }
 
 /// Reads tensors by checkpoint name with the shape the config implies, converting on request.

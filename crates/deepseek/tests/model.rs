@@ -100,6 +100,24 @@ fn golden_a_low_rank_q_group_limited_x16_yarn_past_the_original_context() {
 }
 
 #[test]
+fn weight_bytes_are_the_checkpoint_plus_the_absorbed_w_uk_copy() {
+    // An f32 checkpoint is held as stored, so every tensor of the file counts once...
+    let folder = dir("a_lowrank_group_yarn");
+    let store = deepblocks_core::SafeTensorsStore::open(&folder).unwrap();
+    let file_bytes: usize = store
+        .infos()
+        .map(|t| t.numel() * t.dtype.expect("an f32 checkpoint").size_bytes())
+        .sum();
+    let model = Model::load_with(&folder, &quiet()).unwrap();
+    let c = model.config();
+    // ...plus the transposed W_UK [n_heads, kv_lora_rank, qk_nope] each layer keeps for the
+    // absorbed path.
+    let w_uk_copy =
+        c.num_hidden_layers * c.num_attention_heads * c.kv_lora_rank * c.qk_nope_head_dim * 4;
+    assert_eq!(model.weight_bytes(), file_bytes + w_uk_copy);
+}
+
+#[test]
 fn golden_b_full_q_greedy_v2_lite_like() {
     check_variant("b_fullq_greedy");
 }

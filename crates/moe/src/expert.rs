@@ -102,6 +102,15 @@ impl Mlp {
         &self.down_proj
     }
 
+    /// Bytes of its weights, in their stored dtypes.
+    pub fn weight_bytes(&self) -> usize {
+        let gate_up = match &self.gate_up {
+            GateUp::Separate { gate_proj, up_proj } => gate_proj.bytes() + up_proj.bytes(),
+            GateUp::Fused(w) => w.bytes(),
+        };
+        gate_up + self.down_proj.bytes()
+    }
+
     /// `out[t, h] = down(silu(gate x) ⊙ up x)` for `x[t, h]`.
     ///
     /// # Errors

@@ -62,10 +62,12 @@ mod moe;
 mod router;
 pub mod stats;
 
+/// The logistic function (defined in deepblocks-core, beside SiLU).
+pub use deepblocks_core::sigmoid;
 pub use error::{Error, Result};
 pub use expert::{Experts, GateUp, Mlp};
 pub use moe::{FeedForward, Moe, MoeConfig, SharedExperts, is_moe_layer};
 pub use router::{
     NORM_EPS, Router, RouterConfig, Routing, Scoring, TopkMethod, Weighting, route_scores,
-    route_scores_naive, sigmoid,
+    route_scores_naive,
 };

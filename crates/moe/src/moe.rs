@@ -162,6 +162,23 @@ impl Moe {
         &self.shared_experts
     }
 
+    /// Bytes of all its weights (router, every routed expert, shared experts), in their stored
+    /// dtypes.
+    pub fn weight_bytes(&self) -> usize {
+        let shared = match &self.shared_experts {
+            SharedExperts::None => 0,
+            SharedExperts::Mlp(m) => m.weight_bytes(),
+        };
+        self.gate.weight().bytes()
+            + self
+                .experts
+                .as_slice()
+                .iter()
+                .map(Mlp::weight_bytes)
+                .sum::<usize>()
+            + shared
+    }
+
     /// `out[t, h]` = shared experts + weighted routed experts of `x[t, h]` (no residual). Routes,
     /// then dispatches with [`Self::routed_decode`] for one token and [`Self::routed_grouped`]
     /// for more; the shared MLP runs beside the routed experts. Returns the routing (for
@@ -403,6 +420,14 @@ pub enum FeedForward {
 }
 
 impl FeedForward {
+    /// Bytes of its weights, in their stored dtypes.
+    pub fn weight_bytes(&self) -> usize {
+        match self {
+            FeedForward::Dense(mlp) => mlp.weight_bytes(),
+            FeedForward::Moe(moe) => moe.weight_bytes(),
+        }
+    }
+
     /// `out[t, h]` for `x[t, h]`; the routing for a MoE layer.
     ///
     /// # Errors

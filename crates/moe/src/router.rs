@@ -18,7 +18,7 @@
 //! Ties are broken towards the lower index, for groups and for experts alike, so a routing is a
 //! pure function of its inputs. (torch.topk does not promise any order among equal values.)
 
-use deepblocks_core::{Weight, linear, linear_naive, softmax_rows, softmax_rows_naive};
+use deepblocks_core::{Weight, linear, linear_naive, sigmoid, softmax_rows, softmax_rows_naive};
 use ndarray::{Array2, ArrayView2};
 
 use crate::{Error, Result};
@@ -77,12 +77,6 @@ impl Scoring {
             }
         }
     }
-}
-
-/// The logistic function `1 / (1 + e^{−x})`, in f32 as torch computes it.
-#[inline]
-pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 /// How the k experts of a token are chosen (`topk_method` in config.json).

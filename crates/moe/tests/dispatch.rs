@@ -260,3 +260,39 @@ fn a_batch_concentrated_on_one_expert_dispatches_correctly() {
     moe.routed_grouped(&mut grouped, &x, &routing).unwrap();
     assert_near(&grouped, &naive, "grouped");
 }
+
+#[test]
+fn weight_bytes_count_every_matrix_once_in_its_stored_dtype() {
+    for packed in [false, true] {
+        for dtype in [DType::F32, DType::BF16] {
+            let (h, i, e, n_shared) = (8, 6, 4, 2);
+            let s = Shape {
+                t: 1,
+                h,
+                i,
+                n_group: 2,
+                group_size: 2,
+                k: 2,
+                n_shared,
+                packed,
+                dtype,
+                seed: 7,
+            };
+            let (moe, _) = build(s);
+            // Router [e, h]; e experts of gate, up [i, h] and down [h, i]; the shared MLP of
+            // width n_shared · i.
+            let params = e * h + e * 3 * i * h + 3 * n_shared * i * h;
+            let want = params * dtype.size_bytes();
+            assert_eq!(moe.weight_bytes(), want, "packed {packed}, {dtype:?}");
+            let shared_mlp = match moe.shared_experts() {
+                SharedExperts::Mlp(m) => m.clone(),
+                SharedExperts::None => unreachable!("built with shared experts"),
+            };
+            assert_eq!(
+                FeedForward::Dense(shared_mlp).weight_bytes(),
+                3 * n_shared * i * h * dtype.size_bytes()
+            );
+            assert_eq!(FeedForward::Moe(Box::new(moe)).weight_bytes(), want);
+        }
+    }
+}

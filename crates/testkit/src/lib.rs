@@ -169,6 +169,26 @@ fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     })
 }
 
+/// `len` deterministic pseudo-random values in `[-1, 1)` (xorshift32 from `seed`): fixed data for
+/// benches and tests, the same on every run and platform, without a random-number dependency.
+///
+/// ```
+/// let a = deepblocks_testkit::det_values(5, 7);
+/// assert_eq!(a, deepblocks_testkit::det_values(5, 7));
+/// assert!(a.iter().all(|v| (-1.0..1.0).contains(v)));
+/// ```
+pub fn det_values(len: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
 /// How two arrays differ.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CloseReport {
