@@ -1,4 +1,4 @@
-//! Element-wise and row-wise activations: softmax, SiLU, SwiGLU. All f32.
+//! Element-wise and row-wise activations: `exp`, softmax, SiLU, SwiGLU. All f32.
 
 /// Softmax over each of `rows` rows of `cols` elements, in place:
 /// `x[i] ← exp(x[i] − max(x)) / Σ_j exp(x[j] − max(x))`.
@@ -30,20 +30,136 @@ pub fn softmax_rows(x: &mut [f32], rows: usize, cols: usize) {
     }
 }
 
-/// Softmax of one row in place (see [`softmax_rows`]).
+/// Softmax of one row in place (see [`softmax_rows`]). The exponentials are [`exp_f32`], eight
+/// at a time on AVX2 CPUs.
 pub fn softmax(row: &mut [f32]) {
     if row.is_empty() {
         return;
     }
     let max = max_lanes(row);
-    let mut sum = 0.0f32;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
+    let sum = exp_shifted_sum(row, max);
     let inv = 1.0 / sum;
     for v in row.iter_mut() {
         *v *= inv;
+    }
+}
+
+/// `e^x` in f32, written without branches or calls so that a loop over it vectorises: Cody–Waite
+/// reduction `x = n·ln 2 + r` with `|r| ≤ ½ ln 2`, Cephes' degree-6 polynomial for `e^r`, and
+/// `2^n` applied in two halves so that results near overflow and in the subnormal range come out
+/// right. Within 1 ulp of the exact value for every f32 in [−110, 90] (checked exhaustively
+/// against f64 by an ignored test in `tests/kernels.rs`; property-tested in CI). Plain multiplies
+/// and adds (no FMA), so every CPU computes the same bits.
+///
+/// `e^{−∞} = 0`, `e^{+∞} = +∞`, NaN stays NaN; below −103.97 the result rounds to 0, above 88.72
+/// it overflows to +∞, as libm's `expf` does.
+///
+/// ```
+/// use deepblocks_core::exp_f32;
+/// assert_eq!(exp_f32(0.0), 1.0);
+/// assert!((exp_f32(1.0) - std::f32::consts::E).abs() <= f32::EPSILON * 3.0);
+/// assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+/// assert!(exp_f32(f32::NAN).is_nan());
+/// ```
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 = LN2_HI + LN2_LO; LN2_HI has 9 significant bits, so n·LN2_HI is exact for |n| < 2^15.
+    const LN2_HI: f32 = 355.0 / 512.0;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5·2^23: adding it rounds to an integer held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    // Past these, e^x is 0 or +∞ in f32 (and n stays small enough for the scaling below);
+    // clamp keeps NaN.
+    let x = x.clamp(-110.0, 89.0);
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
+    let ni = t.to_bits() as i32 - ROUND.to_bits() as i32;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5; // Cephes: 5.0000001201e-1, which is 0.5 in f32
+    let y = p * (r * r) + r + 1.0;
+    // 2^n = 2^n1 · 2^n2 with both halves normal for n in [−159, 129].
+    let n1 = ni >> 1;
+    let n2 = ni - n1;
+    let s1 = f32::from_bits(((n1 + 127) as u32) << 23);
+    let s2 = f32::from_bits(((n2 + 127) as u32) << 23);
+    y * s1 * s2
+}
+
+/// `x[i] ← e^{x[i]}` for every element, with [`exp_f32`] (eight lanes at a time on AVX2 CPUs; the
+/// same bits everywhere).
+pub fn exp_inplace(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma_f16c() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        unsafe { avx2::exp_inplace(x) };
+        return;
+    }
+    exp_inplace_body(x);
+}
+
+/// The naive twin of [`exp_inplace`]: libm's `expf` on each element.
+pub fn exp_inplace_naive(x: &mut [f32]) {
+    for v in x {
+        *v = v.exp();
+    }
+}
+
+#[inline(always)]
+fn exp_inplace_body(x: &mut [f32]) {
+    for v in x {
+        *v = exp_f32(*v);
+    }
+}
+
+/// `row[i] ← e^{row[i] − shift}`, returning their sum (eight running sums, then added).
+fn exp_shifted_sum(row: &mut [f32], shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma_f16c() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { avx2::exp_shifted_sum(row, shift) };
+    }
+    exp_shifted_sum_body(row, shift)
+}
+
+#[inline(always)]
+fn exp_shifted_sum_body(row: &mut [f32], shift: f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = row.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for (v, l) in c.iter_mut().zip(lanes.iter_mut()) {
+            *v = exp_f32(*v - shift);
+            *l += *v;
+        }
+    }
+    let mut tail = 0.0f32;
+    for v in chunks.into_remainder() {
+        *v = exp_f32(*v - shift);
+        tail += *v;
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// The loops above compiled for AVX2 (the same source; the compiler vectorises it eight wide).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn exp_inplace(x: &mut [f32]) {
+        super::exp_inplace_body(x)
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn exp_shifted_sum(row: &mut [f32], shift: f32) -> f32 {
+        super::exp_shifted_sum_body(row, shift)
     }
 }
 

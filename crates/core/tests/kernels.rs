@@ -3,9 +3,10 @@
 
 use deepblocks_core::half::{bf16, f16};
 use deepblocks_core::{
-    DType, GEMV_MAX_ROWS, TILED_MAX_ROWS, Weight, dot, dot_naive, linear, linear_gemm, linear_gemv,
-    linear_naive, linear_nd, linear_tiled, matmul, matmul_bt, matmul_bt_naive, matmul_naive, silu,
-    silu_inplace, softmax_rows, softmax_rows_naive, swiglu,
+    DType, GEMV_MAX_ROWS, TILED_MAX_ROWS, Weight, dot, dot_naive, exp_f32, exp_inplace,
+    exp_inplace_naive, linear, linear_gemm, linear_gemv, linear_naive, linear_nd, linear_tiled,
+    matmul, matmul_bt, matmul_bt_naive, matmul_naive, silu, silu_inplace, softmax_rows,
+    softmax_rows_naive, swiglu,
 };
 use deepblocks_testkit::{assert_close, strategies};
 use ndarray::Array2;
@@ -25,6 +26,25 @@ fn linear_tol(x: &[f32], w: &[f32], k: usize) -> f32 {
     let mx = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let mw = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     4.0 * f32::EPSILON * (k as f32) * mx * mw + 1e-30
+}
+
+/// How far `got` is from the exact `want`, in units of the f32 spacing at `want` (subnormal
+/// spacing below the normal range); 0 when both overflow.
+fn exp_ulps(got: f32, want: f64) -> f64 {
+    let w = want as f32;
+    if w.is_infinite() {
+        return if got == f32::INFINITY {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+    }
+    let spacing = if w.abs() < f32::MIN_POSITIVE {
+        2f64.powi(-149)
+    } else {
+        2f64.powi(f64::from(w).log2().floor() as i32 - 23)
+    };
+    (f64::from(got) - want).abs() / spacing
 }
 
 fn check_linear(t: usize, k: usize, n: usize, x: &[f32], wf: &[f32]) -> Result<(), TestCaseError> {
@@ -92,6 +112,24 @@ proptest! {
         matmul_naive(&mut want, &a, &b, m, k, n);
         for (g, e) in got.iter().zip(&want) {
             prop_assert!((g - e).abs() <= 1e-5 * k as f32);
+        }
+    }
+
+    #[test]
+    fn exp_is_within_one_ulp_of_the_exact_value(x in prop_oneof![-110.0f32..90.0, -20.0f32..20.0, -1.0f32..1.0]) {
+        let u = exp_ulps(exp_f32(x), f64::from(x).exp());
+        prop_assert!(u <= 1.0, "exp({x:e}) = {:e} is {u} ulp from {:e}", exp_f32(x), f64::from(x).exp());
+    }
+
+    #[test]
+    fn exp_inplace_is_exp_f32_and_near_libm(x in strategies::values(37, 80.0)) {
+        let (mut fast, mut naive) = (x.clone(), x.clone());
+        exp_inplace(&mut fast);
+        exp_inplace_naive(&mut naive);
+        for i in 0..x.len() {
+            // The vector and scalar forms compute the same bits; libm is another ≤ 1 ulp answer.
+            prop_assert_eq!(fast[i].to_bits(), exp_f32(x[i]).to_bits());
+            prop_assert!((fast[i] - naive[i]).abs() <= 2.0 * f32::EPSILON * naive[i]);
         }
     }
 
@@ -231,6 +269,54 @@ fn bf16_weight_keeps_half_the_bytes_and_rounds_to_nearest_even() {
         deepblocks_core::WeightData::BF16(buf) => assert_eq!(buf[3], bf16::from_f32(-2.5)),
         other => panic!("expected bf16 data, got {other:?}"),
     }
+}
+
+#[test]
+fn exp_edge_cases() {
+    assert_eq!(exp_f32(0.0), 1.0);
+    assert_eq!(exp_f32(-0.0), 1.0);
+    assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+    assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
+    assert!(exp_f32(f32::NAN).is_nan());
+    // The largest finite result, and the first input past it.
+    assert!(exp_ulps(exp_f32(88.722_83), f64::from(88.722_83f32).exp()) <= 1.0);
+    assert!(exp_f32(88.722_83).is_finite());
+    assert_eq!(exp_f32(88.722_84), f32::INFINITY);
+    // Subnormal results, the smallest one, and the first input that rounds to zero.
+    assert!(exp_ulps(exp_f32(-90.0), (-90.0f64).exp()) <= 1.0);
+    assert!(exp_f32(-90.0) < f32::MIN_POSITIVE && exp_f32(-90.0) > 0.0);
+    assert_eq!(exp_f32(-103.97), f32::from_bits(1));
+    assert_eq!(exp_f32(-104.0), 0.0);
+    assert_eq!(exp_f32(-1e30), 0.0);
+    // Every length, vector body and tail.
+    for len in 0..20 {
+        let mut x: Vec<f32> = (0..len).map(|i| i as f32 - 7.5).collect();
+        exp_inplace(&mut x);
+        for (i, v) in x.iter().enumerate() {
+            assert_eq!(
+                v.to_bits(),
+                exp_f32(i as f32 - 7.5).to_bits(),
+                "len {len}, [{i}]"
+            );
+        }
+    }
+}
+
+/// Every f32 in [−110, 90] (2.2 billion of them) against f64: the claim in `exp_f32`'s docs. About
+/// two minutes; run with `cargo test --release -p deepblocks-core --test kernels -- --ignored`.
+#[test]
+#[ignore = "exhaustive, about two minutes"]
+fn exp_is_within_one_ulp_for_every_f32_in_range() {
+    let negatives = (0x8000_0000u32..=(-110.0f32).to_bits()).map(f32::from_bits);
+    let positives = (0..=90.0f32.to_bits()).map(f32::from_bits);
+    let (mut worst, mut at) = (0.0f64, 0.0f32);
+    for x in negatives.chain(positives) {
+        let u = exp_ulps(exp_f32(x), f64::from(x).exp());
+        if u > worst {
+            (worst, at) = (u, x);
+        }
+    }
+    assert!(worst <= 1.0, "worst {worst} ulp at {at:e}");
 }
 
 #[test]
