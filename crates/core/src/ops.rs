@@ -161,6 +161,20 @@ mod avx2 {
     pub(super) unsafe fn exp_shifted_sum(row: &mut [f32], shift: f32) -> f32 {
         super::exp_shifted_sum_body(row, shift)
     }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn silu_inplace(x: &mut [f32]) {
+        super::silu_inplace_body(x)
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn swiglu(out: &mut [f32], gate: &[f32], up: &[f32]) {
+        super::swiglu_body(out, gate, up)
+    }
 }
 
 /// Maximum with 16 independent lanes (vectorisable); NaN-propagating like torch's `max`.
@@ -211,29 +225,41 @@ pub fn softmax_rows_naive(x: &mut [f32], rows: usize, cols: usize) {
     }
 }
 
-/// SiLU (swish): `silu(x) = x · σ(x) = x / (1 + e^{−x})`, as torch's `F.silu` computes it.
+/// SiLU (swish): `silu(x) = x · σ(x) = x / (1 + e^{−x})`, the formula of torch's `F.silu`, with
+/// [`exp_f32`] for the exponential.
 ///
 /// ```
 /// assert!((deepblocks_core::silu(1.0) - 0.731_058_6).abs() < 1e-6);
 /// ```
-#[inline]
+#[inline(always)]
 pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    x / (1.0 + exp_f32(-x))
 }
 
-/// The logistic function `σ(x) = 1 / (1 + e^{−x})`, in f32 as torch computes it (DeepSeek-V3's
-/// router scores with it).
+/// The logistic function `σ(x) = 1 / (1 + e^{−x})` in f32, with [`exp_f32`] (DeepSeek-V3's router
+/// scores with it).
 ///
 /// ```
 /// assert_eq!(deepblocks_core::sigmoid(0.0), 0.5);
 /// ```
-#[inline]
+#[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + exp_f32(-x))
 }
 
-/// [`silu`] applied to every element in place.
+/// [`silu`] applied to every element in place (eight lanes at a time on AVX2 CPUs).
 pub fn silu_inplace(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma_f16c() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        unsafe { avx2::silu_inplace(x) };
+        return;
+    }
+    silu_inplace_body(x);
+}
+
+#[inline(always)]
+fn silu_inplace_body(x: &mut [f32]) {
     for v in x {
         *v = silu(*v);
     }
@@ -247,6 +273,17 @@ pub fn silu_inplace(x: &mut [f32]) {
 pub fn swiglu(out: &mut [f32], gate: &[f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "swiglu: gate and up differ in length");
     assert_eq!(out.len(), up.len(), "swiglu: out and up differ in length");
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma_f16c() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        unsafe { avx2::swiglu(out, gate, up) };
+        return;
+    }
+    swiglu_body(out, gate, up);
+}
+
+#[inline(always)]
+fn swiglu_body(out: &mut [f32], gate: &[f32], up: &[f32]) {
     for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
         *o = silu(g) * u;
     }
