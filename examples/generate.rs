@@ -60,6 +60,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         },
         seed: args.seed,
     };
+    // Reject bad options before anything reaches stdout.
+    options.sampling.validate()?;
     let mut out = std::io::stdout().lock();
     if !chat {
         write!(out, "{}", args.prompt)?;

@@ -22,6 +22,16 @@ pub enum Error {
     #[error("config is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
 
+    /// The config file is not JSON (the message carries line and column).
+    #[error("{}: not valid JSON: {source}", path.display())]
+    JsonFile {
+        /// The file at fault.
+        path: PathBuf,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// The JSON value where an object was expected (the top level, `rope_scaling`, ...) is not one.
     #[error("config field `{field}` should be a JSON object, found {found}")]
     NotAnObject {
@@ -85,8 +95,8 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// The field or setting this error names, when it names one (every variant but `Io`, `Json`
-    /// and `Overflow`).
+    /// The field or setting this error names, when it names one (every variant but `Io`, `Json`,
+    /// `JsonFile` and `Overflow`).
     pub fn field(&self) -> Option<&str> {
         match self {
             Error::NotAnObject { field, .. }
@@ -94,7 +104,9 @@ impl Error {
             | Error::WrongType { field, .. }
             | Error::UnknownField { field, .. }
             | Error::Invalid { field, .. } => Some(field),
-            Error::Io { .. } | Error::Json(_) | Error::Overflow { .. } => None,
+            Error::Io { .. } | Error::Json(_) | Error::JsonFile { .. } | Error::Overflow { .. } => {
+                None
+            }
         }
     }
 

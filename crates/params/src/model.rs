@@ -61,7 +61,13 @@ impl ModelConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_json_str(&text)
+        Self::from_json_str(&text).map_err(|e| match e {
+            Error::Json(source) => Error::JsonFile {
+                path: path.to_path_buf(),
+                source,
+            },
+            other => other,
+        })
     }
 
     /// Everything the accounting reports, named `name`.

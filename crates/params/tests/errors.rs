@@ -255,6 +255,17 @@ fn not_json_not_an_object_no_file() {
     ));
     let err = DeepSeekV2Config::from_json(&json!([1, 2])).unwrap_err();
     assert!(matches!(err, Error::NotAnObject { .. }), "{err}");
+    // From a file, the error names the file.
+    let bad =
+        std::env::temp_dir().join(format!("deepblocks-params-bad-{}.json", std::process::id()));
+    std::fs::write(&bad, "{\"model_type\": ").unwrap();
+    let err = ModelConfig::from_file(&bad).unwrap_err();
+    std::fs::remove_file(&bad).unwrap();
+    assert!(
+        matches!(&err, Error::JsonFile { path, .. } if path == &bad),
+        "{err}"
+    );
+    assert!(err.to_string().contains("deepblocks-params-bad-"), "{err}");
     let err = ModelConfig::from_file("/nonexistent/config.json").unwrap_err();
     assert!(
         matches!(&err, Error::Io { path, .. } if path.ends_with("config.json")),
