@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use deepblocks::config::AnyArchitecture;
 use deepblocks::params::{
-    Accounting, Bits, DeploymentPlan, DeploymentReport, Embeddings, Limit, MlaPath, ModelConfig,
-    thousands,
+    Accounting, Bits, DeploymentPlan, DeploymentReport, InputEmbedding, Limit, MlaPath, thousands,
 };
 
 #[derive(Parser)]
@@ -110,8 +110,15 @@ fn short(n: u64) -> String {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let config = ModelConfig::from_file(&args.config)?;
-    let acc = config.accounting(&model_name(&args.config))?;
+    let config = AnyArchitecture::from_file(&args.config)?;
+    if !config.unknown_keys.is_empty() {
+        eprintln!(
+            "note: {} keys not read (they may change the architecture): {}",
+            args.config.display(),
+            config.unknown_keys.join(", ")
+        );
+    }
+    let acc = Accounting::of(&config.architecture, &model_name(&args.config))?;
     let kv_bits = Bits::new(args.kv_bits).map_err(|e| format!("--kv-bits: {e}"))?;
     let deployment = match args.devices {
         None => None,
@@ -195,8 +202,8 @@ fn print_text(acc: &Accounting, args: &Args, kv_bits: Bits) -> deepblocks::param
     println!("{}  ({})\n", acc.name, args.config.display());
     print!("{}", acc.tree.table());
     let total = acc.total();
-    let act = acc.activated(Embeddings::Include);
-    let excl = acc.activated(Embeddings::Exclude);
+    let act = acc.activated(InputEmbedding::Include);
+    let excl = acc.activated(InputEmbedding::Exclude);
     println!();
     println!(
         "total parameters            {:>19}  ({})",

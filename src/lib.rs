@@ -6,6 +6,7 @@
 //!
 //! | module | crate | what |
 //! |---|---|---|
+//! | [`config`] | `deepblocks-config` | the one reader of `config.json`: the architecture description |
 //! | [`core`] | `deepblocks-core` | errors, dtypes, weights, linear/GEMV kernels, softmax, SiLU, safetensors store |
 //! | [`tokenize`] | `deepblocks-tokenize` | tokenizer.json glue, chat prompt, streaming decoding |
 //! | [`embed`] | `deepblocks-embed` | embedding lookup, unembedding |
@@ -27,6 +28,7 @@
 
 #![deny(missing_docs)]
 
+pub use deepblocks_config as config;
 pub use deepblocks_core as core;
 pub use deepblocks_deepseek as deepseek;
 pub use deepblocks_embed as embed;

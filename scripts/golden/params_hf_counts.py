@@ -9,14 +9,14 @@ memory), and its parameters are counted with `numel()`. Writes:
       experts counted k of E, embeddings included) and `tensors` (numel summed per parameter
       name with layer and expert indices replaced by `*`, as transformers names them: routed
       experts packed as `mlp.experts.gate_up_proj` / `mlp.experts.down_proj`).
-      Models: DeepSeek-V2 and V2-Lite (from the hub configs in testdata/params/, and again from
+      Models: DeepSeek-V2 and V2-Lite (from the hub configs in testdata/configs/, and again from
       their transformers-5 form, which must give the same numbers), DeepSeek LLM 67B
       (LlamaConfig), and the GPT-3 family of Table 2.1 as GPT2LMHeadModel (the paper's
       convention: biases, LayerNorms, learned positions, tied unembedding) with d_model as
       printed. GPT-2's attention is d_model wide whatever the head count, but it needs n_head to
       divide n_embd, which two printed rows break (XL: 24 heads and d_model 2048; 13B: 40 heads
       and d_model 5140); those two are built with 16 and 20 heads, which changes no count.
-  testdata/params/deepseek-v2.tf5.json, testdata/params/deepseek-v2-lite.tf5.json
+  testdata/configs/deepseek-v2.tf5.json, testdata/configs/deepseek-v2-lite.tf5.json
       the hub configs as transformers 5 writes them back (`rope_parameters` instead of
       `rope_scaling` + `rope_theta`, plus derived `head_dim` and `qk_head_dim`).
 """
@@ -40,6 +40,7 @@ from transformers import (
 from common import TESTDATA
 
 OUT = os.path.join(TESTDATA, "params")
+CONFIGS = os.path.join(TESTDATA, "configs")
 
 
 def count(model, experts_k_of_e=None):
@@ -61,7 +62,7 @@ def count(model, experts_k_of_e=None):
 
 
 def deepseek(name):
-    with open(os.path.join(OUT, f"{name}.json")) as f:
+    with open(os.path.join(CONFIGS, f"{name}.json")) as f:
         hub = json.load(f)
     config = DeepseekV2Config(**hub)
     with torch.device("meta"):
@@ -69,7 +70,7 @@ def deepseek(name):
     result = count(model, (config.num_experts_per_tok, config.n_routed_experts))
 
     # The transformers-5 form of the same config must count the same.
-    tf5_path = os.path.join(OUT, f"{name}.tf5.json")
+    tf5_path = os.path.join(CONFIGS, f"{name}.tf5.json")
     config.to_json_file(tf5_path, use_diff=True)
     with open(tf5_path) as f:
         tf5 = json.load(f)

@@ -151,12 +151,10 @@ impl DeploymentPlan {
     /// Plans `acc` on this hardware.
     ///
     /// ```
-    /// use deepblocks_params::{Bits, DeepSeekV2Config, DeploymentPlan, Limit};
+    /// use deepblocks_config::Architecture;
+    /// use deepblocks_params::{Bits, DeploymentPlan, Limit, mla_accounting};
     ///
-    /// let v2 = DeepSeekV2Config::from_json_str(include_str!(
-    ///     "../../../testdata/params/deepseek-v2.json"
-    /// ))?
-    /// .accounting("DeepSeek-V2")?;
+    /// let v2 = mla_accounting(&Architecture::deepseek_v2(), "DeepSeek-V2")?;
     /// // 8 devices of 80 GB, bf16 weights and cache, attention split 8 ways, 20 experts each.
     /// let plan = DeploymentPlan {
     ///     devices: 8,

@@ -1,83 +1,13 @@
-//! What the accounting reports for one model, and reading any supported `config.json`.
+//! What the accounting reports for one model.
 
-use std::path::Path;
-
+use deepblocks_config::AnyArchitecture;
 use serde::Serialize;
-use serde_json::Value;
 
-use crate::deepseek::DeepSeekV2Config;
-use crate::dense::DenseConfig;
 use crate::deploy::DeploymentReport;
 use crate::error::{Error, Result};
 use crate::flops::{AttentionDims, Flops, MlaPath, sequence_flops, token_flops};
 use crate::kv::{Bits, KvCache};
-use crate::tree::{Component, Embeddings};
-
-/// A parsed `config.json` of a supported architecture.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ModelConfig {
-    /// `model_type` `deepseek_v2`.
-    DeepSeekV2(DeepSeekV2Config),
-    /// `model_type` `llama`.
-    Llama(DenseConfig),
-}
-
-impl ModelConfig {
-    /// Reads a `config.json` text, dispatching on `model_type`.
-    pub fn from_json_str(text: &str) -> Result<ModelConfig> {
-        let value: Value = serde_json::from_str(text)?;
-        let model_type = match value.get("model_type") {
-            None => {
-                return Err(Error::MissingField {
-                    field: "model_type".into(),
-                });
-            }
-            Some(Value::String(s)) => s.as_str(),
-            Some(other) => {
-                return Err(Error::WrongType {
-                    field: "model_type".into(),
-                    expected: "a string",
-                    found: other.to_string(),
-                });
-            }
-        };
-        match model_type {
-            "deepseek_v2" => Ok(ModelConfig::DeepSeekV2(DeepSeekV2Config::from_json(
-                &value,
-            )?)),
-            "llama" => Ok(ModelConfig::Llama(DenseConfig::from_json(&value)?)),
-            other => Err(Error::invalid(
-                "model_type",
-                other,
-                "supported: deepseek_v2, llama",
-            )),
-        }
-    }
-
-    /// Reads a `config.json` file.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<ModelConfig> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_json_str(&text).map_err(|e| match e {
-            Error::Json(source) => Error::JsonFile {
-                path: path.to_path_buf(),
-                source,
-            },
-            other => other,
-        })
-    }
-
-    /// Everything the accounting reports, named `name`.
-    pub fn accounting(&self, name: &str) -> Result<Accounting> {
-        match self {
-            ModelConfig::DeepSeekV2(c) => c.accounting(name),
-            ModelConfig::Llama(c) => c.accounting(name),
-        }
-    }
-}
+use crate::tree::{Component, InputEmbedding};
 
 /// A model as the accounting sees it: its parameter tree, attention sizes and KV cache.
 #[derive(Clone, Debug, PartialEq)]
@@ -100,13 +30,33 @@ pub struct Accounting {
 }
 
 impl Accounting {
+    /// The accounting of a described model (MLA family or dense), named `name`.
+    ///
+    /// ```
+    /// use deepblocks_config::{AnyArchitecture, Architecture};
+    /// use deepblocks_params::{Accounting, InputEmbedding};
+    /// let lite = Accounting::of(&AnyArchitecture::Mla(Architecture::deepseek_v2_lite()), "V2-Lite")?;
+    /// assert_eq!(lite.total(), 15_706_484_224);
+    /// assert_eq!(lite.activated(InputEmbedding::Include), 2_661_150_208);
+    /// # Ok::<(), deepblocks_params::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`crate::mla_tree`] / [`crate::dense_tree`].
+    pub fn of(arch: &AnyArchitecture, name: &str) -> Result<Accounting> {
+        match arch {
+            AnyArchitecture::Mla(a) => crate::mla_accounting(a, name),
+            AnyArchitecture::Dense(d) => crate::dense_accounting(d, name),
+        }
+    }
+
     /// Total parameters.
     pub fn total(&self) -> u64 {
         self.tree.params()
     }
 
     /// Parameters one token activates.
-    pub fn activated(&self, embeddings: Embeddings) -> u64 {
+    pub fn activated(&self, embeddings: InputEmbedding) -> u64 {
         self.tree.activated(embeddings)
     }
 
@@ -144,8 +94,8 @@ impl Accounting {
         Ok(Summary {
             model: &self.name,
             total: self.total(),
-            activated: self.activated(Embeddings::Include),
-            activated_excl_embedding: self.activated(Embeddings::Exclude),
+            activated: self.activated(InputEmbedding::Include),
+            activated_excl_embedding: self.activated(InputEmbedding::Exclude),
             activated_matmul: self.activated_matmul(),
             matrices: self.tree.matrices(),
             kv_cache_elements_per_token: self.kv.elements_per_token(),

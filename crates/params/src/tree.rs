@@ -37,7 +37,7 @@ impl Kind {
     }
 
     /// Whether this is an input lookup table ([`Embedding`](Kind::Embedding) or
-    /// [`Position`](Kind::Position)), which [`Embeddings::Exclude`] leaves out of the activated
+    /// [`Position`](Kind::Position)), which [`InputEmbedding::Exclude`] leaves out of the activated
     /// count. An untied unembedding / `lm_head` is a [`Linear`](Kind::Linear) and always counts.
     pub fn is_input_embedding(self) -> bool {
         matches!(self, Kind::Embedding | Kind::Position)
@@ -49,7 +49,7 @@ impl Kind {
 /// Hugging Face-style counts include them; the DeepSeek-V2 report's figures (21B of 236B, 2.4B
 /// of 15.7B) exclude the input embedding (the output `lm_head` is a matmul and is counted).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Embeddings {
+pub enum InputEmbedding {
     /// Count the input embedding tables (one row of each is read per token, but the convention
     /// counts the whole table, as `model.num_parameters()`-style counts do).
     Include,
@@ -96,7 +96,7 @@ enum Node {
 /// plain reads.
 ///
 /// ```
-/// use deepblocks_params::{Component, Embeddings, Kind};
+/// use deepblocks_params::{Component, InputEmbedding, Kind};
 ///
 /// // 2 layers of a [16, 8] projection and 2 layers × 4 experts of a [3, 8] matrix, 1 of 4 routed.
 /// let attn = Component::tensor("o_proj", Kind::Linear, &[16, 8], 2)?;
@@ -104,7 +104,7 @@ enum Node {
 /// let model = Component::group("model", vec![attn, experts])?;
 /// assert_eq!(model.params(), 2 * 128 + 8 * 24);
 /// assert_eq!(model.matrices(), 2 + 8);
-/// assert_eq!(model.activated(Embeddings::Include), 2 * 128 + 2 * 24);
+/// assert_eq!(model.activated(InputEmbedding::Include), 2 * 128 + 2 * 24);
 /// # Ok::<(), deepblocks_params::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
@@ -218,10 +218,10 @@ impl Component {
 
     /// Parameters one token activates: routed experts count k of E, everything else fully; input
     /// embedding tables count or not as `embeddings` says.
-    pub fn activated(&self, embeddings: Embeddings) -> u64 {
+    pub fn activated(&self, embeddings: InputEmbedding) -> u64 {
         match embeddings {
-            Embeddings::Include => self.activated,
-            Embeddings::Exclude => self.activated - self.sum_active(|k| k.is_input_embedding()),
+            InputEmbedding::Include => self.activated,
+            InputEmbedding::Exclude => self.activated - self.sum_active(|k| k.is_input_embedding()),
         }
     }
 

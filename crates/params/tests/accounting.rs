@@ -1,28 +1,29 @@
 //! KV cache, FLOPs, the deployment sketch, layer rules and the JSON summary.
 
+use deepblocks_config::{Architecture, DenseArchitecture, Ffn};
 use deepblocks_params::{
-    AttentionDims, Bits, DeepSeekV2Config, DenseConfig, DeploymentPlan, Embeddings, GPT3_175B,
-    Kind, KvCache, KvLayout, Limit, MlaPath, flops,
+    AttentionDims, Bits, DeploymentPlan, GPT3_175B, InputEmbedding, Kind, KvCache, KvLayout, Limit,
+    MlaPath, dense_accounting, dense_kv_cache, flops, mla_accounting, mla_kv_cache, mla_tree,
 };
 use serde_json::{Value, json};
 
-fn v2_json() -> Value {
-    serde_json::from_str(include_str!("../../../testdata/params/deepseek-v2.json")).unwrap()
-}
-
 fn lite_json() -> Value {
     serde_json::from_str(include_str!(
-        "../../../testdata/params/deepseek-v2-lite.json"
+        "../../../testdata/configs/deepseek-v2-lite.json"
     ))
     .unwrap()
 }
 
-fn v2() -> DeepSeekV2Config {
-    DeepSeekV2Config::from_json(&v2_json()).unwrap()
+fn parse(v: &Value) -> Architecture {
+    Architecture::from_json(v).unwrap().architecture
 }
 
-fn lite() -> DeepSeekV2Config {
-    DeepSeekV2Config::from_json(&lite_json()).unwrap()
+fn v2() -> Architecture {
+    Architecture::deepseek_v2()
+}
+
+fn lite() -> Architecture {
+    Architecture::deepseek_v2_lite()
 }
 
 /// The DeepSeek-V2 report's Table 1, per layer, with n_h = 128, d_h = 128, n_g = 8,
@@ -52,8 +53,8 @@ fn kv_cache_table_1() {
 /// DeepSeek 67B (GQA, 8 KV heads, bf16).
 #[test]
 fn kv_cache_reduction_93_3_percent() {
-    let old = DenseConfig::deepseek_llm_67b().kv_cache().unwrap();
-    let new = v2().kv_cache();
+    let old = dense_kv_cache(&DenseArchitecture::deepseek_llm_67b()).unwrap();
+    let new = mla_kv_cache(&v2());
     assert_eq!(old.layout.label(), "GQA");
     assert_eq!(old.elements_per_token(), 95 * 2 * 8 * 128);
     assert_eq!(new.elements_per_token(), 60 * (512 + 64));
@@ -79,19 +80,19 @@ fn kv_cache_reduction_93_3_percent() {
 fn mla_against_mha_equivalent() {
     let c = v2();
     let mha = KvCache::new(60, KvLayout::from_heads(128, 128, 128).unwrap());
-    let ratio = c.kv_cache().elements_per_token() as f64 / mha.elements_per_token() as f64;
+    let ratio = mla_kv_cache(&c).elements_per_token() as f64 / mha.elements_per_token() as f64;
     assert!((ratio - 0.017_578_125).abs() < 1e-12, "{ratio}");
 }
 
 #[test]
 fn flops_per_token() {
-    let acc = v2().accounting("DeepSeek-V2").unwrap();
+    let acc = mla_accounting(&v2(), "DeepSeek-V2").unwrap();
     let tree = &acc.tree;
     // Matmul parameters: everything activated except the embedding lookup and the norms.
     let norms = tree.params_where(|k| k == Kind::Norm);
     assert_eq!(
         acc.activated_matmul(),
-        tree.activated(Embeddings::Exclude) - norms
+        tree.activated(InputEmbedding::Exclude) - norms
     );
     let ctx = 4096;
     let f = acc.flops_per_token(ctx, MlaPath::Expanded).unwrap();
@@ -155,12 +156,12 @@ fn moe_layer_freq_and_first_k_dense_replace() {
     let mut cfg = lite_json();
     cfg["moe_layer_freq"] = json!(2);
     cfg["first_k_dense_replace"] = json!(3);
-    let c = DeepSeekV2Config::from_json(&cfg).unwrap();
-    let moe: Vec<u64> = (0..27).filter(|&i| c.is_moe_layer(i)).collect();
-    assert_eq!(moe, (4..27).step_by(2).collect::<Vec<u64>>());
+    let c = parse(&cfg);
+    let moe: Vec<usize> = (0..27).filter(|&i| c.is_moe_layer(i)).collect();
+    assert_eq!(moe, (4..27).step_by(2).collect::<Vec<usize>>());
     assert_eq!(c.moe_layers(), 12);
     assert_eq!(c.dense_layers(), 15);
-    let tree = c.tree().unwrap();
+    let tree = mla_tree(&c).unwrap();
     assert_eq!(
         tree.get("mlp/up_proj").unwrap().as_tensor().unwrap().copies,
         15
@@ -171,26 +172,26 @@ fn moe_layer_freq_and_first_k_dense_replace() {
     );
     // first_k_dense_replace past the last layer: all dense.
     cfg["first_k_dense_replace"] = json!(100);
-    let c = DeepSeekV2Config::from_json(&cfg).unwrap();
+    let c = parse(&cfg);
     assert_eq!(c.moe_layers(), 0);
-    let acc = c.accounting("dense").unwrap();
+    let acc = mla_accounting(&c, "dense").unwrap();
     assert_eq!(acc.routed_experts, 0);
-    assert_eq!(acc.activated(Embeddings::Include), acc.total());
+    assert_eq!(acc.activated(InputEmbedding::Include), acc.total());
 }
 
 #[test]
 fn no_routed_experts_means_dense() {
     let mut cfg = lite_json();
     cfg["n_routed_experts"] = Value::Null;
-    let c = DeepSeekV2Config::from_json(&cfg).unwrap();
-    assert_eq!(c.ffn, deepblocks_params::Ffn::Dense);
-    let tree = c.tree().unwrap();
+    let c = parse(&cfg);
+    assert_eq!(c.ffn, Ffn::Dense);
+    let tree = mla_tree(&c).unwrap();
     let names: Vec<&str> = tree.children().iter().map(|c| c.name()).collect();
     assert_eq!(
         names,
         ["embed_tokens", "self_attn", "mlp", "norms", "lm_head"]
     );
-    assert_eq!(tree.activated(Embeddings::Include), tree.params());
+    assert_eq!(tree.activated(InputEmbedding::Include), tree.params());
 }
 
 #[test]
@@ -198,9 +199,9 @@ fn no_shared_experts() {
     for v in [Value::Null, json!(0)] {
         let mut cfg = lite_json();
         cfg["n_shared_experts"] = v;
-        let tree = DeepSeekV2Config::from_json(&cfg).unwrap().tree().unwrap();
+        let tree = mla_tree(&parse(&cfg)).unwrap();
         assert!(tree.child("mlp.shared_experts").is_none());
-        let full = lite().tree().unwrap();
+        let full = mla_tree(&lite()).unwrap();
         let shared = full.child("mlp.shared_experts").unwrap().params();
         assert_eq!(tree.params() + shared, full.params());
     }
@@ -210,11 +211,8 @@ fn no_shared_experts() {
 fn tied_embeddings_drop_lm_head() {
     let mut cfg = lite_json();
     cfg["tie_word_embeddings"] = json!(true);
-    let tied = DeepSeekV2Config::from_json(&cfg)
-        .unwrap()
-        .accounting("tied")
-        .unwrap();
-    let untied = lite().accounting("untied").unwrap();
+    let tied = mla_accounting(&parse(&cfg), "tied").unwrap();
+    let untied = mla_accounting(&lite(), "untied").unwrap();
     assert!(tied.tree.child("lm_head").is_none());
     assert_eq!(tied.total() + 102_400 * 2048, untied.total());
     // The tied matrix is still multiplied by every token.
@@ -236,7 +234,7 @@ fn plan() -> DeploymentPlan {
 
 #[test]
 fn deployment_of_deepseek_v2_on_eight_devices() {
-    let acc = v2().accounting("DeepSeek-V2").unwrap();
+    let acc = mla_accounting(&v2(), "DeepSeek-V2").unwrap();
     let d = plan().plan(&acc).unwrap();
     let tree = &acc.tree;
     let routed = tree.params_where(|k| k == Kind::RoutedExpert);
@@ -288,7 +286,7 @@ fn deployment_of_deepseek_v2_on_eight_devices() {
 /// This machine: 24 GB, one "device". V2-Lite fits in 8-bit weights, not in bf16.
 #[test]
 fn deployment_of_lite_on_this_machine() {
-    let acc = lite().accounting("DeepSeek-V2-Lite").unwrap();
+    let acc = mla_accounting(&lite(), "DeepSeek-V2-Lite").unwrap();
     let here = DeploymentPlan {
         devices: 1,
         memory_per_device: 24_000_000_000,
@@ -313,7 +311,7 @@ fn deployment_of_lite_on_this_machine() {
 /// GQA heads split over tensor-parallel ranks; past the group count they are replicated.
 #[test]
 fn gqa_cache_splits_over_tensor_parallel_ranks() {
-    let acc = DenseConfig::deepseek_llm_67b().accounting("67B").unwrap();
+    let acc = dense_accounting(&DenseArchitecture::deepseek_llm_67b(), "67B").unwrap();
     for (tp, groups_per_rank) in [(1, 8), (2, 4), (8, 1), (16, 1), (64, 1)] {
         let d = DeploymentPlan {
             devices: tp,
@@ -334,7 +332,7 @@ fn gqa_cache_splits_over_tensor_parallel_ranks() {
 /// The JSON contract of the `params` example.
 #[test]
 fn summary_json_keys() {
-    let acc = v2().accounting("DeepSeek-V2").unwrap();
+    let acc = mla_accounting(&v2(), "DeepSeek-V2").unwrap();
     let s = serde_json::to_value(acc.summary(4096).unwrap()).unwrap();
     assert_eq!(s["total"], json!(235_741_434_880u64));
     assert_eq!(s["activated"], json!(21_375_800_320u64));

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use deepblocks_config::{AnyArchitecture, Architecture, DenseArchitecture, QueryProjection};
 use deepblocks_params::{
-    Component, DeepSeekV2Config, DenseConfig, Embeddings, GPT3_175B, GPT3_FAMILY, Kind, ModelConfig,
+    Accounting, Component, GPT3_175B, GPT3_FAMILY, InputEmbedding, Kind, dense_tree, mla_tree,
 };
 use serde_json::Value;
 
@@ -23,8 +24,10 @@ fn hf_counts() -> Value {
     serde_json::from_str(&read("params/hf_counts.json")).expect("hf_counts.json")
 }
 
-fn deepseek(rel: &str) -> DeepSeekV2Config {
-    DeepSeekV2Config::from_json_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+fn deepseek(rel: &str) -> Architecture {
+    Architecture::from_json_str(&read(rel))
+        .unwrap_or_else(|e| panic!("{rel}: {e}"))
+        .architecture
 }
 
 #[test]
@@ -165,15 +168,19 @@ fn deepseek_v2_counts_equal_transformers() {
         ),
     ] {
         for form in ["json", "tf5.json"] {
-            let cfg = deepseek(&format!("params/{name}.{form}"));
-            let tree = cfg.tree().unwrap();
+            let cfg = deepseek(&format!("configs/{name}.{form}"));
+            let tree = mla_tree(&cfg).unwrap();
             assert_eq!(tree.params(), total, "{name}.{form}");
             assert_eq!(
-                tree.activated(Embeddings::Include),
+                tree.activated(InputEmbedding::Include),
                 activated,
                 "{name}.{form}"
             );
-            assert_eq!(tree.activated(Embeddings::Exclude), excl, "{name}.{form}");
+            assert_eq!(
+                tree.activated(InputEmbedding::Exclude),
+                excl,
+                "{name}.{form}"
+            );
             assert_eq!(hf[name]["total"].as_u64(), Some(total));
             assert_eq!(hf[name]["activated"].as_u64(), Some(activated));
 
@@ -198,8 +205,8 @@ fn deepseek_v2_counts_equal_transformers() {
 fn deepseek_v2_both_config_forms_agree() {
     for name in ["deepseek-v2", "deepseek-v2-lite"] {
         assert_eq!(
-            deepseek(&format!("params/{name}.json")),
-            deepseek(&format!("params/{name}.tf5.json")),
+            deepseek(&format!("configs/{name}.json")),
+            deepseek(&format!("configs/{name}.tf5.json")),
             "{name}"
         );
     }
@@ -212,26 +219,26 @@ fn deepseek_v2_both_config_forms_agree() {
 #[test]
 fn published_activated_figures_exclude_the_input_embedding() {
     let billions = |n: u64| n as f64 / 1e9;
-    let v2 = deepseek("params/deepseek-v2.json").tree().unwrap();
-    let lite = deepseek("params/deepseek-v2-lite.json").tree().unwrap();
+    let v2 = mla_tree(&deepseek("configs/deepseek-v2.json")).unwrap();
+    let lite = mla_tree(&deepseek("configs/deepseek-v2-lite.json")).unwrap();
     assert_eq!(format!("{:.0}", billions(v2.params())), "236");
     assert_eq!(
-        format!("{:.0}", billions(v2.activated(Embeddings::Exclude))),
+        format!("{:.0}", billions(v2.activated(InputEmbedding::Exclude))),
         "21"
     );
     assert_eq!(format!("{:.1}", billions(lite.params())), "15.7");
-    let lite_excl = billions(lite.activated(Embeddings::Exclude));
+    let lite_excl = billions(lite.activated(InputEmbedding::Exclude));
     assert!((2.4..2.5).contains(&lite_excl), "{lite_excl}");
-    let lite_incl = billions(lite.activated(Embeddings::Include));
+    let lite_incl = billions(lite.activated(InputEmbedding::Include));
     assert!(lite_incl > 2.6, "{lite_incl}");
     let lm_head = lite.child("lm_head").unwrap().params();
-    let lite_no_head = billions(lite.activated(Embeddings::Exclude) - lm_head);
+    let lite_no_head = billions(lite.activated(InputEmbedding::Exclude) - lm_head);
     assert!(lite_no_head < 2.3, "{lite_no_head}");
 }
 
 #[test]
 fn deepseek_v2_breakdown() {
-    let v2 = deepseek("params/deepseek-v2.json").tree().unwrap();
+    let v2 = mla_tree(&deepseek("configs/deepseek-v2.json")).unwrap();
     let names: Vec<&str> = v2.children().iter().map(Component::name).collect();
     assert_eq!(
         names,
@@ -287,8 +294,8 @@ fn deepseek_v2_breakdown() {
 
 #[test]
 fn deepseek_v2_lite_has_a_full_rank_query() {
-    let lite = deepseek("params/deepseek-v2-lite.json");
-    let tree = lite.tree().unwrap();
+    let lite = deepseek("configs/deepseek-v2-lite.json");
+    let tree = mla_tree(&lite).unwrap();
     assert!(tree.get("self_attn/q_proj").is_some());
     assert!(tree.get("self_attn/q_a_proj").is_none());
     assert!(tree.get("norms/q_a_layernorm").is_none());
@@ -304,7 +311,7 @@ fn deepseek_v2_lite_has_a_full_rank_query() {
 
 #[test]
 fn deepseek_llm_67b_matches_transformers_llama() {
-    let tree = DenseConfig::deepseek_llm_67b().tree().unwrap();
+    let tree = dense_tree(&DenseArchitecture::deepseek_llm_67b()).unwrap();
     assert_eq!(
         Some(tree.params()),
         hf_counts()["deepseek-llm-67b"]["total"].as_u64()
@@ -337,8 +344,10 @@ fn tiny_checkpoints_count_equals_safetensors_header() {
         ("params-tiny", "model-packed.safetensors"),
         ("params-tiny-tied", "model.safetensors"),
     ] {
-        let cfg = ModelConfig::from_file(testdata(&format!("{dir}/config.json"))).unwrap();
-        let tree = cfg.accounting(dir).unwrap().tree;
+        let cfg = AnyArchitecture::from_file(testdata(&format!("{dir}/config.json")))
+            .unwrap()
+            .architecture;
+        let tree = Accounting::of(&cfg, dir).unwrap().tree;
         let file = header_sums(&format!("{dir}/{file_name}"));
         assert_eq!(tree.params(), file.values().sum::<u64>(), "{dir}");
         let mut mine = by_checkpoint(&tree);
@@ -358,25 +367,17 @@ fn tiny_checkpoints_count_equals_safetensors_header() {
 
 #[test]
 fn tiny_checkpoints_exercise_the_optional_parts() {
-    let ModelConfig::DeepSeekV2(tiny) =
-        ModelConfig::from_file(testdata("params-tiny/config.json")).unwrap()
-    else {
-        panic!("deepseek_v2 expected")
-    };
-    let ModelConfig::DeepSeekV2(tied) =
-        ModelConfig::from_file(testdata("params-tiny-tied/config.json")).unwrap()
-    else {
-        panic!("deepseek_v2 expected")
-    };
+    let tiny = deepseek("params-tiny/config.json");
+    let tied = deepseek("params-tiny-tied/config.json");
     assert_eq!(tiny.dense_layers(), 2);
     assert!(matches!(
-        tiny.q_proj,
-        deepblocks_params::QProj::LowRank { .. }
+        tiny.attention.q_proj,
+        QueryProjection::LowRank { .. }
     ));
-    assert!(tied.tie_word_embeddings && tied.attention_bias && tied.mlp_bias);
-    let tree = tied.tree().unwrap();
+    assert_eq!(tied.attention.q_proj, QueryProjection::Full);
+    assert!(tied.tie_word_embeddings);
+    assert_eq!(tied.moe().unwrap().n_shared_experts, 2);
+    let tree = mla_tree(&tied).unwrap();
     assert!(tree.child("lm_head").is_none());
-    assert!(tree.get("self_attn/o_proj.bias").is_some());
-    assert!(tree.get("mlp.shared_experts/down_proj.bias").is_some());
     assert!(!header_sums("params-tiny-tied/model.safetensors").contains_key("lm_head.weight"));
 }

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 
+#[cfg(feature = "ndarray")]
 use ndarray::{Array3, ArrayView3};
 use rayon::prelude::*;
 
@@ -300,7 +301,8 @@ impl RopeTable {
             .apply_inplace_strided(x, n, stride, offset)
     }
 
-    /// ndarray wrapper: rotates `x` of shape `[t, n, r]` at `positions[t]`.
+    /// ndarray wrapper of [`RopeTable::apply`]: rotates `x` of shape `[t, n, r]` at `positions[t]`.
+    #[cfg(feature = "ndarray")]
     pub fn apply_nd(&self, x: ArrayView3<'_, f32>, positions: &[usize]) -> Result<Array3<f32>> {
         let (t, n, r) = x.dim();
         if t != positions.len() || r != self.config.dim {

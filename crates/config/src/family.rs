@@ -1,0 +1,91 @@
+//! The families of the MLA architecture, one per `model_type`.
+
+use std::fmt;
+
+use crate::{Error, Result, WeightingRule};
+
+/// An MLA-family architecture, decided by `config.json`'s `model_type`. Everything that differs
+/// between families and is not written in the file (how routing weights combine, which keys
+/// exist) is a match on this enum, in this crate.
+///
+/// ```
+/// use deepblocks_config::Family;
+/// assert_eq!(Family::from_model_type("deepseek_v2")?, Family::DeepseekV2);
+/// let err = Family::from_model_type("deepseek_v3").unwrap_err();
+/// assert!(err.to_string().contains("deepseek_v3") && err.to_string().contains("deepseek_v2"));
+/// # Ok::<(), deepblocks_config::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Family {
+    /// `deepseek_v2`: DeepSeek-V2, V2-Lite, V2.5 and Coder-V2 (arXiv 2405.04434).
+    DeepseekV2,
+}
+
+impl Family {
+    /// Every supported family.
+    pub const ALL: &'static [Family] = &[Family::DeepseekV2];
+
+    /// The `model_type` string of the family.
+    pub const fn model_type(self) -> &'static str {
+        match self {
+            Family::DeepseekV2 => "deepseek_v2",
+        }
+    }
+
+    /// The family of a `model_type`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownModelType`] naming it and listing the supported ones.
+    pub fn from_model_type(model_type: &str) -> Result<Family> {
+        Family::ALL
+            .iter()
+            .copied()
+            .find(|f| f.model_type() == model_type)
+            .ok_or_else(|| Error::UnknownModelType {
+                model_type: model_type.to_string(),
+                supported: Family::supported(),
+            })
+    }
+
+    /// The supported `model_type`s, comma-separated.
+    pub fn supported() -> String {
+        Family::ALL
+            .iter()
+            .map(|f| f.model_type())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// How the family's reference code turns the chosen experts' scores into weights: DeepSeek's
+    /// `modeling_deepseek.py` for V2 (normalise when `norm_topk_prob`, otherwise scale by
+    /// `routed_scaling_factor`, never both). transformers 5's `deepseek_v2` departs from it (it
+    /// never normalises); DeepSeek's rule is the one followed (`docs/moe.md`).
+    pub const fn weighting(self) -> WeightingRule {
+        match self {
+            Family::DeepseekV2 => WeightingRule::NormalizeOrScale,
+        }
+    }
+
+    /// Keys of this family that do not change the architecture (training losses, parallelism
+    /// hints, derived values checked elsewhere).
+    pub(crate) const fn inert_keys(self) -> &'static [&'static str] {
+        match self {
+            Family::DeepseekV2 => &[
+                "attention_dropout",
+                "aux_loss_alpha",
+                "ep_size",
+                "output_router_logits",
+                "pretraining_tp",
+                "router_aux_loss_coef",
+                "seq_aux",
+            ],
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.model_type())
+    }
+}
