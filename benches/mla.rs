@@ -8,10 +8,10 @@
 //! ```
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use deepblocks::core::{DType, Weight};
-use deepblocks::mla::{AttentionPath, Mla, MlaCache, MlaConfig, MlaWeights, QProj, QProjConfig};
-use deepblocks::norm::{RmsNorm, RmsNormConfig};
-use deepblocks::rope::{Layout, RopeConfig, RopeTable};
+use deepblocks::mla::{
+    AttentionPath, DType, Layout, Mla, MlaCache, MlaCacheConfig, MlaConfig, MlaWeights, QProj,
+    QProjConfig, RmsNorm, RmsNormConfig, RopeConfig, RopeTable, Weight,
+};
 use deepblocks_testkit::det_values;
 use std::hint::black_box;
 use std::time::Duration;
@@ -78,7 +78,13 @@ fn decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("mla_decode_v2_lite");
     g.sample_size(10).warm_up_time(Duration::from_millis(500));
     for cached in [512usize, 4096, 16384] {
-        let mut cache = MlaCache::new(1, cl, r, cached + 1, max_pos).expect("valid cache");
+        let sizes = MlaCacheConfig {
+            num_layers: 1,
+            kv_lora_rank: cl,
+            qk_rope_head_dim: r,
+            max_positions: max_pos,
+        };
+        let mut cache = MlaCache::with_capacity(sizes, cached + 1).expect("valid cache");
         cache
             .layer_mut(0)
             .expect("layer 0")

@@ -67,7 +67,7 @@ fn once(
     let prefill = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     for _ in 0..steps {
-        let id = argmax(logits.as_slice().ok_or("logits not contiguous")?);
+        let id = argmax(&logits);
         logits = model.forward(&[id], &mut cache, Positions::Last)?;
     }
     Ok((prefill, t1.elapsed().as_secs_f64()))

@@ -20,10 +20,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use deepblocks::core::{DType, SafeTensorsStore, Weight};
-use deepblocks::embed::{
-    EMBED_TOKENS, Embedding, Embeddings, LmHead, Neighbour, Positions, cosine_similarity,
-};
+use deepblocks::core::{DType, Weight};
+use deepblocks::deepseek::Model;
+use deepblocks::embed::{Embedding, Embeddings, LmHead, Neighbour, Positions, cosine_similarity};
 use deepblocks::tokenize::{TOKENIZER_FILE, Tokenizer};
 
 #[derive(Parser)]
@@ -113,7 +112,7 @@ fn toy(k: usize) -> Result<(), Box<dyn std::error::Error>> {
     );
 
     println!("\nLookup: ids [king, kitten] → x[2, {}]", e.hidden_size());
-    let x = e.forward(&[id_of("king"), id_of("kitten")])?;
+    let x = e.lookup_nd(&[id_of("king"), id_of("kitten")])?;
     for (word, row) in ["king", "kitten"].iter().zip(x.rows()) {
         let cells: Vec<String> = row.iter().map(|v| format!("{v:5.2}")).collect();
         println!("  {word:>8} [{}]", cells.join(" "));
@@ -159,8 +158,8 @@ fn toy(k: usize) -> Result<(), Box<dyn std::error::Error>> {
 
     println!("\nTied unembedding: logits = x · Eᵀ for x = E[queen]");
     let m = Embeddings::new(e, LmHead::Tied)?;
-    let x = m.embed(&[id_of("queen")])?;
-    let logits = m.logits(x.view(), Positions::Last)?;
+    let x = m.embed_tokens().lookup_nd(&[id_of("queen")])?;
+    let logits = m.logits_nd(x.view(), Positions::Last)?;
     let mut ranked: Vec<(usize, f32)> = logits.iter().copied().enumerate().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     for &(id, l) in ranked.iter().take(4) {
@@ -198,8 +197,9 @@ fn list(n: &[Neighbour], tok: Option<&Tokenizer>) -> String {
 }
 
 fn model(dir: &PathBuf, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let store = SafeTensorsStore::open(dir)?;
-    let e = Embedding::from_store(&store, EMBED_TOKENS)?;
+    // The model's own loader reads the checkpoint (memory-mapped: only the embedding is paged in).
+    let model = Model::load(dir)?;
+    let e = model.embeddings().embed_tokens();
     let tok = if dir.join(TOKENIZER_FILE).is_file() {
         Some(Tokenizer::from_dir(dir)?)
     } else {
@@ -207,7 +207,7 @@ fn model(dir: &PathBuf, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let tok = tok.as_ref();
     println!(
-        "{}: {EMBED_TOKENS} [V {}, h {}] in {} ({:.1} MB){}",
+        "{}: embed_tokens [V {}, h {}] in {} ({:.1} MB){}",
         dir.display(),
         e.vocab_size(),
         e.hidden_size(),

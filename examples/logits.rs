@@ -32,7 +32,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let model = Model::load_with(&args.model, &LoadOptions::default())?;
     let mut cache = model.new_cache(args.tokens.len())?;
     let logits = model.forward(&args.tokens, &mut cache, Positions::All)?;
-    let (t, v) = logits.dim();
+    let (t, v) = (args.tokens.len(), model.config().vocab_size);
     let bytes: Vec<u8> = logits.iter().flat_map(|x| x.to_le_bytes()).collect();
     let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![t, v], &bytes)?;
     safetensors::serialize_to_file([("logits", view)], None, &args.out)

@@ -17,6 +17,10 @@ Variants (the issue's (a)-(d), plus a sharded copy):
                         bf16 weights (what deepblocks computes: bf16 weights, f32 activations), and
                         `logits_bf16` transformers run entirely in bf16
   e_sharded             variant b saved with a small max_shard_size: an index and several shards
+  g_norm_topk           norm_topk_prob true (k = 2, routed_scaling_factor 4): the case where the
+                        weighting rules differ. `logits` are transformers 5's (which ignores
+                        norm_topk_prob: weights ρ·s), `logits_deepseek_rule` the same model with
+                        DeepSeek's rule (weights s / Σs), by patching transformers' router
 
 Weights are random: std 0.08 for matrices and embeddings, norm weights 1 + 0.2·N(0, 1), so routing
 and attention are not trivial. Each variant is re-seeded until every routing decision (the k-th vs
@@ -27,10 +31,12 @@ the Rust side cannot flip an expert choice and the 1e-4 logit comparison is mean
 import json
 import os
 import shutil
+import sys
 
 import torch
 from safetensors.torch import save_file
 from transformers import DeepseekV2Config, DeepseekV2ForCausalLM
+from transformers.models.deepseek_v2.modeling_deepseek_v2 import DeepseekV2TopkRouter
 
 from common import TESTDATA, seed_everything
 
@@ -117,7 +123,39 @@ VARIANTS = {
         seed=4,
         dtype="bf16",
     ),
+    "g_norm_topk": dict(
+        q_lora_rank=16,
+        topk_method="group_limited_greedy",
+        n_group=4,
+        topk_group=2,
+        norm_topk_prob=True,
+        routed_scaling_factor=4.0,  # a power of two: undoing it below is exact
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0),
+        seq_len=16,
+        seed=5,
+        deepseek_rule=True,
+    ),
 }
+
+
+def deepseek_rule_logits(model, ids):
+    """The logits with DeepSeek's weighting rule (modeling_deepseek.py of DeepSeek-V2: normalise the
+    k weights when norm_topk_prob and k > 1, otherwise scale by routed_scaling_factor)."""
+    original = DeepseekV2TopkRouter.forward
+
+    def forward(self, hidden_states):
+        router_logits, weights, indices = original(self, hidden_states)
+        raw = weights / self.routed_scaling_factor
+        if model.config.norm_topk_prob and self.top_k > 1:
+            weights = raw / (raw.sum(dim=-1, keepdim=True) + 1e-20)
+        return router_logits, weights, indices
+
+    DeepseekV2TopkRouter.forward = forward
+    try:
+        with torch.no_grad():
+            return model(ids[None]).logits[0].float()
+    finally:
+        DeepseekV2TopkRouter.forward = original
 
 
 def randomise(model):
@@ -169,6 +207,7 @@ def build(name, spec):
     seq_len = spec.pop("seq_len")
     seed = spec.pop("seed")
     dtype = spec.pop("dtype", "f32")
+    deepseek_rule = spec.pop("deepseek_rule", False)
     for attempt in range(50):
         seed_everything(seed * 1000 + attempt)
         cfg = DeepseekV2Config(**{**BASE, **spec})
@@ -192,6 +231,10 @@ def build(name, spec):
     with torch.no_grad():
         logits = model(ids[None]).logits[0].float()
     tensors = {"input_ids": ids.to(torch.int64), "logits": logits}
+    if deepseek_rule:
+        tensors["logits_deepseek_rule"] = deepseek_rule_logits(model, ids)
+        diff = float((tensors["logits_deepseek_rule"] - logits).abs().max())
+        assert diff > 1e-2, f"the rules should differ here, max |diff| = {diff}"
     folder = os.path.join(OUT, name)
     shutil.rmtree(folder, ignore_errors=True)
     if dtype == "bf16":
@@ -213,7 +256,12 @@ def build(name, spec):
 
 
 os.makedirs(OUT, exist_ok=True)
-models = {name: build(name, spec) for name, spec in VARIANTS.items()}
+# `python3 deepseek.py g_norm_topk` rebuilds only the variants named (and the derived folders of
+# those built); no argument rebuilds everything.
+wanted = sys.argv[1:] or list(VARIANTS)
+models = {name: build(name, spec) for name, spec in VARIANTS.items() if name in wanted}
+if "b_fullq_greedy" not in models or "a_lowrank_group_yarn" not in models or "c_plain_tied_allmoe" not in models:
+    sys.exit(0)
 
 # e: variant b as a sharded checkpoint (index + shards), same golden logits.
 model_b, tensors_b = models["b_fullq_greedy"]

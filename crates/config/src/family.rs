@@ -15,8 +15,10 @@ use crate::{Error, Result, WeightingRule};
 /// assert!(err.to_string().contains("deepseek_v3") && err.to_string().contains("deepseek_v2"));
 /// # Ok::<(), deepblocks_config::Error>(())
 /// ```
+///
+/// Not `#[non_exhaustive]` on purpose: a new family must be handled (or refused) at every
+/// `match` in the workspace, which the compiler then points out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum Family {
     /// `deepseek_v2`: DeepSeek-V2, V2-Lite, V2.5 and Coder-V2 (arXiv 2405.04434).
     DeepseekV2,

@@ -69,10 +69,15 @@ pub enum Error {
     },
 
     /// A tensor was asked for by a name the store does not hold.
-    #[error("tensor {name:?} not found in {location}")]
+    #[error(
+        "tensor {name:?}{} not found in {location}",
+        expected_shape.as_ref().map(|s| format!(" (expected shape {s:?})")).unwrap_or_default()
+    )]
     TensorNotFound {
         /// The requested name.
         name: String,
+        /// The shape the caller wanted, when it asked for one.
+        expected_shape: Option<Vec<usize>>,
         /// Where it was looked for (file or index path).
         location: String,
     },
@@ -132,6 +137,19 @@ impl Error {
             tensor: tensor.into(),
             expected: expected.to_vec(),
             found: found.to_vec(),
+        }
+    }
+
+    /// [`Error::Length`] for a buffer `what` of `found` elements that should hold `shape`.
+    pub fn length(what: impl Into<String>, shape: &[usize], found: usize) -> Self {
+        Error::Length {
+            what: what.into(),
+            shape: shape.to_vec(),
+            expected: shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .unwrap_or(usize::MAX),
+            found,
         }
     }
 

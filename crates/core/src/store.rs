@@ -202,6 +202,16 @@ impl SafeTensorsStore {
         self.metadata.as_ref()
     }
 
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// Whether the checkpoint holds no tensor.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
     /// Whether a tensor of that name exists.
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
@@ -226,6 +236,7 @@ impl SafeTensorsStore {
     pub fn info(&self, name: &str) -> Result<&TensorInfo> {
         self.tensors.get(name).ok_or_else(|| Error::TensorNotFound {
             name: name.to_string(),
+            expected_shape: None,
             location: self.location.display().to_string(),
         })
     }
@@ -299,7 +310,14 @@ impl SafeTensorsStore {
     }
 
     fn checked(&self, name: &str, shape: &[usize]) -> Result<&TensorInfo> {
-        let info = self.info(name)?;
+        let info = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::TensorNotFound {
+                name: name.to_string(),
+                expected_shape: Some(shape.to_vec()),
+                location: self.location.display().to_string(),
+            })?;
         if info.shape != shape {
             return Err(Error::shape(name, shape, &info.shape));
         }

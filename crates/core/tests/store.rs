@@ -181,8 +181,20 @@ fn tensor_not_found_names_the_tensor_and_the_file() {
         .weight("model.layers.0.mlp.gate_proj.weight", [2, 2])
         .unwrap_err();
     assert!(
-        matches!(&err, Error::TensorNotFound { name, location }
-            if name == "model.layers.0.mlp.gate_proj.weight" && location.ends_with("model.safetensors")),
+        matches!(&err, Error::TensorNotFound { name, location, expected_shape: Some(s) }
+            if name == "model.layers.0.mlp.gate_proj.weight" && location.ends_with("model.safetensors") && s == &[2, 2]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("(expected shape [2, 2])"), "{err}");
+    let err = store.info("nope").unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::TensorNotFound {
+                expected_shape: None,
+                ..
+            }
+        ),
         "{err}"
     );
 }

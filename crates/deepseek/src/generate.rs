@@ -88,7 +88,8 @@ impl Model {
     ) -> Result<Generation> {
         let mut sampler = Sampler::new(options.sampling, options.seed)?;
         let max_context = self.config().max_position_embeddings;
-        let mut cache = self.new_cache((prompt.len() + options.max_tokens).min(max_context))?;
+        let wanted = prompt.len().saturating_add(options.max_tokens);
+        let mut cache = self.new_cache(wanted.min(max_context))?;
         let is_eos = |id: u32| self.config().eos_token_ids.contains(&id) || extra_eos.contains(&id);
         let mut history = prompt.to_vec();
         let mut tokens = Vec::new();
@@ -100,10 +101,7 @@ impl Model {
             if tokens.len() >= options.max_tokens {
                 break StopReason::MaxTokens;
             }
-            let logits_row = logits
-                .as_slice()
-                .expect("a fresh [1, V] array is contiguous");
-            let id = sampler.sample(logits_row, &history)?.token;
+            let id = sampler.sample(&logits, &history)?.token;
             if prefill_seconds.is_none() {
                 prefill_seconds = Some(started.elapsed().as_secs_f64());
             }

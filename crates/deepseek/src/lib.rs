@@ -1,9 +1,9 @@
 //! # deepblocks-deepseek
 //!
-//! The DeepSeek-V2 model (arXiv 2405.04434) assembled from deepblocks' blocks: a pre-norm
-//! decoder whose attention is Multi-head Latent Attention (`deepblocks-mla`, §2.1) and whose
-//! feed-forward layers are a dense SwiGLU MLP for the first `first_k_dense_replace` layers and
-//! DeepSeekMoE after (`deepblocks-moe`, §2.2), with YaRN-extended RoPE (`deepblocks-rope`).
+//! The MLA-family model (DeepSeek-V2, arXiv 2405.04434) assembled from deepblocks' blocks: a
+//! pre-norm decoder whose attention is Multi-head Latent Attention (`deepblocks-mla`, §2.1) and
+//! whose feed-forward layers are a dense SwiGLU MLP or DeepSeekMoE (`deepblocks-moe`, §2.2), with
+//! YaRN-extended RoPE (`deepblocks-rope`).
 //!
 //! ```text
 //! x = embed_tokens[tokens]                                  [t, h]
@@ -13,12 +13,14 @@
 //! logits = lm_head(RMSNorm(x))                              [t, V] or [1, V]
 //! ```
 //!
-//! - [`Config`]: `config.json` in the hub form (`rope_scaling`) and the transformers-5 form
-//!   (`rope_parameters`), validated field by field, mapped onto each block's config; presets
-//!   [`Config::deepseek_v2`] and [`Config::deepseek_v2_lite`].
-//! - [`Model`]: loads a Hugging Face folder (single or sharded safetensors, memory-mapped, bf16
-//!   stays bf16; per-expert hub names or transformers-5's packed experts; tied or separate
-//!   `lm_head`) and runs [`Model::forward`] for prefill and decode over an [`MlaCache`].
+//! - The architecture comes from `deepblocks-config`'s [`Architecture`] (the one reader of
+//!   `config.json`, the same description the accounting counts); [`blocks`] maps it onto each
+//!   block's own config, in one file.
+//! - [`Model::load`] is the one loader, the only code that knows checkpoint names: a Hugging Face
+//!   folder (single or sharded safetensors, memory-mapped, bf16 stays bf16; per-expert hub names
+//!   or transformers 5's packed experts; tied or separate `lm_head`), progress through a
+//!   callback, a [`LoadReport`] of what it read. [`Model::forward`] runs prefill and decode over
+//!   an [`MlaCache`].
 //! - [`Model::generate`] / [`Model::generate_text`]: prefill, then a decode loop through the
 //!   seeded sampler, streaming complete UTF-8 text, stopping at end-of-sequence, `max_tokens` or
 //!   a full context.
@@ -27,27 +29,29 @@
 //! `crates/deepseek/tests`).
 //!
 //! ```
-//! use deepblocks_deepseek::Config;
-//! let v2 = Config::deepseek_v2();
-//! assert_eq!(v2.mla_config()?.cache_values_per_token() * v2.num_hidden_layers, 576 * 60);
-//! assert!((v2.mla_config()?.softmax_scale - 0.114_721).abs() < 1e-6); // 192^-½ · mscale²
+//! use deepblocks_deepseek::{Architecture, blocks};
+//! let v2 = Architecture::deepseek_v2();
+//! assert_eq!(blocks::cache_config(&v2).values_per_token(), 576 * 60);
+//! assert!((blocks::mla_config(&v2)?.softmax_scale - 0.114_721).abs() < 1e-6); // 192^-½ · mscale²
 //! assert!(!v2.is_moe_layer(0) && v2.is_moe_layer(1));
 //! # Ok::<(), deepblocks_deepseek::Error>(())
 //! ```
 
 #![deny(missing_docs)]
 
-mod config;
+pub mod blocks;
 mod error;
 mod generate;
+mod loader;
 mod model;
 
-pub use config::Config;
 pub use error::{Error, Result};
 pub use generate::{GenerateOptions, Generation, StopReason};
-pub use model::{DecoderLayer, LoadOptions, Model};
+pub use loader::{LoadOptions, LoadProgress, LoadReport, ProgressFn};
+pub use model::{DecoderLayer, FeedForward, Model};
 
+pub use deepblocks_config::Architecture;
 pub use deepblocks_embed::Positions;
-pub use deepblocks_mla::{AttentionPath, MlaCache};
+pub use deepblocks_mla::{AttentionPath, MlaCache, MlaCacheConfig};
 pub use deepblocks_moe::Weighting;
 pub use deepblocks_sample::SamplingConfig;

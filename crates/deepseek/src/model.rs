@@ -1,58 +1,55 @@
-//! The DeepSeek-V2 decoder: loading from a Hugging Face folder and the forward pass.
+//! The decoder: layers of pre-norm attention and feed-forward blocks, and the forward pass.
 
-use std::path::Path;
-use std::time::Instant;
-
-use deepblocks_core::{DType, SafeTensorsStore, Weight};
-use deepblocks_embed::{Embedding, Embeddings, LmHead, Positions};
-use deepblocks_mla::{AttentionPath, Mla, MlaCache, MlaWeights, QProj};
-use deepblocks_moe::{Experts, FeedForward, Mlp, Moe, SharedExperts, TopkMethod, Weighting};
-use deepblocks_norm::{RmsNorm, RmsNormConfig};
+use deepblocks_config::Architecture;
+use deepblocks_embed::{Embeddings, LmHead, Positions};
+use deepblocks_mla::{AttentionPath, Mla, MlaCache, MlaCacheConfig};
+use deepblocks_moe::{Mlp, Moe};
+use deepblocks_norm::RmsNorm;
 use deepblocks_rope::{RopeScaling, RopeTable};
-use ndarray::Array2;
 
-use crate::{Config, Error, Result};
+use crate::{LoadReport, Result, blocks};
 
-/// Rows of the RoPE table computed at load time; later positions are computed when first used.
-const ROPE_ROWS_AT_LOAD: usize = 8192;
-
-/// How to load a model.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LoadOptions {
-    /// Convert every matrix to this dtype instead of keeping the stored one (`Some(DType::F32)`
-    /// widens a bf16 checkpoint: twice the memory, a copy instead of a memory map). `None` keeps
-    /// bf16 weights bf16, borrowed from the map.
-    pub dtype: Option<DType>,
-    /// How routing weights combine `norm_topk_prob` and `routed_scaling_factor`. DeepSeek's rule
-    /// by default; [`Weighting::ScaleOnly`] reproduces transformers 5 (which ignores
-    /// `norm_topk_prob`). The two agree whenever `norm_topk_prob` is false, as in every
-    /// released DeepSeek-V2 config.
-    pub weighting: Weighting,
-    /// The attention path for prompts of more than one token (decode steps always use the
-    /// absorbed path).
-    pub prefill_attention: AttentionPath,
-    /// Report progress on stderr when loading takes more than a second.
-    pub progress: bool,
+/// The feed-forward block of a decoder layer, by [`Architecture::layer_kind`]: the dense MLP
+/// (of the first `first_k_dense_replace` layers in DeepSeek-V2) or DeepSeekMoE.
+#[derive(Clone, Debug)]
+pub enum FeedForward {
+    /// A dense SwiGLU MLP of width `intermediate_size` (`mlp.{gate,up,down}_proj`).
+    Dense(Mlp),
+    /// A DeepSeekMoE layer (boxed: it is much larger than an MLP).
+    Moe(Box<Moe>),
 }
 
-impl Default for LoadOptions {
-    fn default() -> Self {
-        LoadOptions {
-            dtype: None,
-            weighting: Weighting::NormalizeOrScale,
-            prefill_attention: AttentionPath::Absorbed,
-            progress: true,
+impl FeedForward {
+    /// Bytes of its weights, in their stored dtypes.
+    pub fn weight_bytes(&self) -> usize {
+        match self {
+            FeedForward::Dense(mlp) => mlp.weight_bytes(),
+            FeedForward::Moe(moe) => moe.weight_bytes(),
         }
+    }
+
+    /// `out[t, h]` for `x[t, h]`.
+    ///
+    /// # Errors
+    /// As [`Mlp::forward`] or [`Moe::forward`].
+    pub fn forward(&self, out: &mut [f32], x: &[f32], t: usize) -> Result<()> {
+        match self {
+            FeedForward::Dense(mlp) => mlp.forward(out, x, t)?,
+            FeedForward::Moe(moe) => {
+                moe.forward(out, x, t)?;
+            }
+        }
+        Ok(())
     }
 }
 
 /// One decoder layer: pre-norm attention and pre-norm feed-forward, each with a residual.
 #[derive(Debug, Clone)]
 pub struct DecoderLayer {
-    input_layernorm: RmsNorm, // [h]
-    self_attn: Mla,
-    post_attention_layernorm: RmsNorm, // [h]
-    mlp: FeedForward,                  // dense SwiGLU MLP or DeepSeekMoE
+    pub(crate) input_layernorm: RmsNorm, // [h]
+    pub(crate) self_attn: Mla,
+    pub(crate) post_attention_layernorm: RmsNorm, // [h]
+    pub(crate) mlp: FeedForward,                  // dense SwiGLU MLP or DeepSeekMoE
 }
 
 impl DecoderLayer {
@@ -65,9 +62,17 @@ impl DecoderLayer {
     pub fn mlp(&self) -> &FeedForward {
         &self.mlp
     }
+
+    /// Bytes of its weights (norms as the f32 they are kept in).
+    pub fn weight_bytes(&self) -> usize {
+        norm_bytes(&self.input_layernorm)
+            + self.self_attn.weight_bytes()
+            + norm_bytes(&self.post_attention_layernorm)
+            + self.mlp.weight_bytes()
+    }
 }
 
-/// A DeepSeek-V2-family causal language model.
+/// An MLA-family causal language model (DeepSeek-V2 and its relatives).
 ///
 /// ```no_run
 /// use deepblocks_deepseek::{Model, Positions};
@@ -79,104 +84,44 @@ impl DecoderLayer {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Model {
-    config: Config,
+    arch: Architecture,
     embeddings: Embeddings, // embed_tokens [V, h], lm_head [V, h] (or tied)
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,   // model.norm [h]
     rope: RopeTable, // cos/sin [positions, r/2], shared by every layer
     prefill_attention: AttentionPath,
+    report: LoadReport,
 }
 
 impl Model {
-    /// Loads a Hugging Face model folder (`config.json` plus `model.safetensors` or the sharded
-    /// `model.safetensors.index.json`) with [`LoadOptions::default`].
-    ///
-    /// # Errors
-    /// As [`Model::load_with`].
-    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
-        Model::load_with(dir, &LoadOptions::default())
-    }
-
-    /// Loads a model folder. Weights are memory-mapped and stay in their stored dtype unless
-    /// `options.dtype` asks otherwise.
-    ///
-    /// # Errors
-    /// A bad `config.json` (naming the field), a missing file, a missing tensor (naming it and
-    /// its expected shape), a tensor of the wrong shape or an unsupported dtype.
-    pub fn load_with(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
-        let dir = dir.as_ref();
-        let config = Config::from_file(dir.join("config.json"))?;
-        let store = SafeTensorsStore::open(dir)?;
-        Model::from_store(config, &store, options)
-    }
-
-    /// Builds the model from a config and an open checkpoint.
-    ///
-    /// # Errors
-    /// As [`Model::load_with`].
-    pub fn from_store(
-        config: Config,
-        store: &SafeTensorsStore,
-        options: &LoadOptions,
-    ) -> Result<Self> {
-        config.validate()?;
-        let load = Loader {
-            store,
-            dtype: options.dtype,
-        };
-        let (v, h) = (config.vocab_size, config.hidden_size);
-        let eps = config.rms_norm_eps;
-        let embed_tokens = Embedding::new(load.weight("model.embed_tokens.weight", [v, h])?);
-        let lm_head = if config.tie_word_embeddings {
-            LmHead::Tied
-        } else {
-            LmHead::Separate(load.weight("lm_head.weight", [v, h])?)
-        };
-        let embeddings = Embeddings::new(embed_tokens, lm_head)?;
-
-        let started = Instant::now();
-        let mut reported = false;
-        let n_layers = config.num_hidden_layers;
-        let mut layers = Vec::with_capacity(n_layers);
-        for l in 0..n_layers {
-            let p = format!("model.layers.{l}");
-            layers.push(DecoderLayer {
-                input_layernorm: load.norm(&format!("{p}.input_layernorm.weight"), h, eps)?,
-                self_attn: load.attention(&config, &format!("{p}.self_attn"))?,
-                post_attention_layernorm: load.norm(
-                    &format!("{p}.post_attention_layernorm.weight"),
-                    h,
-                    eps,
-                )?,
-                mlp: load.feed_forward(&config, l, &format!("{p}.mlp"), options.weighting)?,
-            });
-            if options.progress && started.elapsed().as_secs_f32() > 1.0 {
-                eprint!("\rloading weights: layer {}/{n_layers}", l + 1);
-                reported = true;
-            }
-        }
-        if reported {
-            eprintln!(" ({:.1} s)", started.elapsed().as_secs_f32());
-        }
-        let norm = load.norm("model.norm.weight", h, eps)?;
-        let rope_config = config.rope_config();
-        let rope = RopeTable::with_len(
-            rope_config,
-            ROPE_ROWS_AT_LOAD.min(rope_config.max_position_embeddings),
-        )?;
-        Ok(Model {
-            config,
+    pub(crate) fn from_blocks(
+        arch: Architecture,
+        embeddings: Embeddings,
+        layers: Vec<DecoderLayer>,
+        norm: RmsNorm,
+        rope: RopeTable,
+        prefill_attention: AttentionPath,
+        report: LoadReport,
+    ) -> Model {
+        Model {
+            arch,
             embeddings,
             layers,
             norm,
             rope,
-            prefill_attention: options.prefill_attention,
-        })
+            prefill_attention,
+            report,
+        }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The architecture description it was built from.
+    pub fn config(&self) -> &Architecture {
+        &self.arch
+    }
+
+    /// What loading found (unknown config keys, tensors read).
+    pub fn load_report(&self) -> &LoadReport {
+        &self.report
     }
 
     /// The embedding and unembedding.
@@ -193,31 +138,71 @@ impl Model {
     /// weights as the f32 they are kept in; the absorbed attention's transposed `W_UK` copy
     /// included).
     pub fn weight_bytes(&self) -> usize {
-        let mut bytes = self.embeddings.embed_tokens.weight().bytes() + norm_bytes(&self.norm);
-        if let LmHead::Separate(w) = &self.embeddings.lm_head {
+        let mut bytes = self.embeddings.embed_tokens().weight().bytes() + norm_bytes(&self.norm);
+        if let LmHead::Separate(w) = self.embeddings.lm_head() {
             bytes += w.bytes();
         }
-        bytes + self.layers.iter().map(layer_bytes).sum::<usize>()
+        bytes
+            + self
+                .layers
+                .iter()
+                .map(DecoderLayer::weight_bytes)
+                .sum::<usize>()
     }
 
-    /// An empty latent KV cache for this model, preallocated for `capacity` tokens.
+    /// The sizes of this model's latent cache.
+    pub fn cache_config(&self) -> MlaCacheConfig {
+        blocks::cache_config(&self.arch)
+    }
+
+    /// An empty latent KV cache for this model, with room for `capacity` tokens before it
+    /// grows (capped at the context; it grows as used up to `max_position_embeddings`).
     ///
     /// # Errors
-    /// Never for a validated config; the cache's own checks otherwise.
+    /// Never for a validated description; the cache's own checks otherwise.
     pub fn new_cache(&self, capacity: usize) -> Result<MlaCache> {
-        let c = &self.config;
-        Ok(MlaCache::new(
-            c.num_hidden_layers,
-            c.kv_lora_rank,
-            c.qk_rope_head_dim,
-            capacity,
-            c.max_position_embeddings,
-        )?)
+        Ok(MlaCache::with_capacity(self.cache_config(), capacity)?)
     }
 
     /// Runs `tokens` at positions `p..p + t` (`p = cache.len()`), appending their latents to
     /// `cache`, and returns the logits of the last position (`[1, V]`) or of every position
-    /// (`[t, V]`):
+    /// (`[t, V]`), row-major. See [`Model::forward_into`].
+    ///
+    /// # Errors
+    /// As [`Model::forward_into`].
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut MlaCache,
+        positions: Positions,
+    ) -> Result<Vec<f32>> {
+        let rows = positions.rows(tokens.len().max(1));
+        let mut logits = vec![0.0f32; rows.saturating_mul(self.arch.vocab_size)];
+        self.forward_into(&mut logits, tokens, cache, positions)?;
+        Ok(logits)
+    }
+
+    /// ndarray wrapper of [`Model::forward_into`]: the logits as an array `[rows, V]`.
+    ///
+    /// # Errors
+    /// As [`Model::forward_into`].
+    #[cfg(feature = "ndarray")]
+    pub fn forward_nd(
+        &self,
+        tokens: &[u32],
+        cache: &mut MlaCache,
+        positions: Positions,
+    ) -> Result<ndarray::Array2<f32>> {
+        let rows = positions.rows(tokens.len().max(1));
+        let logits = self.forward(tokens, cache, positions)?;
+        Ok(
+            ndarray::Array2::from_shape_vec((rows, self.arch.vocab_size), logits)
+                .expect("forward returns [rows, V]"),
+        )
+    }
+
+    /// The forward pass, writing the logits into `logits` (`[1, V]` for [`Positions::Last`],
+    /// `[t, V]` for [`Positions::All`], row-major):
     ///
     /// ```text
     /// x = embed_tokens[tokens]                               [t, h]
@@ -228,33 +213,20 @@ impl Model {
     /// ```
     ///
     /// A single token (a decode step) uses the absorbed attention path; a longer prompt uses
-    /// [`LoadOptions::prefill_attention`].
+    /// [`crate::LoadOptions::prefill_attention`].
+    ///
+    /// Everything that can be checked is checked before the cache is touched: the token count,
+    /// the length of `logits`, the cache's sizes, the room left in the context and every token
+    /// id. A failure in a layer after that (e.g. NaN gate logits) rolls back what earlier layers
+    /// appended. On error the cache is as it was.
     ///
     /// # Errors
-    /// [`Error::EmptyInput`], [`Error::TokenOutOfRange`] naming the id and its position,
-    /// [`Error::ContextTooLong`], [`Error::CacheLayers`]; a block's error (e.g. NaN gate logits).
-    /// On error the cache is left as it was.
-    pub fn forward(
-        &self,
-        tokens: &[u32],
-        cache: &mut MlaCache,
-        positions: Positions,
-    ) -> Result<Array2<f32>> {
-        let t = tokens.len();
-        let mut logits = Array2::zeros((positions.rows(t.max(1)), self.config.vocab_size));
-        self.forward_into(
-            logits.as_slice_mut().expect("fresh array is contiguous"),
-            tokens,
-            cache,
-            positions,
-        )?;
-        Ok(logits)
-    }
-
-    /// [`Model::forward`] writing into `logits` (`[1, V]` or `[t, V]`, row-major).
-    ///
-    /// # Errors
-    /// As [`Model::forward`]; [`Error::Embed`] when `logits` has the wrong length.
+    /// An MLA [`EmptyInput`](deepblocks_mla::Error::EmptyInput) for no tokens; a core
+    /// [`Length`](deepblocks_core::Error::Length) error naming `logits`; an MLA
+    /// [`CacheMismatch`](deepblocks_mla::Error::CacheMismatch) for a cache of another model, or
+    /// [`ContextFull`](deepblocks_mla::Error::ContextFull) past `max_position_embeddings`; an
+    /// embed [`TokenOutOfRange`](deepblocks_embed::Error::TokenOutOfRange) naming the id and its
+    /// position; a block's error.
     pub fn forward_into(
         &self,
         logits: &mut [f32],
@@ -262,53 +234,31 @@ impl Model {
         cache: &mut MlaCache,
         positions: Positions,
     ) -> Result<()> {
-        let cfg = &self.config;
-        let (t, h) = (tokens.len(), cfg.hidden_size);
+        let (t, h, vocab) = (tokens.len(), self.arch.hidden_size, self.arch.vocab_size);
         if t == 0 {
-            return Err(Error::EmptyInput);
+            return Err(deepblocks_mla::Error::EmptyInput.into());
         }
-        if let Some((position, &id)) = tokens
-            .iter()
-            .enumerate()
-            .find(|&(_, &id)| id as usize >= cfg.vocab_size)
-        {
-            return Err(Error::TokenOutOfRange {
-                id,
-                position,
-                vocab_size: cfg.vocab_size,
-            });
+        let rows = positions.rows(t);
+        if Some(logits.len()) != rows.checked_mul(vocab) {
+            return Err(
+                deepblocks_core::Error::length("logits", &[rows, vocab], logits.len()).into(),
+            );
         }
-        if cache.num_layers() != self.layers.len() {
-            return Err(Error::CacheLayers {
-                layers: cache.num_layers(),
-                expected: self.layers.len(),
-            });
-        }
+        cache.check_config(&self.cache_config())?;
+        cache.check_room(t)?;
+        self.embeddings.embed_tokens().check_ids(tokens)?;
+
         let p = cache.len();
-        if p + t > cfg.max_position_embeddings {
-            return Err(Error::ContextTooLong {
-                cached: p,
-                adding: t,
-                max_position_embeddings: cfg.max_position_embeddings,
-            });
-        }
-        let result = self.decode_layers(tokens, cache);
-        let mut x = match result {
+        let mut x = match self.decode_layers(tokens, cache) {
             Ok(x) => x,
             Err(e) => {
                 // Layers that ran before the failure appended their latents: roll them back.
-                for l in 0..cache.num_layers() {
-                    let layer = cache.layer_mut(l)?;
-                    if layer.len() > p {
-                        layer.truncate(p)?;
-                    }
-                }
+                cache.rollback(p);
                 return Err(e);
             }
         };
 
-        // Final norm and lm_head, on the rows asked for only.
-        let rows = positions.rows(t);
+        // The final norm and lm_head, on the rows asked for only.
         let x_rows = &mut x[(t - rows) * h..];
         self.norm.forward_inplace(x_rows, rows);
         self.embeddings
@@ -318,19 +268,18 @@ impl Model {
 
     /// Embedding and every decoder layer: the hidden states `[t, h]` before the final norm.
     fn decode_layers(&self, tokens: &[u32], cache: &mut MlaCache) -> Result<Vec<f32>> {
-        let cfg = &self.config;
-        let (t, h) = (tokens.len(), cfg.hidden_size);
+        let (t, h) = (tokens.len(), self.arch.hidden_size);
         let p = cache.len();
 
         let mut x = vec![0.0f32; t * h]; // [t, h], the residual stream
-        self.embeddings.embed_tokens.lookup(&mut x, tokens)?;
+        self.embeddings.embed_tokens().lookup(&mut x, tokens)?;
 
         // The rotary rows of positions p..p+t, gathered once for every layer. Dynamic NTK's
         // frequencies depend on the sequence length, so its table is built for this pass.
         let positions: Vec<usize> = (p..p + t).collect();
         let dynamic;
-        let table = if let RopeScaling::DynamicNtk(_) = cfg.rope_scaling {
-            dynamic = RopeTable::with_len(cfg.rope_config(), p + t)?;
+        let table = if let RopeScaling::DynamicNtk(_) = self.arch.rope.scaling {
+            dynamic = RopeTable::with_len(blocks::rope_config(&self.arch), p + t)?;
             &dynamic
         } else {
             &self.rope
@@ -372,154 +321,4 @@ fn add(x: &mut [f32], y: &[f32]) {
 
 fn norm_bytes(norm: &RmsNorm) -> usize {
     std::mem::size_of_val(norm.weight())
-}
-
-fn layer_bytes(layer: &DecoderLayer) -> usize {
-    norm_bytes(&layer.input_layernorm)
-        + layer.self_attn.weight_bytes()
-        + norm_bytes(&layer.post_attention_layernorm)
-        + layer.mlp.weight_bytes()
-}
-
-/// Reads tensors by checkpoint name with the shape the config implies, converting on request.
-struct Loader<'a> {
-    store: &'a SafeTensorsStore,
-    dtype: Option<DType>,
-}
-
-impl Loader<'_> {
-    fn present(&self, name: &str, expected: &[usize]) -> Result<()> {
-        if self.store.contains(name) {
-            Ok(())
-        } else {
-            Err(Error::MissingTensor {
-                name: name.to_string(),
-                expected: expected.to_vec(),
-                location: self.store.location().display().to_string(),
-            })
-        }
-    }
-
-    fn convert(&self, w: Weight) -> Weight {
-        match self.dtype {
-            Some(d) => w.to_dtype(d),
-            None => w,
-        }
-    }
-
-    fn weight(&self, name: &str, shape: [usize; 2]) -> Result<Weight> {
-        self.present(name, &shape)?;
-        Ok(self.convert(self.store.weight(name, shape)?))
-    }
-
-    /// A 3-D tensor `[a, b, c]` viewed as `[a·b, c]`.
-    fn stacked(&self, name: &str, shape: [usize; 3]) -> Result<Weight> {
-        self.present(name, &shape)?;
-        let w = self
-            .store
-            .weight_reshaped(name, &shape, shape[0] * shape[1], shape[2])?;
-        Ok(self.convert(w))
-    }
-
-    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
-        self.present(name, &[len])?;
-        Ok(self.store.tensor_f32(name, &[len])?.to_vec())
-    }
-
-    fn norm(&self, name: &str, hidden: usize, eps: f32) -> Result<RmsNorm> {
-        let w = self.vector(name, hidden)?;
-        Ok(RmsNorm::new(RmsNormConfig { hidden, eps }, w)?)
-    }
-
-    fn mlp(&self, prefix: &str, h: usize, i: usize) -> Result<Mlp> {
-        Ok(Mlp::new(
-            self.weight(&format!("{prefix}.gate_proj.weight"), [i, h])?,
-            self.weight(&format!("{prefix}.up_proj.weight"), [i, h])?,
-            self.weight(&format!("{prefix}.down_proj.weight"), [h, i])?,
-        )?)
-    }
-
-    fn attention(&self, config: &Config, prefix: &str) -> Result<Mla> {
-        let mla = config.mla_config()?;
-        let (h, n, c) = (
-            config.hidden_size,
-            config.num_attention_heads,
-            config.kv_lora_rank,
-        );
-        let (d, r, v) = (
-            config.qk_nope_head_dim,
-            config.qk_rope_head_dim,
-            config.v_head_dim,
-        );
-        let name = |s: &str| format!("{prefix}.{s}");
-        let q = match config.q_lora_rank {
-            None => QProj::Full {
-                q_proj: self.weight(&name("q_proj.weight"), [n * (d + r), h])?,
-            },
-            Some(q) => QProj::LowRank {
-                q_a_proj: self.weight(&name("q_a_proj.weight"), [q, h])?,
-                q_a_layernorm: self.norm(&name("q_a_layernorm.weight"), q, mla.rms_norm_eps)?,
-                q_b_proj: self.weight(&name("q_b_proj.weight"), [n * (d + r), q])?,
-            },
-        };
-        let weights = MlaWeights {
-            q,
-            kv_a_proj_with_mqa: self.weight(&name("kv_a_proj_with_mqa.weight"), [c + r, h])?,
-            kv_a_layernorm: self.norm(&name("kv_a_layernorm.weight"), c, mla.rms_norm_eps)?,
-            kv_b_proj: self.weight(&name("kv_b_proj.weight"), [n * (d + v), c])?,
-            o_proj: self.weight(&name("o_proj.weight"), [h, n * v])?,
-        };
-        Ok(Mla::new(mla, weights)?)
-    }
-
-    fn feed_forward(
-        &self,
-        config: &Config,
-        layer: usize,
-        prefix: &str,
-        weighting: Weighting,
-    ) -> Result<FeedForward> {
-        let h = config.hidden_size;
-        if !config.is_moe_layer(layer) {
-            return Ok(FeedForward::Dense(self.mlp(
-                prefix,
-                h,
-                config.intermediate_size,
-            )?));
-        }
-        let (e, i) = (config.n_routed_experts, config.moe_intermediate_size);
-        let gate = self.weight(&format!("{prefix}.gate.weight"), [e, h])?;
-        let bias = match config.topk_method {
-            TopkMethod::NoauxTc { .. } => {
-                Some(self.vector(&format!("{prefix}.gate.e_score_correction_bias"), e)?)
-            }
-            _ => None,
-        };
-        // transformers 5 keeps the routed experts packed; the hub checkpoints store each one.
-        let packed = format!("{prefix}.experts.gate_up_proj");
-        let experts = if self.store.contains(&packed) {
-            Experts::from_packed(
-                &self.stacked(&packed, [e, 2 * i, h])?,
-                &self.stacked(&format!("{prefix}.experts.down_proj"), [e, h, i])?,
-                e,
-            )?
-        } else {
-            Experts::from_mlps(
-                (0..e)
-                    .map(|j| self.mlp(&format!("{prefix}.experts.{j}"), h, i))
-                    .collect::<Result<Vec<_>>>()?,
-            )?
-        };
-        let shared = match config.n_shared_experts {
-            0 => SharedExperts::None,
-            ns => SharedExperts::Mlp(self.mlp(&format!("{prefix}.shared_experts"), h, i * ns)?),
-        };
-        Ok(FeedForward::Moe(Box::new(Moe::new(
-            config.moe_config(weighting),
-            gate,
-            bias,
-            experts,
-            shared,
-        )?)))
-    }
 }

@@ -9,10 +9,7 @@ use deepblocks_testkit::testdata_dir;
 fn model() -> Model {
     Model::load_with(
         testdata_dir().join("deepseek").join("a_lowrank_group_yarn"),
-        &LoadOptions {
-            progress: false,
-            ..LoadOptions::default()
-        },
+        &LoadOptions::default(),
     )
     .unwrap()
 }
@@ -46,7 +43,7 @@ fn greedy_generation_equals_an_argmax_loop_over_forward() {
     let mut logits = m.forward(&PROMPT, &mut cache, Positions::Last).unwrap();
     let mut want = Vec::new();
     for _ in 0..12 {
-        let id = argmax(logits.as_slice().unwrap());
+        let id = argmax(&logits);
         if m.config().eos_token_ids.contains(&id) {
             break;
         }
@@ -94,7 +91,10 @@ fn stops_when_the_context_is_full() {
     let err = m
         .generate(&vec![7u32; max + 1], &greedy(1), &[], |_| Ok(()))
         .unwrap_err();
-    assert!(matches!(err, Error::ContextTooLong { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Mla(deepblocks_mla::Error::ContextFull { .. })),
+        "{err}"
+    );
 }
 
 #[test]
@@ -129,9 +129,15 @@ fn max_tokens_zero_and_callback_errors() {
     let g = m.generate(&PROMPT, &greedy(0), &[], |_| Ok(())).unwrap();
     assert!(g.tokens.is_empty() && g.stop == StopReason::MaxTokens);
     let err = m
-        .generate(&PROMPT, &greedy(5), &[], |_| Err(Error::EmptyInput))
+        .generate(&PROMPT, &greedy(5), &[], |id| {
+            Err(Error::Block {
+                prefix: format!("the callback, at token {id}"),
+                source: Box::new(deepblocks_mla::Error::EmptyInput.into()),
+            })
+        })
         .unwrap_err();
-    assert!(matches!(err, Error::EmptyInput));
+    assert!(matches!(err, Error::Block { .. }), "{err}");
+    assert!(err.to_string().contains("the callback"), "{err}");
 }
 
 #[test]
@@ -148,12 +154,18 @@ fn bad_options_and_prompts_are_errors() {
     assert!(matches!(err, Error::Sample(_)), "{err}");
     assert!(err.to_string().contains("temperature"), "{err}");
     let err = m.generate(&[], &greedy(3), &[], |_| Ok(())).unwrap_err();
-    assert!(matches!(err, Error::EmptyInput), "{err}");
+    assert!(
+        matches!(err, Error::Mla(deepblocks_mla::Error::EmptyInput)),
+        "{err}"
+    );
     let err = m
         .generate(&[1000], &greedy(3), &[], |_| Ok(()))
         .unwrap_err();
     assert!(
-        matches!(err, Error::TokenOutOfRange { id: 1000, .. }),
+        matches!(
+            err,
+            Error::Embed(deepblocks_embed::Error::TokenOutOfRange { id: 1000, .. })
+        ),
         "{err}"
     );
 }

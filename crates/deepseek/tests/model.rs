@@ -3,8 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use deepblocks_config::TopkSelection;
 use deepblocks_core::DType;
-use deepblocks_deepseek::{AttentionPath, Error, LoadOptions, Model, Positions, Weighting};
+use deepblocks_deepseek::{
+    AttentionPath, Error, LoadOptions, MlaCache, MlaCacheConfig, Model, Positions, Weighting,
+};
 use deepblocks_testkit::{Golden, assert_close, close_report, testdata_dir};
 
 fn dir(variant: &str) -> PathBuf {
@@ -18,10 +21,7 @@ fn golden(variant: &str) -> (Vec<u32>, Golden) {
 }
 
 fn quiet() -> LoadOptions {
-    LoadOptions {
-        progress: false,
-        ..LoadOptions::default()
-    }
+    LoadOptions::default()
 }
 
 /// Full-sequence logits for every position.
@@ -29,7 +29,7 @@ fn all_logits(model: &Model, ids: &[u32]) -> Vec<f32> {
     let mut cache = model.new_cache(ids.len()).unwrap();
     let logits = model.forward(ids, &mut cache, Positions::All).unwrap();
     assert_eq!(cache.len(), ids.len());
-    logits.into_raw_vec_and_offset().0
+    logits
 }
 
 /// Logits of every position computed one decode step at a time through the cache (after a
@@ -39,11 +39,11 @@ fn stepwise_logits(model: &Model, ids: &[u32], prefill: usize) -> Vec<f32> {
     let v = model.config().vocab_size;
     let mut out = model
         .forward(&ids[..prefill], &mut cache, Positions::All)
-        .unwrap()
-        .into_raw_vec_and_offset()
-        .0;
+        .unwrap();
     for &id in &ids[prefill..] {
-        let step = model.forward(&[id], &mut cache, Positions::Last).unwrap();
+        let step = model
+            .forward_nd(&[id], &mut cache, Positions::Last)
+            .unwrap();
         assert_eq!(step.dim(), (1, v));
         out.extend_from_slice(step.as_slice().unwrap());
     }
@@ -85,16 +85,16 @@ fn check_variant(variant: &str) {
 fn golden_a_low_rank_q_group_limited_x16_yarn_past_the_original_context() {
     let (ids, _) = golden("a_lowrank_group_yarn");
     let model = Model::load_with(dir("a_lowrank_group_yarn"), &quiet()).unwrap();
-    let c = model.config();
+    let routing = model.config().moe().unwrap().routing;
     // The case candle and mistral.rs get wrong, and a context past YaRN's original length.
-    assert_eq!(c.routed_scaling_factor, 16.0);
-    assert!(matches!(
-        c.topk_method,
-        deepblocks_moe::TopkMethod::GroupLimitedGreedy {
+    assert_eq!(routing.routed_scaling_factor, 16.0);
+    assert_eq!(
+        routing.topk_method,
+        TopkSelection::GroupLimitedGreedy {
             n_group: 4,
             topk_group: 2
         }
-    ));
+    );
     assert!(ids.len() > 16);
     check_variant("a_lowrank_group_yarn");
 }
@@ -109,11 +109,11 @@ fn weight_bytes_are_the_checkpoint_plus_the_absorbed_w_uk_copy() {
         .map(|t| t.numel() * t.dtype.expect("an f32 checkpoint").size_bytes())
         .sum();
     let model = Model::load_with(&folder, &quiet()).unwrap();
-    let c = model.config();
+    let (c, a) = (model.config(), &model.config().attention);
     // ...plus the transposed W_UK [n_heads, kv_lora_rank, qk_nope] each layer keeps for the
     // absorbed path.
     let w_uk_copy =
-        c.num_hidden_layers * c.num_attention_heads * c.kv_lora_rank * c.qk_nope_head_dim * 4;
+        c.num_hidden_layers * a.num_attention_heads * a.kv_lora_rank * a.qk_nope_head_dim * 4;
     assert_eq!(model.weight_bytes(), file_bytes + w_uk_copy);
 }
 
@@ -135,7 +135,7 @@ fn golden_d_bf16_weights() {
     let (ids, g) = golden("d_bf16");
     let model = Model::load_with(dir("d_bf16"), &quiet()).unwrap();
     // The weights stay bf16 in memory...
-    let w = model.embeddings().embed_tokens.weight();
+    let w = model.embeddings().embed_tokens().weight();
     assert_eq!(w.dtype(), DType::BF16);
     assert!(w.is_mapped());
     // ...and with f32 activations we match transformers running in f32 on the same bf16 weights.
@@ -166,7 +166,10 @@ fn golden_d_bf16_weights() {
         },
     )
     .unwrap();
-    assert_eq!(wide.embeddings().embed_tokens.weight().dtype(), DType::F32);
+    assert_eq!(
+        wide.embeddings().embed_tokens().weight().dtype(),
+        DType::F32
+    );
     assert!(wide.weight_bytes() > model.weight_bytes());
     assert_close(&all_logits(&wide, &ids), &got, 1e-5, 0.0);
 }
@@ -194,7 +197,7 @@ fn hub_form_config_is_read() {
     assert!(text.contains("\"rope_scaling\"") && !text.contains("rope_parameters"));
     let model = Model::load_with(dir("a_lowrank_group_yarn"), &quiet()).unwrap();
     assert!(matches!(
-        model.config().rope_scaling,
+        model.config().rope.scaling,
         deepblocks_rope::RopeScaling::Yarn(y) if y.factor == 4.0 && y.original_max_position_embeddings == 16
     ));
 }
@@ -207,27 +210,43 @@ fn last_position_logits_equal_the_last_row_of_all() {
     let mut cache = model.new_cache(0).unwrap();
     let last = model.forward(&ids, &mut cache, Positions::Last).unwrap();
     let v = model.config().vocab_size;
-    assert_close(
-        last.as_slice().unwrap(),
-        &all[(ids.len() - 1) * v..],
-        1e-6,
-        0.0,
-    );
+    assert_close(&last, &all[(ids.len() - 1) * v..], 1e-6, 0.0);
 }
 
+/// `norm_topk_prob: true`, where the rules differ: by default the model runs DeepSeek's rule
+/// (normalise the k weights), and `LoadOptions::weighting` selects transformers 5's (scale
+/// only, ignoring `norm_topk_prob`) — each matching its own reference.
 #[test]
 fn transformers_weighting_rule_is_selectable() {
-    // With norm_topk_prob false (as in the fixture) DeepSeek's rule and transformers' agree.
-    let (ids, g) = golden("a_lowrank_group_yarn");
-    let model = Model::load_with(
-        dir("a_lowrank_group_yarn"),
+    let (ids, g) = golden("g_norm_topk");
+    let (theirs, ours) = (g.data("logits"), g.data("logits_deepseek_rule"));
+    // The fixture is one where the two rules are far apart...
+    assert!(close_report(ours, theirs, 1e-2, 0.0).violations > 0);
+    // ...the family's rule is DeepSeek's...
+    let model = Model::load_with(dir("g_norm_topk"), &quiet()).unwrap();
+    assert!(model.config().moe().unwrap().routing.norm_topk_prob);
+    let got = all_logits(&model, &ids);
+    eprintln!(
+        "g_norm_topk default vs DeepSeek's rule: max |Δ| = {:e}",
+        close_report(&got, ours, 0.0, 0.0).max_abs
+    );
+    assert_close(&got, ours, 1e-4, 0.0);
+    // ...and transformers' is one option away.
+    let scale_only = Model::load_with(
+        dir("g_norm_topk"),
         &LoadOptions {
-            weighting: Weighting::ScaleOnly,
+            weighting: Some(Weighting::ScaleOnly),
             ..quiet()
         },
     )
     .unwrap();
-    assert_close(&all_logits(&model, &ids), g.data("logits"), 1e-4, 0.0);
+    let got = all_logits(&scale_only, &ids);
+    eprintln!(
+        "g_norm_topk ScaleOnly vs transformers: max |Δ| = {:e}",
+        close_report(&got, theirs, 0.0, 0.0).max_abs
+    );
+    assert_close(&got, theirs, 1e-4, 0.0);
+    assert_close(&stepwise_logits(&scale_only, &ids, 3), theirs, 1e-4, 0.0);
 }
 
 #[test]
@@ -238,13 +257,27 @@ fn input_errors_name_the_culprit_and_leave_the_cache_alone() {
     model.forward(&[5, 6], &mut cache, Positions::Last).unwrap();
 
     let err = model.forward(&[], &mut cache, Positions::Last).unwrap_err();
-    assert!(matches!(err, Error::EmptyInput), "{err}");
+    assert!(
+        matches!(err, Error::Mla(deepblocks_mla::Error::EmptyInput)),
+        "{err}"
+    );
 
     let err = model
         .forward(&[3, v + 7], &mut cache, Positions::Last)
         .unwrap_err();
     assert!(
-        matches!(err, Error::TokenOutOfRange { id, position: 1, vocab_size } if id == v + 7 && vocab_size == 96),
+        matches!(err, Error::Embed(deepblocks_embed::Error::TokenOutOfRange { id, position: 1, vocab }) if id == v + 7 && vocab == 96),
+        "{err}"
+    );
+    assert_eq!(cache.len(), 2);
+
+    // A logits buffer of the wrong length is refused before the cache is touched.
+    let mut short = vec![0.0; v as usize - 1];
+    let err = model
+        .forward_into(&mut short, &[3], &mut cache, Positions::Last)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Core(deepblocks_core::Error::Length { what, .. }) if what == "logits"),
         "{err}"
     );
     assert_eq!(cache.len(), 2);
@@ -255,7 +288,7 @@ fn input_errors_name_the_culprit_and_leave_the_cache_alone() {
         .forward(&long, &mut cache, Positions::Last)
         .unwrap_err();
     assert!(
-        matches!(err, Error::ContextTooLong { cached: 2, adding, max_position_embeddings } if adding == max - 1 && max_position_embeddings == max),
+        matches!(err, Error::Mla(deepblocks_mla::Error::ContextFull { cached: 2, adding, max_position_embeddings }) if adding == max - 1 && max_position_embeddings == max),
         "{err}"
     );
     assert_eq!(cache.len(), 2);
@@ -267,20 +300,28 @@ fn input_errors_name_the_culprit_and_leave_the_cache_alone() {
     let err = model
         .forward(&[4], &mut cache, Positions::Last)
         .unwrap_err();
-    assert!(matches!(err, Error::ContextTooLong { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Mla(deepblocks_mla::Error::ContextFull { .. })),
+        "{err}"
+    );
 
     let other = Model::load_with(dir("a_lowrank_group_yarn"), &quiet()).unwrap();
-    let mut wrong = deepblocks_mla::MlaCache::new(7, 16, 8, 4, 64).unwrap();
+    let mut wrong = MlaCache::new(MlaCacheConfig {
+        num_layers: 7,
+        ..other.cache_config()
+    })
+    .unwrap();
     let err = other
         .forward(&[1], &mut wrong, Positions::Last)
         .unwrap_err();
     assert!(
         matches!(
             err,
-            Error::CacheLayers {
-                layers: 7,
+            Error::Mla(deepblocks_mla::Error::CacheMismatch {
+                what: "layers",
+                cache: 7,
                 expected: 3
-            }
+            })
         ),
         "{err}"
     );
@@ -317,7 +358,8 @@ fn missing_tensor_is_an_error_naming_it_and_its_shape() {
     let folder = doctored("b_fullq_greedy", "missing-expert", Some(name), None);
     let err = Model::load_with(&folder, &quiet()).unwrap_err();
     assert!(
-        matches!(&err, Error::MissingTensor { name: n, expected, .. } if n == name && expected == &[16, 32]),
+        matches!(&err, Error::Core(deepblocks_core::Error::TensorNotFound { name: n, expected_shape: Some(expected), .. })
+            if n == name && expected == &[16, 32]),
         "{err}"
     );
     assert!(
@@ -333,7 +375,7 @@ fn missing_tensor_is_an_error_naming_it_and_its_shape() {
     );
     let err = Model::load_with(&folder, &quiet()).unwrap_err();
     assert!(
-        matches!(&err, Error::MissingTensor { name, .. } if name == "lm_head.weight"),
+        matches!(&err, Error::Core(deepblocks_core::Error::TensorNotFound { name, .. }) if name == "lm_head.weight"),
         "{err}"
     );
 }
@@ -362,7 +404,7 @@ fn missing_weights_file_and_config_are_errors() {
     std::fs::create_dir_all(&empty).unwrap();
     let err = Model::load_with(&empty, &quiet()).unwrap_err();
     assert!(
-        matches!(&err, Error::Io { path, .. } if path.ends_with("config.json")),
+        matches!(&err, Error::Config(deepblocks_config::Error::Io { path, .. }) if path.ends_with("config.json")),
         "{err}"
     );
     std::fs::copy(
@@ -374,5 +416,96 @@ fn missing_weights_file_and_config_are_errors() {
     assert!(
         matches!(err, Error::Core(deepblocks_core::Error::NoWeights { .. })),
         "{err}"
+    );
+}
+
+/// Every checkpoint fixture: the accounting's total (counted from the same description the
+/// model is built from) equals the parameters the loader read, which equal the sum of the
+/// tensor sizes in the file — every tensor is used, and the count and the model agree.
+#[test]
+fn the_accounting_counts_what_the_model_loads() {
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(testdata_dir().join("deepseek"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    folders.push(testdata_dir().join("params-tiny"));
+    folders.push(testdata_dir().join("params-tiny-tied"));
+    folders.push(testdata_dir().join("../models/tiny-shakespeare"));
+    folders.sort();
+    assert!(folders.len() >= 10, "{folders:?}");
+    for folder in folders {
+        let model = Model::load_with(&folder, &quiet()).unwrap();
+        let counted = deepblocks_params::mla_accounting(model.config(), "m")
+            .unwrap()
+            .total();
+        let store = deepblocks_core::SafeTensorsStore::open(&folder).unwrap();
+        let in_file: usize = store.infos().map(|t| t.numel()).sum();
+        let report = model.load_report();
+        assert_eq!(report.parameters as u64, counted, "{}", folder.display());
+        assert_eq!(report.parameters, in_file, "{}", folder.display());
+        assert_eq!(report.tensors, store.len(), "{}", folder.display());
+        assert!(report.unknown_config_keys.is_empty(), "{report:?}");
+    }
+}
+
+/// A config.json with the copy of a fixture's folder.
+fn with_config(variant: &str, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir(variant).join("config.json")).unwrap())
+            .unwrap();
+    edit(&mut cfg);
+    doctored(variant, name, None, Some(&cfg.to_string()))
+}
+
+#[test]
+fn a_model_type_without_its_rules_is_refused_by_name() {
+    for model_type in [
+        "deepseek_v3",
+        "kimi_k2",
+        "glm4_moe_lite",
+        "llama",
+        "mystery",
+    ] {
+        let folder = with_config("b_fullq_greedy", &format!("type-{model_type}"), |c| {
+            c["model_type"] = model_type.into();
+        });
+        let err = Model::load_with(&folder, &quiet()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(e) if matches!(e.inner(), deepblocks_config::Error::UnknownModelType { model_type: t, .. } if t == model_type)),
+            "{model_type}: {err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(model_type) && text.contains("deepseek_v2"),
+            "{text}"
+        );
+        assert!(text.contains("config.json"), "names the file: {text}");
+    }
+}
+
+#[test]
+fn unknown_config_keys_are_reported_not_fatal() {
+    let folder = with_config("b_fullq_greedy", "unknown-key", |c| {
+        c["n_shared_expert"] = 0.into(); // a typo of n_shared_experts
+    });
+    let model = Model::load_with(&folder, &quiet()).unwrap();
+    assert_eq!(model.load_report().unknown_config_keys, ["n_shared_expert"]);
+}
+
+#[test]
+fn progress_goes_to_the_callback() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let options = LoadOptions {
+        progress: Some(std::sync::Arc::new(move |p| sink.lock().unwrap().push(p))),
+        ..quiet()
+    };
+    Model::load_with(dir("b_fullq_greedy"), &options).unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        (seen[2].layers_loaded, seen[2].num_layers),
+        (3, 3),
+        "{seen:?}"
     );
 }

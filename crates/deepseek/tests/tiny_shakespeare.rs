@@ -11,14 +11,7 @@ fn model_dir() -> std::path::PathBuf {
 }
 
 fn load() -> Model {
-    Model::load_with(
-        model_dir(),
-        &LoadOptions {
-            progress: false,
-            ..LoadOptions::default()
-        },
-    )
-    .unwrap()
+    Model::load_with(model_dir(), &LoadOptions::default()).unwrap()
 }
 
 /// Mean next-token negative log-likelihood of each window, in f64.
@@ -29,7 +22,6 @@ fn mean_nll(model: &Model, windows: &[Vec<u32>]) -> f64 {
         let mut cache = model.new_cache(w.len()).unwrap();
         let inputs = &w[..w.len() - 1];
         let logits = model.forward(inputs, &mut cache, Positions::All).unwrap();
-        let logits = logits.as_slice().unwrap();
         for (i, &target) in w[1..].iter().enumerate() {
             let row = &logits[i * v..(i + 1) * v];
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;

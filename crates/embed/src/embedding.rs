@@ -2,13 +2,11 @@
 
 use std::sync::OnceLock;
 
-use deepblocks_core::{DType, SafeTensorsStore, Weight, sum_squares};
+use deepblocks_core::{DType, Weight, sum_squares};
+#[cfg(feature = "ndarray")]
 use ndarray::Array2;
 
 use crate::{Error, Result};
-
-/// The checkpoint name of DeepSeek-V2's (and every Llama-style model's) token embedding.
-pub const EMBED_TOKENS: &str = "model.embed_tokens.weight";
 
 /// The token embedding `E[V, h]`: row `v` is the vector of token `v`. Lookup maps ids `[t]` to
 /// hidden states `[t, h]`, `x[i] = E[ids[i]]`, widened to f32; the matrix itself stays in the
@@ -19,9 +17,10 @@ pub const EMBED_TOKENS: &str = "model.embed_tokens.weight";
 /// use deepblocks_embed::Embedding;
 /// let e = Embedding::new(Weight::from_f32(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], 3, 2)?.to_dtype(DType::BF16));
 /// assert_eq!((e.vocab_size(), e.hidden_size(), e.dtype()), (3, 2, DType::BF16));
-/// let x = e.forward(&[2, 0])?; // [t 2, h 2]
-/// assert_eq!(x.as_slice().unwrap(), &[4.0, 5.0, 0.0, 1.0]);
-/// assert!(e.forward(&[3]).is_err()); // id 3 is out of a vocabulary of 3
+/// let mut x = [0.0; 4]; // [t 2, h 2]
+/// e.lookup(&mut x, &[2, 0])?;
+/// assert_eq!(x, [4.0, 5.0, 0.0, 1.0]);
+/// assert!(e.lookup(&mut x[..2], &[3]).is_err()); // id 3 is out of a vocabulary of 3
 /// # Ok::<(), deepblocks_embed::Error>(())
 /// ```
 #[derive(Debug)]
@@ -49,23 +48,6 @@ impl Embedding {
         }
     }
 
-    /// Reads the 2-D tensor `name` from a checkpoint (its shape taken from the file), e.g.
-    /// [`EMBED_TOKENS`]. A bf16 checkpoint stays bf16, borrowed from the memory map.
-    ///
-    /// # Errors
-    /// [`Error::Core`] when the tensor is missing or has an unsupported dtype,
-    /// [`Error::NotAMatrix`] when it is not 2-D.
-    pub fn from_store(store: &SafeTensorsStore, name: &str) -> Result<Self> {
-        let info = store.info(name)?;
-        let [v, h] = info.shape[..] else {
-            return Err(Error::NotAMatrix {
-                tensor: name.to_string(),
-                shape: info.shape.clone(),
-            });
-        };
-        Ok(Embedding::new(store.weight(name, [v, h])?))
-    }
-
     /// The matrix `E[V, h]`.
     pub fn weight(&self) -> &Weight {
         &self.weight
@@ -89,11 +71,15 @@ impl Embedding {
     /// Checks that every id is `< V`.
     ///
     /// # Errors
-    /// [`Error::TokenOutOfRange`] naming the first id that is not.
+    /// [`Error::TokenOutOfRange`] naming the first id that is not, and its position.
     pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
         let vocab = self.vocab_size();
-        match ids.iter().find(|&&id| id as usize >= vocab) {
-            Some(&id) => Err(Error::TokenOutOfRange { id, vocab }),
+        match ids.iter().position(|&id| id as usize >= vocab) {
+            Some(position) => Err(Error::TokenOutOfRange {
+                id: ids[position],
+                position,
+                vocab,
+            }),
             None => Ok(()),
         }
     }
@@ -101,16 +87,13 @@ impl Embedding {
     /// `out[i, :] = E[ids[i], :]` widened to f32, for `out[t, h]` with `t = ids.len()`.
     ///
     /// # Errors
-    /// [`Error::TokenOutOfRange`] for an id `≥ V` and [`Error::Length`] when `out` is not
-    /// `t · h` long; `out` is untouched on error.
+    /// [`Error::TokenOutOfRange`] for an id `≥ V` and a core
+    /// [`Length`](deepblocks_core::Error::Length) error when `out` is not `t · h` long; `out` is
+    /// untouched on error.
     pub fn lookup(&self, out: &mut [f32], ids: &[u32]) -> Result<()> {
         let h = self.hidden_size();
-        if out.len() != ids.len() * h {
-            return Err(Error::Length {
-                what: "out",
-                expected: ids.len() * h,
-                found: out.len(),
-            });
+        if Some(out.len()) != ids.len().checked_mul(h) {
+            return Err(deepblocks_core::Error::length("out", &[ids.len(), h], out.len()).into());
         }
         self.check_ids(ids)?;
         if h == 0 {
@@ -122,11 +105,12 @@ impl Embedding {
         Ok(())
     }
 
-    /// The hidden states `x[t, h]` of `ids` (see [`Self::lookup`]).
+    /// ndarray wrapper of [`Self::lookup`]: the hidden states `x[t, h]` of `ids`.
     ///
     /// # Errors
     /// [`Error::TokenOutOfRange`] for an id `≥ V`.
-    pub fn forward(&self, ids: &[u32]) -> Result<Array2<f32>> {
+    #[cfg(feature = "ndarray")]
+    pub fn lookup_nd(&self, ids: &[u32]) -> Result<Array2<f32>> {
         let mut x = Array2::zeros((ids.len(), self.hidden_size()));
         self.lookup(x.as_slice_mut().expect("fresh array is contiguous"), ids)?;
         Ok(x)
@@ -135,7 +119,7 @@ impl Embedding {
     /// Row `id` widened to f32.
     ///
     /// # Errors
-    /// [`Error::TokenOutOfRange`] for an id `≥ V`.
+    /// [`Error::TokenOutOfRange`] for an id `≥ V` (at position 0).
     pub fn row(&self, id: u32) -> Result<Vec<f32>> {
         self.check_ids(&[id])?;
         Ok(self.weight.row_f32(id as usize))

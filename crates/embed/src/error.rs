@@ -5,34 +5,14 @@
 #[non_exhaustive]
 pub enum Error {
     /// A token id is not a row of the embedding matrix.
-    #[error("token id {id} is out of range for a vocabulary of {vocab}")]
+    #[error("token id {id} at position {position} is out of range for a vocabulary of {vocab}")]
     TokenOutOfRange {
         /// The id at fault.
         id: u32,
+        /// Its index in the input.
+        position: usize,
         /// The vocabulary size `V` (ids run `0..V`).
         vocab: usize,
-    },
-
-    /// A buffer or vector does not have the length its role needs.
-    #[error("{what}: expected {expected} values, found {found}")]
-    Length {
-        /// The argument at fault (`hidden`, `query`, `logits`, ...).
-        what: &'static str,
-        /// The length needed.
-        expected: usize,
-        /// The length given.
-        found: usize,
-    },
-
-    /// A checkpoint tensor that should be a `[V, h]` matrix has another rank.
-    #[error(
-        "tensor {tensor:?} has shape {shape:?}; an embedding or lm_head must be [vocab, hidden]"
-    )]
-    NotAMatrix {
-        /// The tensor name.
-        tensor: String,
-        /// Its shape.
-        shape: Vec<usize>,
     },
 
     /// A separate `lm_head` does not have the embedding's shape `[V, h]`.
@@ -48,7 +28,7 @@ pub enum Error {
     #[error("no positions: logits of the last position need at least one token")]
     NoPositions,
 
-    /// An error from deepblocks-core (reading a checkpoint, a shape check).
+    /// An error from deepblocks-core: a buffer of the wrong length or shape.
     #[error(transparent)]
     Core(#[from] deepblocks_core::Error),
 }

@@ -30,9 +30,11 @@
 //!
 //! // Tied unembedding: logits of "king" against every row are E · E[king] = (2, 0, 1, −1).
 //! let m = Embeddings::new(e, LmHead::Tied)?;
-//! let x = m.embed(&[0])?;
-//! let logits = m.logits(x.view(), Positions::Last)?;
-//! assert_eq!(logits.as_slice().unwrap(), &[2.0, 0.0, 1.0, -1.0]);
+//! let mut x = [0.0; 2];
+//! m.embed_tokens().lookup(&mut x, &[0])?;
+//! let mut logits = [0.0; 4];
+//! m.logits_into(&mut logits, &x, 1, Positions::Last)?;
+//! assert_eq!(logits, [2.0, 0.0, 1.0, -1.0]);
 //! # Ok::<(), deepblocks_embed::Error>(())
 //! ```
 
@@ -43,7 +45,7 @@ mod error;
 mod unembed;
 mod vectors;
 
-pub use embedding::{EMBED_TOKENS, Embedding};
+pub use embedding::Embedding;
 pub use error::{Error, Result};
-pub use unembed::{Embeddings, LM_HEAD, LmHead, Positions, unembed, unembed_naive};
+pub use unembed::{Embeddings, LmHead, Positions, unembed, unembed_naive};
 pub use vectors::{Neighbour, cosine_similarity};

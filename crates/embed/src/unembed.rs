@@ -1,12 +1,10 @@
 //! The unembedding (`lm_head`): hidden states `[t, h]` → logits `[t, V]`.
 
-use deepblocks_core::{SafeTensorsStore, Weight, linear, linear_naive};
+use deepblocks_core::{Weight, linear, linear_naive};
+#[cfg(feature = "ndarray")]
 use ndarray::{Array2, ArrayView2};
 
-use crate::{EMBED_TOKENS, Embedding, Error, Result};
-
-/// The checkpoint name of a separate unembedding matrix.
-pub const LM_HEAD: &str = "lm_head.weight";
+use crate::{Embedding, Error, Result};
 
 /// Where the unembedding matrix `U[V, h]` comes from (`logits = x · Uᵀ`).
 #[derive(Debug, Clone)]
@@ -42,7 +40,8 @@ impl Positions {
 /// for short sequences), the GEMM path for long ones.
 ///
 /// # Errors
-/// [`Error::Length`] when `x` is not `t · h` or `out` not `rows · V` long, [`Error::NoPositions`]
+/// A core [`Length`](deepblocks_core::Error::Length) error when `x` is not `t · h` or `out` not
+/// `rows · V` long, [`Error::NoPositions`]
 /// for [`Positions::Last`] with `t = 0`.
 pub fn unembed(
     out: &mut [f32],
@@ -77,23 +76,15 @@ fn unembed_with(
     kernel: fn(&mut [f32], &[f32], &Weight, usize),
 ) -> Result<()> {
     let (v, h) = (u.rows(), u.cols());
-    if x.len() != t * h {
-        return Err(Error::Length {
-            what: "hidden",
-            expected: t * h,
-            found: x.len(),
-        });
+    if Some(x.len()) != t.checked_mul(h) {
+        return Err(deepblocks_core::Error::length("hidden", &[t, h], x.len()).into());
     }
     if positions == Positions::Last && t == 0 {
         return Err(Error::NoPositions);
     }
     let rows = positions.rows(t);
-    if out.len() != rows * v {
-        return Err(Error::Length {
-            what: "logits",
-            expected: rows * v,
-            found: out.len(),
-        });
+    if Some(out.len()) != rows.checked_mul(v) {
+        return Err(deepblocks_core::Error::length("logits", &[rows, v], out.len()).into());
     }
     let x = &x[(t - rows) * h..];
     kernel(out, x, u, rows);
@@ -108,17 +99,17 @@ fn unembed_with(
 /// use deepblocks_embed::{Embedding, Embeddings, LmHead, Positions};
 /// let e = Embedding::new(Weight::from_f32(vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0], 3, 2)?);
 /// let m = Embeddings::new(e, LmHead::Tied)?;
-/// let x = m.embed(&[0, 2])?;                   // [[1, 0], [1, 1]]
-/// let logits = m.logits(x.view(), Positions::Last)?; // [1, 1] · Eᵀ
-/// assert_eq!(logits.as_slice().unwrap(), &[1.0, 1.0, 2.0]);
+/// let mut x = [0.0; 4];
+/// m.embed_tokens().lookup(&mut x, &[0, 2])?;       // [[1, 0], [1, 1]]
+/// let mut logits = [0.0; 3];
+/// m.logits_into(&mut logits, &x, 2, Positions::Last)?; // [1, 1] · Eᵀ
+/// assert_eq!(logits, [1.0, 1.0, 2.0]);
 /// # Ok::<(), deepblocks_embed::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Embeddings {
-    /// `model.embed_tokens`.
-    pub embed_tokens: Embedding, // [V, h]
-    /// `lm_head`.
-    pub lm_head: LmHead, // [V, h] when separate
+    embed_tokens: Embedding, // [V, h]
+    lm_head: LmHead,         // [V, h] when separate
 }
 
 impl Embeddings {
@@ -142,19 +133,14 @@ impl Embeddings {
         })
     }
 
-    /// Reads [`EMBED_TOKENS`] and, unless `tie_word_embeddings`, [`LM_HEAD`] from a checkpoint.
-    ///
-    /// # Errors
-    /// As [`Embedding::from_store`] and [`Self::new`]; [`Error::Core`] when `lm_head.weight` is
-    /// missing from an untied checkpoint.
-    pub fn from_store(store: &SafeTensorsStore, tie_word_embeddings: bool) -> Result<Self> {
-        let embed_tokens = Embedding::from_store(store, EMBED_TOKENS)?;
-        let lm_head = if tie_word_embeddings {
-            LmHead::Tied
-        } else {
-            LmHead::Separate(store.weight(LM_HEAD, embed_tokens.weight().shape())?)
-        };
-        Embeddings::new(embed_tokens, lm_head)
+    /// The token embedding `E[V, h]`.
+    pub fn embed_tokens(&self) -> &Embedding {
+        &self.embed_tokens
+    }
+
+    /// Where the unembedding comes from.
+    pub fn lm_head(&self) -> &LmHead {
+        &self.lm_head
     }
 
     /// The unembedding matrix `U[V, h]` (the embedding's own when tied).
@@ -175,20 +161,13 @@ impl Embeddings {
         self.embed_tokens.hidden_size()
     }
 
-    /// Hidden states `[t, h]` of `ids` (see [`Embedding::forward`]).
-    ///
-    /// # Errors
-    /// [`Error::TokenOutOfRange`] for an id `≥ V`.
-    pub fn embed(&self, ids: &[u32]) -> Result<Array2<f32>> {
-        self.embed_tokens.forward(ids)
-    }
-
-    /// Logits `[rows, V]` of hidden states `x[t, h]` (see [`unembed`]).
+    /// ndarray wrapper of [`Self::logits_into`]: logits `[rows, V]` of hidden states `x[t, h]`.
     ///
     /// # Errors
     /// [`Error::Core`] (shape) when `x` is not `h` wide, [`Error::NoPositions`] for
     /// [`Positions::Last`] of an empty sequence.
-    pub fn logits(&self, x: ArrayView2<'_, f32>, positions: Positions) -> Result<Array2<f32>> {
+    #[cfg(feature = "ndarray")]
+    pub fn logits_nd(&self, x: ArrayView2<'_, f32>, positions: Positions) -> Result<Array2<f32>> {
         let (t, h) = x.dim();
         if h != self.hidden_size() {
             return Err(
@@ -207,7 +186,8 @@ impl Embeddings {
         Ok(out)
     }
 
-    /// [`Self::logits`] over slices: `out[rows, V]` from `x[t, h]`.
+    /// The logits `out[rows, V]` of hidden states `x[t, h]` for the positions asked (see
+    /// [`unembed`]).
     ///
     /// # Errors
     /// As [`unembed`].

@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 
 use deepblocks_core::{dot, linear, sum_squares};
 
-use crate::{Embedding, Error, Result};
+use crate::{Embedding, Result};
 
 /// `cos(a, b) = a·b / (‖a‖ ‖b‖)`, in `[-1, 1]`; 0 when either vector is zero (as torch's
 /// `cosine_similarity` with its epsilon gives).
@@ -17,14 +17,10 @@ use crate::{Embedding, Error, Result};
 /// ```
 ///
 /// # Errors
-/// [`Error::Length`] when the lengths differ.
+/// a core [`Length`](deepblocks_core::Error::Length) error when the lengths differ.
 pub fn cosine_similarity(a: &[f32], b: &[f32]) -> Result<f32> {
     if a.len() != b.len() {
-        return Err(Error::Length {
-            what: "b",
-            expected: a.len(),
-            found: b.len(),
-        });
+        return Err(deepblocks_core::Error::length("b", &[a.len()], b.len()).into());
     }
     Ok(cosine_from_parts(
         dot(a, b),
@@ -75,11 +71,12 @@ fn top_k(mut all: Vec<Neighbour>, k: usize) -> Vec<Neighbour> {
 impl Embedding {
     fn check_query(&self, query: &[f32]) -> Result<()> {
         if query.len() != self.hidden_size() {
-            return Err(Error::Length {
-                what: "query",
-                expected: self.hidden_size(),
-                found: query.len(),
-            });
+            return Err(deepblocks_core::Error::length(
+                "query",
+                &[self.hidden_size()],
+                query.len(),
+            )
+            .into());
         }
         Ok(())
     }
@@ -89,7 +86,7 @@ impl Embedding {
     /// dtype (core's [`linear`]); the row norms are cached after the first call.
     ///
     /// # Errors
-    /// [`Error::Length`] when `query` is not `h` long, [`Error::TokenOutOfRange`] for an
+    /// a core [`Length`](deepblocks_core::Error::Length) error when `query` is not `h` long, [`TokenOutOfRange`](crate::Error::TokenOutOfRange) for an
     /// excluded id `≥ V`.
     pub fn nearest(&self, query: &[f32], k: usize, exclude: &[u32]) -> Result<Vec<Neighbour>> {
         self.check_query(query)?;
@@ -141,7 +138,7 @@ impl Embedding {
     /// The `k` nearest rows to token `id`, excluding `id` itself.
     ///
     /// # Errors
-    /// [`Error::TokenOutOfRange`] for an id `≥ V`.
+    /// [`TokenOutOfRange`](crate::Error::TokenOutOfRange) for an id `≥ V`.
     pub fn neighbours(&self, id: u32, k: usize) -> Result<Vec<Neighbour>> {
         let q = self.row(id)?;
         self.nearest(&q, k, &[id])
@@ -152,7 +149,7 @@ impl Embedding {
     /// `E[a] − E[b] + E[c]`, excluding `a`, `b` and `c` themselves.
     ///
     /// # Errors
-    /// [`Error::TokenOutOfRange`] naming the first of `a`, `b`, `c` that is `≥ V`.
+    /// [`TokenOutOfRange`](crate::Error::TokenOutOfRange) naming the first of `a`, `b`, `c` that is `≥ V`.
     pub fn analogy(&self, a: u32, b: u32, c: u32, k: usize) -> Result<Vec<Neighbour>> {
         self.check_ids(&[a, b, c])?;
         let (ea, eb, ec) = (self.row(a)?, self.row(b)?, self.row(c)?);

@@ -14,6 +14,15 @@ fn f32_embedding(g: &Golden) -> Embedding {
     Embedding::new(Weight::from_f32(g.data("embed_f32").to_vec(), v, h).unwrap())
 }
 
+/// The fixture's `model.embed_tokens.weight` and `lm_head.weight` (bf16), borrowed from the map.
+fn from_file(g: &Golden) -> Embeddings {
+    let store = SafeTensorsStore::open_file(testdata_dir().join("embed.safetensors")).unwrap();
+    let shape = [g.meta::<usize>("vocab"), g.meta::<usize>("hidden")];
+    let e = Embedding::new(store.weight("model.embed_tokens.weight", shape).unwrap());
+    let head = store.weight("lm_head.weight", shape).unwrap();
+    Embeddings::new(e, LmHead::Separate(head)).unwrap()
+}
+
 fn check(what: &str, got: &[f32], want: &[f32], atol: f32) {
     let r = close_report(got, want, atol, 0.0);
     eprintln!("{what}: max |Δ| = {:e}", r.max_abs);
@@ -23,24 +32,24 @@ fn check(what: &str, got: &[f32], want: &[f32], atol: f32) {
 #[test]
 fn lookup_matches_nn_embedding_exactly() {
     let g = Golden::load("embed");
-    let store = SafeTensorsStore::open_file(testdata_dir().join("embed.safetensors")).unwrap();
-    let m = Embeddings::from_store(&store, false).unwrap();
-    assert_eq!(m.embed_tokens.dtype(), DType::BF16, "bf16 storage is kept");
+    let m = from_file(&g);
+    assert_eq!(
+        m.embed_tokens().dtype(),
+        DType::BF16,
+        "bf16 storage is kept"
+    );
     assert!(
-        m.embed_tokens.weight().is_mapped(),
+        m.embed_tokens().weight().is_mapped(),
         "borrowed from the map, not copied"
     );
     let ids = ids(&g, "ids");
-    check(
-        "x_bf16",
-        m.embed(&ids).unwrap().as_slice().unwrap(),
-        g.data("x_bf16"),
-        0.0,
-    );
+    let mut x = vec![0.0; ids.len() * m.hidden_size()];
+    m.embed_tokens().lookup(&mut x, &ids).unwrap();
+    check("x_bf16", &x, g.data("x_bf16"), 0.0);
     let e = f32_embedding(&g);
     check(
-        "x_f32",
-        e.forward(&ids).unwrap().as_slice().unwrap(),
+        "x_f32 (ndarray)",
+        e.lookup_nd(&ids).unwrap().as_slice().unwrap(),
         g.data("x_f32"),
         0.0,
     );
@@ -53,7 +62,7 @@ fn unembedding_matches_torch_linear_tied_and_separate() {
     let hidden = ndarray::Array2::from_shape_vec((t, h), g.data("hidden").to_vec()).unwrap();
 
     let tied = Embeddings::new(f32_embedding(&g), LmHead::Tied).unwrap();
-    let all = tied.logits(hidden.view(), Positions::All).unwrap();
+    let all = tied.logits_nd(hidden.view(), Positions::All).unwrap();
     check(
         "logits_tied",
         all.as_slice().unwrap(),
@@ -61,13 +70,12 @@ fn unembedding_matches_torch_linear_tied_and_separate() {
         2e-6,
     );
 
-    let store = SafeTensorsStore::open_file(testdata_dir().join("embed.safetensors")).unwrap();
-    let sep = Embeddings::from_store(&store, false).unwrap();
+    let sep = from_file(&g);
     assert_eq!(sep.lm_head_weight().dtype(), DType::BF16);
     let want = g.data("logits_lm_head");
-    let all = sep.logits(hidden.view(), Positions::All).unwrap();
+    let all = sep.logits_nd(hidden.view(), Positions::All).unwrap();
     check("logits_lm_head", all.as_slice().unwrap(), want, 2e-6);
-    let last = sep.logits(hidden.view(), Positions::Last).unwrap();
+    let last = sep.logits_nd(hidden.view(), Positions::Last).unwrap();
     assert_eq!(last.shape(), &[1, sep.vocab_size()]);
     check(
         "logits_lm_head last",

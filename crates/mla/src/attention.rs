@@ -1,7 +1,7 @@
-//! The MLA block: config, weights, and the naive and absorbed forward paths.
+//! The MLA block: config, weights, the attention cores over a latent cache, and the layer.
 
-use deepblocks_core::{SafeTensorsStore, Weight, linear, matmul, matmul_bt, softmax_rows};
-use deepblocks_norm::{RmsNorm, RmsNormConfig};
+use deepblocks_core::{Weight, linear, matmul, matmul_bt, softmax_rows};
+use deepblocks_norm::RmsNorm;
 use deepblocks_rope::{CosSin, RopeTable};
 use rayon::prelude::*;
 
@@ -41,7 +41,7 @@ pub struct MlaConfig {
     /// `v`: per-head value features (128).
     pub v_head_dim: usize,
     /// The factor on `q·k` before the softmax: `(d + r)^−½`, times YaRN's `mscale²` when the
-    /// checkpoint sets `mscale_all_dim` — take it from [`deepblocks_rope::softmax_scale`].
+    /// checkpoint sets `mscale_all_dim` — take it from [`crate::softmax_scale`].
     pub softmax_scale: f32,
     /// ε of the latent RMSNorms (`rms_norm_eps`).
     pub rms_norm_eps: f32,
@@ -58,10 +58,12 @@ impl MlaConfig {
         self.kv_lora_rank + self.qk_rope_head_dim
     }
 
-    /// Checks every field.
+    /// Checks every field, and that every weight's element count fits in a `usize` (so the
+    /// layer's own size arithmetic cannot overflow).
     ///
     /// # Errors
-    /// [`Error::ZeroDim`] naming the first zero dimension, [`Error::SoftmaxScale`].
+    /// [`Error::ZeroDim`] naming the first zero dimension, [`Error::SoftmaxScale`],
+    /// [`Error::TooLarge`] naming the weight whose size overflows.
     pub fn validate(&self) -> Result<()> {
         let q_rank = match self.q_proj {
             QProjConfig::Full => 1,
@@ -83,14 +85,33 @@ impl MlaConfig {
         if !(self.softmax_scale.is_finite() && self.softmax_scale > 0.0) {
             return Err(Error::SoftmaxScale(self.softmax_scale));
         }
-        Ok(())
-    }
-
-    fn norm(&self, hidden: usize) -> RmsNormConfig {
-        RmsNormConfig {
-            hidden,
-            eps: self.rms_norm_eps,
-        }
+        let (h, n, c) = (self.hidden_size, self.num_heads, self.kv_lora_rank);
+        let (d, r, v) = (
+            self.qk_nope_head_dim,
+            self.qk_rope_head_dim,
+            self.v_head_dim,
+        );
+        let fits = |weight: &'static str, factors: &[usize]| {
+            factors
+                .iter()
+                .try_fold(std::mem::size_of::<f32>(), |a, &f| a.checked_mul(f))
+                .map(|_| ())
+                .ok_or(Error::TooLarge { weight })
+        };
+        let dr = d
+            .checked_add(r)
+            .ok_or(Error::TooLarge { weight: "q_b_proj" })?;
+        let dv = d.checked_add(v).ok_or(Error::TooLarge {
+            weight: "kv_b_proj",
+        })?;
+        let cr = c.checked_add(r).ok_or(Error::TooLarge {
+            weight: "kv_a_proj_with_mqa",
+        })?;
+        fits("q_proj", &[n, dr, h.max(q_rank)])?;
+        fits("q_a_proj", &[q_rank, h])?;
+        fits("kv_a_proj_with_mqa", &[cr, h])?;
+        fits("kv_b_proj", &[n, dv, c])?;
+        fits("o_proj", &[h, n, v])
     }
 }
 
@@ -128,62 +149,396 @@ pub struct MlaWeights {
     pub o_proj: Weight, // [h, n*v]
 }
 
-impl MlaWeights {
-    /// Loads a layer's weights from a checkpoint: `{prefix}.q_proj.weight` or
-    /// `{prefix}.q_a_proj.weight` … with `prefix` like `model.layers.3.self_attn`. Weights stay in
-    /// their stored dtype (borrowed from the memory map).
+/// Which attention core [`Mla::forward`] runs; both give the same result (to rounding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionPath {
+    /// [`attention_naive`]: expand every cached latent into per-head keys and values through
+    /// `kv_b_proj`, then plain causal attention — transformers' computation, the reference. Cost
+    /// per cached token: `n·(d+v)·c` multiply-adds.
+    Naive,
+    /// [`attention_absorbed`]: fold `W_UK` into the query and `W_UV` into the output, so scores
+    /// are taken against the cached latent directly and no per-head key or value is ever formed.
+    /// Cost per cached token: `2·n·(c+r)`, independent of `d` and `v`.
+    #[default]
+    Absorbed,
+}
+
+/// `kv_b_proj` (report eq. 10–11: `W^UK` and `W^UV` stacked per head) and the per-head pieces
+/// the absorbed core reads: `W_UK_hᵀ` (a transposed copy, in the stored dtype) and `W_UV_h`
+/// (views of `kv_b_proj`, no copy).
+#[derive(Debug, Clone)]
+pub struct KvUpProjection {
+    kv_b_proj: Weight,   // [n*(d+v), c]
+    w_uk_t: Vec<Weight>, // n × [c, d]
+    w_uv: Vec<Weight>,   // n × [v, c]
+    n: usize,
+    d: usize,
+    v: usize,
+}
+
+impl KvUpProjection {
+    /// Splits `kv_b_proj [n·(d+v), c]` for `n` heads of `d` key and `v` value rows.
     ///
     /// # Errors
-    /// A missing tensor or a shape other than the config implies, naming the tensor.
-    pub fn from_store(store: &SafeTensorsStore, prefix: &str, config: &MlaConfig) -> Result<Self> {
-        config.validate()?;
-        let (h, n, c) = (config.hidden_size, config.num_heads, config.kv_lora_rank);
-        let (d, r, v) = (
-            config.qk_nope_head_dim,
-            config.qk_rope_head_dim,
-            config.v_head_dim,
-        );
-        let name = |s: &str| format!("{prefix}.{s}");
-        let q = match config.q_proj {
-            QProjConfig::Full => QProj::Full {
-                q_proj: store.weight(&name("q_proj.weight"), [n * (d + r), h])?,
-            },
-            QProjConfig::LowRank { q_lora_rank } => QProj::LowRank {
-                q_a_proj: store.weight(&name("q_a_proj.weight"), [q_lora_rank, h])?,
-                q_a_layernorm: RmsNorm::from_store(
-                    store,
-                    &name("q_a_layernorm.weight"),
-                    config.norm(q_lora_rank),
-                )?,
-                q_b_proj: store.weight(&name("q_b_proj.weight"), [n * (d + r), q_lora_rank])?,
-            },
-        };
-        Ok(MlaWeights {
-            q,
-            kv_a_proj_with_mqa: store.weight(&name("kv_a_proj_with_mqa.weight"), [c + r, h])?,
-            kv_a_layernorm: RmsNorm::from_store(
-                store,
-                &name("kv_a_layernorm.weight"),
-                config.norm(c),
-            )?,
-            kv_b_proj: store.weight(&name("kv_b_proj.weight"), [n * (d + v), c])?,
-            o_proj: store.weight(&name("o_proj.weight"), [h, n * v])?,
+    /// A core [`Shape`](deepblocks_core::Error::Shape) error naming `kv_b_proj` when it does not
+    /// have `n·(d+v)` rows.
+    pub fn new(kv_b_proj: Weight, n: usize, d: usize, v: usize) -> Result<Self> {
+        let rows = n.checked_mul(d + v).ok_or(Error::TooLarge {
+            weight: "kv_b_proj",
+        })?;
+        if kv_b_proj.rows() != rows {
+            return Err(deepblocks_core::Error::shape(
+                "kv_b_proj",
+                &[rows, kv_b_proj.cols()],
+                &kv_b_proj.shape(),
+            )
+            .into());
+        }
+        let w_uk_t = (0..n)
+            .map(|head| transpose(&kv_b_proj.slice_rows(head * (d + v)..head * (d + v) + d)))
+            .collect();
+        let w_uv = (0..n)
+            .map(|head| kv_b_proj.slice_rows(head * (d + v) + d..(head + 1) * (d + v)))
+            .collect();
+        Ok(KvUpProjection {
+            kv_b_proj,
+            w_uk_t,
+            w_uv,
+            n,
+            d,
+            v,
         })
+    }
+
+    /// `kv_b_proj [n·(d+v), c]`.
+    pub fn kv_b_proj(&self) -> &Weight {
+        &self.kv_b_proj
+    }
+
+    /// Bytes held: `kv_b_proj` plus the transposed `W_UK` copy (`W_UV` shares `kv_b_proj`).
+    pub fn weight_bytes(&self) -> usize {
+        self.kv_b_proj.bytes() + self.w_uk_t.iter().map(Weight::bytes).sum::<usize>()
     }
 }
 
-/// Which computation [`Mla::forward`] runs; both give the same result (to rounding).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AttentionPath {
-    /// Expand every cached latent into per-head keys and values through `kv_b_proj`, then plain
-    /// causal attention — transformers' computation, the reference. Cost per cached token:
-    /// `n·(d+v)·c` multiply-adds.
-    Naive,
-    /// Fold `W_UK` into the query and `W_UV` into the output, so scores are taken against the
-    /// cached latent directly and no per-head key or value is ever formed. Cost per cached token:
-    /// `2·n·(c+r)`, independent of `d` and `v`.
-    #[default]
-    Absorbed,
+/// The sizes of one attention call: `t` new queries at positions `s − t .. s` attending causally
+/// to `s` cached tokens (the new ones included), `n` heads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionShape {
+    /// New queries `t`.
+    pub t: usize,
+    /// Cached tokens `s ≥ t`.
+    pub s: usize,
+    /// Heads `n`.
+    pub n: usize,
+    /// `d`: per-head no-RoPE query/key features.
+    pub d: usize,
+    /// `r`: RoPE features.
+    pub r: usize,
+    /// `v`: per-head value features.
+    pub v: usize,
+    /// `c`: the latent width.
+    pub c: usize,
+    /// The factor on `q·k` before the softmax.
+    pub softmax_scale: f32,
+}
+
+impl AttentionShape {
+    /// Checks the slices of a call against the sizes.
+    fn check(&self, out: &[f32], q: &[f32], c_kv: &[f32], k_pe: &[f32]) -> Result<()> {
+        let AttentionShape {
+            t,
+            s,
+            n,
+            d,
+            r,
+            v,
+            c,
+            ..
+        } = *self;
+        if t > s {
+            return Err(Error::QueriesPastCache { t, s });
+        }
+        for (what, len, shape) in [
+            ("out", out.len(), [t, n, v]),
+            ("q", q.len(), [t, n, d + r]),
+            ("c_kv", c_kv.len(), [s, c, 1]),
+            ("k_pe", k_pe.len(), [s, r, 1]),
+        ] {
+            let want = shape.iter().try_fold(1usize, |a, &x| a.checked_mul(x));
+            if want != Some(len) {
+                return Err(deepblocks_core::Error::length(what, &shape, len).into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Queries per chunk so that one score block stays within [`SCORE_BUDGET`].
+    fn chunk(&self) -> usize {
+        (SCORE_BUDGET / (self.n * self.s).max(1)).clamp(1, self.t.max(1))
+    }
+}
+
+/// The naive attention core (report eq. 10, 11, 16–18; DeepSeek's `model.py` with
+/// `attn_impl = "naive"`): every cached latent is expanded, `[k^C | v^C]_j = kv_b_proj(c_j)`,
+/// then per head
+///
+/// ```text
+/// scores[i, j] = scale · ([q^C_i; q^R_i] · [k^C_j; k^R_j])        j ≤ s − t + i
+/// out[i]       = Σ_j softmax_j(scores[i, ·]) v^C_j
+/// ```
+///
+/// `out[t, n, v]`, `q[t, n, d + r]` (RoPE part rotated), the caller's latent cache
+/// `c_kv[s, c]`, `k_pe[s, r]` (rotated).
+///
+/// # Errors
+/// A core length error naming the slice that does not match `shape`;
+/// [`Error::QueriesPastCache`] when `t > s`.
+pub fn attention_naive(
+    out: &mut [f32],
+    q: &[f32],
+    c_kv: &[f32],
+    k_pe: &[f32],
+    kv_up: &KvUpProjection,
+    shape: &AttentionShape,
+) -> Result<()> {
+    check_kernel(out, q, c_kv, k_pe, kv_up, shape)?;
+    let AttentionShape { s, n, d, v, .. } = *shape;
+    let mut kv = vec![0.0f32; s * n * (d + v)]; // [s, n, d + v]
+    linear(&mut kv, c_kv, &kv_up.kv_b_proj, s);
+    for_query_chunks(out, q, shape, |o, qc, tc, p0| {
+        naive_chunk(o, qc, tc, p0, &kv, k_pe, shape)
+    });
+    Ok(())
+}
+
+/// The absorbed attention core (report §2.1.2, DeepSeek's `model.py` with `attn_impl =
+/// "absorb"`, its two einsums): `W^UK` is folded into the query and `W^UV` into the output,
+///
+/// ```text
+/// q_lat[i, h]  = W_UK_hᵀ q^C_{i,h}                                      [c]
+/// scores[h, i, j] = scale · (q_lat[i, h] · c_kv[j] + q^R_{i,h} · k_pe[j])  j ≤ s − t + i
+/// o_lat[i, h]  = Σ_j softmax_j(scores[h, i, ·]) c_kv[j]                    [c]
+/// out[i, h]    = W_UV_h o_lat[i, h]                                        [v]
+/// ```
+///
+/// so the cache is read as it is, once for all heads. Arguments as [`attention_naive`].
+///
+/// # Errors
+/// As [`attention_naive`].
+pub fn attention_absorbed(
+    out: &mut [f32],
+    q: &[f32],
+    c_kv: &[f32],
+    k_pe: &[f32],
+    kv_up: &KvUpProjection,
+    shape: &AttentionShape,
+) -> Result<()> {
+    check_kernel(out, q, c_kv, k_pe, kv_up, shape)?;
+    for_query_chunks(out, q, shape, |o, qc, tc, p0| {
+        absorbed_chunk(o, qc, tc, p0, c_kv, k_pe, kv_up, shape)
+    });
+    Ok(())
+}
+
+fn check_kernel(
+    out: &[f32],
+    q: &[f32],
+    c_kv: &[f32],
+    k_pe: &[f32],
+    kv_up: &KvUpProjection,
+    shape: &AttentionShape,
+) -> Result<()> {
+    shape.check(out, q, c_kv, k_pe)?;
+    let want = [shape.n * (shape.d + shape.v), shape.c];
+    if (kv_up.n, kv_up.d, kv_up.v) != (shape.n, shape.d, shape.v) || kv_up.kv_b_proj.shape() != want
+    {
+        return Err(
+            deepblocks_core::Error::shape("kv_b_proj", &want, &kv_up.kv_b_proj.shape()).into(),
+        );
+    }
+    Ok(())
+}
+
+/// Runs `f(out_chunk, q_chunk, tc, p0)` over chunks of queries, `p0` the position of a chunk's
+/// first query.
+fn for_query_chunks(
+    out: &mut [f32],
+    q: &[f32],
+    shape: &AttentionShape,
+    mut f: impl FnMut(&mut [f32], &[f32], usize, usize),
+) {
+    let AttentionShape {
+        t, s, n, d, r, v, ..
+    } = *shape;
+    let chunk = shape.chunk();
+    let mut i0 = 0;
+    while i0 < t {
+        let tc = chunk.min(t - i0);
+        f(
+            &mut out[i0 * n * v..(i0 + tc) * n * v],
+            &q[i0 * n * (d + r)..(i0 + tc) * n * (d + r)],
+            tc,
+            s - t + i0,
+        );
+        i0 += tc;
+    }
+}
+
+/// [`attention_naive`] for `t` queries at positions `p0..p0+t`: per head, keys `[k^C_h | k_pe]`
+/// and values `v_h` from the expanded cache `kv[s, n, d + v]`.
+fn naive_chunk(
+    out: &mut [f32], // [t, n, v]
+    q: &[f32],       // [t, n, d + r]
+    t: usize,
+    p0: usize,
+    kv: &[f32],   // [s, n, d + v]
+    k_pe: &[f32], // [s, r]
+    shape: &AttentionShape,
+) {
+    let AttentionShape { s, n, d, r, v, .. } = *shape;
+    let heads: Vec<Vec<f32>> = (0..n)
+        .into_par_iter()
+        .map(|head| {
+            let mut key = vec![0.0f32; s * (d + r)]; // [s, d + r]
+            let mut val = vec![0.0f32; s * v]; // [s, v]
+            for j in 0..s {
+                let row = &kv[(j * n + head) * (d + v)..(j * n + head + 1) * (d + v)];
+                key[j * (d + r)..j * (d + r) + d].copy_from_slice(&row[..d]);
+                key[j * (d + r) + d..(j + 1) * (d + r)].copy_from_slice(&k_pe[j * r..(j + 1) * r]);
+                val[j * v..(j + 1) * v].copy_from_slice(&row[d..]);
+            }
+            let mut qh = vec![0.0f32; t * (d + r)]; // [t, d + r]
+            for i in 0..t {
+                qh[i * (d + r)..(i + 1) * (d + r)]
+                    .copy_from_slice(&q[(i * n + head) * (d + r)..(i * n + head + 1) * (d + r)]);
+            }
+            let mut scores = vec![0.0f32; t * s]; // [t, s]
+            matmul_bt(&mut scores, &qh, &key, t, d + r, s);
+            scale_mask_softmax(&mut scores, t, s, p0, shape.softmax_scale);
+            let mut o = vec![0.0f32; t * v]; // [t, v]
+            matmul(&mut o, &scores, &val, t, s, v);
+            o
+        })
+        .collect();
+    scatter_heads(out, &heads, t, n, v);
+}
+
+/// [`attention_absorbed`] for `t` queries at positions `p0..p0+t`. Rows are head-major
+/// (`head·t + i`) so each head's block is contiguous.
+#[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
+fn absorbed_chunk(
+    out: &mut [f32], // [t, n, v]
+    q: &[f32],       // [t, n, d + r]
+    t: usize,
+    p0: usize,
+    c_kv: &[f32], // [s, c]
+    k_pe: &[f32], // [s, r]
+    kv_up: &KvUpProjection,
+    shape: &AttentionShape,
+) {
+    let AttentionShape {
+        s, n, c, d, r, v, ..
+    } = *shape;
+    // Per head: q_lat[t, c] = q_nope[t, d] · W_UK_h (W_UKᵀ stored as [c, d]).
+    let q_lat: Vec<Vec<f32>> = (0..n)
+        .into_par_iter()
+        .map(|head| {
+            let mut q_nope = vec![0.0f32; t * d];
+            for i in 0..t {
+                let src = (i * n + head) * (d + r);
+                q_nope[i * d..(i + 1) * d].copy_from_slice(&q[src..src + d]);
+            }
+            let mut ql = vec![0.0f32; t * c];
+            linear(&mut ql, &q_nope, &kv_up.w_uk_t[head], t);
+            ql
+        })
+        .collect();
+    let rows = n * t;
+    let mut x_lat = Vec::with_capacity(rows * c); // [n·t, c]
+    for ql in &q_lat {
+        x_lat.extend_from_slice(ql);
+    }
+    let mut x_pe = vec![0.0f32; rows * r]; // [n·t, r]
+    for head in 0..n {
+        for i in 0..t {
+            let src = (i * n + head) * (d + r) + d;
+            x_pe[(head * t + i) * r..(head * t + i + 1) * r].copy_from_slice(&q[src..src + r]);
+        }
+    }
+    // scores[n·t, s] = x_lat · c_KVᵀ + x_pe · k_peᵀ: the cache is read once for all heads.
+    let mut scores = vec![0.0f32; rows * s];
+    let mut rope_scores = vec![0.0f32; rows * s];
+    matmul_bt(&mut scores, &x_lat, c_kv, rows, c, s);
+    matmul_bt(&mut rope_scores, &x_pe, k_pe, rows, r, s);
+    for (a, b) in scores.iter_mut().zip(&rope_scores) {
+        *a += b;
+    }
+    for head in 0..n {
+        scale_mask_softmax(
+            &mut scores[head * t * s..(head + 1) * t * s],
+            t,
+            s,
+            p0,
+            shape.softmax_scale,
+        );
+    }
+    // o_lat[n·t, c] = P · c_KV.
+    let mut o_lat = vec![0.0f32; rows * c];
+    matmul(&mut o_lat, &scores, c_kv, rows, s, c);
+    // Per head: o[t, v] = o_lat_h[t, c] · W_UV_hᵀ.
+    let heads: Vec<Vec<f32>> = (0..n)
+        .into_par_iter()
+        .map(|head| {
+            let mut o = vec![0.0f32; t * v];
+            linear(
+                &mut o,
+                &o_lat[head * t * c..(head + 1) * t * c],
+                &kv_up.w_uv[head],
+                t,
+            );
+            o
+        })
+        .collect();
+    scatter_heads(out, &heads, t, n, v);
+}
+
+/// `scores[t, s] ← softmax(scale · scores)` with query `i` (position `p0 + i`) blind to keys
+/// after it.
+fn scale_mask_softmax(scores: &mut [f32], t: usize, s: usize, p0: usize, scale: f32) {
+    for (i, row) in scores.chunks_exact_mut(s).enumerate() {
+        let visible = (p0 + i + 1).min(s);
+        for x in &mut row[..visible] {
+            *x *= scale;
+        }
+        row[visible..].fill(f32::NEG_INFINITY);
+    }
+    softmax_rows(scores, t, s);
+}
+
+/// `out[i, head, :] = heads[head][i, :]`.
+fn scatter_heads(out: &mut [f32], heads: &[Vec<f32>], t: usize, n: usize, v: usize) {
+    for (head, o) in heads.iter().enumerate() {
+        for i in 0..t {
+            out[(i * n + head) * v..(i * n + head + 1) * v].copy_from_slice(&o[i * v..(i + 1) * v]);
+        }
+    }
+}
+
+/// `wᵀ` in `w`'s dtype (a copy, made once at load time). Narrowing values that were widened from
+/// that dtype is exact, so the copy holds the same numbers.
+fn transpose(w: &Weight) -> Weight {
+    let (rows, cols) = (w.rows(), w.cols());
+    let f = w.to_f32_vec();
+    let mut tr = vec![0.0f32; rows * cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            tr[j * rows + i] = f[i * cols + j];
+        }
+    }
+    Weight::from_f32(tr, cols, rows)
+        .expect("transpose keeps the element count")
+        .to_dtype(w.dtype())
 }
 
 /// One Multi-head Latent Attention layer (DeepSeek-V2 §2.1).
@@ -193,19 +548,18 @@ pub struct Mla {
     q: QProj,
     kv_a_proj_with_mqa: Weight, // [c + r, h]
     kv_a_layernorm: RmsNorm,    // [c]
-    kv_b_proj: Weight,          // [n*(d+v), c], naive path
-    w_uk_t: Vec<Weight>,        // n × [c, d]: W_UKᵀ per head, absorbed path (a transposed copy)
-    w_uv: Vec<Weight>,          // n × [v, c]: W_UV per head, absorbed path (views of kv_b_proj)
+    kv_up: KvUpProjection,      // kv_b_proj [n*(d+v), c] and its absorbed split
     o_proj: Weight,             // [h, n*v]
 }
 
 impl Mla {
     /// Builds the layer, checking every weight's shape against `config` and splitting
-    /// `kv_b_proj` into the per-head `W_UK` (transposed once, kept in its dtype) and `W_UV`
-    /// (views, no copy) of the absorbed path.
+    /// `kv_b_proj` for the absorbed path.
     ///
     /// # Errors
-    /// An invalid config, or [`Error::WeightShape`] naming the weight.
+    /// An invalid config; a core [`Shape`](deepblocks_core::Error::Shape) error naming the weight
+    /// (`q_proj`, `kv_b_proj`, `kv_a_layernorm`, ...) whose shape differs;
+    /// [`Error::QProjKind`] when the config and the weights disagree on the query projection.
     pub fn new(config: MlaConfig, weights: MlaWeights) -> Result<Self> {
         config.validate()?;
         let (h, n, c) = (config.hidden_size, config.num_heads, config.kv_lora_rank);
@@ -214,26 +568,21 @@ impl Mla {
             config.qk_rope_head_dim,
             config.v_head_dim,
         );
-        let check = |name: &'static str, w: &Weight, expected: [usize; 2]| {
+        let check = |name: &str, w: &Weight, expected: [usize; 2]| -> Result<()> {
             if w.shape() == expected {
                 Ok(())
             } else {
-                Err(Error::WeightShape {
-                    name,
-                    expected: expected.to_vec(),
-                    found: w.shape().to_vec(),
-                })
+                Err(deepblocks_core::Error::shape(name, &expected, &w.shape()).into())
             }
         };
-        let check_norm = |name: &'static str, norm: &RmsNorm, expected: usize| {
+        let check_norm = |name: &str, norm: &RmsNorm, expected: usize| -> Result<()> {
             if norm.config().hidden == expected {
                 Ok(())
             } else {
-                Err(Error::WeightShape {
-                    name,
-                    expected: vec![expected],
-                    found: vec![norm.config().hidden],
-                })
+                Err(
+                    deepblocks_core::Error::shape(name, &[expected], &[norm.config().hidden])
+                        .into(),
+                )
             }
         };
         match &weights.q {
@@ -270,22 +619,12 @@ impl Mla {
         check_norm("kv_a_layernorm", &weights.kv_a_layernorm, c)?;
         check("kv_b_proj", &weights.kv_b_proj, [n * (d + v), c])?;
         check("o_proj", &weights.o_proj, [h, n * v])?;
-
-        let kv_b = &weights.kv_b_proj;
-        let w_uk_t = (0..n)
-            .map(|head| transpose(&kv_b.slice_rows(head * (d + v)..head * (d + v) + d)))
-            .collect();
-        let w_uv = (0..n)
-            .map(|head| kv_b.slice_rows(head * (d + v) + d..(head + 1) * (d + v)))
-            .collect();
         Ok(Mla {
             config,
             q: weights.q,
             kv_a_proj_with_mqa: weights.kv_a_proj_with_mqa,
             kv_a_layernorm: weights.kv_a_layernorm,
-            kv_b_proj: weights.kv_b_proj,
-            w_uk_t,
-            w_uv,
+            kv_up: KvUpProjection::new(weights.kv_b_proj, n, d, v)?,
             o_proj: weights.o_proj,
         })
     }
@@ -293,6 +632,12 @@ impl Mla {
     /// The configuration.
     pub fn config(&self) -> &MlaConfig {
         &self.config
+    }
+
+    /// `kv_b_proj` and its absorbed split (what [`attention_naive`] / [`attention_absorbed`]
+    /// take).
+    pub fn kv_up(&self) -> &KvUpProjection {
+        &self.kv_up
     }
 
     /// Bytes of weights this layer holds, in their stored dtypes, including the transposed copy
@@ -308,8 +653,7 @@ impl Mla {
         };
         q + self.kv_a_proj_with_mqa.bytes()
             + 4 * self.kv_a_layernorm.weight().len()
-            + self.kv_b_proj.bytes()
-            + self.w_uk_t.iter().map(Weight::bytes).sum::<usize>()
+            + self.kv_up.weight_bytes()
             + self.o_proj.bytes()
     }
 
@@ -318,9 +662,8 @@ impl Mla {
     /// Looks up the rotary rows in `rope`; see [`Mla::forward_with`] to share them across layers.
     ///
     /// # Errors
-    /// [`Error::Input`] for a wrong length or `t = 0`, [`Error::CacheMismatch`],
-    /// [`Error::ContextFull`] past the cache's maximum, a rope error past the table's maximum.
-    /// On error the cache is unchanged.
+    /// As [`Mla::forward_with`]; a rope error past the table's maximum. On error the cache is
+    /// unchanged.
     pub fn forward(
         &self,
         out: &mut [f32],
@@ -337,11 +680,23 @@ impl Mla {
     }
 
     /// [`Mla::forward`] with the rotary rows of positions `cache.len()..cache.len() + t`
-    /// gathered by the caller (once per forward pass for every layer).
+    /// gathered by the caller (once per forward pass for every layer). The steps are the
+    /// report's equations (9)–(19), in the order the data needs them:
+    ///
+    /// ```text
+    /// (12)–(14)  c^Q = RMSNorm(W^DQ h); [q^C; q^R] = W^UQ c^Q, W^QR c^Q   q_a_proj, q_b_proj (or q_proj)
+    /// (14)       q^R ← RoPE(q^R)
+    /// (9), (15)  [c^KV; k^R] = W^DKV h, W^KR h; c^KV ← RMSNorm; k^R ← RoPE  kv_a_proj_with_mqa
+    ///            append (c^KV, k^R) to the cache
+    /// (10)–(18)  o = attention over the cache (naive or absorbed core)      kv_b_proj
+    /// (19)       u = W^O [o_1; …; o_n]                                       o_proj
+    /// ```
     ///
     /// # Errors
-    /// As [`Mla::forward`]; [`Error::Input`] also when `rope` does not hold `t` rows of width
-    /// `qk_rope_head_dim`.
+    /// [`Error::EmptyInput`] for `t = 0`; a core length error naming `x` or `out` when it is not
+    /// `t · hidden_size` long; [`Error::RopeRows`] when `rope` does not hold `t` rows of width
+    /// `qk_rope_head_dim`; [`Error::CacheMismatch`] for a cache of other widths;
+    /// [`Error::ContextFull`] past the cache's maximum. On error the cache is unchanged.
     pub fn forward_with(
         &self,
         out: &mut [f32],
@@ -352,36 +707,87 @@ impl Mla {
         path: AttentionPath,
     ) -> Result<()> {
         let cfg = &self.config;
-        let (h, n, c) = (cfg.hidden_size, cfg.num_heads, cfg.kv_lora_rank);
+        let n = cfg.num_heads;
         let (d, r, v) = (cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim);
-        if t == 0 || x.len() != t * h || out.len() != t * h {
-            let found = if x.len() != t * h { x.len() } else { out.len() };
-            return Err(Error::Input {
-                t,
-                hidden: h,
-                found,
-            });
+        self.check_call(out, x, t, cache, rope)?;
+
+        // (12)–(14): the queries of all heads, q[t, n, d + r]; then RoPE on each q^R.
+        let mut q = self.queries(x, t);
+        rope.apply_inplace_strided(&mut q, n, d + r, d)?;
+
+        // (9), (15): the latent c^KV[t, c] and the shared key k^R[t, r], all the cache keeps.
+        let (c_kv, k_pe) = self.latents(x, t, rope)?;
+        cache.append(&c_kv, &k_pe, t)?;
+
+        // (10)–(18): attention of the t queries over the s = p + t cached tokens.
+        let shape = AttentionShape {
+            t,
+            s: cache.len(),
+            n,
+            d,
+            r,
+            v,
+            c: cfg.kv_lora_rank,
+            softmax_scale: cfg.softmax_scale,
+        };
+        let mut o = vec![0.0f32; t * n * v]; // [t, n, v]
+        let core = match path {
+            AttentionPath::Naive => attention_naive,
+            AttentionPath::Absorbed => attention_absorbed,
+        };
+        core(&mut o, &q, cache.c_kv(), cache.k_pe(), &self.kv_up, &shape)?;
+
+        // (19): u[t, h] = o_proj(o[t, n·v]).
+        linear(out, &o, &self.o_proj, t);
+        Ok(())
+    }
+
+    fn check_call(
+        &self,
+        out: &[f32],
+        x: &[f32],
+        t: usize,
+        cache: &LatentCache,
+        rope: &CosSin<'_>,
+    ) -> Result<()> {
+        let cfg = &self.config;
+        let h = cfg.hidden_size;
+        if t == 0 {
+            return Err(Error::EmptyInput);
         }
-        if cache.dims() != (c, r) {
-            let (cache_c, cache_r) = cache.dims();
-            return Err(Error::CacheMismatch {
-                cache_c,
-                cache_r,
-                c,
-                r,
-            });
+        for (what, len) in [("x", x.len()), ("out", out.len())] {
+            if Some(len) != t.checked_mul(h) {
+                return Err(deepblocks_core::Error::length(what, &[t, h], len).into());
+            }
+        }
+        let (c, r) = (cfg.kv_lora_rank, cfg.qk_rope_head_dim);
+        for (what, cache_size, expected) in [
+            ("kv_lora_rank", cache.dims().0, c),
+            ("qk_rope_head_dim", cache.dims().1, r),
+        ] {
+            if cache_size != expected {
+                return Err(Error::CacheMismatch {
+                    what,
+                    cache: cache_size,
+                    expected,
+                });
+            }
         }
         if rope.t() != t || rope.r() != r {
-            return Err(Error::Input {
-                t,
-                hidden: h,
-                found: rope.t(),
+            return Err(Error::RopeRows {
+                t: rope.t(),
+                r: rope.r(),
+                expected_t: t,
+                expected_r: r,
             });
         }
-        cache.check_room(t)?;
+        cache.check_room(t)
+    }
 
-        // Queries: q[t, n, d + r] = q_proj(x) or q_b_proj(RMSNorm(q_a_proj(x))); rotate q_pe.
-        let mut q = vec![0.0f32; t * n * (d + r)];
+    /// (12)–(14): `q[t, n, d + r] = q_proj(x)` or `q_b_proj(RMSNorm(q_a_proj(x)))`.
+    fn queries(&self, x: &[f32], t: usize) -> Vec<f32> {
+        let cfg = &self.config;
+        let mut q = vec![0.0f32; t * cfg.num_heads * cfg.qk_head_dim()];
         match &self.q {
             QProj::Full { q_proj } => linear(&mut q, x, q_proj, t),
             QProj::LowRank {
@@ -389,16 +795,19 @@ impl Mla {
                 q_a_layernorm,
                 q_b_proj,
             } => {
-                let mut q_lat = vec![0.0f32; t * q_a_proj.rows()];
-                linear(&mut q_lat, x, q_a_proj, t);
-                q_a_layernorm.forward_inplace(&mut q_lat, t);
-                linear(&mut q, &q_lat, q_b_proj, t);
+                let mut c_q = vec![0.0f32; t * q_a_proj.rows()]; // [t, q]
+                linear(&mut c_q, x, q_a_proj, t);
+                q_a_layernorm.forward_inplace(&mut c_q, t);
+                linear(&mut q, &c_q, q_b_proj, t);
             }
         }
-        rope.apply_inplace_strided(&mut q, n, d + r, d)?;
+        q
+    }
 
-        // The latent and the shared key: [c_kv | k_pe][t, c + r] = kv_a_proj_with_mqa(x);
-        // c_kv ← RMSNorm(c_kv), k_pe ← RoPE(k_pe). These two are all the cache keeps.
+    /// (9), (15): `[c^KV | k^R][t, c + r] = kv_a_proj_with_mqa(x)`, `c^KV ← RMSNorm(c^KV)`,
+    /// `k^R ← RoPE(k^R)`; returns `(c_kv[t, c], k_pe[t, r])`.
+    fn latents(&self, x: &[f32], t: usize, rope: &CosSin<'_>) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (c, r) = (self.config.kv_lora_rank, self.config.qk_rope_head_dim);
         let mut kv_a = vec![0.0f32; t * (c + r)];
         linear(&mut kv_a, x, &self.kv_a_proj_with_mqa, t);
         rope.apply_inplace_strided(&mut kv_a, 1, c + r, c)?;
@@ -413,201 +822,32 @@ impl Mla {
             kp.copy_from_slice(&row[c..]);
         }
         self.kv_a_layernorm.forward_inplace(&mut c_kv, t);
-        cache.append(&c_kv, &k_pe, t)?;
+        Ok((c_kv, k_pe))
+    }
+}
 
-        // Attention over the s = p + t cached tokens, in query chunks that bound the scores.
-        let s = cache.len();
-        let p = s - t;
-        let mut attn = vec![0.0f32; t * n * v]; // [t, n, v]
-        let chunk = (SCORE_BUDGET / (n * s)).clamp(1, t);
-        let expanded = match path {
-            AttentionPath::Naive => {
-                let mut kv = vec![0.0f32; s * n * (d + v)];
-                linear(&mut kv, cache.c_kv(), &self.kv_b_proj, s);
-                Some(kv)
-            }
-            AttentionPath::Absorbed => None,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_past_the_cache_are_an_error() {
+        let shape = AttentionShape {
+            t: 3,
+            s: 2,
+            n: 1,
+            d: 1,
+            r: 2,
+            v: 1,
+            c: 1,
+            softmax_scale: 1.0,
         };
-        let mut i0 = 0;
-        while i0 < t {
-            let tc = chunk.min(t - i0);
-            let q_chunk = &q[i0 * n * (d + r)..(i0 + tc) * n * (d + r)];
-            let out_chunk = &mut attn[i0 * n * v..(i0 + tc) * n * v];
-            match &expanded {
-                Some(kv) => self.attend_naive(out_chunk, q_chunk, tc, p + i0, kv, cache),
-                None => self.attend_absorbed(out_chunk, q_chunk, tc, p + i0, cache),
-            }
-            i0 += tc;
-        }
-
-        // out[t, h] = o_proj(attn[t, n·v]).
-        linear(out, &attn, &self.o_proj, t);
-        Ok(())
-    }
-
-    /// Naive attention for `t` queries at positions `p0..p0+t`: per head, keys
-    /// `[k_nope_h | k_pe]` and values `v_h` expanded from every cached latent (`kv`).
-    fn attend_naive(
-        &self,
-        attn: &mut [f32], // [t, n, v]
-        q: &[f32],        // [t, n, d + r], q_pe rotated
-        t: usize,
-        p0: usize,
-        kv: &[f32], // [s, n, d + v]
-        cache: &LatentCache,
-    ) {
-        let cfg = &self.config;
-        let (n, d, r, v) = (
-            cfg.num_heads,
-            cfg.qk_nope_head_dim,
-            cfg.qk_rope_head_dim,
-            cfg.v_head_dim,
+        let err = shape
+            .check(&[0.0; 3], &[0.0; 9], &[0.0; 2], &[0.0; 4])
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::QueriesPastCache { t: 3, s: 2 }),
+            "{err}"
         );
-        let s = cache.len();
-        let k_pe = cache.k_pe();
-        let heads: Vec<Vec<f32>> = (0..n)
-            .into_par_iter()
-            .map(|head| {
-                let mut key = vec![0.0f32; s * (d + r)]; // [s, d + r]
-                let mut val = vec![0.0f32; s * v]; // [s, v]
-                for j in 0..s {
-                    let row = &kv[(j * n + head) * (d + v)..(j * n + head + 1) * (d + v)];
-                    key[j * (d + r)..j * (d + r) + d].copy_from_slice(&row[..d]);
-                    key[j * (d + r) + d..(j + 1) * (d + r)]
-                        .copy_from_slice(&k_pe[j * r..(j + 1) * r]);
-                    val[j * v..(j + 1) * v].copy_from_slice(&row[d..]);
-                }
-                let mut qh = vec![0.0f32; t * (d + r)]; // [t, d + r]
-                for i in 0..t {
-                    qh[i * (d + r)..(i + 1) * (d + r)].copy_from_slice(
-                        &q[(i * n + head) * (d + r)..(i * n + head + 1) * (d + r)],
-                    );
-                }
-                let mut scores = vec![0.0f32; t * s]; // [t, s]
-                matmul_bt(&mut scores, &qh, &key, t, d + r, s);
-                self.scale_mask_softmax(&mut scores, t, s, p0);
-                let mut o = vec![0.0f32; t * v]; // [t, v]
-                matmul(&mut o, &scores, &val, t, s, v);
-                o
-            })
-            .collect();
-        scatter_heads(attn, &heads, t, n, v);
     }
-
-    /// Absorbed attention: `q_lat = W_UKᵀ q_nope` per head, scores
-    /// `q_lat·c_KVᵀ + q_pe·k_peᵀ` against the cache, `o_lat = P·c_KV`, then `W_UV o_lat` per head.
-    /// Rows are head-major (`head·t + i`) so each head's block is contiguous.
-    fn attend_absorbed(
-        &self,
-        attn: &mut [f32], // [t, n, v]
-        q: &[f32],        // [t, n, d + r], q_pe rotated
-        t: usize,
-        p0: usize,
-        cache: &LatentCache,
-    ) {
-        let cfg = &self.config;
-        let (n, c, d, r, v) = (
-            cfg.num_heads,
-            cfg.kv_lora_rank,
-            cfg.qk_nope_head_dim,
-            cfg.qk_rope_head_dim,
-            cfg.v_head_dim,
-        );
-        let s = cache.len();
-        // Per head: q_lat[t, c] = q_nope[t, d] · W_UK_h (W_UKᵀ stored as [c, d]).
-        let q_lat: Vec<Vec<f32>> = (0..n)
-            .into_par_iter()
-            .map(|head| {
-                let mut q_nope = vec![0.0f32; t * d];
-                for i in 0..t {
-                    let src = (i * n + head) * (d + r);
-                    q_nope[i * d..(i + 1) * d].copy_from_slice(&q[src..src + d]);
-                }
-                let mut ql = vec![0.0f32; t * c];
-                linear(&mut ql, &q_nope, &self.w_uk_t[head], t);
-                ql
-            })
-            .collect();
-        let rows = n * t;
-        let mut x_lat = Vec::with_capacity(rows * c); // [n·t, c]
-        for ql in &q_lat {
-            x_lat.extend_from_slice(ql);
-        }
-        let mut x_pe = vec![0.0f32; rows * r]; // [n·t, r]
-        for head in 0..n {
-            for i in 0..t {
-                let src = (i * n + head) * (d + r) + d;
-                x_pe[(head * t + i) * r..(head * t + i + 1) * r].copy_from_slice(&q[src..src + r]);
-            }
-        }
-        // scores[n·t, s] = x_lat · c_KVᵀ + x_pe · k_peᵀ: the cache is read once for all heads.
-        let mut scores = vec![0.0f32; rows * s];
-        let mut rope_scores = vec![0.0f32; rows * s];
-        matmul_bt(&mut scores, &x_lat, cache.c_kv(), rows, c, s);
-        matmul_bt(&mut rope_scores, &x_pe, cache.k_pe(), rows, r, s);
-        for (a, b) in scores.iter_mut().zip(&rope_scores) {
-            *a += b;
-        }
-        for head in 0..n {
-            self.scale_mask_softmax(&mut scores[head * t * s..(head + 1) * t * s], t, s, p0);
-        }
-        // o_lat[n·t, c] = P · c_KV.
-        let mut o_lat = vec![0.0f32; rows * c];
-        matmul(&mut o_lat, &scores, cache.c_kv(), rows, s, c);
-        // Per head: o[t, v] = o_lat_h[t, c] · W_UV_hᵀ.
-        let heads: Vec<Vec<f32>> = (0..n)
-            .into_par_iter()
-            .map(|head| {
-                let mut o = vec![0.0f32; t * v];
-                linear(
-                    &mut o,
-                    &o_lat[head * t * c..(head + 1) * t * c],
-                    &self.w_uv[head],
-                    t,
-                );
-                o
-            })
-            .collect();
-        scatter_heads(attn, &heads, t, n, v);
-    }
-
-    /// `scores[t, s] ← softmax(scale · scores)` with query `i` (position `p0 + i`) blind to keys
-    /// after it.
-    fn scale_mask_softmax(&self, scores: &mut [f32], t: usize, s: usize, p0: usize) {
-        let scale = self.config.softmax_scale;
-        for (i, row) in scores.chunks_exact_mut(s).enumerate() {
-            let visible = (p0 + i + 1).min(s);
-            for x in &mut row[..visible] {
-                *x *= scale;
-            }
-            row[visible..].fill(f32::NEG_INFINITY);
-        }
-        softmax_rows(scores, t, s);
-    }
-}
-
-/// `attn[i, head, :] = heads[head][i, :]`.
-fn scatter_heads(attn: &mut [f32], heads: &[Vec<f32>], t: usize, n: usize, v: usize) {
-    for (head, o) in heads.iter().enumerate() {
-        for i in 0..t {
-            attn[(i * n + head) * v..(i * n + head + 1) * v]
-                .copy_from_slice(&o[i * v..(i + 1) * v]);
-        }
-    }
-}
-
-/// `wᵀ` in `w`'s dtype (a copy, made once at load time). Narrowing values that were widened from
-/// that dtype is exact, so the copy holds the same numbers.
-fn transpose(w: &Weight) -> Weight {
-    let (rows, cols) = (w.rows(), w.cols());
-    let f = w.to_f32_vec();
-    let mut tr = vec![0.0f32; rows * cols];
-    for i in 0..rows {
-        for j in 0..cols {
-            tr[j * rows + i] = f[i * cols + j];
-        }
-    }
-    Weight::from_f32(tr, cols, rows)
-        .expect("transpose keeps the element count")
-        .to_dtype(w.dtype())
 }

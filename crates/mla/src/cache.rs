@@ -3,6 +3,60 @@
 
 use crate::{Error, Result};
 
+/// The sizes of a model's latent KV cache.
+///
+/// ```
+/// use deepblocks_mla::MlaCacheConfig;
+/// // DeepSeek-V2: 60 layers of c 512 + r 64 per token, 163,840 positions.
+/// let v2 = MlaCacheConfig { num_layers: 60, kv_lora_rank: 512, qk_rope_head_dim: 64, max_positions: 163_840 };
+/// assert_eq!(v2.values_per_token(), 34_560);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MlaCacheConfig {
+    /// Layers `l` (one [`LatentCache`] each).
+    pub num_layers: usize,
+    /// `c`: the cached latent's width (`kv_lora_rank`).
+    pub kv_lora_rank: usize,
+    /// `r`: the cached RoPE key's width (`qk_rope_head_dim`).
+    pub qk_rope_head_dim: usize,
+    /// The most tokens the cache may hold (`max_position_embeddings`).
+    pub max_positions: usize,
+}
+
+impl MlaCacheConfig {
+    /// `(c + r) · l`: values one token leaves in the whole cache.
+    pub fn values_per_token(&self) -> usize {
+        (self.kv_lora_rank + self.qk_rope_head_dim) * self.num_layers
+    }
+
+    /// Checks the sizes.
+    ///
+    /// # Errors
+    /// [`Error::ZeroDim`] naming `kv_lora_rank` or `qk_rope_head_dim` when 0;
+    /// [`Error::TooLarge`] when a full layer (`max_positions · (c + r)` f32) does not fit in
+    /// memory addresses.
+    pub fn validate(&self) -> Result<()> {
+        if self.kv_lora_rank == 0 {
+            return Err(Error::ZeroDim {
+                field: "kv_lora_rank",
+            });
+        }
+        if self.qk_rope_head_dim == 0 {
+            return Err(Error::ZeroDim {
+                field: "qk_rope_head_dim",
+            });
+        }
+        self.kv_lora_rank
+            .checked_add(self.qk_rope_head_dim)
+            .and_then(|w| w.checked_mul(self.max_positions))
+            .and_then(|v| v.checked_mul(std::mem::size_of::<f32>()))
+            .map(|_| ())
+            .ok_or(Error::TooLarge {
+                weight: "the latent cache [max_positions, c + r]",
+            })
+    }
+}
+
 /// One layer's latent cache.
 #[derive(Debug, Clone)]
 pub struct LatentCache {
@@ -15,8 +69,9 @@ pub struct LatentCache {
 
 impl LatentCache {
     /// An empty layer cache for `c`-wide latents and `r`-wide rope keys, with room for
-    /// `capacity` tokens before it reallocates, refusing to grow past `max_positions` tokens.
-    pub fn new(c: usize, r: usize, capacity: usize, max_positions: usize) -> Self {
+    /// `capacity` tokens (a hint, capped at `max_positions`) before it reallocates, refusing to
+    /// grow past `max_positions` tokens. The sizes were validated by [`MlaCacheConfig`].
+    pub(crate) fn new(c: usize, r: usize, capacity: usize, max_positions: usize) -> Self {
         let capacity = capacity.min(max_positions);
         LatentCache {
             c,
@@ -57,7 +112,7 @@ impl LatentCache {
     /// # Errors
     /// [`Error::ContextFull`].
     pub fn check_room(&self, adding: usize) -> Result<()> {
-        if self.len() + adding > self.max_positions {
+        if self.len().saturating_add(adding) > self.max_positions {
             return Err(Error::ContextFull {
                 cached: self.len(),
                 adding,
@@ -86,9 +141,22 @@ impl LatentCache {
             "LatentCache::append: k_pe is not [t, r]"
         );
         self.check_room(t)?;
+        self.grow_for(t);
         self.c_kv.extend_from_slice(c_kv);
         self.k_pe.extend_from_slice(k_pe);
         Ok(())
+    }
+
+    /// Makes room for `t` more tokens: at least doubling the capacity, never past
+    /// `max_positions` (the caller checked that `len + t` fits).
+    fn grow_for(&mut self, t: usize) {
+        let (len, cap) = (self.len(), self.k_pe.capacity() / self.r.max(1));
+        if len + t <= cap {
+            return;
+        }
+        let want = (len + t).max(2 * cap).min(self.max_positions);
+        self.c_kv.reserve_exact(want * self.c - self.c_kv.len());
+        self.k_pe.reserve_exact(want * self.r - self.k_pe.len());
     }
 
     /// Keeps the first `len` tokens (rollback).
@@ -121,11 +189,13 @@ impl LatentCache {
 /// The latent KV cache of a whole model: one [`LatentCache`] per layer.
 ///
 /// Per token it holds `(kv_lora_rank + qk_rope_head_dim) · layers` f32 values — 576 · 60 for
-/// DeepSeek-V2 — against `2 · heads · head_dim · layers` for multi-head attention.
+/// DeepSeek-V2 — against `2 · heads · head_dim · layers` for multi-head attention. It grows as
+/// it is used (no reservation beyond what [`MlaCache::with_capacity`] asks for).
 ///
 /// ```
-/// use deepblocks_mla::MlaCache;
-/// let mut cache = MlaCache::new(2, 512, 64, 16, 4096)?; // 2 layers, c 512, r 64
+/// use deepblocks_mla::{MlaCache, MlaCacheConfig};
+/// let config = MlaCacheConfig { num_layers: 2, kv_lora_rank: 512, qk_rope_head_dim: 64, max_positions: 4096 };
+/// let mut cache = MlaCache::new(config)?;
 /// for l in 0..2 {
 ///     cache.layer_mut(l)?.append(&vec![0.0; 3 * 512], &vec![0.0; 3 * 64], 3)?;
 /// }
@@ -137,39 +207,76 @@ impl LatentCache {
 /// ```
 #[derive(Debug, Clone)]
 pub struct MlaCache {
+    config: MlaCacheConfig,
     layers: Vec<LatentCache>,
-    max_positions: usize,
 }
 
 impl MlaCache {
-    /// An empty cache of `layers` layers of `c`-wide latents and `r`-wide rope keys,
-    /// preallocated for `capacity` tokens, holding at most `max_position_embeddings`.
+    /// An empty cache of `config`'s sizes, allocating nothing until tokens are appended.
     ///
     /// # Errors
-    /// [`Error::ZeroDim`] naming `kv_lora_rank` or `qk_rope_head_dim` if `c` or `r` is 0.
-    pub fn new(
-        layers: usize,
-        c: usize,
-        r: usize,
-        capacity: usize,
-        max_position_embeddings: usize,
-    ) -> Result<Self> {
-        if c == 0 {
-            return Err(Error::ZeroDim {
-                field: "kv_lora_rank",
-            });
-        }
-        if r == 0 {
-            return Err(Error::ZeroDim {
-                field: "qk_rope_head_dim",
-            });
-        }
+    /// As [`MlaCacheConfig::validate`].
+    pub fn new(config: MlaCacheConfig) -> Result<Self> {
+        MlaCache::with_capacity(config, 0)
+    }
+
+    /// An empty cache with room for `capacity` tokens (capped at `max_positions`) before it
+    /// reallocates; past that it grows geometrically, up to `max_positions`.
+    ///
+    /// # Errors
+    /// As [`MlaCacheConfig::validate`].
+    pub fn with_capacity(config: MlaCacheConfig, capacity: usize) -> Result<Self> {
+        config.validate()?;
+        let (c, r) = (config.kv_lora_rank, config.qk_rope_head_dim);
         Ok(MlaCache {
-            layers: (0..layers)
-                .map(|_| LatentCache::new(c, r, capacity, max_position_embeddings))
+            config,
+            layers: (0..config.num_layers)
+                .map(|_| LatentCache::new(c, r, capacity, config.max_positions))
                 .collect(),
-            max_positions: max_position_embeddings,
         })
+    }
+
+    /// The sizes it was made for.
+    pub fn config(&self) -> &MlaCacheConfig {
+        &self.config
+    }
+
+    /// Checks that the cache was made for `expected`'s sizes.
+    ///
+    /// # Errors
+    /// [`Error::CacheMismatch`] naming the first size that differs.
+    pub fn check_config(&self, expected: &MlaCacheConfig) -> Result<()> {
+        let c = &self.config;
+        for (what, cache, expected) in [
+            ("layers", c.num_layers, expected.num_layers),
+            ("kv_lora_rank", c.kv_lora_rank, expected.kv_lora_rank),
+            (
+                "qk_rope_head_dim",
+                c.qk_rope_head_dim,
+                expected.qk_rope_head_dim,
+            ),
+            ("max_positions", c.max_positions, expected.max_positions),
+        ] {
+            if cache != expected {
+                return Err(Error::CacheMismatch {
+                    what,
+                    cache,
+                    expected,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that `adding` more tokens fit.
+    ///
+    /// # Errors
+    /// [`Error::ContextFull`].
+    pub fn check_room(&self, adding: usize) -> Result<()> {
+        match self.layers.first() {
+            Some(l) => l.check_room(adding),
+            None => Ok(()),
+        }
     }
 
     /// Tokens cached: the length of layer 0 (every layer has the same length between forward
@@ -190,7 +297,7 @@ impl MlaCache {
 
     /// The maximum number of tokens.
     pub fn max_positions(&self) -> usize {
-        self.max_positions
+        self.config.max_positions
     }
 
     /// Layer `l`.
@@ -230,6 +337,17 @@ impl MlaCache {
             l.truncate(len)?;
         }
         Ok(())
+    }
+
+    /// Drops every token past `len` in every layer, leaving layers already no longer as they
+    /// are: undoes a forward pass that failed after some of its layers appended.
+    pub fn rollback(&mut self, len: usize) {
+        for l in &mut self.layers {
+            if l.len() > len {
+                l.c_kv.truncate(len * l.c);
+                l.k_pe.truncate(len * l.r);
+            }
+        }
     }
 
     /// Empties every layer, keeping the allocation.

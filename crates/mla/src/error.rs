@@ -1,11 +1,11 @@
 //! The error type of deepblocks-mla.
 
-/// Everything that can go wrong in deepblocks-mla; each variant names the field, tensor or
+/// Everything that can go wrong in deepblocks-mla; each variant names the field, weight or
 /// position at fault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// From deepblocks-core: a file, a missing tensor, a tensor's shape or dtype.
+    /// From deepblocks-core: a weight of the wrong shape, a buffer of the wrong length.
     #[error(transparent)]
     Core(#[from] deepblocks_core::Error),
     /// From deepblocks-norm (the latent norms).
@@ -23,15 +23,11 @@ pub enum Error {
     /// `softmax_scale` is not a positive finite number.
     #[error("MlaConfig.softmax_scale = {0} must be finite and > 0")]
     SoftmaxScale(f32),
-    /// A weight handed to [`crate::Mla::new`] does not have the shape the config implies.
-    #[error("MLA weight {name}: expected shape {expected:?}, found {found:?}")]
-    WeightShape {
-        /// The checkpoint name of the weight (`kv_b_proj`, `q_a_layernorm`, ...).
-        name: &'static str,
-        /// The shape the config implies.
-        expected: Vec<usize>,
-        /// The shape it has.
-        found: Vec<usize>,
+    /// The config's sizes make a weight too large for this machine's `usize`.
+    #[error("MLA weight {weight}: its size overflows for this config")]
+    TooLarge {
+        /// The weight.
+        weight: &'static str,
     },
     /// The config and the weights disagree on the kind of query projection.
     #[error("the config asks for a {config} query projection, but the weights hold {weights}")]
@@ -41,17 +37,33 @@ pub enum Error {
         /// What the weights are.
         weights: &'static str,
     },
-    /// The input is not `[t, hidden_size]`, or `t` is 0.
-    #[error("MLA input: {found} values is not [t = {t}, hidden_size = {hidden}] (t must be ≥ 1)")]
-    Input {
-        /// Tokens requested.
+    /// A forward pass was given no tokens.
+    #[error("no tokens to run (t = 0)")]
+    EmptyInput,
+    /// The rotary rows handed to [`crate::Mla::forward_with`] are not those of the new tokens.
+    #[error(
+        "the rotary table rows are [{t}, {r}/2 pairs], but the layer needs [t = {expected_t}, \
+         qk_rope_head_dim = {expected_r}]: gather the rows of positions cache.len()..cache.len() + t"
+    )]
+    RopeRows {
+        /// Rows given.
         t: usize,
-        /// `hidden_size`.
-        hidden: usize,
-        /// Length of the input (or output) slice.
-        found: usize,
+        /// Their rotary width.
+        r: usize,
+        /// Tokens in the call.
+        expected_t: usize,
+        /// The layer's `qk_rope_head_dim`.
+        expected_r: usize,
     },
-    /// Appending would take the cache past `max_position_embeddings`.
+    /// An attention core was asked for more new queries than cached tokens.
+    #[error("attention over {s} cached tokens cannot hold {t} new queries (t must be ≤ s)")]
+    QueriesPastCache {
+        /// New queries.
+        t: usize,
+        /// Cached tokens.
+        s: usize,
+    },
+    /// Appending would take the cache past its maximum length.
     #[error(
         "the KV cache holds {cached} tokens; {adding} more would reach position {}, past \
          max_position_embeddings = {max_position_embeddings}",
@@ -73,19 +85,16 @@ pub enum Error {
         /// Layers in the cache.
         layers: usize,
     },
-    /// A cache was made for other dimensions than the attention using it.
-    #[error(
-        "KV cache rows are [c {cache_c} + r {cache_r}], but this attention needs [c {c} + r {r}]"
-    )]
+    /// A cache was made for another model or layer than the one using it.
+    #[error("the KV cache has {what} = {cache}, but this model needs {expected}")]
     CacheMismatch {
-        /// The cache's latent width.
-        cache_c: usize,
-        /// The cache's rope width.
-        cache_r: usize,
-        /// The attention's `kv_lora_rank`.
-        c: usize,
-        /// The attention's `qk_rope_head_dim`.
-        r: usize,
+        /// The size that differs (`layers`, `kv_lora_rank`, `qk_rope_head_dim`,
+        /// `max_positions`).
+        what: &'static str,
+        /// The cache's.
+        cache: usize,
+        /// The model's.
+        expected: usize,
     },
     /// `truncate` was asked to grow the cache.
     #[error("cannot truncate a KV cache of {len} tokens to {to}: truncation only shortens")]

@@ -23,11 +23,17 @@
 //! cached latents directly: no per-head key or value is ever formed, and the work per cached token
 //! is `2·n·(c + r)` instead of `n·(d + v)·c`.
 //!
+//! Both paths are public slice kernels over a latent cache the caller owns,
+//! [`attention_naive`] and [`attention_absorbed`] — the pair of einsums DeepSeek's `model.py`
+//! writes for each `attn_impl` — and [`Mla`] is the layer around them. Everything one layer
+//! needs is re-exported here (the weight type, the norm, the rope table and the softmax scale),
+//! so using MLA alone takes this one dependency.
+//!
 //! ```
-//! use deepblocks_core::Weight;
-//! use deepblocks_mla::{AttentionPath, Mla, MlaCache, MlaConfig, MlaWeights, QProj, QProjConfig};
-//! use deepblocks_norm::{RmsNorm, RmsNormConfig};
-//! use deepblocks_rope::{Layout, RopeConfig, RopeTable};
+//! use deepblocks_mla::{
+//!     AttentionPath, Layout, Mla, MlaCache, MlaCacheConfig, MlaConfig, MlaWeights, QProj,
+//!     QProjConfig, RmsNorm, RmsNormConfig, RopeConfig, RopeTable, Weight,
+//! };
 //!
 //! let (h, n, c, d, r, v) = (8, 2, 4, 2, 2, 3);
 //! let cfg = MlaConfig {
@@ -51,7 +57,8 @@
 //! let x: Vec<f32> = (0..3 * h).map(|i| (i as f32 * 0.37).sin()).collect();
 //!
 //! // Two caches, one per path: three tokens of prefill each.
-//! let (mut naive_cache, mut absorbed_cache) = (MlaCache::new(1, c, r, 8, 64)?, MlaCache::new(1, c, r, 8, 64)?);
+//! let sizes = MlaCacheConfig { num_layers: 1, kv_lora_rank: c, qk_rope_head_dim: r, max_positions: 64 };
+//! let (mut naive_cache, mut absorbed_cache) = (MlaCache::new(sizes)?, MlaCache::new(sizes)?);
 //! let (mut a, mut b) = (vec![0.0; 3 * h], vec![0.0; 3 * h]);
 //! mla.forward(&mut a, &x, 3, naive_cache.layer_mut(0)?, &rope, AttentionPath::Naive)?;
 //! mla.forward(&mut b, &x, 3, absorbed_cache.layer_mut(0)?, &rope, AttentionPath::Absorbed)?;
@@ -70,6 +77,17 @@ mod attention;
 mod cache;
 mod error;
 
-pub use attention::{AttentionPath, Mla, MlaConfig, MlaWeights, QProj, QProjConfig};
-pub use cache::{LatentCache, MlaCache};
+pub use attention::{
+    AttentionPath, AttentionShape, KvUpProjection, Mla, MlaConfig, MlaWeights, QProj, QProjConfig,
+    attention_absorbed, attention_naive,
+};
+pub use cache::{LatentCache, MlaCache, MlaCacheConfig};
 pub use error::{Error, Result};
+
+/// What one layer needs from the other blocks: the weight type, the latent norms, the rotary
+/// table and the softmax scale (with YaRN's factor).
+pub use deepblocks_core::{DType, Weight};
+pub use deepblocks_norm::{RmsNorm, RmsNormConfig};
+pub use deepblocks_rope::{
+    CosSin, Layout, RopeConfig, RopeScaling, RopeTable, YarnScaling, softmax_scale,
+};

@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An error from deepblocks-core (a weight of the wrong size, ...).
+    /// An error from deepblocks-core: a weight of the wrong shape, a buffer of the wrong length.
     #[error(transparent)]
     Core(#[from] deepblocks_core::Error),
 
@@ -72,17 +72,6 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// A tensor or argument has the wrong shape.
-    #[error("{tensor}: expected shape {expected:?}, found {found:?}")]
-    Shape {
-        /// The tensor (checkpoint name) or argument at fault.
-        tensor: String,
-        /// The shape needed.
-        expected: Vec<usize>,
-        /// The shape given.
-        found: Vec<usize>,
-    },
-
     /// A routing names an expert outside `0..experts`.
     #[error("routing: token {token}, slot {slot} names expert {expert}, outside 0..{experts}")]
     ExpertOutOfRange {
@@ -121,12 +110,13 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Shorthand for [`Error::Shape`].
-    pub(crate) fn shape(tensor: impl Into<String>, expected: &[usize], found: &[usize]) -> Self {
-        Error::Shape {
-            tensor: tensor.into(),
-            expected: expected.to_vec(),
-            found: found.to_vec(),
-        }
+    /// A core [`Shape`](deepblocks_core::Error::Shape) error naming the weight `what`.
+    pub(crate) fn shape(what: impl Into<String>, expected: &[usize], found: &[usize]) -> Self {
+        Error::Core(deepblocks_core::Error::shape(what, expected, found))
+    }
+
+    /// A core [`Length`](deepblocks_core::Error::Length) error naming the buffer `what`.
+    pub(crate) fn length(what: impl Into<String>, shape: &[usize], found: usize) -> Self {
+        Error::Core(deepblocks_core::Error::length(what, shape, found))
     }
 }

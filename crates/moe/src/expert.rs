@@ -48,7 +48,7 @@ impl Mlp {
     /// An MLP from separate `gate_proj [i, h]`, `up_proj [i, h]` and `down_proj [h, i]`.
     ///
     /// # Errors
-    /// [`Error::Shape`] naming `up_proj` or `down_proj` when it does not match `gate_proj`.
+    /// a core shape error naming `up_proj` or `down_proj` when it does not match `gate_proj`.
     pub fn new(gate_proj: Weight, up_proj: Weight, down_proj: Weight) -> Result<Self> {
         let [i, h] = gate_proj.shape();
         if up_proj.shape() != [i, h] {
@@ -64,7 +64,7 @@ impl Mlp {
     /// An MLP from a fused `gate_up_proj [2i, h]` (gate rows first) and `down_proj [h, i]`.
     ///
     /// # Errors
-    /// [`Error::Shape`] naming `gate_up_proj` when its row count is odd, or `down_proj` when it
+    /// a core shape error naming `gate_up_proj` when its row count is odd, or `down_proj` when it
     /// does not match.
     pub fn from_fused(gate_up_proj: Weight, down_proj: Weight) -> Result<Self> {
         let [two_i, h] = gate_up_proj.shape();
@@ -114,7 +114,7 @@ impl Mlp {
     /// `out[t, h] = down(silu(gate x) ⊙ up x)` for `x[t, h]`.
     ///
     /// # Errors
-    /// [`Error::Shape`] naming `x` or `out` when a length is not `t · h`.
+    /// a core shape error naming `x` or `out` when a length is not `t · h`.
     pub fn forward(&self, out: &mut [f32], x: &[f32], t: usize) -> Result<()> {
         self.check(out, x, t)?;
         self.forward_with(out, x, t, linear);
@@ -135,7 +135,7 @@ impl Mlp {
         let h = self.hidden_size();
         for (name, len) in [("x", x.len()), ("out", out.len())] {
             if Some(len) != t.checked_mul(h) {
-                return Err(Error::shape(name, &[t, h], &[len]));
+                return Err(Error::length(name, &[t, h], len));
             }
         }
         Ok(())
@@ -191,8 +191,8 @@ impl Experts {
     /// (`mlp.experts.{j}.{gate,up,down}_proj.weight`).
     ///
     /// # Errors
-    /// [`Error::Config`] for an empty list; [`Error::Shape`] naming
-    /// `mlp.experts.{j}.down_proj.weight` when expert j's shape differs from expert 0's.
+    /// [`Error::Config`] for an empty list; a core shape error naming
+    /// `experts[j].down_proj` when expert j's shape differs from expert 0's.
     pub fn from_mlps(experts: Vec<Mlp>) -> Result<Self> {
         let Some(first) = experts.first() else {
             return Err(Error::Config {
@@ -205,7 +205,7 @@ impl Experts {
         for (j, mlp) in experts.iter().enumerate() {
             if mlp.down_proj.shape() != shape {
                 return Err(Error::shape(
-                    format!("mlp.experts.{j}.down_proj.weight"),
+                    format!("experts[{j}].down_proj"),
                     &shape,
                     &mlp.down_proj.shape(),
                 ));
@@ -220,8 +220,8 @@ impl Experts {
     /// matrices ([`Weight::slice_rows`]), sharing their memory.
     ///
     /// # Errors
-    /// [`Error::Config`] for `n_experts = 0`; [`Error::Shape`] naming `mlp.experts.gate_up_proj`
-    /// or `mlp.experts.down_proj` when the row counts do not split into `n_experts` experts of
+    /// [`Error::Config`] for `n_experts = 0`; a core shape error naming the packed `gate_up_proj`
+    /// or `down_proj` when the row counts do not split into `n_experts` experts of
     /// one hidden and intermediate size.
     pub fn from_packed(
         gate_up_proj: &Weight,
@@ -238,14 +238,14 @@ impl Experts {
         let (h, i) = (gate_up_proj.cols(), down_proj.cols());
         if gate_up_proj.rows() != n_experts * 2 * i {
             return Err(Error::shape(
-                "mlp.experts.gate_up_proj (viewed as [e·2i, h])",
+                "gate_up_proj (packed, viewed as [e·2i, h])",
                 &[n_experts * 2 * i, h],
                 &gate_up_proj.shape(),
             ));
         }
         if down_proj.rows() != n_experts * h {
             return Err(Error::shape(
-                "mlp.experts.down_proj (viewed as [e·h, i])",
+                "down_proj (packed, viewed as [e·h, i])",
                 &[n_experts * h, i],
                 &down_proj.shape(),
             ));

@@ -23,7 +23,7 @@
 //!   built without copies from per-expert tensors or transformers 5's packed ones.
 //! - [`Moe`]: the layer; [`Moe::routed_grouped`] (tokens grouped by expert, one linear per expert,
 //!   experts in parallel), [`Moe::routed_decode`] (one token, its k experts in parallel),
-//!   [`Moe::routed_naive`]; [`FeedForward`] and [`is_moe_layer`] for the decoder.
+//!   [`Moe::routed_naive`].
 //! - [`stats`]: tokens per expert and the expert-, device- and communication-balance losses of
 //!   §2.2.3.
 //!
@@ -66,7 +66,7 @@ pub mod stats;
 pub use deepblocks_core::sigmoid;
 pub use error::{Error, Result};
 pub use expert::{Experts, GateUp, Mlp};
-pub use moe::{FeedForward, Moe, MoeConfig, SharedExperts, is_moe_layer};
+pub use moe::{Moe, MoeConfig, SharedExperts};
 pub use router::{
     NORM_EPS, Router, RouterConfig, Routing, Scoring, TopkMethod, Weighting, route_scores,
     route_scores_naive,

@@ -79,9 +79,8 @@ impl Moe {
     /// `mlp.gate.e_score_correction_bias [e]` (`noaux_tc` only).
     ///
     /// # Errors
-    /// As [`Router::new`]; [`Error::Shape`] naming `mlp.gate.weight`, `mlp.experts`,
-    /// `mlp.experts.0.down_proj.weight` or `mlp.shared_experts.down_proj.weight` when a weight
-    /// does not match the configuration; [`Error::Config`] naming `n_shared_experts` when the
+    /// As [`Router::new`]; a core shape error naming `gate`, `experts`, `experts[0].down_proj`
+    /// or `shared_experts.down_proj` when a weight does not match the configuration; [`Error::Config`] naming `n_shared_experts` when the
     /// shared experts are present but configured absent, or the reverse.
     pub fn new(
         config: MoeConfig,
@@ -93,19 +92,15 @@ impl Moe {
         let (h, i) = (config.hidden_size, config.moe_intermediate_size);
         let e = config.router.n_routed_experts;
         if gate.cols() != h {
-            return Err(Error::shape("mlp.gate.weight", &[e, h], &gate.shape()));
+            return Err(Error::shape("gate", &[e, h], &gate.shape()));
         }
         let gate = Router::new(config.router.clone(), gate, e_score_correction_bias)?;
         if experts.len() != e {
-            return Err(Error::shape("mlp.experts", &[e], &[experts.len()]));
+            return Err(Error::length("experts", &[e], experts.len()));
         }
         let down = experts.get(0).down_proj();
         if down.shape() != [h, i] {
-            return Err(Error::shape(
-                "mlp.experts.0.down_proj.weight",
-                &[h, i],
-                &down.shape(),
-            ));
+            return Err(Error::shape("experts[0].down_proj", &[h, i], &down.shape()));
         }
         match (&shared_experts, config.n_shared_experts) {
             (SharedExperts::None, 0) => {}
@@ -113,7 +108,7 @@ impl Moe {
                 let width = i * n;
                 if mlp.down_proj().shape() != [h, width] {
                     return Err(Error::shape(
-                        "mlp.shared_experts.down_proj.weight",
+                        "shared_experts.down_proj",
                         &[h, width],
                         &mlp.down_proj().shape(),
                     ));
@@ -185,7 +180,7 @@ impl Moe {
     /// [`crate::stats`]).
     ///
     /// # Errors
-    /// [`Error::Shape`] naming `x` or `out`; as [`Router::route`].
+    /// a core shape error naming `x` or `out`; as [`Router::route`].
     pub fn forward(&self, out: &mut [f32], x: &[f32], t: usize) -> Result<Routing> {
         self.check_io(out, x, t)?;
         let routing = self.gate.route(x, t)?;
@@ -224,7 +219,7 @@ impl Moe {
     /// the thread schedule.
     ///
     /// # Errors
-    /// [`Error::Shape`] naming `routing`, `x` or `out` when they do not match this layer.
+    /// a core shape error naming `routing`, `x` or `out` when they do not match this layer.
     pub fn routed_grouped(&self, out: &mut [f32], x: &[f32], routing: &Routing) -> Result<()> {
         self.check_routing(out, x, routing)?;
         let (t, k, h) = (routing.tokens(), routing.k(), self.config.hidden_size);
@@ -340,7 +335,7 @@ impl Moe {
         let h = self.config.hidden_size;
         for (name, len) in [("x", x.len()), ("out", out.len())] {
             if Some(len) != t.checked_mul(h) {
-                return Err(Error::shape(name, &[t, h], &[len]));
+                return Err(Error::length(name, &[t, h], len));
             }
         }
         Ok(())
@@ -407,67 +402,4 @@ impl DispatchPlan {
     fn entries(&self, j: usize) -> &[(usize, usize)] {
         &self.entries[self.offsets[j]..self.offsets[j + 1]]
     }
-}
-
-/// The feed-forward block of a decoder layer: the dense MLP of the first
-/// `first_k_dense_replace` layers, or a MoE layer (see [`is_moe_layer`]).
-#[derive(Clone, Debug)]
-pub enum FeedForward {
-    /// A dense SwiGLU MLP of width `intermediate_size` (`mlp.{gate,up,down}_proj`).
-    Dense(Mlp),
-    /// A DeepSeekMoE layer (boxed: it is much larger than an MLP).
-    Moe(Box<Moe>),
-}
-
-impl FeedForward {
-    /// Bytes of its weights, in their stored dtypes.
-    pub fn weight_bytes(&self) -> usize {
-        match self {
-            FeedForward::Dense(mlp) => mlp.weight_bytes(),
-            FeedForward::Moe(moe) => moe.weight_bytes(),
-        }
-    }
-
-    /// `out[t, h]` for `x[t, h]`; the routing for a MoE layer.
-    ///
-    /// # Errors
-    /// As [`Mlp::forward`] or [`Moe::forward`].
-    pub fn forward(&self, out: &mut [f32], x: &[f32], t: usize) -> Result<Option<Routing>> {
-        match self {
-            FeedForward::Dense(mlp) => mlp.forward(out, x, t).map(|()| None),
-            FeedForward::Moe(moe) => moe.forward(out, x, t).map(Some),
-        }
-    }
-}
-
-/// Whether decoder layer `layer` (0-based) is a MoE layer, by DeepSeek's rule:
-/// `layer >= first_k_dense_replace && layer % moe_layer_freq == 0`.
-///
-/// transformers 5 ignores `moe_layer_freq` (a layer is MoE iff `layer >=
-/// first_k_dense_replace`); the two agree for every released DeepSeek-V2 config
-/// (`moe_layer_freq = 1`).
-///
-/// ```
-/// use deepblocks_moe::is_moe_layer;
-/// assert!(!is_moe_layer(0, 1, 1)?); // V2 and V2-Lite: layer 0 is dense
-/// assert!(is_moe_layer(1, 1, 1)?);
-/// assert!(!is_moe_layer(3, 1, 2)?); // every other layer
-/// # Ok::<(), deepblocks_moe::Error>(())
-/// ```
-///
-/// # Errors
-/// [`Error::Config`] naming `moe_layer_freq` when it is 0.
-pub fn is_moe_layer(
-    layer: usize,
-    first_k_dense_replace: usize,
-    moe_layer_freq: usize,
-) -> Result<bool> {
-    if moe_layer_freq == 0 {
-        return Err(Error::Config {
-            field: "moe_layer_freq",
-            value: "0".into(),
-            reason: "must be at least 1",
-        });
-    }
-    Ok(layer >= first_k_dense_replace && layer.is_multiple_of(moe_layer_freq))
 }

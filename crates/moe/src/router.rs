@@ -294,10 +294,10 @@ impl RouterConfig {
             }),
             Some(b) => {
                 if b.len() != self.n_routed_experts {
-                    return Err(Error::shape(
+                    return Err(Error::length(
                         "e_score_correction_bias",
                         &[self.n_routed_experts],
-                        &[b.len()],
+                        b.len(),
                     ));
                 }
                 check_finite("e_score_correction_bias", b)
@@ -338,7 +338,7 @@ impl Routing {
     /// and scores finite.
     ///
     /// # Errors
-    /// [`Error::Shape`] naming `ids`, `weights` or `scores` when a length is not `[t, k]` /
+    /// a core shape or length error naming `ids`, `weights` or `scores` when a length is not `[t, k]` /
     /// `[t, n_experts]`; [`Error::ExpertOutOfRange`]; [`Error::DuplicateExpert`];
     /// [`Error::NonFinite`].
     pub fn new(
@@ -355,11 +355,7 @@ impl Routing {
             ("scores", scores.len(), [t, n_experts]),
         ] {
             if Some(len) != shape[0].checked_mul(shape[1]) {
-                return Err(Error::Shape {
-                    tensor: name.into(),
-                    expected: shape.to_vec(),
-                    found: vec![len],
-                });
+                return Err(Error::length(name, &shape, len));
             }
         }
         for token in 0..t {
@@ -462,7 +458,7 @@ impl Routing {
 /// A single pass per token keeps the k best candidates in order (O(e·k)).
 ///
 /// # Errors
-/// As [`RouterConfig::validate`]; [`Error::Shape`] naming the slice whose length is wrong;
+/// As [`RouterConfig::validate`]; a core shape or length error naming the slice whose length is wrong;
 /// [`Error::Config`] for a missing or unexpected bias; [`Error::NonFinite`] for a non-finite
 /// score or bias.
 pub fn route_scores(
@@ -605,11 +601,7 @@ fn check_route_args(
         ("scores", scores.len(), [t, e]),
     ] {
         if Some(len) != t.checked_mul(shape[1]) {
-            return Err(Error::Shape {
-                tensor: name.into(),
-                expected: shape.to_vec(),
-                found: vec![len],
-            });
+            return Err(Error::length(name, &shape, len));
         }
     }
     check_finite("scores", scores)
@@ -684,7 +676,7 @@ impl Router {
     /// `e_score_correction_bias` (`[e]`) is required by `noaux_tc` and refused otherwise.
     ///
     /// # Errors
-    /// As [`RouterConfig::validate`]; [`Error::Shape`] naming `mlp.gate.weight` when it does not
+    /// As [`RouterConfig::validate`]; a core shape error naming `gate` (the weight) when it does not
     /// have e rows, or `e_score_correction_bias` when it does not have e entries;
     /// [`Error::Config`] for a missing or unexpected bias; [`Error::NonFinite`] for a
     /// non-finite bias entry.
@@ -696,7 +688,7 @@ impl Router {
         config.validate()?;
         if weight.rows() != config.n_routed_experts {
             return Err(Error::shape(
-                "mlp.gate.weight",
+                "gate",
                 &[config.n_routed_experts, weight.cols()],
                 &weight.shape(),
             ));
@@ -737,13 +729,13 @@ impl Router {
     /// Gate logits `logits[t, e] = x[t, h] · W_gᵀ` in f32, checked to be finite.
     ///
     /// # Errors
-    /// [`Error::Shape`] naming `x` or `logits` for wrong lengths;
+    /// a core shape or length error naming `x` or `logits` for wrong lengths;
     /// [`Error::NonFiniteGateLogit`] naming the token, the expert and the value.
     pub fn gate_logits(&self, logits: &mut [f32], x: &[f32], t: usize) -> Result<()> {
         self.check_x(x, t)?;
         let e = self.n_experts();
         if Some(logits.len()) != t.checked_mul(e) {
-            return Err(Error::shape("logits", &[t, e], &[logits.len()]));
+            return Err(Error::length("logits", &[t, e], logits.len()));
         }
         linear(logits, x, &self.weight, t);
         check_logits(logits, e)
@@ -814,7 +806,7 @@ impl Router {
     fn check_x(&self, x: &[f32], t: usize) -> Result<()> {
         let h = self.hidden_size();
         if Some(x.len()) != t.checked_mul(h) {
-            return Err(Error::shape("x", &[t, h], &[x.len()]));
+            return Err(Error::length("x", &[t, h], x.len()));
         }
         Ok(())
     }

@@ -2,9 +2,7 @@
 //! weight layouts and every stored dtype.
 
 use deepblocks_core::{DType, Weight};
-use deepblocks_moe::{
-    Experts, FeedForward, Mlp, Moe, MoeConfig, RouterConfig, SharedExperts, TopkMethod,
-};
+use deepblocks_moe::{Experts, Mlp, Moe, MoeConfig, RouterConfig, SharedExperts, TopkMethod};
 use proptest::prelude::*;
 
 /// A deterministic generator of values in [-1, 1).
@@ -225,10 +223,7 @@ fn routed_sum_is_the_weighted_sum_of_the_chosen_experts() {
         *w += v;
     }
     let mut got = vec![0.0; s.h];
-    FeedForward::Moe(Box::new(moe))
-        .forward(&mut got, &x, 1)
-        .unwrap()
-        .expect("a MoE layer returns its routing");
+    moe.forward(&mut got, &x, 1).unwrap();
     assert_near(&got, &want, "routed + shared sum");
 }
 
@@ -289,10 +284,9 @@ fn weight_bytes_count_every_matrix_once_in_its_stored_dtype() {
                 SharedExperts::None => unreachable!("built with shared experts"),
             };
             assert_eq!(
-                FeedForward::Dense(shared_mlp).weight_bytes(),
+                shared_mlp.weight_bytes(),
                 3 * n_shared * i * h * dtype.size_bytes()
             );
-            assert_eq!(FeedForward::Moe(Box::new(moe)).weight_bytes(), want);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The balance statistics of DeepSeek-V2 §2.2.3 on hand-worked cases, and their invariants.
 
-use deepblocks_moe::{Routing, is_moe_layer, stats};
+use deepblocks_moe::{Routing, stats};
 use proptest::prelude::*;
 
 #[test]
@@ -80,14 +80,4 @@ proptest! {
         prop_assert!((b.expert_loss - exp).abs() < 1e-12);
         prop_assert_eq!(stats::expert_counts(&r).iter().sum::<usize>(), t * k);
     }
-}
-
-#[test]
-fn dense_and_moe_layers_of_deepseek_v2() {
-    // V2 and V2-Lite: first_k_dense_replace = 1, moe_layer_freq = 1.
-    let moe: Vec<bool> = (0..4).map(|l| is_moe_layer(l, 1, 1).unwrap()).collect();
-    assert_eq!(moe, [false, true, true, true]);
-    // moe_layer_freq = 2 with two dense layers first: layers 2, 4, ...
-    let moe: Vec<bool> = (0..6).map(|l| is_moe_layer(l, 2, 2).unwrap()).collect();
-    assert_eq!(moe, [false, false, true, false, true, false]);
 }

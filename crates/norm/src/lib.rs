@@ -26,14 +26,14 @@
 
 #![deny(missing_docs)]
 
-use deepblocks_core::{SafeTensorsStore, half::bf16, sum_squares};
+use deepblocks_core::{half::bf16, sum_squares};
 use ndarray::{Array2, ArrayView2};
 
 /// Errors of deepblocks-norm.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An error from deepblocks-core (file, tensor, shape).
+    /// An error from deepblocks-core: a weight or an input of the wrong length or shape.
     #[error(transparent)]
     Core(#[from] deepblocks_core::Error),
     /// `RmsNormConfig.hidden` is zero.
@@ -42,14 +42,6 @@ pub enum Error {
     /// `RmsNormConfig.eps` is negative or not finite.
     #[error("RmsNormConfig.eps = {0} must be finite and ≥ 0")]
     Eps(f32),
-    /// The weight does not have `hidden` elements.
-    #[error("RMSNorm weight has {found} elements, but hidden = {expected}")]
-    WeightLength {
-        /// `hidden`.
-        expected: usize,
-        /// The weight's length.
-        found: usize,
-    },
 }
 
 /// `Result` with this crate's [`enum@Error`].
@@ -91,14 +83,18 @@ impl RmsNorm {
     /// A norm with the given weight.
     ///
     /// # Errors
-    /// An invalid config, or [`Error::WeightLength`] when `weight.len() != hidden`.
+    /// An invalid config, or a core [`deepblocks_core::Error::Length`] naming the weight when
+    /// `weight.len() != hidden`.
     pub fn new(config: RmsNormConfig, weight: Vec<f32>) -> Result<Self> {
         config.validate()?;
         if weight.len() != config.hidden {
-            return Err(Error::WeightLength {
+            return Err(deepblocks_core::Error::Length {
+                what: "RMSNorm weight".into(),
+                shape: vec![config.hidden],
                 expected: config.hidden,
                 found: weight.len(),
-            });
+            }
+            .into());
         }
         Ok(RmsNorm { config, weight })
     }
@@ -109,17 +105,6 @@ impl RmsNorm {
     /// An invalid config.
     pub fn ones(config: RmsNormConfig) -> Result<Self> {
         RmsNorm::new(config, vec![1.0; config.hidden])
-    }
-
-    /// Loads the weight `name` (shape `[hidden]`, any supported dtype) from a checkpoint.
-    ///
-    /// # Errors
-    /// The tensor is missing, has another shape or an unsupported dtype (naming it), or the
-    /// config is invalid.
-    pub fn from_store(store: &SafeTensorsStore, name: &str, config: RmsNormConfig) -> Result<Self> {
-        config.validate()?;
-        let w = store.tensor_f32(name, &[config.hidden])?;
-        RmsNorm::new(config, w.to_vec())
     }
 
     /// The configuration.

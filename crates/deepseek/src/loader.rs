@@ -1,0 +1,360 @@
+//! The one loader: the only code that knows checkpoint tensor names. It reads each tensor with
+//! the shape the architecture description implies and hands the blocks their weights.
+//!
+//! ```text
+//! model.embed_tokens.weight                          [V, h]
+//! model.layers.{l}.input_layernorm.weight            [h]
+//! model.layers.{l}.self_attn.q_proj.weight           [n(d+r), h]         (q_lora_rank null)
+//! model.layers.{l}.self_attn.q_a_proj.weight         [q, h]              (else, with
+//! model.layers.{l}.self_attn.q_a_layernorm.weight    [q]                  q_a_layernorm and
+//! model.layers.{l}.self_attn.q_b_proj.weight         [n(d+r), q]          q_b_proj)
+//! model.layers.{l}.self_attn.kv_a_proj_with_mqa.weight [c+r, h]
+//! model.layers.{l}.self_attn.kv_a_layernorm.weight   [c]
+//! model.layers.{l}.self_attn.kv_b_proj.weight        [n(d+v), c]
+//! model.layers.{l}.self_attn.o_proj.weight           [h, n·v]
+//! model.layers.{l}.post_attention_layernorm.weight   [h]
+//! model.layers.{l}.mlp.{gate,up,down}_proj.weight    [I, h] [I, h] [h, I]   (dense layers)
+//! model.layers.{l}.mlp.gate.weight                   [e, h]                 (MoE layers)
+//! model.layers.{l}.mlp.experts.{j}.{gate,up,down}_proj.weight  [i, h] [i, h] [h, i]
+//!   or transformers 5's packed mlp.experts.gate_up_proj [e, 2i, h], mlp.experts.down_proj [e, h, i]
+//! model.layers.{l}.mlp.shared_experts.{gate,up,down}_proj.weight  width n_shared·i
+//! model.norm.weight                                  [h]
+//! lm_head.weight                                     [V, h]                 (unless tied)
+//! ```
+
+use std::cell::Cell;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use deepblocks_config::{Architecture, LayerKind, Parsed, QueryProjection};
+use deepblocks_core::{DType, SafeTensorsStore, Weight};
+use deepblocks_embed::{Embedding, Embeddings, LmHead};
+use deepblocks_mla::{AttentionPath, Mla, MlaWeights, QProj};
+use deepblocks_moe::{Experts, Mlp, Moe, SharedExperts, Weighting};
+use deepblocks_norm::RmsNorm;
+use deepblocks_rope::RopeTable;
+
+use crate::model::{DecoderLayer, FeedForward};
+use crate::{Error, Model, Result, blocks};
+
+/// Rows of the RoPE table computed at load time; later positions are computed when first used.
+const ROPE_ROWS_AT_LOAD: usize = 8192;
+
+/// What a load has done so far, passed to [`LoadOptions::progress`] after each decoder layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadProgress {
+    /// Decoder layers built.
+    pub layers_loaded: usize,
+    /// Decoder layers in the model.
+    pub num_layers: usize,
+}
+
+/// A callback that sees the load's progress (the examples draw a bar with it; the library
+/// writes nothing to stderr).
+pub type ProgressFn = Arc<dyn Fn(LoadProgress) + Send + Sync>;
+
+/// How to load a model.
+#[derive(Clone, Default)]
+pub struct LoadOptions {
+    /// Convert every matrix to this dtype instead of keeping the stored one (`Some(DType::F32)`
+    /// widens a bf16 checkpoint: twice the memory, a copy instead of a memory map). `None` keeps
+    /// bf16 weights bf16, borrowed from the map.
+    pub dtype: Option<DType>,
+    /// Overrides how routing weights combine `norm_topk_prob` and `routed_scaling_factor`.
+    /// `None` (the default) is the family's own rule, from the architecture description
+    /// (DeepSeek's for `deepseek_v2`); [`Weighting::ScaleOnly`] reproduces transformers 5's
+    /// `deepseek_v2`, which ignores `norm_topk_prob`.
+    pub weighting: Option<Weighting>,
+    /// The attention path for prompts of more than one token (decode steps always use the
+    /// absorbed path).
+    pub prefill_attention: AttentionPath,
+    /// Called after each decoder layer is built.
+    pub progress: Option<ProgressFn>,
+}
+
+impl fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("dtype", &self.dtype)
+            .field("weighting", &self.weighting)
+            .field("prefill_attention", &self.prefill_attention)
+            .field("progress", &self.progress.as_ref().map(|_| "callback"))
+            .finish()
+    }
+}
+
+/// What loading found: the config keys it did not know, and what it read from the checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// `config.json` keys that were neither read nor known to be inert (see
+    /// [`deepblocks_config::Parsed::unknown_keys`]); worth a note to the user.
+    pub unknown_config_keys: Vec<String>,
+    /// Tensors read from the checkpoint.
+    pub tensors: usize,
+    /// Their elements: the parameters the model holds (a tied `lm_head` counted once).
+    pub parameters: usize,
+}
+
+impl Model {
+    /// Loads a Hugging Face model folder (`config.json` plus `model.safetensors` or the sharded
+    /// `model.safetensors.index.json`) with [`LoadOptions::default`].
+    ///
+    /// # Errors
+    /// As [`Model::load_with`].
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        Model::load_with(dir, &LoadOptions::default())
+    }
+
+    /// Loads a model folder. Weights are memory-mapped and stay in their stored dtype unless
+    /// `options.dtype` asks otherwise. The checkpoint files must not be modified while the model
+    /// is alive (the map reads them in place).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad `config.json` (naming the file and the key, or an unsupported
+    /// `model_type`); [`Error::Core`] for a missing file or a missing tensor (naming it and its
+    /// expected shape), a tensor of the wrong shape or an unsupported dtype.
+    pub fn load_with(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
+        let dir = dir.as_ref();
+        let parsed = Architecture::from_file(dir.join("config.json"))?;
+        let store = SafeTensorsStore::open(dir)?;
+        Model::from_parsed(parsed, &store, options)
+    }
+
+    /// Builds the model of `arch` (read, or built and edited by hand) from an open checkpoint.
+    ///
+    /// # Errors
+    /// As [`Model::load_with`]; [`Error::Config`] when `arch` does not validate.
+    pub fn from_store(
+        arch: Architecture,
+        store: &SafeTensorsStore,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let parsed = Parsed {
+            architecture: arch,
+            unknown_keys: Vec::new(),
+        };
+        Model::from_parsed(parsed, store, options)
+    }
+
+    fn from_parsed(
+        parsed: Parsed<Architecture>,
+        store: &SafeTensorsStore,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let arch = parsed.architecture;
+        arch.validate()?;
+        let load = Loader {
+            store,
+            dtype: options.dtype,
+            tensors: Cell::new(0),
+            parameters: Cell::new(0),
+        };
+        let embeddings = load.embeddings(&arch)?;
+        let n_layers = arch.num_hidden_layers;
+        // Each layer reads several tensors: a layer count the file cannot hold fails at its first
+        // missing tensor, before a large reservation.
+        let mut layers = Vec::with_capacity(n_layers.min(store.len()));
+        for l in 0..n_layers {
+            layers.push(load.decoder_layer(&arch, l, options.weighting)?);
+            if let Some(progress) = &options.progress {
+                progress(LoadProgress {
+                    layers_loaded: l + 1,
+                    num_layers: n_layers,
+                });
+            }
+        }
+        let norm = load.norm("model.norm.weight", &arch, arch.hidden_size)?;
+        let rope_config = blocks::rope_config(&arch);
+        let rope = RopeTable::with_len(
+            rope_config,
+            ROPE_ROWS_AT_LOAD.min(rope_config.max_position_embeddings),
+        )?;
+        let report = LoadReport {
+            unknown_config_keys: parsed.unknown_keys,
+            tensors: load.tensors.get(),
+            parameters: load.parameters.get(),
+        };
+        Ok(Model::from_blocks(
+            arch,
+            embeddings,
+            layers,
+            norm,
+            rope,
+            options.prefill_attention,
+            report,
+        ))
+    }
+}
+
+/// Reads tensors by checkpoint name with the shape the description implies, converting on
+/// request, and counts what it read.
+struct Loader<'a> {
+    store: &'a SafeTensorsStore,
+    dtype: Option<DType>,
+    tensors: Cell<usize>,
+    parameters: Cell<usize>,
+}
+
+impl Loader<'_> {
+    fn counted(&self, elements: usize) {
+        self.tensors.set(self.tensors.get() + 1);
+        self.parameters.set(self.parameters.get() + elements);
+    }
+
+    fn convert(&self, w: Weight) -> Weight {
+        match self.dtype {
+            Some(d) => w.to_dtype(d),
+            None => w,
+        }
+    }
+
+    fn weight(&self, name: &str, shape: [usize; 2]) -> Result<Weight> {
+        let w = self.store.weight(name, shape)?;
+        self.counted(shape[0] * shape[1]);
+        Ok(self.convert(w))
+    }
+
+    /// A 3-D tensor `[a, b, c]` viewed as `[a·b, c]`.
+    fn stacked(&self, name: &str, shape: [usize; 3]) -> Result<Weight> {
+        let [a, b, c] = shape;
+        let w = self.store.weight_reshaped(name, &shape, a * b, c)?;
+        self.counted(a * b * c);
+        Ok(self.convert(w))
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let v = self.store.tensor_f32(name, &[len])?.to_vec();
+        self.counted(len);
+        Ok(v)
+    }
+
+    fn norm(&self, name: &str, arch: &Architecture, width: usize) -> Result<RmsNorm> {
+        let w = self.vector(name, width)?;
+        Ok(RmsNorm::new(blocks::norm_config(arch, width), w)?)
+    }
+
+    fn mlp(&self, prefix: &str, h: usize, i: usize) -> Result<Mlp> {
+        Mlp::new(
+            self.weight(&format!("{prefix}.gate_proj.weight"), [i, h])?,
+            self.weight(&format!("{prefix}.up_proj.weight"), [i, h])?,
+            self.weight(&format!("{prefix}.down_proj.weight"), [h, i])?,
+        )
+        .map_err(|e| block(prefix, e.into()))
+    }
+
+    fn embeddings(&self, arch: &Architecture) -> Result<Embeddings> {
+        let (v, h) = (arch.vocab_size, arch.hidden_size);
+        let embed_tokens = Embedding::new(self.weight("model.embed_tokens.weight", [v, h])?);
+        let lm_head = if arch.tie_word_embeddings {
+            LmHead::Tied
+        } else {
+            LmHead::Separate(self.weight("lm_head.weight", [v, h])?)
+        };
+        Ok(Embeddings::new(embed_tokens, lm_head)?)
+    }
+
+    fn decoder_layer(
+        &self,
+        arch: &Architecture,
+        l: usize,
+        weighting: Option<Weighting>,
+    ) -> Result<DecoderLayer> {
+        let p = format!("model.layers.{l}");
+        let h = arch.hidden_size;
+        Ok(DecoderLayer {
+            input_layernorm: self.norm(&format!("{p}.input_layernorm.weight"), arch, h)?,
+            self_attn: self.attention(arch, &format!("{p}.self_attn"))?,
+            post_attention_layernorm: self.norm(
+                &format!("{p}.post_attention_layernorm.weight"),
+                arch,
+                h,
+            )?,
+            mlp: self.feed_forward(arch, l, &format!("{p}.mlp"), weighting)?,
+        })
+    }
+
+    fn attention(&self, arch: &Architecture, prefix: &str) -> Result<Mla> {
+        let a = &arch.attention;
+        let (h, n, c) = (arch.hidden_size, a.num_attention_heads, a.kv_lora_rank);
+        let (d, r, v) = (a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim);
+        let name = |s: &str| format!("{prefix}.{s}");
+        let q = match a.q_proj {
+            QueryProjection::Full => QProj::Full {
+                q_proj: self.weight(&name("q_proj.weight"), [n * (d + r), h])?,
+            },
+            QueryProjection::LowRank { q_lora_rank: q } => QProj::LowRank {
+                q_a_proj: self.weight(&name("q_a_proj.weight"), [q, h])?,
+                q_a_layernorm: self.norm(&name("q_a_layernorm.weight"), arch, q)?,
+                q_b_proj: self.weight(&name("q_b_proj.weight"), [n * (d + r), q])?,
+            },
+        };
+        let weights = MlaWeights {
+            q,
+            kv_a_proj_with_mqa: self.weight(&name("kv_a_proj_with_mqa.weight"), [c + r, h])?,
+            kv_a_layernorm: self.norm(&name("kv_a_layernorm.weight"), arch, c)?,
+            kv_b_proj: self.weight(&name("kv_b_proj.weight"), [n * (d + v), c])?,
+            o_proj: self.weight(&name("o_proj.weight"), [h, n * v])?,
+        };
+        Mla::new(blocks::mla_config(arch)?, weights).map_err(|e| block(prefix, e.into()))
+    }
+
+    fn feed_forward(
+        &self,
+        arch: &Architecture,
+        layer: usize,
+        prefix: &str,
+        weighting: Option<Weighting>,
+    ) -> Result<FeedForward> {
+        let h = arch.hidden_size;
+        let moe = match (arch.layer_kind(layer), arch.moe()) {
+            (LayerKind::Moe, Some(moe)) => moe,
+            _ => {
+                return Ok(FeedForward::Dense(self.mlp(
+                    prefix,
+                    h,
+                    arch.intermediate_size,
+                )?));
+            }
+        };
+        let (e, i) = (moe.n_routed_experts, moe.moe_intermediate_size);
+        let gate = self.weight(&format!("{prefix}.gate.weight"), [e, h])?;
+        // transformers 5 keeps the routed experts packed; the hub checkpoints store each one.
+        let packed = format!("{prefix}.experts.gate_up_proj");
+        let experts = if self.store.contains(&packed) {
+            Experts::from_packed(
+                &self.stacked(&packed, [e, 2 * i, h])?,
+                &self.stacked(&format!("{prefix}.experts.down_proj"), [e, h, i])?,
+                e,
+            )
+        } else {
+            Experts::from_mlps(
+                (0..e)
+                    .map(|j| self.mlp(&format!("{prefix}.experts.{j}"), h, i))
+                    .collect::<Result<Vec<_>>>()?,
+            )
+        }
+        .map_err(|err| block(prefix, err.into()))?;
+        let shared = match moe.n_shared_experts {
+            0 => SharedExperts::None,
+            ns => SharedExperts::Mlp(self.mlp(&format!("{prefix}.shared_experts"), h, i * ns)?),
+        };
+        let moe_layer = Moe::new(
+            blocks::moe_config(arch, moe, weighting),
+            gate,
+            None,
+            experts,
+            shared,
+        )
+        .map_err(|err| block(prefix, err.into()))?;
+        Ok(FeedForward::Moe(Box::new(moe_layer)))
+    }
+}
+
+/// `err` in the block at `prefix`.
+fn block(prefix: &str, err: Error) -> Error {
+    Error::Block {
+        prefix: prefix.to_string(),
+        source: Box::new(err),
+    }
+}
