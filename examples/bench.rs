@@ -8,6 +8,8 @@
 //! prints on its last line `{"prefill_tok_s": …, "decode_tok_s": …, "peak_rss_mb": …}`. Peak RSS is
 //! the process's high-water mark (`VmHWM`), which counts the memory-mapped weights it touched.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -74,7 +76,7 @@ fn once(
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let model = Model::load_with(&args.model, &LoadOptions::default())?;
+    let model = common::load(&args.model, LoadOptions::default())?;
     let vocab = model.config().vocab_size as u64;
     let mut s = 0x9E37_79B9_7F4A_7C15u64;
     let prompt: Vec<u32> = (0..args.prompt_len)

@@ -9,12 +9,14 @@
 //! tokenizer has a chat template (DeepSeek-V2-Chat), the prompt is sent as a user turn; otherwise
 //! it is continued as plain text (and echoed first). Reports prefill and decode tokens/s on stderr.
 
+mod common;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use deepblocks::deepseek::{GenerateOptions, LoadOptions, Model, SamplingConfig, StopReason};
+use deepblocks::deepseek::{GenerateOptions, LoadOptions, SamplingConfig, StopReason};
 use deepblocks::tokenize::Tokenizer;
 
 /// Generate text with a DeepSeek-V2-family model.
@@ -49,7 +51,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-shakespeare")
     });
     let tokenizer = Tokenizer::from_dir(&dir)?;
-    let model = Model::load_with(&dir, &LoadOptions::default())?;
+    let model = common::load(&dir, LoadOptions::default())?;
     let chat = !args.no_chat && tokenizer.chat_template().is_some();
     let options = GenerateOptions {
         max_tokens: args.max_tokens,

@@ -8,11 +8,13 @@
 //! tokens as one prompt, and writes a safetensors file with one f32 tensor `logits` of shape
 //! `[tokens, vocab]` (every position).
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use deepblocks::deepseek::{LoadOptions, Model, Positions};
+use deepblocks::deepseek::{LoadOptions, Positions};
 
 /// Logits of every position of a token sequence, written as safetensors.
 #[derive(Parser)]
@@ -29,7 +31,7 @@ struct Args {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let model = Model::load_with(&args.model, &LoadOptions::default())?;
+    let model = common::load(&args.model, LoadOptions::default())?;
     let mut cache = model.new_cache(args.tokens.len())?;
     let logits = model.forward(&args.tokens, &mut cache, Positions::All)?;
     let (t, v) = (args.tokens.len(), model.config().vocab_size);

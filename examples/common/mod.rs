@@ -1,0 +1,48 @@
+//! What the examples share: loading a model with a progress bar and a note about unknown
+//! config keys, on stderr (the library itself writes nothing).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use deepblocks::deepseek::{LoadOptions, LoadProgress, Model};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Loads `dir` with `options`, drawing the layers loaded as a bar when stderr is a terminal,
+/// then a line with the load time and any config keys the reader did not know.
+pub fn load(dir: &Path, options: LoadOptions) -> Result<Model, deepblocks::deepseek::Error> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} layers {elapsed}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(dir.display().to_string());
+    let drawn = bar.clone();
+    let options = LoadOptions {
+        progress: Some(Arc::new(move |p: LoadProgress| {
+            drawn.set_length(p.num_layers as u64);
+            drawn.set_position(p.layers_loaded as u64);
+        })),
+        ..options
+    };
+    let started = Instant::now();
+    let model = Model::load_with(dir, &options);
+    bar.finish_and_clear();
+    let model = model?;
+    eprintln!(
+        "loaded {} ({} layers, {:.1} MB of weights) in {:.2} s",
+        dir.display(),
+        model.layers().len(),
+        model.weight_bytes() as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    let unknown = &model.load_report().unknown_config_keys;
+    if !unknown.is_empty() {
+        eprintln!(
+            "note: config.json keys not read (they may change what the model computes): {}",
+            unknown.join(", ")
+        );
+    }
+    Ok(model)
+}
