@@ -39,7 +39,7 @@ fn weight(n: usize, k: usize, dtype: DType) -> Weight {
 fn limits(c: &mut Criterion) {
     eprintln!(
         "kernels: {} kernels, {} rayon threads",
-        core::kernel_isa(),
+        core::isa().name(),
         rayon::current_num_threads()
     );
     let mut g = c.benchmark_group("limits");

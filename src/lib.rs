@@ -28,6 +28,10 @@
 
 #![deny(missing_docs)]
 
+/// The ndarray crate the `*_nd` wrappers take and return (feature `ndarray`, on by default).
+#[cfg(feature = "ndarray")]
+pub use ndarray;
+
 pub use deepblocks_config as config;
 pub use deepblocks_core as core;
 pub use deepblocks_deepseek as deepseek;

@@ -62,10 +62,27 @@ impl fmt::Display for DType {
 }
 
 mod sealed {
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for half::bf16 {}
-    impl Sealed for half::f16 {}
+    use crate::linear::{Kernels, bf16_kernels, f16_kernels, f32_kernels};
+
+    /// Seals [`super::Element`], and gives each element type its kernel table (chosen once).
+    pub trait Sealed: Sized + 'static {
+        fn kernels() -> &'static Kernels<Self>;
+    }
+    impl Sealed for f32 {
+        fn kernels() -> &'static Kernels<f32> {
+            f32_kernels()
+        }
+    }
+    impl Sealed for half::bf16 {
+        fn kernels() -> &'static Kernels<half::bf16> {
+            bf16_kernels()
+        }
+    }
+    impl Sealed for half::f16 {
+        fn kernels() -> &'static Kernels<half::f16> {
+            f16_kernels()
+        }
+    }
 }
 
 /// A scalar type weights can be stored in: `f32`, [`half::bf16`] or [`half::f16`].

@@ -8,13 +8,14 @@
 //!   elements) and [`Weight`]: a row-major `[out, in]` matrix, as checkpoints store `nn.Linear`
 //!   weights, kept in its source dtype (a bf16 weight stays bf16: half the bytes).
 //! - [`linear`]: `y[t, out] = x[t, in] · Wᵀ` — our own GEMV kernel for decode-shaped calls (streams
-//!   the weight once, widens bf16/f16 in registers), matrixmultiply split over rayon threads for
-//!   prefill-shaped calls, and [`linear_naive`] for tests.
+//!   the weight once, widens bf16/f16 in registers), a tiled kernel for a few rows,
+//!   matrixmultiply split over rayon threads for prefill-shaped calls, and [`linear_naive`] for
+//!   tests; the kernels of each dtype come from one table per instruction set.
 //! - [`softmax_rows`] (numerically stable, in place), [`silu`], [`swiglu`].
 //! - [`SafeTensorsStore`]: a single `model.safetensors` or a sharded set via
 //!   `model.safetensors.index.json`, memory-mapped, with typed getters that check shape and dtype.
-//! - [`probe`]: the machine limits (DRAM read bandwidth, peak FMA rate) benchmarks measure beside
-//!   the kernels.
+//! - [`isa()`]: the one CPU-feature detection of the workspace (AVX2 + FMA + F16C, or portable),
+//!   which `DEEPBLOCKS_ISA=portable` overrides so the portable kernels can be tested anywhere.
 //!
 //! Conventions (see `DESIGN.md`): kernels are functions over slices, output first, dimensions
 //! explicit; accumulation is in f32; every fast kernel has a plain `*_naive` twin.
@@ -38,24 +39,27 @@
 
 mod dtype;
 mod error;
+mod isa;
 mod linear;
 mod ops;
+#[doc(hidden)]
 pub mod probe;
-mod simd;
 mod store;
 mod weight;
 
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
+pub use isa::{ISA_ENV, Isa, isa};
+#[cfg(feature = "ndarray")]
+pub use linear::linear_nd;
 pub use linear::{
-    GEMV_MAX_ROWS, TILED_MAX_ROWS, linear, linear_gemm, linear_gemv, linear_naive, linear_nd,
+    GEMV_MAX_ROWS, TILED_MAX_ROWS, kernel_isa, linear, linear_gemm, linear_gemv, linear_naive,
     linear_tiled, matmul, matmul_bt, matmul_bt_naive, matmul_naive,
 };
 pub use ops::{
     dot, dot_naive, exp_f32, exp_inplace, exp_inplace_naive, sigmoid, silu, silu_inplace, softmax,
     softmax_rows, softmax_rows_naive, sum_squares, swiglu,
 };
-pub use simd::kernel_isa;
 pub use store::{INDEX_FILE, SINGLE_FILE, SafeTensorsStore, TensorInfo};
 pub use weight::{Buffer, Weight, WeightData, narrow, widen_into};
 

@@ -95,7 +95,7 @@ pub fn exp_f32(x: f32) -> f32 {
 /// same bits everywhere).
 pub fn exp_inplace(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma_f16c() {
+    if crate::isa() == crate::Isa::Avx2 {
         // SAFETY: the CPU has AVX2 and FMA.
         unsafe { avx2::exp_inplace(x) };
         return;
@@ -120,7 +120,7 @@ fn exp_inplace_body(x: &mut [f32]) {
 /// `row[i] ← e^{row[i] − shift}`, returning their sum (eight running sums, then added).
 fn exp_shifted_sum(row: &mut [f32], shift: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma_f16c() {
+    if crate::isa() == crate::Isa::Avx2 {
         // SAFETY: the CPU has AVX2 and FMA.
         return unsafe { avx2::exp_shifted_sum(row, shift) };
     }
@@ -250,7 +250,7 @@ pub fn sigmoid(x: f32) -> f32 {
 /// [`silu`] applied to every element in place (eight lanes at a time on AVX2 CPUs).
 pub fn silu_inplace(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma_f16c() {
+    if crate::isa() == crate::Isa::Avx2 {
         // SAFETY: the CPU has AVX2 and FMA.
         unsafe { avx2::silu_inplace(x) };
         return;
@@ -274,7 +274,7 @@ pub fn swiglu(out: &mut [f32], gate: &[f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "swiglu: gate and up differ in length");
     assert_eq!(out.len(), up.len(), "swiglu: out and up differ in length");
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma_f16c() {
+    if crate::isa() == crate::Isa::Avx2 {
         // SAFETY: the CPU has AVX2 and FMA.
         unsafe { avx2::swiglu(out, gate, up) };
         return;

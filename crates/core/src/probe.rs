@@ -48,7 +48,7 @@ pub fn fma_peak(iters: usize) -> f32 {
 
 fn fma_chains(iters: usize, seed: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma_f16c() {
+    if crate::isa() == crate::Isa::Avx2 {
         // SAFETY: the CPU supports AVX2 and FMA (checked above).
         return unsafe { fma_chains_avx2(iters, seed) };
     }

@@ -344,3 +344,20 @@ fn linear_nd_matches_the_slice_kernel_for_views() {
     linear_naive(&mut want, xs.as_slice().unwrap(), &w, 2);
     assert_eq!(y.as_slice().unwrap(), &want[..]);
 }
+
+/// The kernels follow `DEEPBLOCKS_ISA`: CI's second pass sets it to `portable`, and this is where
+/// it is checked that the tests of that pass really ran the portable kernels.
+#[test]
+fn the_instruction_set_follows_the_environment() {
+    let env = std::env::var(deepblocks_core::ISA_ENV).ok();
+    let chosen = deepblocks_core::isa();
+    assert_eq!(
+        chosen,
+        deepblocks_core::Isa::choose(env.as_deref(), deepblocks_core::Isa::detect())
+    );
+    if env.as_deref() == Some("portable") {
+        assert_eq!(chosen, deepblocks_core::Isa::Portable);
+    }
+    assert_eq!(deepblocks_core::kernel_isa::<half::bf16>(), chosen);
+    eprintln!("kernels: {chosen}");
+}

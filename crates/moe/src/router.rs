@@ -19,6 +19,7 @@
 //! pure function of its inputs. (torch.topk does not promise any order among equal values.)
 
 use deepblocks_core::{Weight, linear, linear_naive, sigmoid, softmax_rows, softmax_rows_naive};
+#[cfg(feature = "ndarray")]
 use ndarray::{Array2, ArrayView2};
 
 use crate::{Error, Result};
@@ -441,11 +442,13 @@ impl Routing {
     }
 
     /// The ids as an ndarray `[t, k]`.
+    #[cfg(feature = "ndarray")]
     pub fn ids_nd(&self) -> Array2<usize> {
         Array2::from_shape_vec((self.t, self.k), self.ids.clone()).expect("ids are [t, k]")
     }
 
     /// The weights as an ndarray `[t, k]`.
+    #[cfg(feature = "ndarray")]
     pub fn weights_nd(&self) -> Array2<f32> {
         Array2::from_shape_vec((self.t, self.k), self.weights.clone()).expect("weights are [t, k]")
     }
@@ -768,10 +771,11 @@ impl Router {
         self.finish(scores, t, route_scores_naive)
     }
 
-    /// [`Self::route`] over an ndarray `x[t, h]`.
+    /// ndarray wrapper of [`Self::route`]: routes `x[t, h]`.
     ///
     /// # Errors
     /// As [`Self::route`].
+    #[cfg(feature = "ndarray")]
     pub fn route_nd(&self, x: ArrayView2<'_, f32>) -> Result<Routing> {
         let (t, h) = x.dim();
         if h != self.hidden_size() {

@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 
 use deepblocks_core::{half::bf16, sum_squares};
+#[cfg(feature = "ndarray")]
 use ndarray::{Array2, ArrayView2};
 
 /// Errors of deepblocks-norm.
@@ -141,10 +142,11 @@ impl RmsNorm {
         rms_norm_bf16(out, x, &self.weight, self.config.eps, t, self.config.hidden);
     }
 
-    /// [`Self::forward`] over ndarray, with the shape checked.
+    /// ndarray wrapper of [`Self::forward`], with the shape checked.
     ///
     /// # Errors
     /// A core [`deepblocks_core::Error::Shape`] naming `x` when it is not `[t, hidden]`.
+    #[cfg(feature = "ndarray")]
     pub fn forward_nd(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
         let (t, h) = x.dim();
         if h != self.config.hidden {

@@ -14,8 +14,8 @@
 //! bit for bit. The fast ones prepare each token's row once for all its heads (for interleaved
 //! pairs: `cos` duplicated per element and `sin` with the sign of each element folded in, so a
 //! head is `out = x·cc + swap(x)·ss` over contiguous lanes — `x_a·c + x_b·(−s)` is exactly
-//! `x_a·c − x_b·s`), run in an AVX2-compiled copy when the CPU has it (no FMA: products and
-//! sums round separately, as in torch and in the naive twin), and split large blocks over rayon
+//! `x_a·c − x_b·s`), in fixed-size blocks the compiler vectorises (no FMA: products and sums
+//! round separately, as in torch and in the naive twin), and split large blocks over rayon
 //! threads.
 
 use rayon::prelude::*;
@@ -242,23 +242,11 @@ enum Heads<'a> {
     InPlace(&'a mut [f32], usize, usize),
 }
 
-/// Rotates one token's heads with its rows `c[r/2]`, `s[r/2]`, in the AVX2-compiled copy when
-/// the CPU has AVX2.
+/// Rotates one token's heads with its rows `c[r/2]`, `s[r/2]`. Portable code the compiler
+/// vectorises for the baseline ISA; no CPU detection here (the one detection lives in
+/// deepblocks-core, which this crate does not depend on). RoPE is O(t·n·r), far below a layer's
+/// matmuls (`docs/performance.md`).
 fn token_dispatch(heads: Heads<'_>, c: &[f32], s: &[f32], r: usize, layout: Layout) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of the
-        // target-feature function; it holds no other unsafe code.
-        unsafe { token_avx2(heads, c, s, r, layout) };
-        return;
-    }
-    token(heads, c, s, r, layout);
-}
-
-/// [`token`] compiled for AVX2 (the same source, wider vectors).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn token_avx2(heads: Heads<'_>, c: &[f32], s: &[f32], r: usize, layout: Layout) {
     token(heads, c, s, r, layout);
 }
 
@@ -308,7 +296,7 @@ fn token(heads: Heads<'_>, c: &[f32], s: &[f32], r: usize, layout: Layout) {
     }
 }
 
-/// Lanes per block in the interleaved kernels (one AVX2 register).
+/// Lanes per block in the interleaved kernels (one 256-bit register where the CPU has them).
 const LANES: usize = 8;
 
 /// One interleaved head: `o[k] = x[k]·cc[k] + x[k ^ 1]·ss[k]`.

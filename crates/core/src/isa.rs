@@ -1,0 +1,74 @@
+//! The instruction set the kernels run on: detected once, in this one place, for the whole
+//! workspace.
+//!
+//! `DEEPBLOCKS_ISA=portable` in the environment forces the portable kernels on any CPU (CI runs
+//! the core and model tests a second time that way, so the path every non-x86 user runs is
+//! tested on every commit); `DEEPBLOCKS_ISA=avx2` asks for AVX2 and gets it when the CPU has
+//! AVX2, FMA and F16C. Unset, empty, `auto` or any other value: the best the CPU has. The
+//! variable is read on the first kernel call of the process.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+/// The environment variable that chooses the kernels' instruction set.
+pub const ISA_ENV: &str = "DEEPBLOCKS_ISA";
+
+/// A family of kernels. Every kernel has a portable version; an instruction set adds its own
+/// where it pays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Plain Rust that compilers vectorise for the target's baseline: every CPU.
+    Portable,
+    /// x86-64 with AVX2, FMA and F16C (Haswell and Zen and later).
+    Avx2,
+}
+
+impl Isa {
+    /// `"portable"` or `"avx2+fma+f16c"`, as benchmarks print beside their figures.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2+fma+f16c",
+        }
+    }
+
+    /// The best instruction set this CPU supports, whatever the environment says.
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
+            return Isa::Avx2;
+        }
+        Isa::Portable
+    }
+
+    /// The instruction set for a value of [`ISA_ENV`] on a CPU whose best is `detected`.
+    ///
+    /// ```
+    /// use deepblocks_core::Isa;
+    /// assert_eq!(Isa::choose(Some("portable"), Isa::Avx2), Isa::Portable);
+    /// assert_eq!(Isa::choose(Some("avx2"), Isa::Portable), Isa::Portable); // not on this CPU
+    /// assert_eq!(Isa::choose(None, Isa::Avx2), Isa::Avx2);
+    /// ```
+    pub fn choose(env: Option<&str>, detected: Isa) -> Isa {
+        match env.map(str::trim) {
+            Some("portable") => Isa::Portable,
+            _ => detected,
+        }
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The instruction set the kernels of this process use: [`Isa::detect`] unless [`ISA_ENV`]
+/// (`DEEPBLOCKS_ISA`) says `portable`. Read once, on the first call.
+pub fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| Isa::choose(std::env::var(ISA_ENV).ok().as_deref(), Isa::detect()))
+}
