@@ -16,6 +16,8 @@
 //! cargo run --release --example embeddings -- --model DIR --tokens " king" --analogy " king, man, woman"
 //! ```
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -250,11 +252,5 @@ fn main() -> ExitCode {
         Some(dir) => model(dir, &args),
         None => toy(args.k),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit(result)
 }

@@ -9,6 +9,8 @@
 //! matrices), then the paper's Table 2.1 family with the full count beside each nominal size, and
 //! the conventions that separate the two counts. See docs/params.md.
 
+mod common;
+
 use std::process::ExitCode;
 
 use deepblocks::params::{GPT3_175B, GPT3_FAMILY, Gpt3Config, Kind, thousands};
@@ -178,11 +180,5 @@ fn main() -> ExitCode {
         family_table()?;
         conventions()
     };
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit(run().map_err(Into::into))
 }

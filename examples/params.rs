@@ -18,6 +18,8 @@
 //! tensor's `kind`, `shape`, `copies`, `active_copies`, `checkpoint` or its `children`), and more
 //! (see `deepblocks_params::Summary`); `deployment` when `--devices` is given.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -257,12 +259,5 @@ fn print_text(acc: &Accounting, args: &Args, kv_bits: Bits) -> deepblocks::param
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit(run(&Args::parse()))
 }

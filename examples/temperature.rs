@@ -8,6 +8,8 @@
 //! cargo run --release --example temperature -- --top-p 0.9     # show the nucleus cut as well
 //! ```
 
+mod common;
+
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -41,13 +43,7 @@ const WIDTH: usize = 40;
 const DEFAULT_LABELS: [&str; 8] = ["cat", "dog", "mat", "hat", "sat", "the", "on", "zebra"];
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit(run(Args::parse()))
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {

@@ -1,7 +1,11 @@
 //! What the examples share: loading a model with a progress bar and a note about unknown
-//! config keys, on stderr (the library itself writes nothing).
+//! config keys, on stderr (the library itself writes nothing), and how they exit.
+//!
+//! Each example includes this file as `mod common;` and uses what it needs.
+#![allow(dead_code)]
 
 use std::path::Path;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,4 +49,15 @@ pub fn load(dir: &Path, options: LoadOptions) -> Result<Model, deepblocks::deeps
         );
     }
     Ok(model)
+}
+
+/// The exit of an example: success, or the error's message on stderr and status 1.
+pub fn exit(result: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
