@@ -56,8 +56,9 @@ fn held_out_perplexity_equals_transformers() {
     eprintln!(
         "held-out perplexity: deepblocks {ours:.6}, transformers {theirs:.6}, relative difference {rel:.2e}"
     );
+    // Measured 2.8e-7 (f32 sums in other orders than torch's over 4 layers and 4096 logits).
     assert!(
-        rel <= 1e-3,
+        rel <= 1e-6,
         "perplexity {ours} vs transformers {theirs} (relative {rel:e})"
     );
     // A trained model, not a random one: a uniform guess over 4096 tokens would be 4096.
