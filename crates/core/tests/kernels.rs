@@ -20,8 +20,10 @@ const LINEAR_IMPLS: [(&str, LinearImpl); 4] = [
     ("linear_gemm", linear_gemm),
 ];
 
-/// `|fast − naive| ≤ tol` where tol grows like √k times the magnitude of the terms (the two sum in
-/// different orders).
+/// `|fast − naive| ≤ tol` with `tol = 4·ε·k·max|x|·max|w|`: the worst-case rounding bound of a
+/// k-term dot product, which grows linearly in k (the two sum in different orders, each within
+/// `k·ε` of the exact sum of terms no larger than `max|x|·max|w|`; 4 covers both and the f32 bf16
+/// widening, which is exact).
 fn linear_tol(x: &[f32], w: &[f32], k: usize) -> f32 {
     let mx = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let mw = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
