@@ -21,7 +21,10 @@ fn manifest_deps(path: &Path) -> BTreeSet<String> {
             continue;
         }
         if in_deps && let Some(name) = line.strip_prefix("deepblocks-") {
-            let name: String = name.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+            let name: String = name
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
             deps.insert(name);
         }
     }
@@ -52,11 +55,19 @@ fn the_crate_table_matches_the_manifests() {
         let mut actual = manifest_deps(&manifest);
         if name == "deepblocks" {
             // The facade row says "every crate above".
-            assert_eq!(actual.len(), CRATES.len() - 1, "the facade depends on every crate");
+            assert_eq!(
+                actual.len(),
+                CRATES.len() - 1,
+                "the facade depends on every crate"
+            );
             actual.clear();
         }
         assert_eq!(documented, actual, "docs/architecture.md row of {name}");
         seen.insert(name.to_string());
     }
-    assert_eq!(seen.len(), CRATES.len() + 1, "a row per crate and the facade: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        CRATES.len() + 1,
+        "a row per crate and the facade: {seen:?}"
+    );
 }
