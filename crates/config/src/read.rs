@@ -324,6 +324,7 @@ pub(crate) fn read_rope(
     max_position_embeddings: usize,
 ) -> Result<(Rope, &'static str)> {
     let top_theta = f.opt_f64("rope_theta")?;
+    let hub_given = f.raw("rope_scaling").is_some();
     let hub = match f.raw("rope_scaling") {
         None => Rope {
             rope_theta: top_theta.unwrap_or(DEFAULT_ROPE_THETA),
@@ -363,7 +364,8 @@ pub(crate) fn read_rope(
         rope_theta,
         scaling,
     };
-    if f.has("rope_scaling") && hub != t5 {
+    // `rope_scaling: null` beside `rope_parameters` says nothing; a written one must agree.
+    if hub_given && hub != t5 {
         return Err(Error::invalid(
             "rope_scaling",
             "(present)",

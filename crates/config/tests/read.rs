@@ -141,6 +141,9 @@ fn both_rope_forms_read_the_same() {
     let mut disagree = both.clone();
     disagree["rope_parameters"]["factor"] = json!(8);
     assert_names(&refused(&disagree), "rope_scaling");
+    // A null rope_scaling beside rope_parameters is no disagreement.
+    let t5 = with(real("deepseek-v2.tf5.json"), "rope_scaling", Value::Null);
+    assert_eq!(parse(&t5).unwrap(), Architecture::deepseek_v2());
     // No scaling at all: plain RoPE with the default base.
     let plain = parse(&without(without(v2(), "rope_scaling"), "rope_theta")).unwrap();
     assert_eq!(plain.rope.scaling, RopeScaling::None);
