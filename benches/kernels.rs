@@ -198,6 +198,15 @@ fn norm_softmax(c: &mut Criterion) {
             softmax_rows(black_box(&mut x), rows, cols)
         })
     });
+    // The model's NaN check after each block: a decode step of V2-Lite shapes reads 2·h per layer
+    // and the V = 102,400 logits.
+    for len in [2048, 102_400] {
+        let x = values(len, 11);
+        g.throughput(Throughput::Bytes((4 * len) as u64));
+        g.bench_function(BenchmarkId::new("first_non_finite", len), |b| {
+            b.iter(|| core::first_non_finite(black_box(&x)))
+        });
+    }
     g.finish();
 }
 

@@ -32,6 +32,9 @@ struct Args {
     /// Untimed runs of the whole thing first (page in the weights, warm the caches).
     #[arg(long, default_value_t = 1)]
     warmup: usize,
+    /// Scan every weight for NaN and infinities while loading (names the first bad tensor).
+    #[arg(long)]
+    check_weights: bool,
 }
 
 /// The process's peak resident set, in MiB, from /proc/self/status (Linux); 0 elsewhere.
@@ -76,8 +79,24 @@ fn once(
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let model = common::load(&args.model, LoadOptions::default())?;
+    let model = common::load(
+        &args.model,
+        LoadOptions {
+            check_weights: args.check_weights,
+            ..LoadOptions::default()
+        },
+    )?;
     let vocab = model.config().vocab_size as u64;
+    // Refuse work the context cannot hold before allocating the prompt or timing anything.
+    let max = model.config().max_position_embeddings;
+    let wanted = args.prompt_len.saturating_add(args.generate);
+    if args.prompt_len == 0 || wanted > max {
+        return Err(format!(
+            "--prompt-len {} + --gen {} must be between 1 and max_position_embeddings = {max}",
+            args.prompt_len, args.generate
+        )
+        .into());
+    }
     let mut s = 0x9E37_79B9_7F4A_7C15u64;
     let prompt: Vec<u32> = (0..args.prompt_len)
         .map(|_| {

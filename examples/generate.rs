@@ -44,6 +44,9 @@ struct Args {
     /// Treat the prompt as plain text even if the tokenizer has a chat template.
     #[arg(long)]
     no_chat: bool,
+    /// Scan every weight for NaN and infinities while loading (names the first bad tensor).
+    #[arg(long)]
+    check_weights: bool,
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -51,7 +54,13 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-shakespeare")
     });
     let tokenizer = Tokenizer::from_dir(&dir)?;
-    let model = common::load(&dir, LoadOptions::default())?;
+    let model = common::load(
+        &dir,
+        LoadOptions {
+            check_weights: args.check_weights,
+            ..LoadOptions::default()
+        },
+    )?;
     let chat = !args.no_chat && tokenizer.chat_template().is_some();
     let options = GenerateOptions {
         max_tokens: args.max_tokens,

@@ -31,7 +31,14 @@ struct Args {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let model = common::load(&args.model, LoadOptions::default())?;
+    // Logits are for comparing with other implementations: a NaN weight is named up front.
+    let model = common::load(
+        &args.model,
+        LoadOptions {
+            check_weights: true,
+            ..LoadOptions::default()
+        },
+    )?;
     let mut cache = model.new_cache(args.tokens.len())?;
     let logits = model.forward(&args.tokens, &mut cache, Positions::All)?;
     let (t, v) = (args.tokens.len(), model.config().vocab_size);

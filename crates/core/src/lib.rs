@@ -57,8 +57,9 @@ pub use linear::{
     linear_tiled, matmul, matmul_bt, matmul_bt_naive, matmul_naive,
 };
 pub use ops::{
-    dot, dot_naive, exp_f32, exp_inplace, exp_inplace_naive, sigmoid, silu, silu_inplace, softmax,
-    softmax_rows, softmax_rows_naive, sum_squares, swiglu,
+    dot, dot_naive, exp_f32, exp_inplace, exp_inplace_naive, first_non_finite,
+    first_non_finite_naive, sigmoid, silu, silu_inplace, softmax, softmax_rows, softmax_rows_naive,
+    sum_squares, swiglu,
 };
 pub use store::{INDEX_FILE, SINGLE_FILE, SafeTensorsStore, TensorInfo};
 pub use weight::{Buffer, Weight, WeightData, narrow, widen_into};

@@ -332,3 +332,33 @@ pub fn dot_naive(a: &[f32], b: &[f32]) -> f32 {
 pub fn sum_squares(x: &[f32]) -> f32 {
     dot(x, x)
 }
+
+/// The index of the first NaN or infinite element of `x`, if any. One pass that the compiler
+/// vectorises (`v · 0` is 0 for every finite `v` and NaN otherwise); the position is searched only
+/// when something was found.
+///
+/// ```
+/// assert_eq!(deepblocks_core::first_non_finite(&[1.0, 2.0, 3.0]), None);
+/// assert_eq!(deepblocks_core::first_non_finite(&[1.0, f32::NAN, f32::INFINITY]), Some(1));
+/// ```
+pub fn first_non_finite(x: &[f32]) -> Option<usize> {
+    let mut acc = [0.0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v * 0.0;
+        }
+    }
+    let clean = acc.iter().chain(tail).all(|v| (v * 0.0) == 0.0);
+    if clean {
+        None
+    } else {
+        x.iter().position(|v| !v.is_finite())
+    }
+}
+
+/// The naive twin of [`first_non_finite`].
+pub fn first_non_finite_naive(x: &[f32]) -> Option<usize> {
+    x.iter().position(|v| !v.is_finite())
+}

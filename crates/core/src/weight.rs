@@ -303,6 +303,30 @@ impl Weight {
         }
     }
 
+    /// The first NaN or infinite element, as `(flat index, value)`: one parallel pass over the
+    /// stored elements (the bit patterns of bf16/f16 are tested without widening).
+    pub fn first_non_finite(&self) -> Option<(usize, f32)> {
+        use rayon::prelude::*;
+        /// Elements per parallel task.
+        const CHUNK: usize = 1 << 16;
+        fn scan<T: Element>(x: &[T], bad: impl Fn(&T) -> bool + Sync) -> Option<(usize, f32)> {
+            x.par_chunks(CHUNK)
+                .enumerate()
+                .find_map_first(|(c, chunk)| {
+                    chunk
+                        .iter()
+                        .position(&bad)
+                        .map(|i| (c * CHUNK + i, chunk[i].to_f32()))
+                })
+        }
+        match &self.data {
+            WeightData::F32(b) => scan(b, |v| !v.is_finite()),
+            // Exponent bits all ones: infinite or NaN.
+            WeightData::BF16(b) => scan(b, |v| v.to_bits() & 0x7f80 == 0x7f80),
+            WeightData::F16(b) => scan(b, |v| v.to_bits() & 0x7c00 == 0x7c00),
+        }
+    }
+
     /// All elements widened to f32 (a copy), row-major.
     pub fn to_f32_vec(&self) -> Vec<f32> {
         match &self.data {
@@ -360,6 +384,25 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("[2, 3]"), "{err}");
+    }
+
+    #[test]
+    fn non_finite_elements_are_found_in_every_dtype() {
+        let mut v = vec![0.5f32; 200_000];
+        let w = Weight::from_f32(v.clone(), 1000, 200).unwrap();
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            assert_eq!(w.to_dtype(dtype).first_non_finite(), None);
+        }
+        v[150_001] = f32::NEG_INFINITY;
+        v[170_000] = f32::NAN;
+        let w = Weight::from_f32(v, 1000, 200).unwrap();
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            assert_eq!(
+                w.to_dtype(dtype).first_non_finite(),
+                Some((150_001, f32::NEG_INFINITY)),
+                "{dtype:?}"
+            );
+        }
     }
 
     #[test]

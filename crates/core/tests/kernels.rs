@@ -73,6 +73,24 @@ fn check_linear(t: usize, k: usize, n: usize, x: &[f32], wf: &[f32]) -> Result<(
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
+    /// The model's NaN check finds the first non-finite element, as its naive twin does.
+    #[test]
+    fn first_non_finite_equals_its_naive_twin(
+        mut x in prop::collection::vec(-1e30f32..1e30, 0..200),
+        bad in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3), 0..3),
+    ) {
+        for (at, kind) in bad {
+            if !x.is_empty() {
+                let i = at.index(x.len());
+                x[i] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][kind as usize];
+            }
+        }
+        prop_assert_eq!(
+            deepblocks_core::first_non_finite(&x),
+            deepblocks_core::first_non_finite_naive(&x)
+        );
+    }
+
     #[test]
     fn linear_paths_equal_naive_for_every_dtype((t, k, n, x, w) in strategies::linear_case(9, 70, 40)) {
         check_linear(t, k, n, &x, &w)?;

@@ -36,6 +36,56 @@ pub enum Error {
     /// From deepblocks-sample (invalid sampling options, NaN logits).
     #[error(transparent)]
     Sample(#[from] deepblocks_sample::Error),
+    /// The checkpoint holds tensors the architecture description does not use.
+    #[error(
+        "{location}: {} tensor(s) the config does not account for ({}{}): {explanation}",
+        tensors.len(),
+        tensors.iter().take(4).cloned().collect::<Vec<_>>().join(", "),
+        if tensors.len() > 4 { ", …" } else { "" }
+    )]
+    UnexpectedTensors {
+        /// The checkpoint file or index.
+        location: String,
+        /// The tensors, sorted.
+        tensors: Vec<String>,
+        /// The config key that would account for them, or that none does.
+        explanation: String,
+    },
+    /// A weight holds a NaN or an infinity (found by `LoadOptions::check_weights`).
+    #[error("tensor {tensor:?}: element {index} is {value}, not a finite number")]
+    NonFiniteWeight {
+        /// The checkpoint name.
+        tensor: String,
+        /// The flat index of the first such element.
+        index: usize,
+        /// Its value.
+        value: f32,
+    },
+    /// A block's output holds a NaN or an infinity: where non-finite values start.
+    #[error(
+        "{}{block}: output element {index} is {value}, not a finite number (a NaN or infinite \
+         weight, or an overflow; LoadOptions::check_weights scans the weights)",
+        layer.map(|l| format!("layer {l} ")).unwrap_or_default()
+    )]
+    NonFiniteOutput {
+        /// The decoder layer, `None` for the final norm and `lm_head`.
+        layer: Option<usize>,
+        /// `attention`, `mlp` or `lm_head`.
+        block: &'static str,
+        /// The flat index of the first such element.
+        index: usize,
+        /// Its value.
+        value: f32,
+    },
+    /// Any error raised inside decoder layer `layer` (the router's NaN gate logits, ...).
+    #[error("layer {layer}: {source}")]
+    Layer {
+        /// The decoder layer.
+        layer: usize,
+        /// What went wrong there.
+        #[source]
+        source: Box<Error>,
+    },
     /// A block could not be built from the tensors under a checkpoint prefix.
     #[error("{prefix}: {source}")]
     Block {

@@ -88,7 +88,9 @@ impl Model {
     ) -> Result<Generation> {
         let mut sampler = Sampler::new(options.sampling, options.seed)?;
         let max_context = self.config().max_position_embeddings;
-        let wanted = prompt.len().saturating_add(options.max_tokens);
+        // Room for the prompt and a first stretch of tokens; the cache grows as generation goes
+        // (never reserving a context `max_tokens` may not reach).
+        let wanted = prompt.len().saturating_add(options.max_tokens.min(256));
         let mut cache = self.new_cache(wanted.min(max_context))?;
         let is_eos = |id: u32| self.config().eos_token_ids.contains(&id) || extra_eos.contains(&id);
         let mut history = prompt.to_vec();

@@ -22,7 +22,8 @@
 //! lm_head.weight                                     [V, h]                 (unless tied)
 //! ```
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -71,6 +72,10 @@ pub struct LoadOptions {
     pub prefill_attention: AttentionPath,
     /// Called after each decoder layer is built.
     pub progress: Option<ProgressFn>,
+    /// Scan every weight once while loading and refuse the first that holds a NaN or an infinity
+    /// ([`Error::NonFiniteWeight`], naming the tensor). Off by default: it reads every byte of
+    /// the checkpoint up front (the forward pass checks each block's output anyway).
+    pub check_weights: bool,
 }
 
 impl fmt::Debug for LoadOptions {
@@ -80,6 +85,7 @@ impl fmt::Debug for LoadOptions {
             .field("weighting", &self.weighting)
             .field("prefill_attention", &self.prefill_attention)
             .field("progress", &self.progress.as_ref().map(|_| "callback"))
+            .field("check_weights", &self.check_weights)
             .finish()
     }
 }
@@ -94,6 +100,10 @@ pub struct LoadReport {
     pub tensors: usize,
     /// Their elements: the parameters the model holds (a tied `lm_head` counted once).
     pub parameters: usize,
+    /// Tensors of the checkpoint the model knowingly does not read: tensors of no elements (as
+    /// transformers writes for `n_shared_experts: 0`). Any other tensor the description does not
+    /// account for is an [`Error::UnexpectedTensors`].
+    pub skipped_tensors: Vec<String>,
 }
 
 impl Model {
@@ -147,7 +157,8 @@ impl Model {
         let load = Loader {
             store,
             dtype: options.dtype,
-            tensors: Cell::new(0),
+            check_weights: options.check_weights,
+            read: RefCell::new(HashSet::new()),
             parameters: Cell::new(0),
         };
         let embeddings = load.embeddings(&arch)?;
@@ -170,10 +181,12 @@ impl Model {
             rope_config,
             ROPE_ROWS_AT_LOAD.min(rope_config.max_position_embeddings),
         )?;
+        let skipped_tensors = load.account_for_every_tensor(&arch, &parsed.unknown_keys)?;
         let report = LoadReport {
             unknown_config_keys: parsed.unknown_keys,
-            tensors: load.tensors.get(),
+            tensors: load.read.borrow().len(),
             parameters: load.parameters.get(),
+            skipped_tensors,
         };
         Ok(Model::from_blocks(
             arch,
@@ -188,18 +201,63 @@ impl Model {
 }
 
 /// Reads tensors by checkpoint name with the shape the description implies, converting on
-/// request, and counts what it read.
+/// request, and records what it read.
 struct Loader<'a> {
     store: &'a SafeTensorsStore,
     dtype: Option<DType>,
-    tensors: Cell<usize>,
+    check_weights: bool,
+    read: RefCell<HashSet<String>>, // names of the tensors read
     parameters: Cell<usize>,
 }
 
 impl Loader<'_> {
-    fn counted(&self, elements: usize) {
-        self.tensors.set(self.tensors.get() + 1);
-        self.parameters.set(self.parameters.get() + elements);
+    fn counted(&self, name: &str, elements: usize) {
+        if self.read.borrow_mut().insert(name.to_string()) {
+            self.parameters.set(self.parameters.get() + elements);
+        }
+    }
+
+    /// With `check_weights`, the first non-finite element of `w` is an error naming `name`.
+    fn finite(&self, name: &str, w: &Weight) -> Result<()> {
+        if !self.check_weights {
+            return Ok(());
+        }
+        match w.first_non_finite() {
+            None => Ok(()),
+            Some((index, value)) => Err(Error::NonFiniteWeight {
+                tensor: name.to_string(),
+                index,
+                value,
+            }),
+        }
+    }
+
+    /// Every tensor of the checkpoint was read, or is empty (returned, for the report); any other
+    /// is an error listing them with the config key that would explain them.
+    fn account_for_every_tensor(
+        &self,
+        arch: &Architecture,
+        unknown_keys: &[String],
+    ) -> Result<Vec<String>> {
+        let read = self.read.borrow();
+        let (mut skipped, mut unexpected) = (Vec::new(), Vec::new());
+        for info in self.store.infos().filter(|i| !read.contains(&i.name)) {
+            if info.numel() == 0 {
+                skipped.push(info.name.clone());
+            } else {
+                unexpected.push(info.name.clone());
+            }
+        }
+        skipped.sort();
+        if unexpected.is_empty() {
+            return Ok(skipped);
+        }
+        unexpected.sort();
+        Err(Error::UnexpectedTensors {
+            location: self.store.location().display().to_string(),
+            explanation: explain_unexpected(arch, &unexpected, unknown_keys),
+            tensors: unexpected,
+        })
     }
 
     fn convert(&self, w: Weight) -> Weight {
@@ -211,7 +269,8 @@ impl Loader<'_> {
 
     fn weight(&self, name: &str, shape: [usize; 2]) -> Result<Weight> {
         let w = self.store.weight(name, shape)?;
-        self.counted(shape[0] * shape[1]);
+        self.finite(name, &w)?;
+        self.counted(name, shape[0] * shape[1]);
         Ok(self.convert(w))
     }
 
@@ -219,13 +278,23 @@ impl Loader<'_> {
     fn stacked(&self, name: &str, shape: [usize; 3]) -> Result<Weight> {
         let [a, b, c] = shape;
         let w = self.store.weight_reshaped(name, &shape, a * b, c)?;
-        self.counted(a * b * c);
+        self.finite(name, &w)?;
+        self.counted(name, a * b * c);
         Ok(self.convert(w))
     }
 
     fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
         let v = self.store.tensor_f32(name, &[len])?.to_vec();
-        self.counted(len);
+        if self.check_weights
+            && let Some(index) = deepblocks_core::first_non_finite(&v)
+        {
+            return Err(Error::NonFiniteWeight {
+                tensor: name.to_string(),
+                index,
+                value: v[index],
+            });
+        }
+        self.counted(name, len);
         Ok(v)
     }
 
@@ -357,4 +426,97 @@ fn block(prefix: &str, err: Error) -> Error {
         prefix: prefix.to_string(),
         source: Box::new(err),
     }
+}
+
+/// Why tensors the description does not use are in the checkpoint, as the config key that would
+/// account for them.
+fn explain_unexpected(arch: &Architecture, tensors: &[String], unknown_keys: &[String]) -> String {
+    let layer_of = |name: &str| -> Option<usize> {
+        name.strip_prefix("model.layers.")?
+            .split('.')
+            .next()?
+            .parse()
+            .ok()
+    };
+    let any = |pred: &dyn Fn(&str) -> bool| tensors.iter().any(|t| pred(t));
+    let typo = if unknown_keys.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (config.json has keys deepblocks does not know: {} — a misspelt key?)",
+            unknown_keys.join(", ")
+        )
+    };
+    if let Some(max) = tensors.iter().filter_map(|t| layer_of(t)).max()
+        && max >= arch.num_hidden_layers
+    {
+        return format!(
+            "num_hidden_layers is {}, but the checkpoint has layers up to {max}",
+            arch.num_hidden_layers
+        );
+    }
+    if arch.tie_word_embeddings && any(&|t| t == "lm_head.weight") {
+        return "tie_word_embeddings is true, but the checkpoint has its own lm_head.weight".into();
+    }
+    let shared = arch.moe().map_or(0, |m| m.n_shared_experts);
+    if shared == 0 && any(&|t| t.contains(".mlp.shared_experts.")) {
+        return format!(
+            "n_shared_experts is 0 (or absent), but the checkpoint has shared experts{typo}"
+        );
+    }
+    match arch.attention.q_proj {
+        QueryProjection::Full if any(&|t| t.contains(".self_attn.q_a_proj.")) => {
+            return "q_lora_rank is null, but the checkpoint has a low-rank query (q_a_proj)"
+                .into();
+        }
+        QueryProjection::LowRank { .. } if any(&|t| t.contains(".self_attn.q_proj.")) => {
+            return "q_lora_rank is set, but the checkpoint has a full q_proj".into();
+        }
+        _ => {}
+    }
+    if let Some(moe) = arch.moe() {
+        let expert = |t: &str| -> Option<usize> {
+            t.split(".mlp.experts.")
+                .nth(1)?
+                .split('.')
+                .next()?
+                .parse()
+                .ok()
+        };
+        if let Some(j) = tensors.iter().filter_map(|t| expert(t)).max()
+            && j >= moe.n_routed_experts
+        {
+            return format!(
+                "n_routed_experts is {}, but the checkpoint has expert {j}",
+                moe.n_routed_experts
+            );
+        }
+    }
+    if any(&|t| t.ends_with(".mlp.gate.e_score_correction_bias")) {
+        return "the checkpoint has e_score_correction_bias, which only topk_method noaux_tc \
+                (DeepSeek-V3's) uses"
+            .into();
+    }
+    let moe_tensor = |t: &str| t.contains(".mlp.gate.") || t.contains(".mlp.experts.");
+    if let Some(l) = tensors
+        .iter()
+        .filter(|t| moe_tensor(t))
+        .find_map(|t| layer_of(t))
+    {
+        return format!(
+            "first_k_dense_replace / moe_layer_freq make layer {l} dense, but the checkpoint has \
+             experts there"
+        );
+    }
+    if let Some(l) = tensors
+        .iter()
+        .filter(|t| t.contains(".mlp.gate_proj."))
+        .find_map(|t| layer_of(t))
+    {
+        return format!(
+            "first_k_dense_replace / moe_layer_freq make layer {l} a MoE layer, but the checkpoint \
+             has a dense MLP there"
+        );
+    }
+    format!("no config key accounts for them{typo}")
 }

@@ -7,7 +7,7 @@ use deepblocks_moe::{Mlp, Moe};
 use deepblocks_norm::RmsNorm;
 use deepblocks_rope::{RopeScaling, RopeTable};
 
-use crate::{LoadReport, Result, blocks};
+use crate::{Error, LoadReport, Result, blocks};
 
 /// The feed-forward block of a decoder layer, by [`Architecture::layer_kind`]: the dense MLP
 /// (of the first `first_k_dense_replace` layers in DeepSeek-V2) or DeepSeekMoE.
@@ -217,8 +217,9 @@ impl Model {
     ///
     /// Everything that can be checked is checked before the cache is touched: the token count,
     /// the length of `logits`, the cache's sizes, the room left in the context and every token
-    /// id. A failure in a layer after that (e.g. NaN gate logits) rolls back what earlier layers
-    /// appended. On error the cache is as it was.
+    /// id. Each block's output is then checked for NaN and infinities (one pass over `t·h` values),
+    /// so a non-finite value is reported where it starts. A failure in a layer rolls back what
+    /// earlier layers appended. On error the cache is as it was.
     ///
     /// # Errors
     /// An MLA [`EmptyInput`](deepblocks_mla::Error::EmptyInput) for no tokens; a core
@@ -226,7 +227,9 @@ impl Model {
     /// [`CacheMismatch`](deepblocks_mla::Error::CacheMismatch) for a cache of another model, or
     /// [`ContextFull`](deepblocks_mla::Error::ContextFull) past `max_position_embeddings`; an
     /// embed [`TokenOutOfRange`](deepblocks_embed::Error::TokenOutOfRange) naming the id and its
-    /// position; a block's error.
+    /// position; [`Error::NonFiniteOutput`] naming the layer and the block (attention, mlp,
+    /// lm_head) whose output first holds a NaN or an infinity; [`Error::Layer`] around a block's
+    /// own error (the router's NaN gate logits).
     pub fn forward_into(
         &self,
         logits: &mut [f32],
@@ -249,21 +252,19 @@ impl Model {
         self.embeddings.embed_tokens().check_ids(tokens)?;
 
         let p = cache.len();
-        let mut x = match self.decode_layers(tokens, cache) {
-            Ok(x) => x,
-            Err(e) => {
-                // Layers that ran before the failure appended their latents: roll them back.
-                cache.rollback(p);
-                return Err(e);
-            }
-        };
-
-        // The final norm and lm_head, on the rows asked for only.
-        let x_rows = &mut x[(t - rows) * h..];
-        self.norm.forward_inplace(x_rows, rows);
-        self.embeddings
-            .logits_into(logits, x_rows, rows, Positions::All)?;
-        Ok(())
+        let result = self.decode_layers(tokens, cache).and_then(|mut x| {
+            // The final norm and lm_head, on the rows asked for only.
+            let x_rows = &mut x[(t - rows) * h..];
+            self.norm.forward_inplace(x_rows, rows);
+            self.embeddings
+                .logits_into(logits, x_rows, rows, Positions::All)?;
+            finite(logits, None, "lm_head")
+        });
+        if result.is_err() {
+            // Layers that ran before the failure appended their latents: roll them back.
+            cache.rollback(p);
+        }
+        result
     }
 
     /// Embedding and every decoder layer: the hidden states `[t, h]` before the final norm.
@@ -294,21 +295,39 @@ impl Model {
         let mut normed = vec![0.0f32; t * h]; // [t, h]
         let mut delta = vec![0.0f32; t * h]; // [t, h], a block's output
         for (l, layer) in self.layers.iter().enumerate() {
+            let in_layer = |e: Error| Error::Layer {
+                layer: l,
+                source: Box::new(e),
+            };
             layer.input_layernorm.forward(&mut normed, &x, t);
-            layer.self_attn.forward_with(
-                &mut delta,
-                &normed,
-                t,
-                cache.layer_mut(l)?,
-                &rope,
-                path,
-            )?;
+            layer
+                .self_attn
+                .forward_with(&mut delta, &normed, t, cache.layer_mut(l)?, &rope, path)
+                .map_err(|e| in_layer(e.into()))?;
+            finite(&delta, Some(l), "attention")?;
             add(&mut x, &delta);
             layer.post_attention_layernorm.forward(&mut normed, &x, t);
-            layer.mlp.forward(&mut delta, &normed, t)?;
+            layer
+                .mlp
+                .forward(&mut delta, &normed, t)
+                .map_err(in_layer)?;
+            finite(&delta, Some(l), "mlp")?;
             add(&mut x, &delta);
         }
         Ok(x)
+    }
+}
+
+/// The first non-finite element of a block's output, as an error naming the layer and the block.
+fn finite(x: &[f32], layer: Option<usize>, block: &'static str) -> Result<()> {
+    match deepblocks_core::first_non_finite(x) {
+        None => Ok(()),
+        Some(index) => Err(Error::NonFiniteOutput {
+            layer,
+            block,
+            index,
+            value: x[index],
+        }),
     }
 }
 

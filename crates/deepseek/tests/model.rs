@@ -509,3 +509,275 @@ fn progress_goes_to_the_callback() {
         "{seen:?}"
     );
 }
+
+/// A copy of a fixture folder whose tensors pass through `edit(name, f32 values)` (an f32
+/// checkpoint), plus extra tensors, with the config edited by `config`.
+fn rewritten(
+    variant: &str,
+    name: &str,
+    mut edit: impl FnMut(&str, &mut Vec<f32>),
+    extra: &[(&str, Vec<usize>)],
+    config: impl FnOnce(&mut serde_json::Value),
+) -> PathBuf {
+    let src = dir(variant);
+    let dst = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("deepseek-tests")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::create_dir_all(&dst).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config(&mut cfg);
+    std::fs::write(dst.join("config.json"), cfg.to_string()).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            assert_eq!(v.dtype(), safetensors::Dtype::F32, "{n}");
+            let mut vals: Vec<f32> = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            edit(&n, &mut vals);
+            let data = vals.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (n, v.shape().to_vec(), data)
+        })
+        .collect();
+    for (n, shape) in extra {
+        let len: usize = shape.iter().product();
+        owned.push((n.to_string(), shape.clone(), vec![0u8; 4 * len]));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dst.join("model.safetensors")).unwrap();
+    dst
+}
+
+fn unexpected(err: &Error) -> (&[String], &str) {
+    match err {
+        Error::UnexpectedTensors {
+            tensors,
+            explanation,
+            ..
+        } => (tensors, explanation),
+        other => panic!("expected UnexpectedTensors, got {other}"),
+    }
+}
+
+#[test]
+fn every_tensor_of_the_checkpoint_is_accounted_for() {
+    // A misspelt optional key: zero shared experts by the config, the tensors still in the file.
+    let folder = rewritten(
+        "b_fullq_greedy",
+        "typo-shared",
+        |_, _| {},
+        &[],
+        |c| {
+            let n = c
+                .as_object_mut()
+                .unwrap()
+                .remove("n_shared_experts")
+                .unwrap();
+            c["n_shared_expert"] = n;
+        },
+    );
+    let err = Model::load_with(&folder, &quiet()).unwrap_err();
+    let (tensors, why) = unexpected(&err);
+    assert!(
+        tensors.iter().all(|t| t.contains(".mlp.shared_experts.")),
+        "{tensors:?}"
+    );
+    assert!(
+        why.contains("n_shared_experts") && why.contains("n_shared_expert"),
+        "{why}"
+    );
+    assert!(
+        err.to_string().contains("model.safetensors"),
+        "names the file: {err}"
+    );
+
+    // Fewer layers in the config than in the file.
+    let folder = rewritten(
+        "b_fullq_greedy",
+        "fewer-layers",
+        |_, _| {},
+        &[],
+        |c| {
+            c["num_hidden_layers"] = 2.into();
+        },
+    );
+    let err = Model::load_with(&folder, &quiet()).unwrap_err();
+    let (tensors, why) = unexpected(&err);
+    assert!(
+        tensors.iter().all(|t| t.starts_with("model.layers.2.")),
+        "{tensors:?}"
+    );
+    assert!(
+        why.contains("num_hidden_layers is 2") && why.contains("up to 2"),
+        "{why}"
+    );
+
+    // Tied by the config, untied in the file.
+    let folder = rewritten(
+        "b_fullq_greedy",
+        "tied-but-head",
+        |_, _| {},
+        &[],
+        |c| {
+            c["tie_word_embeddings"] = true.into();
+        },
+    );
+    let err = Model::load_with(&folder, &quiet()).unwrap_err();
+    let (tensors, why) = unexpected(&err);
+    assert_eq!(tensors, ["lm_head.weight"]);
+    assert!(why.contains("tie_word_embeddings"), "{why}");
+
+    // A tensor nobody expects.
+    let folder = rewritten(
+        "b_fullq_greedy",
+        "stray-tensor",
+        |_, _| {},
+        &[("model.vision_tower.proj.weight", vec![2, 2])],
+        |_| {},
+    );
+    let err = Model::load_with(&folder, &quiet()).unwrap_err();
+    let (tensors, why) = unexpected(&err);
+    assert_eq!(tensors, ["model.vision_tower.proj.weight"]);
+    assert!(why.contains("no config key"), "{why}");
+
+    // Empty tensors (transformers writes them for n_shared_experts: 0) are skipped and reported.
+    let folder = rewritten(
+        "b_fullq_greedy",
+        "empty-tensor",
+        |_, _| {},
+        &[(
+            "model.layers.1.mlp.shared_experts.extra.weight",
+            vec![0, 32],
+        )],
+        |_| {},
+    );
+    let model = Model::load_with(&folder, &quiet()).unwrap();
+    assert_eq!(
+        model.load_report().skipped_tensors,
+        ["model.layers.1.mlp.shared_experts.extra.weight"]
+    );
+}
+
+#[test]
+fn non_finite_values_are_found_where_they_start() {
+    let (ids, _) = golden("b_fullq_greedy");
+    let poison = |target: &'static str| {
+        move |name: &str, v: &mut Vec<f32>| {
+            if name == target {
+                v[3] = f32::NAN;
+            }
+        }
+    };
+    // In lm_head: the logits, named as lm_head's; with check_weights, the tensor itself.
+    let folder = rewritten(
+        "b_fullq_greedy",
+        "nan-lm-head",
+        poison("lm_head.weight"),
+        &[],
+        |_| {},
+    );
+    let model = Model::load_with(&folder, &quiet()).unwrap();
+    let mut cache = model.new_cache(8).unwrap();
+    let err = model
+        .forward(&ids[..4], &mut cache, Positions::Last)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NonFiniteOutput {
+                layer: None,
+                block: "lm_head",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(cache.len(), 0, "rolled back");
+    let check = LoadOptions {
+        check_weights: true,
+        ..quiet()
+    };
+    let err = Model::load_with(&folder, &check).unwrap_err();
+    assert!(
+        matches!(&err, Error::NonFiniteWeight { tensor, index: 3, value } if tensor == "lm_head.weight" && value.is_nan()),
+        "{err}"
+    );
+
+    // In the final norm.
+    let folder = rewritten(
+        "b_fullq_greedy",
+        "nan-norm",
+        poison("model.norm.weight"),
+        &[],
+        |_| {},
+    );
+    let err = Model::load_with(&folder, &check).unwrap_err();
+    assert!(
+        matches!(&err, Error::NonFiniteWeight { tensor, .. } if tensor == "model.norm.weight"),
+        "{err}"
+    );
+
+    // In layer 1's attention: the error names the layer and the block, and the cache is as it
+    // was.
+    let folder = rewritten(
+        "b_fullq_greedy",
+        "nan-attention",
+        poison("model.layers.1.self_attn.o_proj.weight"),
+        &[],
+        |_| {},
+    );
+    let model = Model::load_with(&folder, &quiet()).unwrap();
+    let mut cache = model.new_cache(8).unwrap();
+    let err = model
+        .forward(&ids[..4], &mut cache, Positions::Last)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NonFiniteOutput {
+                layer: Some(1),
+                block: "attention",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("layer 1 attention"), "{err}");
+    assert_eq!(cache.len(), 0);
+
+    // In a router: the gate logits, named by the layer and the router.
+    let folder = rewritten(
+        "b_fullq_greedy",
+        "nan-router",
+        poison("model.layers.2.mlp.gate.weight"),
+        &[],
+        |_| {},
+    );
+    let model = Model::load_with(&folder, &quiet()).unwrap();
+    let mut cache = model.new_cache(8).unwrap();
+    let err = model
+        .forward(&ids[..4], &mut cache, Positions::Last)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Layer { layer: 2, source } if matches!(**source, Error::Moe(deepblocks_moe::Error::NonFiniteGateLogit { .. }))),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("layer 2: router"), "{err}");
+    assert_eq!(cache.len(), 0);
+}

@@ -51,7 +51,9 @@ pub enum Error {
 
     /// A gate logit is NaN or infinite (the hidden state or the gate weight holds a NaN, or the
     /// product overflowed).
-    #[error("gate logit of token {token} for expert {expert} is {value}, not a finite number")]
+    #[error(
+        "router: gate logit of token {token} for expert {expert} is {value}, not a finite number"
+    )]
     NonFiniteGateLogit {
         /// The token (row of the hidden states).
         token: usize,
