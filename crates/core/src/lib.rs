@@ -44,6 +44,7 @@ mod linear;
 mod ops;
 #[doc(hidden)]
 pub mod probe;
+mod region;
 mod store;
 mod weight;
 
@@ -61,6 +62,7 @@ pub use ops::{
     first_non_finite_naive, sigmoid, silu, silu_inplace, softmax, softmax_rows, softmax_rows_naive,
     sum_squares, swiglu,
 };
+pub use region::Access;
 pub use store::{INDEX_FILE, SINGLE_FILE, SafeTensorsStore, TensorInfo};
 pub use weight::{Buffer, Weight, WeightData, narrow, widen_into};
 

@@ -10,9 +10,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::Mmap;
 use safetensors::{SafeTensorError, SafeTensors};
 
+use crate::region::{Access, Region};
 use crate::{Buffer, DType, Element, Error, Result, Weight};
 
 #[cfg(target_endian = "big")]
@@ -51,7 +51,7 @@ impl TensorInfo {
 }
 
 struct Shard {
-    map: Arc<Mmap>,
+    map: Arc<Region>,
 }
 
 /// A read-only view of the tensors of a safetensors checkpoint, memory-mapped.
@@ -65,8 +65,10 @@ struct Shard {
 /// ```
 ///
 /// # Safety of the mapping
-/// Like every memory-mapped reader, the store assumes the files are not modified while it is
-/// open; truncating a mapped file underneath it can crash the process.
+/// Like every memory-mapped reader, the store (opened with [`Access::Map`], the default) assumes
+/// the files are not modified while it, or a weight read from it, is alive: a rewrite in place
+/// changes the weights, and truncating a mapped file kills the process with SIGBUS.
+/// [`SafeTensorsStore::open_with`] and [`Access::Read`] read the files into memory instead.
 pub struct SafeTensorsStore {
     /// The file or index the store was opened from (used in error messages).
     location: PathBuf,
@@ -93,24 +95,33 @@ impl SafeTensorsStore {
     /// [`Error::NoWeights`] for a folder with neither file; otherwise as [`Self::open_file`] and
     /// [`Self::open_index`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, Access::Map)
+    }
+
+    /// [`Self::open`] with the files memory-mapped ([`Access::Map`]) or read into memory
+    /// ([`Access::Read`], for files that may change while the store is in use).
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn open_with(path: impl AsRef<Path>, access: Access) -> Result<Self> {
         let path = path.as_ref();
         if path.is_dir() {
             let index = path.join(INDEX_FILE);
             if index.is_file() {
-                return Self::open_index(index);
+                return Self::open_index_with(index, access);
             }
             let single = path.join(SINGLE_FILE);
             if single.is_file() {
-                return Self::open_file(single);
+                return Self::open_file_with(single, access);
             }
             return Err(Error::NoWeights {
                 dir: path.to_path_buf(),
             });
         }
         if path.extension().is_some_and(|e| e == "json") {
-            Self::open_index(path)
+            Self::open_index_with(path, access)
         } else {
-            Self::open_file(path)
+            Self::open_file_with(path, access)
         }
     }
 
@@ -120,9 +131,13 @@ impl SafeTensorsStore {
     /// [`Error::Io`] when the file cannot be opened or mapped, [`Error::Header`] when it is
     /// truncated or its header is corrupt.
     pub fn open_file(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_file_with(path, Access::Map)
+    }
+
+    fn open_file_with(path: impl AsRef<Path>, access: Access) -> Result<Self> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let (map, tensors, metadata) = read_shard(path, &file, 0)?;
+        let (map, tensors, metadata) = read_shard(path, &file, 0, access)?;
         Ok(SafeTensorsStore {
             location: path.to_path_buf(),
             shards: vec![Shard { map }],
@@ -140,6 +155,10 @@ impl SafeTensorsStore {
     /// shard is corrupt, and [`Error::IndexMismatch`] when a shard lacks a tensor the index maps to
     /// it.
     pub fn open_index(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_index_with(path, Access::Map)
+    }
+
+    fn open_index_with(path: impl AsRef<Path>, access: Access) -> Result<Self> {
         let index = path.as_ref();
         let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
         let weight_map = parse_index(index, &text)?;
@@ -162,7 +181,7 @@ impl SafeTensorsStore {
                 shard: name.to_string(),
                 source,
             })?;
-            let (map, tensors, _) = read_shard(&shard_path, &file, id)?;
+            let (map, tensors, _) = read_shard(&shard_path, &file, id, access)?;
             shards.push(Shard { map });
             shard_tensors.push(tensors);
         }
@@ -328,7 +347,7 @@ impl SafeTensorsStore {
     fn buffer<T: Element>(&self, info: &TensorInfo) -> Buffer<T> {
         let map = &self.shards[info.shard].map;
         let len = info.bytes / std::mem::size_of::<T>();
-        if let Some(b) = Buffer::mapped(Arc::clone(map), info.offset, len) {
+        if let Some(b) = Buffer::in_file(Arc::clone(map), info.offset, len) {
             return b;
         }
         // Misaligned (a writer that does not pad): copy element by element.
@@ -357,14 +376,13 @@ fn supported(info: &TensorInfo) -> Result<DType> {
 }
 
 type ShardContents = (
-    Arc<Mmap>,
+    Arc<Region>,
     HashMap<String, TensorInfo>,
     Option<HashMap<String, String>>,
 );
 
-fn read_shard(path: &Path, file: &File, shard: usize) -> Result<ShardContents> {
-    // SAFETY: the map is read-only; see the type's note on files changing underneath it.
-    let map = unsafe { Mmap::map(file) }.map_err(|e| Error::io(path, e))?;
+fn read_shard(path: &Path, file: &File, shard: usize, access: Access) -> Result<ShardContents> {
+    let map = Region::open(file, access).map_err(|e| Error::io(path, e))?;
     let (header_len, meta) = SafeTensors::read_metadata(&map).map_err(|e| Error::Header {
         path: path.to_path_buf(),
         reason: header_reason(e, map.len()),

@@ -6,18 +6,18 @@ use std::ops::{Deref, Range};
 use std::sync::Arc;
 
 use half::{bf16, f16};
-use memmap2::Mmap;
 
+use crate::region::Region;
 use crate::{DType, Element, Error, Result};
 
-/// A read-only, cheaply clonable run of elements, either owned or borrowed from a memory-mapped
-/// file. Dereferences to `&[T]`.
+/// A read-only, cheaply clonable run of elements, either owned or borrowed from a checkpoint file's
+/// bytes (memory-mapped, or read into memory once). Dereferences to `&[T]`.
 ///
 /// Cloning and [`Buffer::slice`] share the underlying memory; nothing is copied.
 #[derive(Clone)]
 pub struct Buffer<T: Element> {
     backing: Backing<T>,
-    /// For `Owned`: element offset into the vector. For `Mapped`: byte offset into the map.
+    /// For `Owned`: element offset into the vector. For `File`: byte offset into the file.
     start: usize,
     /// Number of elements.
     len: usize,
@@ -26,7 +26,7 @@ pub struct Buffer<T: Element> {
 #[derive(Clone)]
 enum Backing<T> {
     Owned(Arc<[T]>),
-    Mapped(Arc<Mmap>),
+    File(Arc<Region>),
 }
 
 impl<T: Element> Buffer<T> {
@@ -40,9 +40,9 @@ impl<T: Element> Buffer<T> {
         }
     }
 
-    /// A view of `len` elements of `map` starting at byte `offset`, without copying, or `None`
-    /// when the range is out of bounds or not aligned for `T` (the caller then copies).
-    pub(crate) fn mapped(map: Arc<Mmap>, offset: usize, len: usize) -> Option<Self> {
+    /// A view of `len` elements of a file's bytes starting at byte `offset`, without copying, or
+    /// `None` when the range is out of bounds or not aligned for `T` (the caller then copies).
+    pub(crate) fn in_file(map: Arc<Region>, offset: usize, len: usize) -> Option<Self> {
         let bytes = len.checked_mul(std::mem::size_of::<T>())?;
         let end = offset.checked_add(bytes)?;
         if end > map.len() {
@@ -53,7 +53,7 @@ impl<T: Element> Buffer<T> {
             return None;
         }
         Some(Buffer {
-            backing: Backing::Mapped(map),
+            backing: Backing::File(map),
             start: offset,
             len,
         })
@@ -71,7 +71,7 @@ impl<T: Element> Buffer<T> {
         );
         let start = match self.backing {
             Backing::Owned(_) => self.start + range.start,
-            Backing::Mapped(_) => self.start + range.start * std::mem::size_of::<T>(),
+            Backing::File(_) => self.start + range.start * std::mem::size_of::<T>(),
         };
         Buffer {
             backing: self.backing.clone(),
@@ -82,7 +82,10 @@ impl<T: Element> Buffer<T> {
 
     /// Whether the elements live in a memory-mapped file (no copy was made).
     pub fn is_mapped(&self) -> bool {
-        matches!(self.backing, Backing::Mapped(_))
+        match &self.backing {
+            Backing::File(region) => region.is_mapped(),
+            Backing::Owned(_) => false,
+        }
     }
 
     /// The elements widened to f32 (a copy).
@@ -96,12 +99,12 @@ impl<T: Element> Deref for Buffer<T> {
     fn deref(&self) -> &[T] {
         match &self.backing {
             Backing::Owned(v) => &v[self.start..self.start + self.len],
-            Backing::Mapped(map) => {
-                // SAFETY: `mapped` checked that `start .. start + len * size_of::<T>()` lies in the
+            Backing::File(map) => {
+                // SAFETY: `in_file` checked that `start .. start + len * size_of::<T>()` lies in the
                 // map and that `map.as_ptr() + start` is aligned for `T`; `slice` only narrows that
                 // range by whole elements. `T` is f32, bf16 or f16 (the trait is sealed): plain
-                // data for which every bit pattern is valid. The map is read-only and lives as long
-                // as `self` holds the `Arc`.
+                // data for which every bit pattern is valid. The bytes are read-only and live as
+                // long as `self` holds the `Arc`.
                 unsafe {
                     std::slice::from_raw_parts(map.as_ptr().add(self.start).cast::<T>(), self.len)
                 }

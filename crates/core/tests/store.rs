@@ -359,3 +359,26 @@ fn misaligned_tensor_is_copied_correctly() {
     assert!(!b.is_mapped());
     assert_eq!(&b[..], &[1.5, -2.25]);
 }
+
+/// `Access::Read` holds the bytes in memory: the weights are the same, not mapped, and a file
+/// rewritten (or truncated) afterwards changes nothing.
+#[test]
+fn read_access_copies_the_file_so_it_may_change() {
+    let dir = scratch("read-access");
+    let path = sample_model(&dir);
+    let store =
+        deepblocks_core::SafeTensorsStore::open_with(&dir, deepblocks_core::Access::Read).unwrap();
+    let w = store.weight("w.bf16", [3, 2]).unwrap();
+    assert!(!w.is_mapped());
+    assert_eq!(w.to_f32_vec(), vec![1., -1., 0.5, 2., 4., 8.]);
+    std::fs::write(&path, b"overwritten").unwrap();
+    assert_eq!(w.to_f32_vec(), vec![1., -1., 0.5, 2., 4., 8.]);
+    assert_eq!(
+        store.weight("w.f32", [2, 3]).unwrap().to_f32_vec(),
+        vec![1., 2., 3., 4., 5., 6.]
+    );
+    // The default maps the file.
+    sample_model(&dir);
+    let mapped = SafeTensorsStore::open(&dir).unwrap();
+    assert!(mapped.weight("w.bf16", [3, 2]).unwrap().is_mapped());
+}

@@ -51,6 +51,7 @@ pub use loader::{LoadOptions, LoadProgress, LoadReport, ProgressFn};
 pub use model::{DecoderLayer, FeedForward, Model};
 
 pub use deepblocks_config::Architecture;
+pub use deepblocks_core::Access;
 pub use deepblocks_embed::Positions;
 pub use deepblocks_mla::{AttentionPath, MlaCache, MlaCacheConfig};
 pub use deepblocks_moe::Weighting;

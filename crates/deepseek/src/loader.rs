@@ -29,7 +29,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use deepblocks_config::{Architecture, LayerKind, Parsed, QueryProjection};
-use deepblocks_core::{DType, SafeTensorsStore, Weight};
+use deepblocks_core::{Access, DType, SafeTensorsStore, Weight};
 use deepblocks_embed::{Embedding, Embeddings, LmHead};
 use deepblocks_mla::{AttentionPath, Mla, MlaWeights, QProj};
 use deepblocks_moe::{Experts, Mlp, Moe, SharedExperts, Weighting};
@@ -76,6 +76,10 @@ pub struct LoadOptions {
     /// ([`Error::NonFiniteWeight`], naming the tensor). Off by default: it reads every byte of
     /// the checkpoint up front (the forward pass checks each block's output anyway).
     pub check_weights: bool,
+    /// How the checkpoint's bytes are reached: memory-mapped ([`Access::Map`], the default: no
+    /// copy, but the files must not be modified while the model is alive) or read into memory
+    /// once ([`Access::Read`]: for files that may change, at the cost of holding every byte).
+    pub access: Access,
 }
 
 impl fmt::Debug for LoadOptions {
@@ -86,6 +90,7 @@ impl fmt::Debug for LoadOptions {
             .field("prefill_attention", &self.prefill_attention)
             .field("progress", &self.progress.as_ref().map(|_| "callback"))
             .field("check_weights", &self.check_weights)
+            .field("access", &self.access)
             .finish()
     }
 }
@@ -116,9 +121,14 @@ impl Model {
         Model::load_with(dir, &LoadOptions::default())
     }
 
-    /// Loads a model folder. Weights are memory-mapped and stay in their stored dtype unless
-    /// `options.dtype` asks otherwise. The checkpoint files must not be modified while the model
-    /// is alive (the map reads them in place).
+    /// Loads a model folder. Weights stay in their stored dtype unless `options.dtype` asks
+    /// otherwise.
+    ///
+    /// # The memory map
+    /// By default the checkpoint is memory-mapped and read in place: **do not modify or truncate
+    /// the files while the model is alive** — a rewrite changes the weights under it, and a
+    /// truncation kills the process (SIGBUS). For files that may change, load with
+    /// `LoadOptions { access: Access::Read, .. }`, which reads them into memory once.
     ///
     /// # Errors
     /// [`Error::Config`] for a bad `config.json` (naming the file and the key, or an unsupported
@@ -127,7 +137,7 @@ impl Model {
     pub fn load_with(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
         let parsed = Architecture::from_file(dir.join("config.json"))?;
-        let store = SafeTensorsStore::open(dir)?;
+        let store = SafeTensorsStore::open_with(dir, options.access)?;
         Model::from_parsed(parsed, &store, options)
     }
 

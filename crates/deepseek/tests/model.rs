@@ -781,3 +781,18 @@ fn non_finite_values_are_found_where_they_start() {
     assert!(err.to_string().starts_with("layer 2: router"), "{err}");
     assert_eq!(cache.len(), 0);
 }
+
+#[test]
+fn read_access_gives_the_same_model_without_the_map() {
+    let (ids, g) = golden("b_fullq_greedy");
+    let model = Model::load_with(
+        dir("b_fullq_greedy"),
+        &LoadOptions {
+            access: deepblocks_deepseek::Access::Read,
+            ..quiet()
+        },
+    )
+    .unwrap();
+    assert!(!model.embeddings().embed_tokens().weight().is_mapped());
+    assert_close(&all_logits(&model, &ids), g.data("logits"), 1e-4, 0.0);
+}
