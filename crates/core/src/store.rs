@@ -385,7 +385,7 @@ fn read_shard(path: &Path, file: &File, shard: usize, access: Access) -> Result<
     let map = Region::open(file, access).map_err(|e| Error::io(path, e))?;
     let (header_len, meta) = SafeTensors::read_metadata(&map).map_err(|e| Error::Header {
         path: path.to_path_buf(),
-        reason: header_reason(e, map.len()),
+        reason: header_reason(e, &map),
     })?;
     let data_start = 8 + header_len;
     let mut tensors = HashMap::new();
@@ -409,8 +409,19 @@ fn read_shard(path: &Path, file: &File, shard: usize, access: Access) -> Result<
     Ok((Arc::new(map), tensors, metadata))
 }
 
-/// A sentence for a header error, saying what a user would check.
-fn header_reason(e: SafeTensorError, file_len: usize) -> String {
+/// A sentence for a header error, saying what a user would check; for offset and size errors,
+/// the tensor at fault, found by reading the header again ([`diagnose_offsets`]).
+fn header_reason(e: SafeTensorError, bytes: &[u8]) -> String {
+    let file_len = bytes.len();
+    if matches!(
+        e,
+        SafeTensorError::MetadataIncompleteBuffer
+            | SafeTensorError::InvalidOffset(_)
+            | SafeTensorError::TensorInvalidInfo
+    ) && let Some(reason) = diagnose_offsets(bytes)
+    {
+        return reason;
+    }
     match e {
         SafeTensorError::HeaderTooSmall => {
             format!("the file is {file_len} bytes, shorter than the 8-byte header length")
@@ -433,6 +444,91 @@ fn header_reason(e: SafeTensorError, file_len: usize) -> String {
             "a tensor's byte length does not match its shape and dtype".to_string()
         }
         other => other.to_string(),
+    }
+}
+
+/// The first tensor whose data offsets are wrong, and how, from the header JSON: a byte length
+/// that does not match its shape and dtype, a range that ends before it starts or runs past the
+/// data, two ranges that overlap, or a gap. `None` when the header cannot be read this way.
+fn diagnose_offsets(bytes: &[u8]) -> Option<String> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header = bytes.get(8..8usize.checked_add(n)?)?;
+    let data_len = bytes.len() - 8 - n;
+    let json: serde_json::Value = serde_json::from_slice(header).ok()?;
+    // (start, end, name, expected bytes)
+    let mut ranges: Vec<(usize, usize, &str, Option<u128>)> = Vec::new();
+    for (name, t) in json.as_object()? {
+        if name == "__metadata__" {
+            continue;
+        }
+        let offsets = t.get("data_offsets")?.as_array()?;
+        let (start, end) = (offsets.first()?.as_u64()?, offsets.get(1)?.as_u64()?);
+        let bits: Option<u128> = t.get("dtype")?.as_str().and_then(|d| {
+            Some(match d {
+                "F64" | "I64" | "U64" => 64,
+                "F32" | "I32" | "U32" => 32,
+                "F16" | "BF16" | "I16" | "U16" => 16,
+                "F8_E4M3" | "F8_E5M2" | "I8" | "U8" | "BOOL" => 8,
+                _ => return None,
+            })
+        });
+        let elements = t.get("shape")?.as_array()?.iter().try_fold(1u128, |a, d| {
+            Some(a.saturating_mul(u128::from(d.as_u64()?)))
+        });
+        let expected = bits.zip(elements).map(|(b, e)| e.saturating_mul(b) / 8);
+        ranges.push((
+            usize::try_from(start).ok()?,
+            usize::try_from(end).ok()?,
+            name,
+            expected,
+        ));
+    }
+    ranges.sort();
+    let mut previous: Option<(usize, &str)> = None;
+    for &(start, end, name, expected) in &ranges {
+        if end < start {
+            return Some(format!(
+                "tensor {name:?}: data offsets [{start}, {end}) end before they start"
+            ));
+        }
+        if let Some(bytes) = expected
+            && bytes != (end - start) as u128
+        {
+            return Some(format!(
+                "tensor {name:?}: data offsets [{start}, {end}) hold {} bytes, but its shape and dtype need {bytes}",
+                end - start
+            ));
+        }
+        if end > data_len {
+            return Some(format!(
+                "tensor {name:?}: data offsets [{start}, {end}) run past the {data_len} bytes of data in the file: truncated?"
+            ));
+        }
+        match previous {
+            Some((prev_end, prev)) if start < prev_end => {
+                return Some(format!(
+                    "tensors {prev:?} and {name:?} overlap (bytes {start}..{prev_end} of the data)"
+                ));
+            }
+            Some((prev_end, prev)) if start > prev_end => {
+                return Some(format!(
+                    "a gap of {} bytes between tensors {prev:?} and {name:?}",
+                    start - prev_end
+                ));
+            }
+            None if start > 0 => {
+                return Some(format!("a gap of {start} bytes before tensor {name:?}"));
+            }
+            _ => {}
+        }
+        previous = Some((end, name));
+    }
+    match previous {
+        Some((end, last)) if end < data_len => Some(format!(
+            "{} bytes of data after the last tensor {last:?}",
+            data_len - end
+        )),
+        _ => None,
     }
 }
 

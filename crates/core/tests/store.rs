@@ -382,3 +382,38 @@ fn read_access_copies_the_file_so_it_may_change() {
     let mapped = SafeTensorsStore::open(&dir).unwrap();
     assert!(mapped.weight("w.bf16", [3, 2]).unwrap().is_mapped());
 }
+
+/// A header whose offsets are wrong names the tensor at fault: past the end of the data, two
+/// that overlap (both named), a byte length that is not its shape's.
+#[test]
+fn bad_offsets_name_the_tensor() {
+    let dir = scratch("offsets");
+    let path = dir.join("model.safetensors");
+    let write_raw = |header: &str, data: usize| {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend(std::iter::repeat_n(0u8, data));
+        std::fs::write(&path, &bytes).unwrap();
+        SafeTensorsStore::open(&path).unwrap_err().to_string()
+    };
+    let err = write_raw(
+        r#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+            "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}"#,
+        12,
+    );
+    assert!(err.contains("\"b\"") && err.contains("run past"), "{err}");
+    let err = write_raw(
+        r#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+            "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}"#,
+        12,
+    );
+    assert!(
+        err.contains("\"a\"") && err.contains("\"b\"") && err.contains("overlap"),
+        "{err}"
+    );
+    let err = write_raw(
+        r#"{"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}"#,
+        8,
+    );
+    assert!(err.contains("\"a\"") && err.contains("need 12"), "{err}");
+}
