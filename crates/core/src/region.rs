@@ -49,6 +49,16 @@ impl Region {
         }
     }
 
+    /// A copy of `bytes`, word-aligned.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Region {
+        let len = bytes.len();
+        let mut words = vec![0u64; len.div_ceil(8)];
+        // SAFETY: the words hold `8 · words.len() ≥ len` initialised bytes.
+        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) }
+            .copy_from_slice(bytes);
+        Region::Heap { words, len }
+    }
+
     /// Whether the bytes are memory-mapped.
     pub(crate) fn is_mapped(&self) -> bool {
         matches!(self, Region::Map(_))

@@ -134,6 +134,28 @@ impl SafeTensorsStore {
         Self::open_file_with(path, Access::Map)
     }
 
+    /// A store over the bytes of one safetensors file held in memory (copied once), named
+    /// `location` in errors.
+    ///
+    /// ```
+    /// let err = deepblocks_core::SafeTensorsStore::from_bytes("in-memory", b"not safetensors")
+    ///     .unwrap_err();
+    /// assert!(err.to_string().starts_with("in-memory: not a valid safetensors file"));
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Header`] when the bytes are not a valid safetensors file.
+    pub fn from_bytes(location: impl AsRef<Path>, bytes: &[u8]) -> Result<Self> {
+        let path = location.as_ref();
+        let (map, tensors, metadata) = shard_contents(path, Region::from_bytes(bytes), 0)?;
+        Ok(SafeTensorsStore {
+            location: path.to_path_buf(),
+            shards: vec![Shard { map }],
+            tensors,
+            metadata,
+        })
+    }
+
     fn open_file_with(path: impl AsRef<Path>, access: Access) -> Result<Self> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -383,6 +405,11 @@ type ShardContents = (
 
 fn read_shard(path: &Path, file: &File, shard: usize, access: Access) -> Result<ShardContents> {
     let map = Region::open(file, access).map_err(|e| Error::io(path, e))?;
+    shard_contents(path, map, shard)
+}
+
+/// The tensors of one file's bytes, checked.
+fn shard_contents(path: &Path, map: Region, shard: usize) -> Result<ShardContents> {
     let (header_len, meta) = SafeTensors::read_metadata(&map).map_err(|e| Error::Header {
         path: path.to_path_buf(),
         reason: header_reason(e, &map),

@@ -1,0 +1,430 @@
+//! The bad inputs of docs/testing.md's table, each run here: the table in the doc is rendered from
+//! this list, so a case cannot be documented without being tested, nor change without the doc.
+//! On a mismatch the test prints the table to paste between the markers.
+
+use std::path::{Path, PathBuf};
+
+use deepblocks::config::Architecture;
+use deepblocks::core::SafeTensorsStore;
+use deepblocks::deepseek::{LoadOptions, MlaCache, MlaCacheConfig, Model, Positions};
+use serde_json::{Value, json};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture() -> PathBuf {
+    root().join("testdata/deepseek/b_fullq_greedy")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("bad-inputs")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn v2() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(root().join("testdata/configs/deepseek-v2.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+/// The error of reading DeepSeek-V2's config with `edit` applied.
+fn config_error(edit: impl FnOnce(&mut Value)) -> String {
+    let mut v = v2();
+    edit(&mut v);
+    Architecture::from_json(&v).unwrap_err().to_string()
+}
+
+/// A checkpoint's tensors: name, shape, f32 values.
+type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// A copy of the f32 fixture with its config edited and its tensors passed through `tensors`.
+fn folder(
+    name: &str,
+    config: impl FnOnce(&mut Value),
+    tensors: impl FnOnce(&mut Tensors),
+) -> PathBuf {
+    let dst = scratch(name);
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap())
+            .unwrap();
+    config(&mut cfg);
+    std::fs::write(dst.join("config.json"), cfg.to_string()).unwrap();
+    let bytes = std::fs::read(fixture().join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut all: Tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            let vals = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (n, v.shape().to_vec(), vals)
+        })
+        .collect();
+    tensors(&mut all);
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = all
+        .into_iter()
+        .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dst.join("model.safetensors")).unwrap();
+    dst
+}
+
+fn load_error(dir: &Path, options: LoadOptions) -> String {
+    Model::load_with(dir, &options).unwrap_err().to_string()
+}
+
+fn poison(name: &'static str) -> impl FnOnce(&mut Tensors) {
+    move |all| {
+        for (n, _, v) in all.iter_mut() {
+            if n == name {
+                v[3] = f32::NAN;
+            }
+        }
+    }
+}
+
+fn forward_error(dir: &Path, tokens: &[u32]) -> String {
+    let model = Model::load(dir).unwrap();
+    let mut cache = model.new_cache(8).unwrap();
+    model
+        .forward(tokens, &mut cache, Positions::Last)
+        .unwrap_err()
+        .to_string()
+}
+
+/// `(case, what the error says, the error)`.
+type Case = (&'static str, &'static str, Box<dyn Fn() -> String>);
+
+fn cases() -> Vec<Case> {
+    let none = |_: &mut Tensors| {};
+    vec![
+        (
+            "config.json: a count written as a string (`\"hidden_size\": \"5120\"`)",
+            "`hidden_size` must be a non-negative integer",
+            Box::new(|| config_error(|v| v["hidden_size"] = json!("5120"))),
+        ),
+        (
+            "config.json: `q_lora_rank` absent (ambiguous: transformers defaults it to one model's size)",
+            "`q_lora_rank` is missing",
+            Box::new(|| {
+                config_error(|v| {
+                    v.as_object_mut().unwrap().remove("q_lora_rank");
+                })
+            }),
+        ),
+        (
+            "config.json: a `model_type` without its rules here (`deepseek_v3`)",
+            "model_type \"deepseek_v3\" is not supported; supported: deepseek_v2",
+            Box::new(|| config_error(|v| v["model_type"] = json!("deepseek_v3"))),
+        ),
+        (
+            "config.json: a known key with an unimplemented value (`attention_bias: true`)",
+            "`attention_bias` = true is not supported",
+            Box::new(|| config_error(|v| v["attention_bias"] = json!(true))),
+        ),
+        (
+            "config.json: `routed_scaling_factor: -1e30`",
+            "`routed_scaling_factor` = -1000000000000000000000000000000: must be a finite number > 0",
+            Box::new(|| config_error(|v| v["routed_scaling_factor"] = json!(-1e30))),
+        ),
+        (
+            "config.json: `rms_norm_eps: 0`",
+            "`rms_norm_eps` = 0: must be a finite number > 0",
+            Box::new(|| config_error(|v| v["rms_norm_eps"] = json!(0))),
+        ),
+        (
+            "config.json: an `eos_token_id` outside the vocabulary",
+            "`eos_token_id` = 102400: is not below vocab_size = 102400",
+            Box::new(|| config_error(|v| v["eos_token_id"] = json!(102_400))),
+        ),
+        (
+            "config.json: `n_group` not dividing the experts",
+            "`n_group` = 7: must divide n_routed_experts = 160",
+            Box::new(|| config_error(|v| v["n_group"] = json!(7))),
+        ),
+        (
+            "config.json: YaRN with `beta_fast` below `beta_slow`",
+            "`rope_scaling.beta_fast` = 0.5: must be greater than rope_scaling.beta_slow = 1",
+            Box::new(|| config_error(|v| v["rope_scaling"]["beta_fast"] = json!(0.5))),
+        ),
+        (
+            "config.json: `rope_scaling` and `rope_parameters` that disagree",
+            "`rope_scaling` = (present): disagrees with rope_parameters",
+            Box::new(|| {
+                config_error(|v| {
+                    v["rope_parameters"] = json!({"rope_type": "linear", "factor": 2.0})
+                })
+            }),
+        ),
+        (
+            "config.json: sizes whose tensors overflow memory addresses",
+            "embed_tokens [V, h] overflows",
+            Box::new(|| {
+                config_error(|v| {
+                    v["vocab_size"] = json!(u64::MAX / 2);
+                    v["eos_token_id"] = json!(1);
+                })
+            }),
+        ),
+        (
+            "config.json: not JSON",
+            "not valid JSON",
+            Box::new(|| {
+                let d = scratch("not-json");
+                std::fs::write(d.join("config.json"), "{").unwrap();
+                load_error(&d, LoadOptions::default())
+            }),
+        ),
+        (
+            "a folder without weights",
+            "no model.safetensors or model.safetensors.index.json in this folder",
+            Box::new(|| {
+                let d = scratch("no-weights");
+                std::fs::copy(fixture().join("config.json"), d.join("config.json")).unwrap();
+                load_error(&d, LoadOptions::default())
+            }),
+        ),
+        (
+            "a misspelt optional key (`n_shared_expert`) with the shared-expert tensors in the file",
+            "n_shared_experts is 0 (or absent), but the checkpoint has shared experts (config.json has keys deepblocks does not know: n_shared_expert",
+            Box::new(move || {
+                load_error(
+                    &folder(
+                        "typo",
+                        |c| {
+                            let n = c
+                                .as_object_mut()
+                                .unwrap()
+                                .remove("n_shared_experts")
+                                .unwrap();
+                            c["n_shared_expert"] = n;
+                        },
+                        none,
+                    ),
+                    LoadOptions::default(),
+                )
+            }),
+        ),
+        (
+            "`num_hidden_layers` smaller than the checkpoint's",
+            "num_hidden_layers is 2, but the checkpoint has layers up to 2",
+            Box::new(move || {
+                load_error(
+                    &folder("fewer-layers", |c| c["num_hidden_layers"] = json!(2), none),
+                    LoadOptions::default(),
+                )
+            }),
+        ),
+        (
+            "`num_hidden_layers: 1e9`",
+            "tensor \"model.layers.3.input_layernorm.weight\" (expected shape [32]) not found",
+            Box::new(move || {
+                load_error(
+                    &folder(
+                        "many-layers",
+                        |c| c["num_hidden_layers"] = json!(1_000_000_000),
+                        none,
+                    ),
+                    LoadOptions::default(),
+                )
+            }),
+        ),
+        (
+            "`tie_word_embeddings: true` while `lm_head.weight` exists",
+            "tie_word_embeddings is true, but the checkpoint has its own lm_head.weight",
+            Box::new(move || {
+                load_error(
+                    &folder("tied", |c| c["tie_word_embeddings"] = json!(true), none),
+                    LoadOptions::default(),
+                )
+            }),
+        ),
+        (
+            "a tensor no config key explains",
+            "1 tensor(s) the config does not account for (model.extra.weight): no config key accounts for them",
+            Box::new(|| {
+                load_error(
+                    &folder(
+                        "extra",
+                        |_| {},
+                        |all| all.push(("model.extra.weight".into(), vec![2], vec![0.0; 2])),
+                    ),
+                    LoadOptions::default(),
+                )
+            }),
+        ),
+        (
+            "a tensor missing from the file",
+            "tensor \"lm_head.weight\" (expected shape [96, 32]) not found",
+            Box::new(|| {
+                load_error(
+                    &folder(
+                        "missing",
+                        |_| {},
+                        |all| all.retain(|t| t.0 != "lm_head.weight"),
+                    ),
+                    LoadOptions::default(),
+                )
+            }),
+        ),
+        (
+            "a tensor of the wrong shape",
+            "model.layers.1.mlp.gate.weight: expected shape [10, 32], found [8, 32]",
+            Box::new(move || {
+                load_error(
+                    &folder("shape", |c| c["n_routed_experts"] = json!(10), none),
+                    LoadOptions::default(),
+                )
+            }),
+        ),
+        (
+            "a NaN in `lm_head.weight`, loaded with `check_weights`",
+            "tensor \"lm_head.weight\": element 3 is NaN, not a finite number",
+            Box::new(|| {
+                load_error(
+                    &folder("nan-head", |_| {}, poison("lm_head.weight")),
+                    LoadOptions {
+                        check_weights: true,
+                        ..LoadOptions::default()
+                    },
+                )
+            }),
+        ),
+        (
+            "a NaN in `model.norm.weight`, run",
+            "lm_head: output element 0 is NaN",
+            Box::new(|| {
+                forward_error(
+                    &folder("nan-norm", |_| {}, poison("model.norm.weight")),
+                    &[5, 6],
+                )
+            }),
+        ),
+        (
+            "a NaN in a layer's `o_proj`, run",
+            "layer 1 attention: output element",
+            Box::new(|| {
+                forward_error(
+                    &folder(
+                        "nan-o-proj",
+                        |_| {},
+                        poison("model.layers.1.self_attn.o_proj.weight"),
+                    ),
+                    &[5, 6],
+                )
+            }),
+        ),
+        (
+            "a NaN in a router's gate, run",
+            "layer 2: router: gate logit of token 0 for expert",
+            Box::new(|| {
+                forward_error(
+                    &folder("nan-gate", |_| {}, poison("model.layers.2.mlp.gate.weight")),
+                    &[5, 6],
+                )
+            }),
+        ),
+        (
+            "a token id outside the vocabulary",
+            "token id 96 at position 1 is out of range for a vocabulary of 96",
+            Box::new(|| forward_error(&fixture(), &[5, 96])),
+        ),
+        (
+            "a prompt longer than the context",
+            "the KV cache holds 0 tokens; 65 more would reach position 64, past max_position_embeddings = 64",
+            Box::new(|| forward_error(&fixture(), &[5; 65])),
+        ),
+        (
+            "a logits buffer of the wrong length",
+            "logits: 95 elements cannot hold shape [1, 96]",
+            Box::new(|| {
+                let m = Model::load(fixture()).unwrap();
+                let mut c = m.new_cache(4).unwrap();
+                m.forward_into(&mut [0.0; 95], &[5], &mut c, Positions::Last)
+                    .unwrap_err()
+                    .to_string()
+            }),
+        ),
+        (
+            "a cache made for another model",
+            "the KV cache has layers = 7, but this model needs 3",
+            Box::new(|| {
+                let m = Model::load(fixture()).unwrap();
+                let mut c = MlaCache::new(MlaCacheConfig {
+                    num_layers: 7,
+                    ..m.cache_config()
+                })
+                .unwrap();
+                m.forward(&[5], &mut c, Positions::Last)
+                    .unwrap_err()
+                    .to_string()
+            }),
+        ),
+        (
+            "a truncated safetensors file",
+            "run past the",
+            Box::new(|| {
+                let d = scratch("truncated");
+                let b = std::fs::read(fixture().join("model.safetensors")).unwrap();
+                std::fs::write(d.join("model.safetensors"), &b[..b.len() - 9]).unwrap();
+                SafeTensorsStore::open(&d).unwrap_err().to_string()
+            }),
+        ),
+        (
+            "safetensors offsets that overlap",
+            "tensors \"a\" and \"b\" overlap",
+            Box::new(|| {
+                let header = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
+                let mut b = (header.len() as u64).to_le_bytes().to_vec();
+                b.extend_from_slice(header.as_bytes());
+                b.extend_from_slice(&[0; 12]);
+                SafeTensorsStore::from_bytes("overlap.safetensors", &b)
+                    .unwrap_err()
+                    .to_string()
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn every_documented_bad_input_gives_its_error() {
+    let mut table = String::from("| bad input | the error says |\n|---|---|\n");
+    for (case, says, run) in cases() {
+        let err = run();
+        assert!(
+            err.contains(says),
+            "{case}: the error is\n  {err}\nnot containing\n  {says}"
+        );
+        table.push_str(&format!("| {case} | {} |\n", says.replace('|', "\\|")));
+    }
+    let doc = std::fs::read_to_string(root().join("docs/testing.md")).unwrap();
+    let (begin, end) = ("<!-- bad-inputs:begin -->\n", "<!-- bad-inputs:end -->");
+    let documented = doc
+        .split_once(begin)
+        .and_then(|(_, rest)| rest.split_once(end))
+        .map(|(table, _)| table)
+        .unwrap_or("");
+    assert_eq!(
+        documented, table,
+        "docs/testing.md's table of bad inputs is out of date; between the markers it should read:\n{table}"
+    );
+}
