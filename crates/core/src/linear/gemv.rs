@@ -23,6 +23,10 @@ pub(super) fn gemv_bt<W: Element>(y: &mut [f32], x: &[f32], w: &[W], t: usize, k
     if t == 0 || n == 0 {
         return;
     }
+    if k == 0 {
+        y.fill(0.0); // empty sums
+        return;
+    }
     let kernels = W::kernels();
     let mut i0 = 0;
     while i0 < t {
@@ -30,12 +34,11 @@ pub(super) fn gemv_bt<W: Element>(y: &mut [f32], x: &[f32], w: &[W], t: usize, k
         let kernel = kernels.gemv[tg - 1];
         let yp = OutPtr(y[i0 * n..].as_mut_ptr());
         let xg = in_layout(&x[i0 * k..(i0 + tg) * k], k, kernels.x_layout);
-        let wp = w.as_ptr() as usize;
         let run = |o0: usize, o1: usize| {
             // SAFETY: `x`, `w` and `y` were checked to be [t, k], [n, k] and [t, n]; the kernel
             // reads rows i0..i0+tg of x (in the table's layout), rows o0..o1 of w, and writes
             // y[i0+j, o0..o1] only; the table was chosen for this CPU.
-            unsafe { kernel(yp.get(), n, xg.as_ptr(), k, wp as *const W, o0, o1) }
+            unsafe { kernel(yp.get(), n, xg.as_ptr(), k, w.as_ptr(), o0, o1) }
         };
         if n * k * tg < PARALLEL_MIN_MACS {
             run(0, n);

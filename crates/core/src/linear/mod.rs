@@ -419,6 +419,38 @@ mod tests {
         }
     }
 
+    /// Regression: bf16 with `k = 0` panicked in the AVX2 layout (`chunks_exact(0)`).
+    #[test]
+    fn empty_dimensions_give_empty_sums_on_every_path() {
+        fn each<W: Element>(zero: W) {
+            for &(t, k, n) in &[(2, 0, 3), (0, 5, 3), (2, 5, 0), (20, 0, 7)] {
+                let x = det(t * k, 1);
+                let w = vec![zero; n * k];
+                for (name, f) in [
+                    (
+                        "matmul_bt",
+                        matmul_bt::<W> as fn(&mut [f32], &[f32], &[W], _, _, _),
+                    ),
+                    ("naive", matmul_bt_naive::<W>),
+                    ("gemv", gemv::gemv_bt::<W>),
+                    ("gemm", gemm::gemm_bt::<W>),
+                ] {
+                    let mut y = vec![f32::NAN; t * n];
+                    f(&mut y, &x, &w, t, k, n);
+                    assert!(y.iter().all(|&v| v == 0.0), "{name} t{t} k{k} n{n}: {y:?}");
+                }
+                if tiled::tiled_available::<W>() {
+                    let mut y = vec![f32::NAN; t * n];
+                    tiled::tiled_bt(&mut y, &x, &w, t, k, n);
+                    assert!(y.iter().all(|&v| v == 0.0), "tiled t{t} k{k} n{n}: {y:?}");
+                }
+            }
+        }
+        each(0f32);
+        each(bf16::ZERO);
+        each(f16::ZERO);
+    }
+
     #[test]
     fn even_odd_layout_reorders_full_blocks_only() {
         let x: Vec<f32> = (0..40).map(|v| v as f32).collect(); // two rows of k = 20

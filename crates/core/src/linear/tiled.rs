@@ -35,13 +35,16 @@ pub(super) fn tiled_bt<W: Element>(
     if t == 0 || n == 0 {
         return;
     }
+    if k == 0 {
+        y.fill(0.0); // empty sums
+        return;
+    }
     let xp = in_layout(x, k, kernels.x_layout);
     let yp = OutPtr(y.as_mut_ptr());
-    let wp = w.as_ptr() as usize;
     let run = |o0: usize, o1: usize| {
         // SAFETY: x (in the table's layout), w and y are [t, k], [n, k] and [t, n] (checked);
         // the kernel writes y[.., o0..o1] only; the table was chosen for this CPU.
-        unsafe { tiled(yp.get(), n, xp.as_ptr(), t, k, wp as *const W, o0, o1) }
+        unsafe { tiled(yp.get(), n, xp.as_ptr(), t, k, w.as_ptr(), o0, o1) }
     };
     if t * n * k < PARALLEL_MIN_MACS {
         run(0, n);
