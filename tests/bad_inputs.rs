@@ -380,6 +380,26 @@ fn cases() -> Vec<Case> {
             }),
         ),
         (
+            "a cache whose layers hold different token counts (one appended to alone)",
+            "KV cache layer 1 holds 0 tokens but layer 0 holds 1",
+            Box::new(|| {
+                let m = Model::load(fixture()).unwrap();
+                let config = m.cache_config();
+                let mut c = MlaCache::new(config).unwrap();
+                c.layer_mut(0)
+                    .unwrap()
+                    .append(
+                        &vec![0.0; config.kv_lora_rank],
+                        &vec![0.0; config.qk_rope_head_dim],
+                        1,
+                    )
+                    .unwrap();
+                m.forward(&[5], &mut c, Positions::Last)
+                    .unwrap_err()
+                    .to_string()
+            }),
+        ),
+        (
             "a truncated safetensors file",
             "run past the",
             Box::new(|| {

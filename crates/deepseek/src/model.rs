@@ -248,6 +248,7 @@ impl Model {
             );
         }
         cache.check_config(&self.cache_config())?;
+        cache.check_even()?;
         cache.check_room(t)?;
         self.embeddings.embed_tokens().check_ids(tokens)?;
 

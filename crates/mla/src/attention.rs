@@ -259,9 +259,12 @@ impl AttentionShape {
         if t > s {
             return Err(Error::QueriesPastCache { t, s });
         }
+        let qk = d.checked_add(r).ok_or(Error::TooLarge {
+            weight: "a query head [d + r]",
+        })?;
         for (what, len, shape) in [
             ("out", out.len(), [t, n, v]),
-            ("q", q.len(), [t, n, d + r]),
+            ("q", q.len(), [t, n, qk]),
             ("c_kv", c_kv.len(), [s, c, 1]),
             ("k_pe", k_pe.len(), [s, r, 1]),
         ] {
@@ -275,7 +278,7 @@ impl AttentionShape {
 
     /// Queries per chunk so that one score block stays within [`SCORE_BUDGET`].
     fn chunk(&self) -> usize {
-        (SCORE_BUDGET / (self.n * self.s).max(1)).clamp(1, self.t.max(1))
+        (SCORE_BUDGET / self.n.saturating_mul(self.s).max(1)).clamp(1, self.t.max(1))
     }
 }
 
@@ -350,7 +353,14 @@ fn check_kernel(
     shape: &AttentionShape,
 ) -> Result<()> {
     shape.check(out, q, c_kv, k_pe)?;
-    let want = [shape.n * (shape.d + shape.v), shape.c];
+    let rows = shape
+        .d
+        .checked_add(shape.v)
+        .and_then(|dv| dv.checked_mul(shape.n))
+        .ok_or(Error::TooLarge {
+            weight: "kv_b_proj [n · (d + v), c]",
+        })?;
+    let want = [rows, shape.c];
     if (kv_up.n, kv_up.d, kv_up.v) != (shape.n, shape.d, shape.v) || kv_up.kv_b_proj.shape() != want
     {
         return Err(
@@ -673,6 +683,10 @@ impl Mla {
         rope: &RopeTable,
         path: AttentionPath,
     ) -> Result<()> {
+        if t == 0 {
+            return Err(Error::EmptyInput);
+        }
+        cache.check_room(t)?; // bounds p + t before the positions are listed
         let p = cache.len();
         let positions: Vec<usize> = (p..p + t).collect();
         let cs = rope.cos_sin(&positions)?;
@@ -694,8 +708,8 @@ impl Mla {
     ///
     /// # Errors
     /// [`Error::EmptyInput`] for `t = 0`; a core length error naming `x` or `out` when it is not
-    /// `t · hidden_size` long; [`Error::RopeRows`] when `rope` does not hold `t` rows of width
-    /// `qk_rope_head_dim`; [`Error::CacheMismatch`] for a cache of other widths;
+    /// `t · hidden_size` long; [`Error::RopeRows`] when `rope` does not hold `t` rows,
+    /// [`Error::RopeWidth`] when they are not `qk_rope_head_dim` wide; [`Error::CacheMismatch`] for a cache of other widths;
     /// [`Error::ContextFull`] past the cache's maximum. On error the cache is unchanged.
     pub fn forward_with(
         &self,
@@ -773,12 +787,16 @@ impl Mla {
                 });
             }
         }
-        if rope.t() != t || rope.r() != r {
+        if rope.r() != r {
+            return Err(Error::RopeWidth {
+                r: rope.r(),
+                expected_r: r,
+            });
+        }
+        if rope.t() != t {
             return Err(Error::RopeRows {
                 t: rope.t(),
-                r: rope.r(),
                 expected_t: t,
-                expected_r: r,
             });
         }
         cache.check_room(t)

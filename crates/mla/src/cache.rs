@@ -24,9 +24,12 @@ pub struct MlaCacheConfig {
 }
 
 impl MlaCacheConfig {
-    /// `(c + r) · l`: values one token leaves in the whole cache.
+    /// `(c + r) · l`: values one token leaves in the whole cache (saturating at `usize::MAX`
+    /// for sizes [`MlaCacheConfig::validate`] refuses).
     pub fn values_per_token(&self) -> usize {
-        (self.kv_lora_rank + self.qk_rope_head_dim) * self.num_layers
+        self.kv_lora_rank
+            .saturating_add(self.qk_rope_head_dim)
+            .saturating_mul(self.num_layers)
     }
 
     /// Checks the sizes.
@@ -71,15 +74,31 @@ impl LatentCache {
     /// An empty layer cache for `c`-wide latents and `r`-wide rope keys, with room for
     /// `capacity` tokens (a hint, capped at `max_positions`) before it reallocates, refusing to
     /// grow past `max_positions` tokens. The sizes were validated by [`MlaCacheConfig`].
-    pub(crate) fn new(c: usize, r: usize, capacity: usize, max_positions: usize) -> Self {
-        let capacity = capacity.min(max_positions);
-        LatentCache {
+    pub(crate) fn new(c: usize, r: usize, capacity: usize, max_positions: usize) -> Result<Self> {
+        let mut cache = LatentCache {
             c,
             r,
             max_positions,
-            c_kv: Vec::with_capacity(capacity * c),
-            k_pe: Vec::with_capacity(capacity * r),
-        }
+            c_kv: Vec::new(),
+            k_pe: Vec::new(),
+        };
+        cache.reserve_tokens(capacity.min(max_positions))?;
+        Ok(cache)
+    }
+
+    /// Reserves room for `tokens` tokens in all (`tokens ≤ max_positions`, so the sizes fit:
+    /// [`MlaCacheConfig::validate`]).
+    fn reserve_tokens(&mut self, tokens: usize) -> Result<()> {
+        let alloc = |_| Error::CacheAlloc {
+            tokens,
+            bytes: tokens * (self.c + self.r) * std::mem::size_of::<f32>(),
+        };
+        self.c_kv
+            .try_reserve_exact(tokens * self.c - self.c_kv.len())
+            .map_err(alloc)?;
+        self.k_pe
+            .try_reserve_exact(tokens * self.r - self.k_pe.len())
+            .map_err(alloc)
     }
 
     /// Tokens cached.
@@ -125,23 +144,18 @@ impl LatentCache {
     /// Appends `t` tokens: `c_kv[t, c]` and `k_pe[t, r]`.
     ///
     /// # Errors
-    /// [`Error::ContextFull`] past `max_positions` (nothing is appended).
-    ///
-    /// # Panics
-    /// If the slices are not `t·c` and `t·r` long.
+    /// [`Error::Core`] ([`deepblocks_core::Error::Length`]) naming `c_kv` or `k_pe` when the
+    /// slices are not `t·c` and `t·r` long; [`Error::ContextFull`] past `max_positions`;
+    /// [`Error::CacheAlloc`] when memory runs out. Nothing is appended on error.
     pub fn append(&mut self, c_kv: &[f32], k_pe: &[f32], t: usize) -> Result<()> {
-        assert_eq!(
-            c_kv.len(),
-            t * self.c,
-            "LatentCache::append: c_kv is not [t, c]"
-        );
-        assert_eq!(
-            k_pe.len(),
-            t * self.r,
-            "LatentCache::append: k_pe is not [t, r]"
-        );
+        if t.checked_mul(self.c) != Some(c_kv.len()) {
+            return Err(deepblocks_core::Error::length("c_kv", &[t, self.c], c_kv.len()).into());
+        }
+        if t.checked_mul(self.r) != Some(k_pe.len()) {
+            return Err(deepblocks_core::Error::length("k_pe", &[t, self.r], k_pe.len()).into());
+        }
         self.check_room(t)?;
-        self.grow_for(t);
+        self.grow_for(t)?;
         self.c_kv.extend_from_slice(c_kv);
         self.k_pe.extend_from_slice(k_pe);
         Ok(())
@@ -149,14 +163,12 @@ impl LatentCache {
 
     /// Makes room for `t` more tokens: at least doubling the capacity, never past
     /// `max_positions` (the caller checked that `len + t` fits).
-    fn grow_for(&mut self, t: usize) {
+    fn grow_for(&mut self, t: usize) -> Result<()> {
         let (len, cap) = (self.len(), self.k_pe.capacity() / self.r.max(1));
         if len + t <= cap {
-            return;
+            return Ok(());
         }
-        let want = (len + t).max(2 * cap).min(self.max_positions);
-        self.c_kv.reserve_exact(want * self.c - self.c_kv.len());
-        self.k_pe.reserve_exact(want * self.r - self.k_pe.len());
+        self.reserve_tokens((len + t).max(2 * cap).min(self.max_positions))
     }
 
     /// Keeps the first `len` tokens (rollback).
@@ -224,7 +236,8 @@ impl MlaCache {
     /// reallocates; past that it grows geometrically, up to `max_positions`.
     ///
     /// # Errors
-    /// As [`MlaCacheConfig::validate`].
+    /// As [`MlaCacheConfig::validate`]; [`Error::CacheAlloc`] when the memory cannot be
+    /// reserved.
     pub fn with_capacity(config: MlaCacheConfig, capacity: usize) -> Result<Self> {
         config.validate()?;
         let (c, r) = (config.kv_lora_rank, config.qk_rope_head_dim);
@@ -232,7 +245,7 @@ impl MlaCache {
             config,
             layers: (0..config.num_layers)
                 .map(|_| LatentCache::new(c, r, capacity, config.max_positions))
-                .collect(),
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -266,6 +279,22 @@ impl MlaCache {
             }
         }
         Ok(())
+    }
+
+    /// Checks that every layer holds as many tokens as layer 0, as forward passes leave them.
+    ///
+    /// # Errors
+    /// [`Error::UnevenCache`] naming the first layer that differs.
+    pub fn check_even(&self) -> Result<()> {
+        let first = self.len();
+        match self.layers.iter().position(|l| l.len() != first) {
+            Some(layer) => Err(Error::UnevenCache {
+                layer,
+                len: self.layers[layer].len(),
+                first,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Checks that `adding` more tokens fit.

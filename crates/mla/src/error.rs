@@ -40,18 +40,25 @@ pub enum Error {
     /// A forward pass was given no tokens.
     #[error("no tokens to run (t = 0)")]
     EmptyInput,
-    /// The rotary rows handed to [`crate::Mla::forward_with`] are not those of the new tokens.
+    /// The rotary rows handed to [`crate::Mla::forward_with`] are not one per new token.
     #[error(
-        "the rotary table rows are [{t}, {r}/2 pairs], but the layer needs [t = {expected_t}, \
-         qk_rope_head_dim = {expected_r}]: gather the rows of positions cache.len()..cache.len() + t"
+        "{t} rotary table rows for {expected_t} tokens: gather the rows of positions \
+         cache.len()..cache.len() + t"
     )]
     RopeRows {
         /// Rows given.
         t: usize,
-        /// Their rotary width.
-        r: usize,
         /// Tokens in the call.
         expected_t: usize,
+    },
+    /// The rotary rows handed to [`crate::Mla::forward_with`] are for another rotary width.
+    #[error(
+        "the rotary table rows are {r} wide, but the layer's qk_rope_head_dim is {expected_r}: \
+         build the table for this layer's width"
+    )]
+    RopeWidth {
+        /// The rows' rotary width.
+        r: usize,
         /// The layer's `qk_rope_head_dim`.
         expected_r: usize,
     },
@@ -67,7 +74,7 @@ pub enum Error {
     #[error(
         "the KV cache holds {cached} tokens; {adding} more would reach position {}, past \
          max_position_embeddings = {max_position_embeddings}",
-        cached + adding - 1
+        cached.saturating_add(*adding).saturating_sub(1)
     )]
     ContextFull {
         /// Tokens already cached.
@@ -76,6 +83,31 @@ pub enum Error {
         adding: usize,
         /// The maximum context.
         max_position_embeddings: usize,
+    },
+    /// Memory for the cache could not be reserved.
+    #[error(
+        "could not reserve memory for {tokens} tokens of a KV cache layer ({bytes} bytes); \
+         ask for a smaller capacity or context"
+    )]
+    CacheAlloc {
+        /// Tokens the layer was to hold.
+        tokens: usize,
+        /// Bytes that asks for.
+        bytes: usize,
+    },
+    /// The layers of a cache hold different numbers of tokens (a layer was appended to on its
+    /// own, outside a forward pass).
+    #[error(
+        "KV cache layer {layer} holds {len} tokens but layer 0 holds {first}: every layer must \
+         hold the same tokens (truncate the cache to the shortest)"
+    )]
+    UnevenCache {
+        /// The first layer that differs from layer 0.
+        layer: usize,
+        /// Its length.
+        len: usize,
+        /// Layer 0's length.
+        first: usize,
     },
     /// A cache layer index is out of range.
     #[error("KV cache layer {layer} does not exist (the cache has {layers} layers)")]

@@ -615,7 +615,6 @@ fn bad_inputs_are_errors() {
             Error::RopeRows {
                 t: 3,
                 expected_t: 2,
-                ..
             }
         ),
         "{err}"
@@ -940,4 +939,121 @@ fn regression_prefill_equals_decode_seed_0_one_head_five_tokens() {
         }
         assert_close(&steps, &whole, 1e-5, 1e-5);
     }
+}
+
+#[test]
+fn cache_appends_of_the_wrong_length_name_the_slice() {
+    let config = MlaCacheConfig {
+        num_layers: 1,
+        kv_lora_rank: 4,
+        qk_rope_head_dim: 2,
+        max_positions: 8,
+    };
+    let mut cache = MlaCache::new(config).unwrap();
+    let layer = cache.layer_mut(0).unwrap();
+    let err = layer.append(&[0.0; 7], &[0.0; 4], 2).unwrap_err();
+    assert!(err.to_string().contains("c_kv"), "{err}");
+    let err = layer.append(&[0.0; 8], &[0.0; 5], 2).unwrap_err();
+    assert!(err.to_string().contains("k_pe"), "{err}");
+    // A token count whose product wraps is a length error, not a panic.
+    let err = layer.append(&[], &[], usize::MAX / 2).unwrap_err();
+    assert!(err.to_string().contains("c_kv"), "{err}");
+    assert!(layer.is_empty());
+}
+
+#[test]
+fn a_full_context_message_survives_absurd_counts() {
+    let config = MlaCacheConfig {
+        num_layers: 1,
+        kv_lora_rank: 4,
+        qk_rope_head_dim: 2,
+        max_positions: 8,
+    };
+    let cache = MlaCache::new(config).unwrap();
+    let err = cache.check_room(usize::MAX).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("would reach position {}", usize::MAX - 1)),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_cache_too_large_to_reserve_is_an_error() {
+    // Sizes `validate` accepts (the byte count fits in 64 bits) but no allocator can give.
+    let config = MlaCacheConfig {
+        num_layers: 2,
+        kv_lora_rank: 512,
+        qk_rope_head_dim: 64,
+        max_positions: usize::MAX / 4 / 576,
+    };
+    config.validate().unwrap();
+    let err = MlaCache::with_capacity(config, usize::MAX).unwrap_err();
+    assert!(matches!(err, Error::CacheAlloc { .. }), "{err}");
+    assert!(err.to_string().contains("could not reserve"), "{err}");
+    // Without a capacity nothing is reserved up front.
+    assert_eq!(MlaCache::new(config).unwrap().capacity_bytes(), 0);
+}
+
+#[test]
+fn uneven_layers_are_reported() {
+    let config = MlaCacheConfig {
+        num_layers: 3,
+        kv_lora_rank: 4,
+        qk_rope_head_dim: 2,
+        max_positions: 8,
+    };
+    let mut cache = MlaCache::new(config).unwrap();
+    cache.check_even().unwrap();
+    for l in [0, 1] {
+        cache
+            .layer_mut(l)
+            .unwrap()
+            .append(&[0.0; 4], &[0.0; 2], 1)
+            .unwrap();
+    }
+    let err = cache.check_even().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::UnevenCache {
+                layer: 2,
+                len: 0,
+                first: 1
+            }
+        ),
+        "{err}"
+    );
+    cache.truncate(0).unwrap();
+    cache.check_even().unwrap();
+}
+
+#[test]
+fn rotary_rows_of_another_width_say_so() {
+    let (mla, rope, _) = random_mla(2, 2, true, DType::F32);
+    let h = mla.config().hidden_size;
+    let r = mla.config().qk_rope_head_dim;
+    let other = RopeTable::new(RopeConfig {
+        dim: r + 2,
+        ..rope.config().clone()
+    })
+    .unwrap();
+    let rows = other.cos_sin(&[0]).unwrap();
+    let mut cache = new_cache(&mla, 16);
+    let mut y = vec![0.0; h];
+    let err = mla
+        .forward_with(
+            &mut y,
+            &inputs(1, h, 0),
+            1,
+            cache.layer_mut(0).unwrap(),
+            &rows,
+            AttentionPath::Absorbed,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::RopeWidth { expected_r, .. } if expected_r == r),
+        "{err}"
+    );
+    assert!(cache.is_empty());
 }
