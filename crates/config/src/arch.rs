@@ -334,6 +334,7 @@ impl Architecture {
             ));
         }
         if let Ffn::Moe(m) = &self.ffn {
+            self.family.check_routing(&m.routing)?;
             validate_routing(m)?;
         }
         if let Some((i, &id)) = self

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::{Error, Result, WeightingRule};
+use crate::{Error, Result, RoutingRule, ScoringFunc, TopkSelection, WeightingRule};
 
 /// An MLA-family architecture, decided by `config.json`'s `model_type`. Everything that differs
 /// between families and is not written in the file (how routing weights combine, which keys
@@ -66,6 +66,52 @@ impl Family {
     pub const fn weighting(self) -> WeightingRule {
         match self {
             Family::DeepseekV2 => WeightingRule::NormalizeOrScale,
+        }
+    }
+
+    /// Checks that a routing rule is one this family's reference code computes: DeepSeek-V2
+    /// scores with softmax, selects greedily (optionally group-limited) and weights by
+    /// [`WeightingRule::NormalizeOrScale`] (or [`WeightingRule::ScaleOnly`], transformers 5's
+    /// reading of the same config).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] naming `scoring_func`, `topk_method` or `weighting`.
+    pub fn check_routing(self, routing: &RoutingRule) -> Result<()> {
+        match self {
+            Family::DeepseekV2 => {
+                if routing.scoring_func == ScoringFunc::Sigmoid {
+                    return Err(Error::unsupported(
+                        "scoring_func",
+                        "\"sigmoid\"",
+                        format!(
+                            "{self} scores experts with softmax; sigmoid scoring is \
+                             DeepSeek-V3's (model_type deepseek_v3, not supported yet)"
+                        ),
+                    ));
+                }
+                if let TopkSelection::NoauxTc { .. } = routing.topk_method {
+                    return Err(Error::unsupported(
+                        "topk_method",
+                        "\"noaux_tc\"",
+                        format!(
+                            "{self} knows greedy and group_limited_greedy; noaux_tc is \
+                             DeepSeek-V3's (model_type deepseek_v3, not supported yet)"
+                        ),
+                    ));
+                }
+                if routing.weighting == WeightingRule::NormalizeThenScale {
+                    return Err(Error::unsupported(
+                        "weighting",
+                        "NormalizeThenScale",
+                        format!(
+                            "{self} normalises or scales, never both (NormalizeOrScale, or \
+                             ScaleOnly as transformers 5 reads it); NormalizeThenScale is \
+                             DeepSeek-V3's"
+                        ),
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 

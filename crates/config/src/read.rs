@@ -254,49 +254,49 @@ fn read_moe(f: &mut Fields<'_>, family: Family, n_routed_experts: usize) -> Resu
     let moe_intermediate_size = f.size("moe_intermediate_size")?;
     // Absent or null: no shared experts (DeepSeek's code); 0 likewise.
     let n_shared_experts = f.usize_or("n_shared_experts", 0)?;
+    // Values of another family are read here and refused by `Family::check_routing`, where
+    // each family's rules live.
     let scoring_func = match f.opt_str("scoring_func")?.unwrap_or("softmax") {
         "softmax" => ScoringFunc::Softmax,
-        "sigmoid" => {
-            return Err(Error::unsupported(
-                "scoring_func",
-                "\"sigmoid\"",
-                format!(
-                    "{family} scores experts with softmax; sigmoid scoring is DeepSeek-V3's \
-                     (model_type deepseek_v3, not supported yet)"
-                ),
-            ));
-        }
+        "sigmoid" => ScoringFunc::Sigmoid,
         other => {
             return Err(Error::unsupported(
                 "scoring_func",
                 format!("{other:?}"),
-                "known scoring functions: softmax",
+                "known scoring functions: softmax, sigmoid",
             ));
         }
     };
     let n_group = f.opt_size("n_group")?;
     let topk_group = f.opt_size("topk_group")?;
-    let topk_method = match f.opt_str("topk_method")?.unwrap_or("greedy") {
+    let method = f.opt_str("topk_method")?.unwrap_or("greedy").to_string();
+    let groups = || -> Result<(usize, usize)> {
+        Ok((
+            n_group.ok_or_else(|| f.missing("n_group"))?,
+            topk_group.ok_or_else(|| f.missing("topk_group"))?,
+        ))
+    };
+    let topk_method = match method.as_str() {
         "greedy" => TopkSelection::Greedy,
-        "group_limited_greedy" => TopkSelection::GroupLimitedGreedy {
-            n_group: n_group.ok_or_else(|| f.missing("n_group"))?,
-            topk_group: topk_group.ok_or_else(|| f.missing("topk_group"))?,
-        },
+        "group_limited_greedy" => {
+            let (n_group, topk_group) = groups()?;
+            TopkSelection::GroupLimitedGreedy {
+                n_group,
+                topk_group,
+            }
+        }
         "noaux_tc" => {
-            return Err(Error::unsupported(
-                "topk_method",
-                "\"noaux_tc\"",
-                format!(
-                    "{family} knows greedy and group_limited_greedy; noaux_tc is DeepSeek-V3's \
-                     (model_type deepseek_v3, not supported yet)"
-                ),
-            ));
+            let (n_group, topk_group) = groups()?;
+            TopkSelection::NoauxTc {
+                n_group,
+                topk_group,
+            }
         }
         other => {
             return Err(Error::unsupported(
                 "topk_method",
                 format!("{other:?}"),
-                "known methods: greedy, group_limited_greedy",
+                "known methods: greedy, group_limited_greedy, noaux_tc",
             ));
         }
     };

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use deepblocks_config::{
     AnyArchitecture, Architecture, Error, Family, Ffn, LayerKind, QueryProjection, RopeScaling,
-    ScoringFunc, TopkSelection, WeightingRule,
+    RoutingRule, ScoringFunc, TopkSelection, WeightingRule,
 };
 use deepblocks_testkit::testdata_dir;
 use serde_json::{Value, json};
@@ -414,6 +414,38 @@ fn known_keys_with_values_we_do_not_implement_are_unsupported() {
     // V3's methods name the family they belong to.
     let err = refused(&with(v2(), "topk_method", json!("noaux_tc")));
     assert!(err.to_string().contains("deepseek_v3"), "{err}");
+}
+
+#[test]
+fn a_description_built_in_code_is_held_to_its_family_rules() {
+    let good = Architecture::deepseek_v2();
+    good.validate().unwrap();
+    let with_routing = |edit: &dyn Fn(&mut RoutingRule)| {
+        let mut a = good.clone();
+        let Ffn::Moe(m) = &mut a.ffn else {
+            unreachable!("DeepSeek-V2 is MoE")
+        };
+        edit(&mut m.routing);
+        a.validate().unwrap_err()
+    };
+    let err = with_routing(&|r| r.scoring_func = ScoringFunc::Sigmoid);
+    assert_names(&err, "scoring_func");
+    let err = with_routing(&|r| {
+        r.topk_method = TopkSelection::NoauxTc {
+            n_group: 8,
+            topk_group: 3,
+        }
+    });
+    assert_names(&err, "topk_method");
+    let err = with_routing(&|r| r.weighting = WeightingRule::NormalizeThenScale);
+    assert_names(&err, "weighting");
+    assert!(err.to_string().contains("DeepSeek-V3"), "{err}");
+    // transformers 5's reading of a V2 config is a V2 rule.
+    let mut t5 = good.clone();
+    if let Ffn::Moe(m) = &mut t5.ffn {
+        m.routing.weighting = WeightingRule::ScaleOnly;
+    }
+    t5.validate().unwrap();
 }
 
 #[test]
