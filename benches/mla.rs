@@ -44,7 +44,6 @@ fn build(d: usize, v: usize) -> Mla {
         qk_rope_head_dim: r,
         v_head_dim: v,
         softmax_scale: ((d + r) as f32).powf(-0.5),
-        rms_norm_eps: 1e-6,
     };
     let weights = MlaWeights {
         q: QProj::Full {

@@ -3,7 +3,7 @@
 //!
 //! | description ([`Architecture`]) | block config |
 //! |---|---|
-//! | `attention`, `rope`, `rms_norm_eps` | [`MlaConfig`] (softmax scale with YaRN's mscale) |
+//! | `attention`, `rope` | [`MlaConfig`] (softmax scale with YaRN's mscale) |
 //! | `rope`, `max_position_embeddings`, the family's pair layout | [`RopeConfig`] |
 //! | `rms_norm_eps` and a width | [`RmsNormConfig`] |
 //! | `ffn` (DeepSeekMoE) and its [`RoutingRule`] | [`MoeConfig`] / [`RouterConfig`] |
@@ -58,7 +58,6 @@ pub fn mla_config(arch: &Architecture) -> Result<MlaConfig> {
         qk_rope_head_dim: a.qk_rope_head_dim,
         v_head_dim: a.v_head_dim,
         softmax_scale: softmax_scale(a.qk_head_dim(), &arch.rope.scaling)?,
-        rms_norm_eps: arch.rms_norm_eps,
     })
 }
 

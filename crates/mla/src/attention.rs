@@ -43,8 +43,6 @@ pub struct MlaConfig {
     /// The factor on `q·k` before the softmax: `(d + r)^−½`, times YaRN's `mscale²` when the
     /// checkpoint sets `mscale_all_dim` — take it from [`crate::softmax_scale`].
     pub softmax_scale: f32,
-    /// ε of the latent RMSNorms (`rms_norm_eps`).
-    pub rms_norm_eps: f32,
 }
 
 impl MlaConfig {

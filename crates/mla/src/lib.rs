@@ -39,7 +39,7 @@
 //! let cfg = MlaConfig {
 //!     hidden_size: h, num_heads: n, q_proj: QProjConfig::Full, kv_lora_rank: c,
 //!     qk_nope_head_dim: d, qk_rope_head_dim: r, v_head_dim: v,
-//!     softmax_scale: ((d + r) as f32).powf(-0.5), rms_norm_eps: 1e-6,
+//!     softmax_scale: ((d + r) as f32).powf(-0.5),
 //! };
 //! let w = |rows: usize, cols: usize| {
 //!     let vals = (0..rows * cols).map(|i| ((i * 7 % 11) as f32 - 5.0) / 10.0).collect();

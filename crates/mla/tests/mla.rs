@@ -20,6 +20,8 @@ struct Case {
     out: Vec<f32>,
     t: usize,
     max_pos: usize,
+    /// ε of the latent norms.
+    eps: f32,
 }
 
 fn weight(g: &Golden, name: &str) -> Weight {
@@ -88,7 +90,6 @@ fn case(v: &str) -> Case {
         qk_rope_head_dim: r,
         v_head_dim: u("v_head_dim"),
         softmax_scale: scale,
-        rms_norm_eps: eps,
     };
     let p = |s: &str| format!("{v}.{s}");
     let q = match q_lora {
@@ -115,6 +116,7 @@ fn case(v: &str) -> Case {
         out: g.data(&p("out")).to_vec(),
         t: u("seq_len"),
         max_pos,
+        eps,
     }
 }
 
@@ -312,7 +314,6 @@ fn random_weights(
         qk_rope_head_dim: r,
         v_head_dim: v,
         softmax_scale: ((d + r) as f32).powf(-0.5),
-        rms_norm_eps: 1e-6,
     };
     let weights = MlaWeights {
         q,
@@ -662,7 +663,7 @@ fn mis_shaped_weights_are_errors_naming_the_weight() {
     let c = case("full_rope");
     let cfg = *c.mla.config();
     let g = Golden::load("mla");
-    let eps = cfg.rms_norm_eps;
+    let eps = c.eps;
     let good = || MlaWeights {
         q: QProj::Full {
             q_proj: weight(&g, "full_rope.q_proj.weight"),
@@ -887,7 +888,7 @@ fn cached_latents_are_the_normalised_latent_and_the_rotated_key() {
             &mut want_c,
             &latent,
             weights.kv_a_layernorm.weight(),
-            config.rms_norm_eps,
+            weights.kv_a_layernorm.config().eps,
             s,
             c,
         );
