@@ -21,6 +21,8 @@ Variants (the issue's (a)-(d), plus a sharded copy):
                         weighting rules differ. `logits` are transformers 5's (which ignores
                         norm_topk_prob: weights ρ·s), `logits_deepseek_rule` the same model with
                         DeepSeek's rule (weights s / Σs), by patching transformers' router
+  h_dynamic_ntk         dynamic NTK RoPE (factor 2; the rope_parameters' original length 16 is
+                        ignored, as transformers scales from max_position_embeddings), T = 40
 
 Weights are random: std 0.08 for matrices and embeddings, norm weights 1 + 0.2·N(0, 1), so routing
 and attention are not trivial. Each variant is re-seeded until every routing decision (the k-th vs
@@ -134,6 +136,18 @@ VARIANTS = {
         seq_len=16,
         seed=5,
         deepseek_rule=True,
+    ),
+    "h_dynamic_ntk": dict(
+        q_lora_rank=16,
+        topk_method="greedy",
+        n_group=1,
+        topk_group=1,
+        routed_scaling_factor=1.0,
+        rope_parameters=dict(
+            rope_type="dynamic", rope_theta=10000.0, factor=2.0, original_max_position_embeddings=16
+        ),
+        seq_len=40,
+        seed=6,
     ),
 }
 

@@ -34,7 +34,7 @@ use deepblocks_embed::{Embedding, Embeddings, LmHead};
 use deepblocks_mla::{AttentionPath, Mla, MlaWeights, QProj};
 use deepblocks_moe::{Experts, Mlp, Moe, SharedExperts, Weighting};
 use deepblocks_norm::RmsNorm;
-use deepblocks_rope::RopeTable;
+use deepblocks_rope::{RopeScaling, RopeTable};
 
 use crate::model::{DecoderLayer, FeedForward};
 use crate::{Error, Model, Result, blocks};
@@ -187,10 +187,12 @@ impl Model {
         }
         let norm = load.norm("model.norm.weight", &arch, arch.hidden_size)?;
         let rope_config = blocks::rope_config(&arch);
-        let rope = RopeTable::with_len(
-            rope_config,
-            ROPE_ROWS_AT_LOAD.min(rope_config.max_position_embeddings),
-        )?;
+        // Dynamic NTK: rows past the original length would rescale every frequency.
+        let rows = match rope_config.scaling {
+            RopeScaling::DynamicNtk(d) => d.original_max_position_embeddings,
+            _ => rope_config.max_position_embeddings,
+        };
+        let rope = RopeTable::with_len(rope_config, ROPE_ROWS_AT_LOAD.min(rows))?;
         let skipped_tensors = load.account_for_every_tensor(&arch, &parsed.unknown_keys)?;
         let report = LoadReport {
             unknown_config_keys: parsed.unknown_keys,

@@ -277,14 +277,17 @@ impl Model {
         self.embeddings.embed_tokens().lookup(&mut x, tokens)?;
 
         // The rotary rows of positions p..p+t, gathered once for every layer. Dynamic NTK's
-        // frequencies depend on the sequence length, so its table is built for this pass.
+        // frequencies depend on the sequence length once it passes the original length, so past
+        // it the table is built for this pass (a config.json never gets there: transformers
+        // scales from max_position_embeddings, the end of the context).
         let positions: Vec<usize> = (p..p + t).collect();
         let dynamic;
-        let table = if let RopeScaling::DynamicNtk(_) = self.arch.rope.scaling {
-            dynamic = RopeTable::with_len(blocks::rope_config(&self.arch), p + t)?;
-            &dynamic
-        } else {
-            &self.rope
+        let table = match self.arch.rope.scaling {
+            RopeScaling::DynamicNtk(d) if p + t > d.original_max_position_embeddings => {
+                dynamic = RopeTable::with_len(blocks::rope_config(&self.arch), p + t)?;
+                &dynamic
+            }
+            _ => &self.rope,
         };
         let rope = table.cos_sin(&positions)?;
         let path = if t == 1 {

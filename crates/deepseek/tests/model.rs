@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use deepblocks_config::TopkSelection;
+use deepblocks_config::{Architecture, RopeScaling, TopkSelection};
 use deepblocks_core::DType;
 use deepblocks_deepseek::{
     AttentionPath, Error, LoadOptions, MlaCache, MlaCacheConfig, Model, Positions, Weighting,
@@ -120,6 +120,51 @@ fn weight_bytes_are_the_checkpoint_plus_the_absorbed_w_uk_copy() {
 #[test]
 fn golden_b_full_q_greedy_v2_lite_like() {
     check_variant("b_fullq_greedy");
+}
+
+#[test]
+fn golden_h_dynamic_ntk_reads_as_transformers_scales_it() {
+    // transformers scales dynamic NTK from max_position_embeddings, so within the context the
+    // rotary frequencies are plain RoPE's whatever rope_parameters says.
+    let model = Model::load_with(dir("h_dynamic_ntk"), &quiet()).unwrap();
+    let RopeScaling::DynamicNtk(d) = model.config().rope.scaling else {
+        panic!("{:?}", model.config().rope.scaling)
+    };
+    assert_eq!(
+        d.original_max_position_embeddings,
+        model.config().max_position_embeddings
+    );
+    check_variant("h_dynamic_ntk");
+}
+
+#[test]
+fn dynamic_ntk_from_a_shorter_original_length_rescales_past_it() {
+    // A description built in code may set a shorter original length; past it each pass's
+    // frequencies follow the sequence length.
+    let (ids, g) = golden("h_dynamic_ntk");
+    let (v, l0) = (96, 16);
+    let want = g.data("logits");
+    let folder = dir("h_dynamic_ntk");
+    let mut arch = Architecture::from_file(folder.join("config.json"))
+        .unwrap()
+        .architecture;
+    let RopeScaling::DynamicNtk(d) = &mut arch.rope.scaling else {
+        panic!("dynamic")
+    };
+    d.original_max_position_embeddings = l0;
+    let store = deepblocks_core::SafeTensorsStore::open(&folder).unwrap();
+    let model = Model::from_store(arch, &store, &quiet()).unwrap();
+    // Up to L0 tokens: unscaled, as transformers.
+    let short = all_logits(&model, &ids[..l0]);
+    assert_close(&short, &want[..l0 * v], 1e-4, 0.0);
+    // Past it the whole pass is rescaled: other logits than the unscaled ones.
+    let long = all_logits(&model, &ids);
+    let r = close_report(&long, want, 1e-4, 0.0);
+    assert!(r.max_abs > 1e-3, "rescaling changed nothing: {r:?}");
+    // Decoding step by step crosses L0 without error; its first L0 rows are unscaled.
+    let steps = stepwise_logits(&model, &ids, 3);
+    assert_close(&steps[..l0 * v], &want[..l0 * v], 1e-4, 0.0);
+    assert_eq!(steps.len(), ids.len() * v);
 }
 
 #[test]

@@ -253,3 +253,11 @@ fn eps_matters_for_tiny_rows() {
     rms_norm(&mut y, &[0.0, 0.0], &[1.0, 1.0], 1e-6, 1, 2);
     assert_eq!(y, [0.0, 0.0]);
 }
+
+#[test]
+#[cfg(target_pointer_width = "64")]
+#[should_panic(expected = "rms_norm: x has 0 elements, not [t 4611686018427387904, h 4]")]
+fn dimensions_whose_product_wraps_are_refused() {
+    // 2^62 · 4 wraps to 0 = x.len() in 64-bit arithmetic.
+    deepblocks_norm::rms_norm(&mut [], &[], &[1.0; 4], 1e-6, 1 << 62, 4);
+}
