@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Without `--decode`: prints the ids of the text on one line, separated by spaces, with no
-//! special tokens added (special tokens written in the text are still recognised). With
+//! special tokens added (special tokens written in the text are still recognised); long texts are
+//! encoded about 64 KiB at a time (`Tokenizer::encode_in_pieces`, same ids). With
 //! `--decode`: reads ids (separated by spaces, commas or newlines) from `--text` or `--file` and
 //! prints their text exactly, special tokens included, with no newline added.
 //!
@@ -41,6 +42,9 @@ struct Args {
     decode: bool,
 }
 
+/// Bytes of text encoded at a time.
+const PIECE_BYTES: usize = 1 << 16;
+
 fn main() -> ExitCode {
     common::exit(run(Args::parse()))
 }
@@ -59,7 +63,18 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let ids = parse_ids(&input)?;
         write!(stdout, "{}", tokenizer.decode(&ids, false)?)?;
     } else {
-        writeln!(stdout, "{}", format_ids(&tokenizer.encode(&input, false)?))?;
+        // In pieces of about 64 KiB, each written as it is done: memory stays bounded for long
+        // files, and the ids are those of the whole text (`Tokenizer::encode_in_pieces`).
+        let mut start = 0;
+        for end in tokenizer.piece_ends(&input, PIECE_BYTES)? {
+            let ids = tokenizer.encode(&input[start..end], false)?;
+            if start > 0 && !ids.is_empty() {
+                write!(stdout, " ")?;
+            }
+            write!(stdout, "{}", format_ids(&ids))?;
+            start = end;
+        }
+        writeln!(stdout)?;
     }
     Ok(())
 }

@@ -142,6 +142,81 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// The ids of `text` as [`Tokenizer::encode`]`(text, false)` gives them, computed a piece of
+    /// about `piece_bytes` at a time so that memory stays bounded for long texts (`tokenizers`
+    /// holds some 100 bytes per token while it encodes; here only one piece's worth, plus the 4
+    /// bytes per id of the result). Each piece ends at a line break followed by a non-space
+    /// character, and only where encoding the lines on either side together gives the same ids
+    /// as encoding them apart: a boundary this tokenizer's pre-tokenizer also splits at (as
+    /// byte-level BPE does), so the ids do not depend on the pieces. Text without such a
+    /// boundary is encoded in one piece.
+    ///
+    /// ```
+    /// # let tokenizer = deepblocks_tokenize::Tokenizer::from_file(
+    /// #     concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/tokenize/tokenizer.json"))?;
+    /// let text = "First Citizen:\nBefore we proceed any further, hear me speak.\n".repeat(50);
+    /// assert_eq!(tokenizer.encode_in_pieces(&text, 256)?, tokenizer.encode(&text, false)?);
+    /// # Ok::<(), deepblocks_tokenize::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Tokenizer::encode`].
+    pub fn encode_in_pieces(&self, text: &str, piece_bytes: usize) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        let mut start = 0;
+        while start < text.len() {
+            let end = self.piece_end(text, start, piece_bytes.max(1))?;
+            ids.extend(self.encode(&text[start..end], false)?);
+            start = end;
+        }
+        Ok(ids)
+    }
+
+    /// The byte offsets where [`Tokenizer::encode_in_pieces`] ends its pieces (the last is
+    /// `text.len()`; none for an empty text).
+    ///
+    /// # Errors
+    /// As [`Tokenizer::encode`].
+    pub fn piece_ends(&self, text: &str, piece_bytes: usize) -> Result<Vec<usize>> {
+        let mut ends = Vec::new();
+        let mut start = 0;
+        while start < text.len() {
+            start = self.piece_end(text, start, piece_bytes.max(1))?;
+            ends.push(start);
+        }
+        Ok(ends)
+    }
+
+    /// Where the piece starting at `start` ends: the first verified boundary at least
+    /// `piece_bytes` in, or the end of the text.
+    fn piece_end(&self, text: &str, start: usize, piece_bytes: usize) -> Result<usize> {
+        /// Bytes of context on each side of a boundary when checking it.
+        const WINDOW: usize = 256;
+        let mut from = start + piece_bytes;
+        loop {
+            if from >= text.len() {
+                return Ok(text.len());
+            }
+            // The next line break at or after `from` that a non-space character follows.
+            let Some(b) = text.as_bytes()[from..]
+                .windows(2)
+                .position(|w| w[0] == b'\n' && !w[1].is_ascii_whitespace())
+                .map(|i| from + i + 1)
+            else {
+                return Ok(text.len());
+            };
+            let lo = floor_char_boundary(text, b.saturating_sub(WINDOW).max(start));
+            let hi = floor_char_boundary(text, (b + WINDOW).min(text.len()));
+            let (left, right) = (&text[lo..b], &text[b..hi]);
+            let mut apart = self.encode(left, false)?;
+            apart.extend(self.encode(right, false)?);
+            if apart == self.encode(&text[lo..hi], false)? {
+                return Ok(b);
+            }
+            from = b;
+        }
+    }
+
     /// Checks that every id is in the vocabulary.
     ///
     /// # Errors
@@ -312,4 +387,12 @@ fn parse(bytes: &[u8], what: &str) -> Result<tokenizers::Tokenizer> {
         what: what.to_string(),
         source,
     })
+}
+
+/// The largest char boundary of `text` at or below `i`.
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
