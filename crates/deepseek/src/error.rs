@@ -51,6 +51,19 @@ pub enum Error {
         /// The config key that would account for them, or that none does.
         explanation: String,
     },
+    /// `num_hidden_layers` asks for more decoder layers than the checkpoint holds.
+    #[error(
+        "{location}: config.json's num_hidden_layers is {num_hidden_layers}, but the checkpoint \
+         holds {found} decoder layer(s) (no tensor starts with model.layers.{found}.)"
+    )]
+    MissingLayers {
+        /// The checkpoint file or index.
+        location: String,
+        /// The config's layer count.
+        num_hidden_layers: usize,
+        /// Layers `0..found` of the checkpoint have tensors.
+        found: usize,
+    },
     /// A weight holds a NaN or an infinity (found by `LoadOptions::check_weights`).
     #[error("tensor {tensor:?}: element {index} is {value}, not a finite number")]
     NonFiniteWeight {

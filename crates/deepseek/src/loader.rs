@@ -173,9 +173,21 @@ impl Model {
         };
         let embeddings = load.embeddings(&arch)?;
         let n_layers = arch.num_hidden_layers;
-        // Each layer reads several tensors: a layer count the file cannot hold fails at its first
-        // missing tensor, before a large reservation.
-        let mut layers = Vec::with_capacity(n_layers.min(store.len()));
+        // A layer count the file cannot hold fails here, before any reservation for it.
+        let found = (0..n_layers)
+            .find(|l| {
+                let prefix = format!("model.layers.{l}.");
+                !store.infos().any(|t| t.name.starts_with(&prefix))
+            })
+            .unwrap_or(n_layers);
+        if found < n_layers {
+            return Err(Error::MissingLayers {
+                location: store.location().display().to_string(),
+                num_hidden_layers: n_layers,
+                found,
+            });
+        }
+        let mut layers = Vec::with_capacity(n_layers);
         for l in 0..n_layers {
             layers.push(load.decoder_layer(&arch, l, options.weighting)?);
             if let Some(progress) = &options.progress {
