@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use deepblocks::config::Architecture;
 use deepblocks::core::SafeTensorsStore;
 use deepblocks::deepseek::{LoadOptions, MlaCache, MlaCacheConfig, Model, Positions};
+use deepblocks_testkit::{F32Tensor, read_f32_tensors, write_f32_tensors};
 use serde_json::{Value, json};
 
 fn root() -> PathBuf {
@@ -41,7 +42,7 @@ fn config_error(edit: impl FnOnce(&mut Value)) -> String {
 }
 
 /// A checkpoint's tensors: name, shape, f32 values.
-type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+type Tensors = Vec<F32Tensor>;
 
 /// A copy of the f32 fixture with its config edited and its tensors passed through `tensors`.
 fn folder(
@@ -55,36 +56,9 @@ fn folder(
             .unwrap();
     config(&mut cfg);
     std::fs::write(dst.join("config.json"), cfg.to_string()).unwrap();
-    let bytes = std::fs::read(fixture().join("model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut all: Tensors = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| {
-            let vals = v
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            (n, v.shape().to_vec(), vals)
-        })
-        .collect();
+    let mut all: Tensors = read_f32_tensors(&fixture().join("model.safetensors"));
     tensors(&mut all);
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = all
-        .into_iter()
-        .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
-        .iter()
-        .map(|(n, s, d)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &dst.join("model.safetensors")).unwrap();
+    write_f32_tensors(&dst.join("model.safetensors"), &all);
     dst
 }
 

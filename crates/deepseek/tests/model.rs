@@ -8,7 +8,9 @@ use deepblocks_core::DType;
 use deepblocks_deepseek::{
     AttentionPath, Error, LoadOptions, MlaCache, MlaCacheConfig, Model, Positions, Weighting,
 };
-use deepblocks_testkit::{Golden, assert_close, close_report, testdata_dir};
+use deepblocks_testkit::{
+    Golden, assert_close, close_report, read_f32_tensors, testdata_dir, write_f32_tensors,
+};
 
 fn dir(variant: &str) -> PathBuf {
     testdata_dir().join("deepseek").join(variant)
@@ -574,38 +576,15 @@ fn rewritten(
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     config(&mut cfg);
     std::fs::write(dst.join("config.json"), cfg.to_string()).unwrap();
-    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| {
-            assert_eq!(v.dtype(), safetensors::Dtype::F32, "{n}");
-            let mut vals: Vec<f32> = v
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            edit(&n, &mut vals);
-            let data = vals.iter().flat_map(|x| x.to_le_bytes()).collect();
-            (n, v.shape().to_vec(), data)
-        })
-        .collect();
+    let mut tensors = read_f32_tensors(&src.join("model.safetensors"));
+    for (n, _, values) in &mut tensors {
+        edit(n, values);
+    }
     for (n, shape) in extra {
         let len: usize = shape.iter().product();
-        owned.push((n.to_string(), shape.clone(), vec![0u8; 4 * len]));
+        tensors.push((n.to_string(), shape.clone(), vec![0.0; len]));
     }
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
-        .iter()
-        .map(|(n, s, d)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &dst.join("model.safetensors")).unwrap();
+    write_f32_tensors(&dst.join("model.safetensors"), &tensors);
     dst
 }
 

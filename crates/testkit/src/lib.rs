@@ -7,6 +7,8 @@
 //! - [`assert_close`] / [`close_report`]: elementwise `|a − b| ≤ atol + rtol·|b|` with a report of
 //!   the maximum absolute and relative differences and where they occur.
 //! - [`strategies`]: proptest strategies for shapes and data.
+//! - [`read_f32_tensors`] / [`write_f32_tensors`]: a checkpoint's f32 tensors, to rewrite
+//!   fixtures with a fault in them.
 //!
 //! ```
 //! use deepblocks_testkit::{assert_close, close_report};
@@ -22,6 +24,52 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
+
+/// A tensor as `(name, shape, values)`.
+pub type F32Tensor = (String, Vec<usize>, Vec<f32>);
+
+/// Every tensor of an f32 safetensors file, in the file's order.
+///
+/// # Panics
+/// If the file cannot be read or holds a tensor of another dtype.
+pub fn read_f32_tensors(path: &Path) -> Vec<F32Tensor> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), Dtype::F32, "{name} in {}", path.display());
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (name, view.shape().to_vec(), values)
+        })
+        .collect()
+}
+
+/// Writes `tensors` as an f32 safetensors file.
+///
+/// # Panics
+/// If a tensor's values do not fill its shape or the file cannot be written.
+pub fn write_f32_tensors(path: &Path, tensors: &[F32Tensor]) {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), data)| {
+            let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            (name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
 
 /// The workspace's `testdata/` folder.
 pub fn testdata_dir() -> PathBuf {
