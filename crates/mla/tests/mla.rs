@@ -1036,7 +1036,7 @@ fn rotary_rows_of_another_width_say_so() {
     let r = mla.config().qk_rope_head_dim;
     let other = RopeTable::new(RopeConfig {
         dim: r + 2,
-        ..rope.config().clone()
+        ..*rope.config()
     })
     .unwrap();
     let rows = other.cos_sin(&[0]).unwrap();
