@@ -44,6 +44,7 @@ mod linear;
 mod ops;
 #[doc(hidden)]
 pub mod probe;
+pub mod quant;
 mod region;
 mod store;
 mod weight;
