@@ -108,7 +108,7 @@ fn toy(k: usize) -> Result<(), Box<dyn std::error::Error>> {
         "Toy embedding E[V {}, h {}] in {} ({} bytes); features: {}",
         e.vocab_size(),
         e.hidden_size(),
-        e.dtype(),
+        e.format(),
         e.weight().bytes(),
         FEATURES.join(", ")
     );
@@ -213,7 +213,7 @@ fn model(dir: &PathBuf, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         dir.display(),
         e.vocab_size(),
         e.hidden_size(),
-        e.dtype(),
+        e.format(),
         e.weight().bytes() as f64 / 1e6,
         if tok.is_some() {
             ", with its tokenizer"

@@ -85,11 +85,28 @@ mod sealed {
     }
 }
 
-/// A scalar type weights can be stored in: `f32`, [`half::bf16`] or [`half::f16`].
-///
-/// Every bit pattern is a valid value of each of these types, and they have no padding, which is
-/// what lets [`crate::Buffer`] view memory-mapped bytes as a typed slice. The trait is sealed.
-pub trait Element: Copy + Send + Sync + PartialEq + fmt::Debug + 'static + sealed::Sealed {
+mod plain {
+    /// Seals [`super::Plain`].
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::bf16 {}
+    impl Sealed for half::f16 {}
+    impl Sealed for u8 {}
+}
+
+/// A type a [`crate::Buffer`] can hold: the [`Element`] types, and `u8` for the bytes of
+/// block-quantized weights. Every bit pattern is a valid value of each of these types and they
+/// have no padding, which is what lets a buffer view memory-mapped bytes as a typed slice. The
+/// trait is sealed.
+pub trait Plain: Copy + Send + Sync + fmt::Debug + 'static + plain::Sealed {}
+impl Plain for f32 {}
+impl Plain for bf16 {}
+impl Plain for f16 {}
+impl Plain for u8 {}
+
+/// A scalar type weights can be stored in: `f32`, [`half::bf16`] or [`half::f16`]. The trait
+/// is sealed.
+pub trait Element: Plain + PartialEq + sealed::Sealed {
     /// The matching [`DType`].
     const DTYPE: DType;
     /// Widen to f32 (exact for all three types).

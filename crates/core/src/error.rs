@@ -106,6 +106,30 @@ pub enum Error {
         found: usize,
     },
 
+    /// A matrix cannot be stored in a block format: its rows are not whole blocks.
+    #[error("{what}: rows of {cols} weights are not whole {format} blocks of {block_len}")]
+    NotWholeBlocks {
+        /// The matrix at fault.
+        what: String,
+        /// The format asked for.
+        format: crate::quant::BlockFormat,
+        /// Its row length.
+        cols: usize,
+        /// The format's block length.
+        block_len: usize,
+    },
+
+    /// A weight to be quantized holds a NaN or an infinity.
+    #[error("{what}: element {index} is {value}, which cannot be quantized")]
+    NonFinite {
+        /// The matrix at fault.
+        what: String,
+        /// The flat index of the first such element.
+        index: usize,
+        /// Its value.
+        value: f32,
+    },
+
     /// A tensor is stored in a dtype deepblocks cannot compute with.
     #[error("tensor {tensor:?}: dtype {dtype} is not supported (F32, BF16 and F16 are)")]
     UnsupportedDType {

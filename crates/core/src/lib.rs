@@ -49,7 +49,7 @@ mod region;
 mod store;
 mod weight;
 
-pub use dtype::{DType, Element};
+pub use dtype::{DType, Element, Plain};
 pub use error::{Error, Result};
 pub use isa::{ISA_ENV, Isa, isa};
 #[cfg(feature = "ndarray")]
@@ -65,7 +65,7 @@ pub use ops::{
 };
 pub use region::Access;
 pub use store::{INDEX_FILE, SINGLE_FILE, SafeTensorsStore, TensorInfo};
-pub use weight::{Buffer, Weight, WeightData, narrow, widen_into};
+pub use weight::{Buffer, Weight, WeightData, WeightFormat, narrow, widen_into};
 
 /// Re-exported so users name the same `bf16`/`f16` types the weights use.
 pub use half;

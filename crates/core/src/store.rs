@@ -60,7 +60,7 @@ struct Shard {
 /// use deepblocks_core::{DType, SafeTensorsStore};
 /// let store = SafeTensorsStore::open("path/to/model-folder")?;
 /// let w = store.weight("model.layers.0.self_attn.o_proj.weight", [2048, 2048])?;
-/// assert_eq!(w.dtype(), DType::BF16); // a bf16 checkpoint stays bf16, borrowed from the map
+/// assert_eq!(w.format(), DType::BF16.into()); // a bf16 checkpoint stays bf16, borrowed from the map
 /// # Ok::<(), deepblocks_core::Error>(())
 /// ```
 ///

@@ -7,15 +7,16 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 
+use crate::quant::BlockFormat;
 use crate::region::Region;
-use crate::{DType, Element, Error, Result};
+use crate::{DType, Element, Error, Plain, Result};
 
 /// A read-only, cheaply clonable run of elements, either owned or borrowed from a checkpoint file's
 /// bytes (memory-mapped, or read into memory once). Dereferences to `&[T]`.
 ///
 /// Cloning and [`Buffer::slice`] share the underlying memory; nothing is copied.
 #[derive(Clone)]
-pub struct Buffer<T: Element> {
+pub struct Buffer<T: Plain> {
     backing: Backing<T>,
     /// For `Owned`: element offset into the vector. For `File`: byte offset into the file.
     start: usize,
@@ -29,7 +30,7 @@ enum Backing<T> {
     File(Arc<Region>),
 }
 
-impl<T: Element> Buffer<T> {
+impl<T: Plain> Buffer<T> {
     /// A buffer that owns `data`.
     pub fn from_vec(data: Vec<T>) -> Self {
         let len = data.len();
@@ -87,14 +88,16 @@ impl<T: Element> Buffer<T> {
             Backing::Owned(_) => false,
         }
     }
+}
 
+impl<T: Element> Buffer<T> {
     /// The elements widened to f32 (a copy).
     pub fn to_f32_vec(&self) -> Vec<f32> {
         self.iter().map(|x| x.to_f32()).collect()
     }
 }
 
-impl<T: Element> Deref for Buffer<T> {
+impl<T: Plain> Deref for Buffer<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         match &self.backing {
@@ -102,7 +105,7 @@ impl<T: Element> Deref for Buffer<T> {
             Backing::File(map) => {
                 // SAFETY: `in_file` checked that `start .. start + len * size_of::<T>()` lies in the
                 // map and that `map.as_ptr() + start` is aligned for `T`; `slice` only narrows that
-                // range by whole elements. `T` is f32, bf16 or f16 (the trait is sealed): plain
+                // range by whole elements. `T` is f32, bf16, f16 or u8 (`Plain` is sealed): plain
                 // data for which every bit pattern is valid. The bytes are read-only and live as
                 // long as `self` holds the `Arc`.
                 unsafe {
@@ -113,17 +116,58 @@ impl<T: Element> Deref for Buffer<T> {
     }
 }
 
-impl<T: Element> fmt::Debug for Buffer<T> {
+impl<T: Plain> fmt::Debug for Buffer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Buffer")
-            .field("dtype", &T::DTYPE)
+            .field("type", &std::any::type_name::<T>())
             .field("len", &self.len)
             .field("mapped", &self.is_mapped())
             .finish()
     }
 }
 
-/// The elements of a [`Weight`], in the dtype they were stored in.
+/// How a [`Weight`]'s values are stored: one scalar per element, or blocks of a block format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WeightFormat {
+    /// One f32, bf16 or f16 per element.
+    Float(DType),
+    /// Rows of blocks of a [`BlockFormat`].
+    Blocks(BlockFormat),
+}
+
+impl WeightFormat {
+    /// Bytes of a `[rows, cols]` matrix in this format, or `None` when its rows are not whole
+    /// blocks or the count overflows.
+    pub fn bytes(self, rows: usize, cols: usize) -> Option<usize> {
+        match self {
+            WeightFormat::Float(d) => rows.checked_mul(cols)?.checked_mul(d.size_bytes()),
+            WeightFormat::Blocks(f) => rows.checked_mul(f.row_bytes(cols)?),
+        }
+    }
+}
+
+impl From<DType> for WeightFormat {
+    fn from(d: DType) -> Self {
+        WeightFormat::Float(d)
+    }
+}
+
+impl From<BlockFormat> for WeightFormat {
+    fn from(f: BlockFormat) -> Self {
+        WeightFormat::Blocks(f)
+    }
+}
+
+impl fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WeightFormat::Float(d) => d.fmt(f),
+            WeightFormat::Blocks(b) => b.fmt(f),
+        }
+    }
+}
+
+/// The values of a [`Weight`], as they were stored.
 #[derive(Clone, Debug)]
 pub enum WeightData {
     /// f32 elements.
@@ -132,30 +176,60 @@ pub enum WeightData {
     BF16(Buffer<bf16>),
     /// f16 elements.
     F16(Buffer<f16>),
+    /// The blocks of `format`, row after row (each row `format.row_bytes(cols)` bytes).
+    Blocks {
+        /// The block format.
+        format: BlockFormat,
+        /// The bytes.
+        data: Buffer<u8>,
+    },
 }
 
 impl WeightData {
-    /// The dtype of the elements.
-    pub fn dtype(&self) -> DType {
+    /// How the values are stored.
+    pub fn format(&self) -> WeightFormat {
         match self {
-            WeightData::F32(_) => DType::F32,
-            WeightData::BF16(_) => DType::BF16,
-            WeightData::F16(_) => DType::F16,
+            WeightData::F32(_) => WeightFormat::Float(DType::F32),
+            WeightData::BF16(_) => WeightFormat::Float(DType::BF16),
+            WeightData::F16(_) => WeightFormat::Float(DType::F16),
+            WeightData::Blocks { format, .. } => WeightFormat::Blocks(*format),
         }
     }
 
-    /// Number of elements.
+    /// Number of values.
     pub fn len(&self) -> usize {
         match self {
             WeightData::F32(b) => b.len(),
             WeightData::BF16(b) => b.len(),
             WeightData::F16(b) => b.len(),
+            WeightData::Blocks { format, data } => {
+                data.len() / format.block_bytes() * format.block_len()
+            }
         }
     }
 
-    /// Whether there are no elements.
+    /// Whether there are no values.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes the values occupy.
+    pub fn bytes(&self) -> usize {
+        match self {
+            WeightData::F32(b) => 4 * b.len(),
+            WeightData::BF16(b) => 2 * b.len(),
+            WeightData::F16(b) => 2 * b.len(),
+            WeightData::Blocks { data, .. } => data.len(),
+        }
+    }
+
+    fn is_mapped(&self) -> bool {
+        match self {
+            WeightData::F32(b) => b.is_mapped(),
+            WeightData::BF16(b) => b.is_mapped(),
+            WeightData::F16(b) => b.is_mapped(),
+            WeightData::Blocks { data, .. } => data.is_mapped(),
+        }
     }
 }
 
@@ -173,7 +247,7 @@ impl<T: Element> From<Buffer<T>> for WeightData {
 /// ```
 /// use deepblocks_core::{DType, Weight};
 /// let w = Weight::from_f32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3)?; // [out 2, in 3]
-/// assert_eq!((w.rows(), w.cols(), w.dtype()), (2, 3, DType::F32));
+/// assert_eq!((w.rows(), w.cols(), w.format()), (2, 3, DType::F32.into()));
 /// let w16 = w.to_dtype(DType::BF16);
 /// assert_eq!(w16.bytes(), 12); // half of f32's 24
 /// assert_eq!(w16.row_f32(1), vec![4.0, 5.0, 6.0]);
@@ -187,9 +261,33 @@ pub struct Weight {
 }
 
 impl Weight {
-    /// A `[rows, cols]` weight over `data`; `Err(Error::Length)` when the element count differs.
+    /// A `[rows, cols]` weight over `data`; `Err(Error::Length)` when the element count differs,
+    /// `Err(Error::NotWholeBlocks)` when block-format rows are not whole blocks.
     pub fn new(data: impl Into<WeightData>, rows: usize, cols: usize) -> Result<Self> {
         let data = data.into();
+        if let WeightData::Blocks {
+            format,
+            data: bytes,
+        } = &data
+        {
+            let Some(row_bytes) = format.row_bytes(cols) else {
+                return Err(Error::NotWholeBlocks {
+                    what: "weight data".into(),
+                    format: *format,
+                    cols,
+                    block_len: format.block_len(),
+                });
+            };
+            if rows.checked_mul(row_bytes) != Some(bytes.len()) {
+                return Err(Error::Length {
+                    what: format!("{format} weight bytes"),
+                    shape: vec![rows, row_bytes],
+                    expected: rows.saturating_mul(row_bytes),
+                    found: bytes.len(),
+                });
+            }
+            return Ok(Weight { rows, cols, data });
+        }
         let expected = rows.checked_mul(cols);
         if expected != Some(data.len()) {
             return Err(Error::Length {
@@ -200,6 +298,24 @@ impl Weight {
             });
         }
         Ok(Weight { rows, cols, data })
+    }
+
+    /// A `[rows, cols]` weight of `format` blocks owning `bytes` (each row
+    /// `format.row_bytes(cols)` bytes).
+    ///
+    /// # Errors
+    /// As [`Weight::new`].
+    pub fn from_blocks(
+        format: BlockFormat,
+        bytes: Vec<u8>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self> {
+        let data = WeightData::Blocks {
+            format,
+            data: Buffer::from_vec(bytes),
+        };
+        Weight::new(data, rows, cols)
     }
 
     /// An f32 weight that owns `data` (row-major `[rows, cols]`).
@@ -232,9 +348,9 @@ impl Weight {
         [self.rows, self.cols]
     }
 
-    /// The stored dtype.
-    pub fn dtype(&self) -> DType {
-        self.data.dtype()
+    /// How the values are stored.
+    pub fn format(&self) -> WeightFormat {
+        self.data.format()
     }
 
     /// The elements, row-major, in the stored dtype.
@@ -242,18 +358,14 @@ impl Weight {
         &self.data
     }
 
-    /// Bytes the elements occupy.
+    /// Bytes the values occupy.
     pub fn bytes(&self) -> usize {
-        self.data.len() * self.dtype().size_bytes()
+        self.data.bytes()
     }
 
-    /// Whether the elements are borrowed from a memory-mapped file.
+    /// Whether the values are borrowed from a memory-mapped file.
     pub fn is_mapped(&self) -> bool {
-        match &self.data {
-            WeightData::F32(b) => b.is_mapped(),
-            WeightData::BF16(b) => b.is_mapped(),
-            WeightData::F16(b) => b.is_mapped(),
-        }
+        self.data.is_mapped()
     }
 
     /// Rows `range` as a `[range.len(), cols]` weight sharing memory with `self` (no copy). This is
@@ -273,6 +385,13 @@ impl Weight {
             WeightData::F32(b) => WeightData::F32(b.slice(elems)),
             WeightData::BF16(b) => WeightData::BF16(b.slice(elems)),
             WeightData::F16(b) => WeightData::F16(b.slice(elems)),
+            WeightData::Blocks { format, data } => {
+                let rb = self.bytes() / self.rows.max(1);
+                WeightData::Blocks {
+                    format: *format,
+                    data: data.slice(range.start * rb..range.end * rb),
+                }
+            }
         };
         Weight {
             rows: range.end - range.start,
@@ -303,11 +422,16 @@ impl Weight {
             WeightData::F32(b) => out.copy_from_slice(&b[span]),
             WeightData::BF16(b) => widen_into(out, &b[span]),
             WeightData::F16(b) => widen_into(out, &b[span]),
+            WeightData::Blocks { format, data } => {
+                let rb = data.len() / self.rows;
+                format.dequantize_row(out, &data[r * rb..(r + 1) * rb]);
+            }
         }
     }
 
     /// The first NaN or infinite element, as `(flat index, value)`: one parallel pass over the
-    /// stored elements (the bit patterns of bf16/f16 are tested without widening).
+    /// stored elements (the bit patterns of bf16/f16 are tested without widening; blocks are
+    /// dequantized row by row).
     pub fn first_non_finite(&self) -> Option<(usize, f32)> {
         use rayon::prelude::*;
         /// Elements per parallel task.
@@ -327,6 +451,10 @@ impl Weight {
             // Exponent bits all ones: infinite or NaN.
             WeightData::BF16(b) => scan(b, |v| v.to_bits() & 0x7f80 == 0x7f80),
             WeightData::F16(b) => scan(b, |v| v.to_bits() & 0x7c00 == 0x7c00),
+            WeightData::Blocks { .. } => (0..self.rows).into_par_iter().find_map_first(|r| {
+                let row = self.row_f32(r);
+                crate::first_non_finite(&row).map(|i| (r * self.cols + i, row[i]))
+            }),
         }
     }
 
@@ -336,13 +464,54 @@ impl Weight {
             WeightData::F32(b) => b.to_vec(),
             WeightData::BF16(b) => b.to_f32_vec(),
             WeightData::F16(b) => b.to_f32_vec(),
+            WeightData::Blocks { .. } => {
+                let mut out = vec![0.0; self.rows * self.cols];
+                for (r, row) in out.chunks_exact_mut(self.cols.max(1)).enumerate() {
+                    self.read_row_f32(row, r);
+                }
+                out
+            }
         }
+    }
+
+    /// The same matrix in `format`'s blocks, quantized with its reference quantizer (a copy; the
+    /// same weight when it already is).
+    ///
+    /// # Errors
+    /// [`Error::NotWholeBlocks`] when the rows are not whole blocks; [`Error::NonFinite`] at the
+    /// first NaN or infinite value. `what` names the matrix in both.
+    pub fn quantize(&self, format: BlockFormat, what: &str) -> Result<Weight> {
+        use rayon::prelude::*;
+        if self.format() == WeightFormat::Blocks(format) {
+            return Ok(self.clone());
+        }
+        let Some(rb) = format.row_bytes(self.cols) else {
+            return Err(Error::NotWholeBlocks {
+                what: what.into(),
+                format,
+                cols: self.cols,
+                block_len: format.block_len(),
+            });
+        };
+        if let Some((index, value)) = self.first_non_finite() {
+            return Err(Error::NonFinite {
+                what: what.into(),
+                index,
+                value,
+            });
+        }
+        let mut bytes = vec![0u8; self.rows * rb];
+        bytes
+            .par_chunks_mut(rb.max(1))
+            .enumerate()
+            .for_each(|(r, out)| format.quantize_row(out, &self.row_f32(r)));
+        Weight::from_blocks(format, bytes, self.rows, self.cols)
     }
 
     /// The same matrix in `dtype`: shared when it already is, otherwise converted (rounding to
     /// nearest even when narrowing).
     pub fn to_dtype(&self, dtype: DType) -> Weight {
-        if dtype == self.dtype() {
+        if self.format() == WeightFormat::Float(dtype) {
             return self.clone();
         }
         let f = self.to_f32_vec();
@@ -421,8 +590,8 @@ mod tests {
     #[test]
     fn weight_data_from_buffer_keeps_the_dtype() {
         let d: WeightData = Buffer::from_vec(vec![f16::from_f32(1.5)]).into();
-        assert_eq!(d.dtype(), DType::F16);
+        assert_eq!(d.format(), WeightFormat::Float(DType::F16));
         let d: WeightData = Buffer::from_vec(vec![bf16::from_f32(1.5)]).into();
-        assert_eq!(d.dtype(), DType::BF16);
+        assert_eq!(d.format(), WeightFormat::Float(DType::BF16));
     }
 }

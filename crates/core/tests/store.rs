@@ -70,7 +70,7 @@ fn single_file_weights_are_borrowed_from_the_map_in_their_stored_dtype() {
     assert_eq!(store.num_shards(), 1);
 
     let w = store.weight("w.bf16", [3, 2]).unwrap();
-    assert_eq!(w.dtype(), DType::BF16);
+    assert_eq!(w.format(), DType::BF16.into());
     assert!(
         w.is_mapped(),
         "a bf16 weight must be a view of the file, not a copy"

@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use deepblocks_core::{DType, Weight, sum_squares};
+use deepblocks_core::{Weight, WeightFormat, sum_squares};
 #[cfg(feature = "ndarray")]
 use ndarray::Array2;
 
@@ -16,7 +16,7 @@ use crate::{Error, Result};
 /// use deepblocks_core::{DType, Weight};
 /// use deepblocks_embed::Embedding;
 /// let e = Embedding::new(Weight::from_f32(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], 3, 2)?.to_dtype(DType::BF16));
-/// assert_eq!((e.vocab_size(), e.hidden_size(), e.dtype()), (3, 2, DType::BF16));
+/// assert_eq!((e.vocab_size(), e.hidden_size(), e.format()), (3, 2, DType::BF16.into()));
 /// let mut x = [0.0; 4]; // [t 2, h 2]
 /// e.lookup(&mut x, &[2, 0])?;
 /// assert_eq!(x, [4.0, 5.0, 0.0, 1.0]);
@@ -63,9 +63,9 @@ impl Embedding {
         self.weight.cols()
     }
 
-    /// The stored dtype.
-    pub fn dtype(&self) -> DType {
-        self.weight.dtype()
+    /// How the matrix is stored.
+    pub fn format(&self) -> WeightFormat {
+        self.weight.format()
     }
 
     /// Checks that every id is `< V`.

@@ -34,8 +34,8 @@ fn lookup_matches_nn_embedding_exactly() {
     let g = Golden::load("embed");
     let m = from_file(&g);
     assert_eq!(
-        m.embed_tokens().dtype(),
-        DType::BF16,
+        m.embed_tokens().format(),
+        DType::BF16.into(),
         "bf16 storage is kept"
     );
     assert!(
@@ -71,7 +71,7 @@ fn unembedding_matches_torch_linear_tied_and_separate() {
     );
 
     let sep = from_file(&g);
-    assert_eq!(sep.lm_head_weight().dtype(), DType::BF16);
+    assert_eq!(sep.lm_head_weight().format(), DType::BF16.into());
     let want = g.data("logits_lm_head");
     let all = sep.logits_nd(hidden.view(), Positions::All).unwrap();
     check("logits_lm_head", all.as_slice().unwrap(), want, 2e-6);

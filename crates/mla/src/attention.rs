@@ -1,6 +1,6 @@
 //! The MLA block: config, weights, the attention cores over a latent cache, and the layer.
 
-use deepblocks_core::{Weight, linear, matmul, matmul_bt, softmax_rows};
+use deepblocks_core::{Weight, WeightFormat, linear, matmul, matmul_bt, softmax_rows};
 use deepblocks_norm::RmsNorm;
 use deepblocks_rope::{CosSin, RopeTable};
 use rayon::prelude::*;
@@ -534,7 +534,8 @@ fn scatter_heads(out: &mut [f32], heads: &[Vec<f32>], t: usize, n: usize, v: usi
 }
 
 /// `wᵀ` in `w`'s dtype (a copy, made once at load time). Narrowing values that were widened from
-/// that dtype is exact, so the copy holds the same numbers.
+/// that dtype is exact, so the copy holds the same numbers; a block-format `w` is transposed to
+/// f32, the one dtype that holds its dequantized values exactly.
 fn transpose(w: &Weight) -> Weight {
     let (rows, cols) = (w.rows(), w.cols());
     let f = w.to_f32_vec();
@@ -544,9 +545,11 @@ fn transpose(w: &Weight) -> Weight {
             tr[j * rows + i] = f[i * cols + j];
         }
     }
-    Weight::from_f32(tr, cols, rows)
-        .expect("transpose keeps the element count")
-        .to_dtype(w.dtype())
+    let tr = Weight::from_f32(tr, cols, rows).expect("transpose keeps the element count");
+    match w.format() {
+        WeightFormat::Float(dtype) => tr.to_dtype(dtype),
+        WeightFormat::Blocks(_) => tr,
+    }
 }
 
 /// One Multi-head Latent Attention layer (DeepSeek-V2 §2.1).

@@ -269,7 +269,7 @@ fn v2_greedy_bf16_from_the_store_matches_transformers() {
     let down = store
         .weight_reshaped("experts.down_proj", &[e, h, i], e * h, i)
         .unwrap();
-    assert_eq!(gate_up.dtype(), DType::BF16);
+    assert_eq!(gate_up.format(), DType::BF16.into());
     let experts = Experts::from_packed(&gate_up, &down, e).unwrap();
     let width = i * c.n_shared_experts;
     let shared = Mlp::new(
@@ -285,7 +285,7 @@ fn v2_greedy_bf16_from_the_store_matches_transformers() {
     )
     .unwrap();
     let gate = store.weight("gate.weight", [e, h]).unwrap();
-    assert_eq!(gate.dtype(), DType::BF16);
+    assert_eq!(gate.format(), DType::BF16.into());
     let moe = Moe::new(c, gate, None, experts, SharedExperts::Mlp(shared)).unwrap();
     check_layer(&g, &moe, "v2 greedy bf16 store", 2e-5);
 }

@@ -33,6 +33,7 @@ use half::{bf16, f16};
 #[cfg(feature = "ndarray")]
 use ndarray::{Array2, ArrayView2};
 
+use crate::quant::linear::{linear_blocks, linear_blocks_naive};
 use crate::{Element, Isa, Weight, WeightData, isa};
 #[cfg(feature = "ndarray")]
 use crate::{Error, Result};
@@ -151,6 +152,9 @@ pub fn linear(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
         WeightData::F32(b) => matmul_bt(y, x, b, t, w.cols(), w.rows()),
         WeightData::BF16(b) => matmul_bt(y, x, b, t, w.cols(), w.rows()),
         WeightData::F16(b) => matmul_bt(y, x, b, t, w.cols(), w.rows()),
+        WeightData::Blocks { format, data } => {
+            linear_blocks(y, x, *format, data, t, w.cols(), w.rows())
+        }
     }
 }
 
@@ -165,6 +169,9 @@ pub fn linear_gemv(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
         WeightData::F32(b) => gemv::gemv_bt(y, x, b, t, w.cols(), w.rows()),
         WeightData::BF16(b) => gemv::gemv_bt(y, x, b, t, w.cols(), w.rows()),
         WeightData::F16(b) => gemv::gemv_bt(y, x, b, t, w.cols(), w.rows()),
+        WeightData::Blocks { format, data } => {
+            linear_blocks(y, x, *format, data, t, w.cols(), w.rows())
+        }
     }
 }
 
@@ -186,6 +193,9 @@ pub fn linear_tiled(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
         WeightData::F32(b) => run(y, x, b, t, w.cols(), w.rows()),
         WeightData::BF16(b) => run(y, x, b, t, w.cols(), w.rows()),
         WeightData::F16(b) => run(y, x, b, t, w.cols(), w.rows()),
+        WeightData::Blocks { format, data } => {
+            linear_blocks(y, x, *format, data, t, w.cols(), w.rows())
+        }
     }
 }
 
@@ -199,6 +209,9 @@ pub fn linear_gemm(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
         WeightData::F32(b) => gemm::gemm_bt(y, x, b, t, w.cols(), w.rows()),
         WeightData::BF16(b) => gemm::gemm_bt(y, x, b, t, w.cols(), w.rows()),
         WeightData::F16(b) => gemm::gemm_bt(y, x, b, t, w.cols(), w.rows()),
+        WeightData::Blocks { format, data } => {
+            linear_blocks(y, x, *format, data, t, w.cols(), w.rows())
+        }
     }
 }
 
@@ -211,6 +224,9 @@ pub fn linear_naive(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
         WeightData::F32(b) => matmul_bt_naive(y, x, b, t, w.cols(), w.rows()),
         WeightData::BF16(b) => matmul_bt_naive(y, x, b, t, w.cols(), w.rows()),
         WeightData::F16(b) => matmul_bt_naive(y, x, b, t, w.cols(), w.rows()),
+        WeightData::Blocks { format, data } => {
+            linear_blocks_naive(y, x, *format, data, t, w.cols(), w.rows())
+        }
     }
 }
 
@@ -411,7 +427,7 @@ mod tests {
                         assert!(
                             (g - e).abs() <= 1e-5 * (1.0 + e.abs()) * (k as f32).sqrt(),
                             "{name} {:?} t{t} k{k} n{n} at {i}: {g} vs {e}",
-                            w.dtype()
+                            w.format()
                         );
                     }
                 }

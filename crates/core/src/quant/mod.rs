@@ -14,7 +14,12 @@
 //! fixtures `scripts/golden/quants.py` writes with it) and a quantizer (bit-identical to ggml's
 //! reference `quantize_row_*_ref` for the 32-blocks).
 
+pub mod act;
+pub(crate) mod dot;
+#[cfg(target_arch = "x86_64")]
+mod dot_avx2;
 mod k_quants;
+pub(crate) mod linear;
 mod q4_0;
 mod q4_k;
 mod q5_0;
@@ -24,6 +29,11 @@ mod q8_0;
 use std::fmt;
 
 use half::f16;
+
+/// The instruction set of the dot kernels block-format weights use in this process.
+pub fn kernel_isa() -> crate::Isa {
+    dot::kernels().isa
+}
 
 /// A block-quantized storage format (GGUF's `ggml_type` of the same name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

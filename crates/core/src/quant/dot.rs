@@ -1,0 +1,169 @@
+//! Dot products of one row of weight blocks with one row of quantized activations, in integers
+//! per block and f32 across blocks — the portable versions here (which are also the plain
+//! reference the AVX2 ones are tested against), the table of the process's instruction set.
+
+use std::sync::OnceLock;
+
+use super::act::{ActQ8_0, ActQ8K};
+use super::q4_k::scale_min;
+use super::read_f16;
+use crate::{Isa, isa};
+
+/// `Σ_b` over `nb` blocks of the dot of weight blocks at `w` with activation blocks at `x`.
+///
+/// # Safety
+/// `w` points to `nb` blocks of the format, `x` to `nb` activation blocks; the CPU supports the
+/// table's instruction set.
+pub(crate) type DotFn<A> = unsafe fn(*const u8, *const A, usize) -> f32;
+
+/// The dot kernels of one instruction set, one per block format.
+pub(crate) struct DotKernels {
+    pub(crate) isa: Isa,
+    pub(crate) q8_0: DotFn<ActQ8_0>,
+    pub(crate) q4_0: DotFn<ActQ8_0>,
+    pub(crate) q5_0: DotFn<ActQ8_0>,
+    pub(crate) q4_k: DotFn<ActQ8K>,
+    pub(crate) q6_k: DotFn<ActQ8K>,
+}
+
+/// The portable kernels.
+pub(crate) static PORTABLE: DotKernels = DotKernels {
+    isa: Isa::Portable,
+    q8_0: q8_0_raw,
+    q4_0: q4_0_raw,
+    q5_0: q5_0_raw,
+    q4_k: q4_k_raw,
+    q6_k: q6_k_raw,
+};
+
+/// The kernels of this process's instruction set, chosen on first use.
+pub(crate) fn kernels() -> &'static DotKernels {
+    static CHOSEN: OnceLock<&'static DotKernels> = OnceLock::new();
+    CHOSEN.get_or_init(|| match isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => &super::dot_avx2::AVX2,
+        _ => &PORTABLE,
+    })
+}
+
+macro_rules! raw {
+    ($raw:ident, $safe:ident, $act:ty, $bytes:expr) => {
+        /// # Safety
+        /// As [`DotFn`] (no instruction-set requirement).
+        unsafe fn $raw(w: *const u8, x: *const $act, nb: usize) -> f32 {
+            // SAFETY: the caller passes `nb` blocks at each pointer.
+            let (w, x) = unsafe {
+                (
+                    std::slice::from_raw_parts(w, nb * $bytes),
+                    std::slice::from_raw_parts(x, nb),
+                )
+            };
+            $safe(w, x)
+        }
+    };
+}
+
+raw!(q8_0_raw, q8_0, ActQ8_0, 34);
+raw!(q4_0_raw, q4_0, ActQ8_0, 18);
+raw!(q5_0_raw, q5_0, ActQ8_0, 22);
+raw!(q4_k_raw, q4_k, ActQ8K, 144);
+raw!(q6_k_raw, q6_k, ActQ8K, 210);
+
+/// `Σ_b d_w·d_x · Σ_i w_i x_i` for `Q8_0` weights.
+pub fn q8_0(w: &[u8], x: &[ActQ8_0]) -> f32 {
+    let mut sum = 0.0f32;
+    for (b, a) in w.chunks_exact(34).zip(x) {
+        let sumi: i32 = b[2..34]
+            .iter()
+            .zip(&a.qs)
+            .map(|(&q, &v)| q as i8 as i32 * v as i32)
+            .sum();
+        sum += sumi as f32 * (read_f16(b) * a.d);
+    }
+    sum
+}
+
+/// `Σ_b d_w·d_x · Σ_i (q_i − 8) x_i` for `Q4_0` weights.
+pub fn q4_0(w: &[u8], x: &[ActQ8_0]) -> f32 {
+    let mut sum = 0.0f32;
+    for (b, a) in w.chunks_exact(18).zip(x) {
+        let mut sumi = 0i32;
+        for (j, &q) in b[2..18].iter().enumerate() {
+            sumi += ((q & 0x0F) as i32 - 8) * a.qs[j] as i32;
+            sumi += ((q >> 4) as i32 - 8) * a.qs[j + 16] as i32;
+        }
+        sum += sumi as f32 * (read_f16(b) * a.d);
+    }
+    sum
+}
+
+/// `Σ_b d_w·d_x · Σ_i (q_i − 16) x_i` for `Q5_0` weights.
+pub fn q5_0(w: &[u8], x: &[ActQ8_0]) -> f32 {
+    let mut sum = 0.0f32;
+    for (b, a) in w.chunks_exact(22).zip(x) {
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        let mut sumi = 0i32;
+        for (j, &q) in b[6..22].iter().enumerate() {
+            let lo = ((q & 0x0F) as u32 | (((qh >> j) & 1) << 4)) as i32 - 16;
+            let hi = ((q >> 4) as u32 | (((qh >> (j + 16)) & 1) << 4)) as i32 - 16;
+            sumi += lo * a.qs[j] as i32 + hi * a.qs[j + 16] as i32;
+        }
+        sum += sumi as f32 * (read_f16(b) * a.d);
+    }
+    sum
+}
+
+/// `Σ_b d_x · (d_w · Σ_j sc_j Σ_i q_i x_i − dmin_w · Σ_j m_j Σ_i x_i)` for `Q4_K` weights, the
+/// second sum from the activations' block sums.
+pub fn q4_k(w: &[u8], x: &[ActQ8K]) -> f32 {
+    let mut sum = 0.0f32;
+    for (b, a) in w.chunks_exact(144).zip(x) {
+        let scales = &b[4..16];
+        let (mut sumi, mut summ) = (0i32, 0i32);
+        for (g, qs) in b[16..144].chunks_exact(32).enumerate() {
+            for (half, shift) in [(0usize, 0u8), (1, 4)] {
+                let j = 2 * g + half;
+                let (sc, m) = scale_min(j, scales);
+                let dot: i32 = qs
+                    .iter()
+                    .zip(&a.qs[32 * j..32 * j + 32])
+                    .map(|(&q, &v)| ((q >> shift) & 0x0F) as i32 * v as i32)
+                    .sum();
+                sumi += sc as i32 * dot;
+                summ += m as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32);
+            }
+        }
+        let d = read_f16(&b[0..2]) * a.d;
+        let dmin = read_f16(&b[2..4]) * a.d;
+        sum += d * sumi as f32 - dmin * summ as f32;
+    }
+    sum
+}
+
+/// `Σ_b d_w·d_x · Σ_j sc_j Σ_i (q_i − 32) x_i` for `Q6_K` weights.
+pub fn q6_k(w: &[u8], x: &[ActQ8K]) -> f32 {
+    let mut sum = 0.0f32;
+    for (b, a) in w.chunks_exact(210).zip(x) {
+        let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+        let mut sumi = 0i32;
+        for half in 0..2 {
+            let (ql, qh) = (
+                &ql[64 * half..64 * half + 64],
+                &qh[32 * half..32 * half + 32],
+            );
+            for i in 0..128 {
+                let low = if i < 64 {
+                    ql[i] & 0x0F
+                } else {
+                    ql[i - 64] >> 4
+                };
+                let high = (qh[i % 32] >> (2 * (i / 32))) & 3;
+                let q = (low | (high << 4)) as i32 - 32;
+                let n = 128 * half + i;
+                sumi += sc[n / 16] as i8 as i32 * q * a.qs[n] as i32;
+            }
+        }
+        sum += (read_f16(&b[208..210]) * a.d) * sumi as f32;
+    }
+    sum
+}

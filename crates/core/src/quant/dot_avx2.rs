@@ -1,0 +1,218 @@
+//! The AVX2 + FMA + F16C dot kernels: codes unpacked to bytes, `maddubs` (unsigned × signed
+//! byte pairs to i16) and `madd` (i16 pairs to i32) per block, one f32 FMA per block. Each has
+//! the contract of [`DotFn`] plus: the CPU supports AVX2, FMA and F16C; the table is only chosen
+//! when [`crate::isa()`] says so. The portable kernels in `dot.rs` are their reference.
+
+use std::arch::x86_64::*;
+
+use super::act::{ActQ8_0, ActQ8K};
+use super::dot::DotKernels;
+use super::q4_k::scale_min;
+use crate::Isa;
+
+#[allow(unused_imports)] // the contract the kernels follow
+use super::dot::DotFn;
+
+/// The AVX2 kernels.
+pub(crate) static AVX2: DotKernels = DotKernels {
+    isa: Isa::Avx2,
+    q8_0,
+    q4_0,
+    q5_0,
+    q4_k,
+    q6_k,
+};
+
+/// The f16 at `p` (little-endian), widened with F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    // SAFETY: the caller points `p` at two readable bytes.
+    let bits = unsafe { p.cast::<u16>().read_unaligned() };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// Sum of the 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// The 32 signed byte products `w_i · x_i` summed in pairs of pairs: 8 i32 lanes, as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_i8(w: __m256i, x: __m256i) -> __m256 {
+    // maddubs multiplies unsigned by signed bytes: move w's signs onto x.
+    let aw = _mm256_sign_epi8(w, w);
+    let sx = _mm256_sign_epi8(x, w);
+    let pairs = _mm256_maddubs_epi16(aw, sx);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+}
+
+/// 16 bytes of nibbles as 32 bytes: the low nibbles first, then the high ones.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    // SAFETY: the caller points `p` at 16 readable bytes.
+    let q = unsafe { _mm_loadu_si128(p.cast()) };
+    let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+/// Byte `i` all ones where bit `i` of `bits` is set, zero elsewhere.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bits_to_bytes(bits: u32) -> __m256i {
+    // Byte i takes byte i / 8 of `bits`; OR-ing every bit but i % 8 leaves all ones iff bit i%8 is set.
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(bits as i32),
+        _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        ),
+    );
+    let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+    _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0(w: *const u8, x: *const ActQ8_0, nb: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for b in 0..nb {
+        // SAFETY: block b of each row is in bounds (`DotFn`).
+        unsafe {
+            let (wb, a) = (w.add(34 * b), &*x.add(b));
+            let d = _mm256_set1_ps(f16_at(wb) * a.d);
+            let qw = _mm256_loadu_si256(wb.add(2).cast());
+            let qx = _mm256_loadu_si256(a.qs.as_ptr().cast());
+            acc = _mm256_fmadd_ps(d, dot_i8(qw, qx), acc);
+        }
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0(w: *const u8, x: *const ActQ8_0, nb: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for b in 0..nb {
+        // SAFETY: as in q8_0.
+        unsafe {
+            let (wb, a) = (w.add(18 * b), &*x.add(b));
+            let d = _mm256_set1_ps(f16_at(wb) * a.d);
+            let qw = _mm256_sub_epi8(nibbles(wb.add(2)), _mm256_set1_epi8(8));
+            let qx = _mm256_loadu_si256(a.qs.as_ptr().cast());
+            acc = _mm256_fmadd_ps(d, dot_i8(qw, qx), acc);
+        }
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0(w: *const u8, x: *const ActQ8_0, nb: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for b in 0..nb {
+        // SAFETY: as in q8_0.
+        unsafe {
+            let (wb, a) = (w.add(22 * b), &*x.add(b));
+            let d = _mm256_set1_ps(f16_at(wb) * a.d);
+            let qh = wb.add(2).cast::<u32>().read_unaligned();
+            let fifth = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10));
+            let q = _mm256_or_si256(nibbles(wb.add(6)), fifth);
+            let qw = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+            let qx = _mm256_loadu_si256(a.qs.as_ptr().cast());
+            acc = _mm256_fmadd_ps(d, dot_i8(qw, qx), acc);
+        }
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k(w: *const u8, x: *const ActQ8K, nb: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_min = 0.0f32;
+    let low = _mm256_set1_epi8(0x0F);
+    for b in 0..nb {
+        // SAFETY: as in q8_0; a Q4_K block is 144 bytes.
+        unsafe {
+            let (wb, a) = (w.add(144 * b), &*x.add(b));
+            let scales = std::slice::from_raw_parts(wb.add(4), 12);
+            let mut summ = 0i32;
+            let mut sumi = _mm256_setzero_si256();
+            for g in 0..4 {
+                let (sc0, m0) = scale_min(2 * g, scales);
+                let (sc1, m1) = scale_min(2 * g + 1, scales);
+                summ += m0 as i32 * (a.bsums[4 * g] as i32 + a.bsums[4 * g + 1] as i32)
+                    + m1 as i32 * (a.bsums[4 * g + 2] as i32 + a.bsums[4 * g + 3] as i32);
+                let q = _mm256_loadu_si256(wb.add(16 + 32 * g).cast());
+                let lo = _mm256_and_si256(q, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+                let xl = _mm256_loadu_si256(a.qs.as_ptr().add(64 * g).cast());
+                let xh = _mm256_loadu_si256(a.qs.as_ptr().add(64 * g + 32).cast());
+                let pl =
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_set1_epi16(sc0 as i16));
+                let ph =
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xh), _mm256_set1_epi16(sc1 as i16));
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+            }
+            let d = f16_at(wb) * a.d;
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            acc_min += f16_at(wb.add(2)) * a.d * summ as f32;
+        }
+    }
+    hsum(acc) - acc_min
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k(w: *const u8, x: *const ActQ8K, nb: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let (low4, low2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x03));
+    let m32 = _mm256_set1_epi8(32);
+    for b in 0..nb {
+        // SAFETY: as in q8_0; a Q6_K block is 210 bytes.
+        unsafe {
+            let (wb, a) = (w.add(210 * b), &*x.add(b));
+            let sc = std::slice::from_raw_parts(wb.add(192).cast::<i8>(), 16);
+            let mut sumi = _mm256_setzero_si256();
+            for half in 0..2 {
+                let ql0 = _mm256_loadu_si256(wb.add(64 * half).cast());
+                let ql1 = _mm256_loadu_si256(wb.add(64 * half + 32).cast());
+                let qh = _mm256_loadu_si256(wb.add(128 + 32 * half).cast());
+                let lows = [
+                    _mm256_and_si256(ql0, low4),
+                    _mm256_and_si256(ql1, low4),
+                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+                ];
+                let highs = [
+                    _mm256_and_si256(qh, low2),
+                    _mm256_and_si256(_mm256_srli_epi16(qh, 2), low2),
+                    _mm256_and_si256(_mm256_srli_epi16(qh, 4), low2),
+                    _mm256_and_si256(_mm256_srli_epi16(qh, 6), low2),
+                ];
+                for k in 0..4 {
+                    let q = _mm256_or_si256(lows[k], _mm256_slli_epi16(highs[k], 4));
+                    let xk = _mm256_loadu_si256(a.qs.as_ptr().add(128 * half + 32 * k).cast());
+                    // (q − 32)·x as q·x − 32·x, both through maddubs (q and 32 unsigned).
+                    let dot = _mm256_sub_epi16(
+                        _mm256_maddubs_epi16(q, xk),
+                        _mm256_maddubs_epi16(m32, xk),
+                    );
+                    let s = 8 * half + 2 * k;
+                    let scale = _mm256_set_m128i(
+                        _mm_set1_epi16(sc[s + 1] as i16),
+                        _mm_set1_epi16(sc[s] as i16),
+                    );
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(dot, scale));
+                }
+            }
+            let d = f16_at(wb.add(208)) * a.d;
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        }
+    }
+    hsum(acc)
+}

@@ -1,0 +1,223 @@
+//! `y = x · Wᵀ` for block-format weights: the activations are quantized once per call (to
+//! `Q8_0` blocks for the 32-block formats, `Q8_K` for the k-quants), then every output is one
+//! integer dot kernel over a weight row; and the naive twin, which dequantizes each weight row
+//! to f32 and multiplies in f32.
+
+use rayon::prelude::*;
+
+use super::BlockFormat;
+use super::act::{ActBlock, ActQ8_0, ActQ8K, quantize_rows};
+use super::dot::{DotFn, DotKernels, kernels};
+
+/// Output rows per parallel task.
+const ROWS_PER_TASK: usize = 16;
+
+/// Below this many weight bytes × input rows a call runs on the calling thread only.
+const PARALLEL_MIN_WORK: usize = 1 << 16;
+
+fn check(y: &[f32], x: &[f32], format: BlockFormat, w: &[u8], t: usize, k: usize, n: usize) {
+    let row = format.row_bytes(k);
+    assert!(
+        row.is_some(),
+        "linear: {format} rows of {k} weights are not whole blocks"
+    );
+    for (what, len, want) in [
+        ("x", x.len(), t.checked_mul(k)),
+        ("y", y.len(), t.checked_mul(n)),
+        ("w", w.len(), row.and_then(|r| r.checked_mul(n))),
+    ] {
+        assert!(
+            want == Some(len),
+            "linear: {what} has {len} elements, not the [t {t}, n {n}, k {k}] call's {want:?}"
+        );
+    }
+}
+
+/// `y[t, n] = x[t, k] · W[n, k]ᵀ` with `W` in `format` (`n` rows of `format.row_bytes(k)`
+/// bytes), using this process's dot kernels.
+///
+/// # Panics
+/// If the lengths do not match or `k` is not a multiple of the block length.
+pub(crate) fn linear_blocks(
+    y: &mut [f32],
+    x: &[f32],
+    format: BlockFormat,
+    w: &[u8],
+    t: usize,
+    k: usize,
+    n: usize,
+) {
+    linear_blocks_with(kernels(), y, x, format, w, t, k, n)
+}
+
+/// [`linear_blocks`] with a given kernel table (tests compare the tables).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_blocks_with(
+    table: &DotKernels,
+    y: &mut [f32],
+    x: &[f32],
+    format: BlockFormat,
+    w: &[u8],
+    t: usize,
+    k: usize,
+    n: usize,
+) {
+    check(y, x, format, w, t, k, n);
+    if t == 0 || n == 0 {
+        return;
+    }
+    match format {
+        BlockFormat::Q8_0 => run::<ActQ8_0>(table.q8_0, y, x, format, w, t, k, n),
+        BlockFormat::Q4_0 => run::<ActQ8_0>(table.q4_0, y, x, format, w, t, k, n),
+        BlockFormat::Q5_0 => run::<ActQ8_0>(table.q5_0, y, x, format, w, t, k, n),
+        BlockFormat::Q4_K => run::<ActQ8K>(table.q4_k, y, x, format, w, t, k, n),
+        BlockFormat::Q6_K => run::<ActQ8K>(table.q6_k, y, x, format, w, t, k, n),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run<A: ActBlock>(
+    dot: DotFn<A>,
+    y: &mut [f32],
+    x: &[f32],
+    format: BlockFormat,
+    w: &[u8],
+    t: usize,
+    k: usize,
+    n: usize,
+) {
+    let nb = k / A::LEN;
+    let rb = nb * format.block_bytes();
+    let acts: Vec<A> = quantize_rows(x, t, k); // [t, nb]
+    // Rows of yᵀ[n, t]: output o of every input row, written by the task that owns o.
+    let rows = |o0: usize, out: &mut [f32]| {
+        for (r, yo) in out.chunks_exact_mut(t).enumerate() {
+            let wr = &w[(o0 + r) * rb..(o0 + r + 1) * rb];
+            for (i, v) in yo.iter_mut().enumerate() {
+                // SAFETY: `wr` holds `nb` blocks of `format`, row i of `acts` `nb` activation
+                // blocks (checked above); the table was chosen for this CPU.
+                *v = unsafe { dot(wr.as_ptr(), acts[i * nb..].as_ptr(), nb) };
+            }
+        }
+    };
+    if t == 1 {
+        run_rows(y, rows, rb, 1, n);
+        return;
+    }
+    let mut yt = vec![0.0f32; n * t]; // [n, t]
+    run_rows(&mut yt, rows, rb, t, n);
+    for (o, yo) in yt.chunks_exact(t).enumerate() {
+        for (i, &v) in yo.iter().enumerate() {
+            y[i * n + o] = v;
+        }
+    }
+}
+
+/// Fills `out[n, t]` with `rows(o0, out[o0..o1, ..])` over blocks of output rows, in parallel
+/// when the work is large enough.
+fn run_rows(
+    out: &mut [f32],
+    rows: impl Fn(usize, &mut [f32]) + Sync,
+    row_bytes: usize,
+    t: usize,
+    n: usize,
+) {
+    if n * row_bytes * t < PARALLEL_MIN_WORK {
+        rows(0, out);
+        return;
+    }
+    out.par_chunks_mut(ROWS_PER_TASK * t)
+        .enumerate()
+        .for_each(|(b, chunk)| rows(b * ROWS_PER_TASK, chunk));
+}
+
+/// The naive twin of [`linear_blocks`]: each weight row dequantized to f32, then
+/// `y[i, o] = Σ_j x[i, j] · W[o, j]` with one f32 accumulator, in order (no activation
+/// quantization: the reference the quantized path is measured against).
+///
+/// # Panics
+/// As [`linear_blocks`].
+pub(crate) fn linear_blocks_naive(
+    y: &mut [f32],
+    x: &[f32],
+    format: BlockFormat,
+    w: &[u8],
+    t: usize,
+    k: usize,
+    n: usize,
+) {
+    check(y, x, format, w, t, k, n);
+    let Some(rb) = format.row_bytes(k) else {
+        return;
+    };
+    let mut row = vec![0.0f32; k];
+    for o in 0..n {
+        format.dequantize_row(&mut row, &w[o * rb..(o + 1) * rb]);
+        for i in 0..t {
+            let mut acc = 0.0f32;
+            for (a, b) in x[i * k..(i + 1) * k].iter().zip(&row) {
+                acc += a * b;
+            }
+            y[i * n + o] = acc;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::dot::PORTABLE;
+
+    fn case(format: BlockFormat, t: usize, k: usize, n: usize) -> (Vec<f32>, Vec<u8>) {
+        let x: Vec<f32> = (0..t * k)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 300.0)
+            .collect();
+        let wf: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 104_729 % 2003) as f32 - 1001.0) / 4000.0)
+            .collect();
+        let rb = format.row_bytes(k).unwrap();
+        let mut w = vec![0u8; n * rb];
+        for (o, row) in w.chunks_exact_mut(rb).enumerate() {
+            format.quantize_row(row, &wf[o * k..(o + 1) * k]);
+        }
+        (x, w)
+    }
+
+    /// Every table against the portable one (the integer arithmetic is exact; only the f32 sum
+    /// across blocks may be ordered differently), and both near the f32 reference (the
+    /// activations' 8-bit rounding).
+    #[test]
+    fn every_table_matches_the_portable_one_and_the_reference() {
+        let tables = [&PORTABLE, kernels()];
+        for format in BlockFormat::ALL {
+            for &(t, n) in &[(1, 3), (2, 40), (5, 33)] {
+                let k = 2 * format.block_len();
+                let (x, w) = case(format, t, k, n);
+                let mut want = vec![0.0; t * n];
+                linear_blocks_naive(&mut want, &x, format, &w, t, k, n);
+                let mut base = vec![0.0; t * n];
+                linear_blocks_with(&PORTABLE, &mut base, &x, format, &w, t, k, n);
+                let scale = want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                for table in tables {
+                    let mut got = vec![f32::NAN; t * n];
+                    linear_blocks_with(table, &mut got, &x, format, &w, t, k, n);
+                    for i in 0..t * n {
+                        assert!(
+                            (got[i] - base[i]).abs() <= 1e-5 * (1.0 + base[i].abs()),
+                            "{format} {:?} t{t} n{n} at {i}: {} vs portable {}",
+                            table.isa,
+                            got[i],
+                            base[i]
+                        );
+                        assert!(
+                            (got[i] - want[i]).abs() <= 0.02 * scale,
+                            "{format} t{t} n{n} at {i}: {} vs reference {}",
+                            got[i],
+                            want[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
