@@ -13,6 +13,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use deepblocks::core::half::bf16;
+use deepblocks::core::quant::BlockFormat;
 use deepblocks::core::{
     self, DType, Weight, linear, linear_gemm, linear_naive, linear_tiled, probe, softmax_rows,
 };
@@ -86,6 +87,19 @@ fn linear_prefill(c: &mut Criterion) {
             |b| b.iter(|| linear(black_box(&mut y), black_box(&x), &w, t)),
         );
     }
+    for format in BlockFormat::ALL {
+        let w = weight(n, k, DType::F32)
+            .quantize(format, "bench")
+            .expect("2048 is whole blocks");
+        g.throughput(Throughput::ElementsAndBytes {
+            elements: (2 * t * k * n) as u64,
+            bytes: (w.bytes() + 4 * (t * k + t * n)) as u64,
+        });
+        g.bench_function(
+            BenchmarkId::new(format!("{format}"), format!("{t}x{k}x{n}")),
+            |b| b.iter(|| linear(black_box(&mut y), black_box(&x), &w, t)),
+        );
+    }
     // bf16 on both wide paths: the tiled kernel (widens in registers) and sgemm on widened blocks;
     // at 128 rows `linear` picks the latter, at a MoE expert's dozen rows the former.
     for (t, n) in [(128, 2048), (32, 2048), (12, 1408)] {
@@ -129,6 +143,24 @@ fn linear_decode(c: &mut Criterion) {
             });
             g.bench_function(
                 BenchmarkId::new(format!("{dtype}"), format!("1x{k}x{n}")),
+                |b| b.iter(|| linear(black_box(&mut y), black_box(&x), &w, 1)),
+            );
+        }
+    }
+    // Block formats: the activations quantized once, integer dots per weight row.
+    for n in [10944, 102400] {
+        let mut y = vec![0.0f32; n];
+        let base = weight(n, k, DType::F32);
+        for format in BlockFormat::ALL {
+            let w = base
+                .quantize(format, "bench")
+                .expect("2048 is whole blocks");
+            g.throughput(Throughput::ElementsAndBytes {
+                elements: (2 * k * n) as u64,
+                bytes: w.bytes() as u64,
+            });
+            g.bench_function(
+                BenchmarkId::new(format!("{format}"), format!("1x{k}x{n}")),
                 |b| b.iter(|| linear(black_box(&mut y), black_box(&x), &w, 1)),
             );
         }
