@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use deepblocks::deepseek::{LoadOptions, Model, Positions};
+use deepblocks::deepseek::{LoadOptions, Model, Positions, Recipe};
 
 /// Time prefill and greedy decode.
 #[derive(Parser)]
@@ -23,6 +23,9 @@ struct Args {
     /// The model folder.
     #[arg(long)]
     model: PathBuf,
+    /// Quantize the weights while loading: q8_0, q4_0 or q4_k_m (llama.cpp's mixes).
+    #[arg(long)]
+    quant: Option<String>,
     /// Prompt tokens to prefill.
     #[arg(long, default_value_t = 128)]
     prompt_len: usize,
@@ -83,6 +86,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         &args.model,
         LoadOptions {
             check_weights: args.check_weights,
+            quant: args.quant.as_deref().map(Recipe::from_name).transpose()?,
             ..LoadOptions::default()
         },
     )?;

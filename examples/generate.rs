@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use deepblocks::deepseek::{GenerateOptions, LoadOptions, SamplingConfig, StopReason};
+use deepblocks::deepseek::{GenerateOptions, LoadOptions, Recipe, SamplingConfig, StopReason};
 use deepblocks::tokenize::Tokenizer;
 
 /// Generate text with a DeepSeek-V2-family model.
@@ -26,6 +26,9 @@ struct Args {
     /// tiny Shakespeare model.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Quantize the weights while loading: q8_0, q4_0 or q4_k_m (llama.cpp's mixes).
+    #[arg(long)]
+    quant: Option<String>,
     /// The prompt.
     #[arg(long)]
     prompt: String,
@@ -58,6 +61,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         &dir,
         LoadOptions {
             check_weights: args.check_weights,
+            quant: args.quant.as_deref().map(Recipe::from_name).transpose()?,
             ..LoadOptions::default()
         },
     )?;

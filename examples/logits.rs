@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use deepblocks::deepseek::{LoadOptions, Positions};
+use deepblocks::deepseek::{LoadOptions, Positions, Recipe};
 
 /// Logits of every position of a token sequence, written as safetensors.
 #[derive(Parser)]
@@ -22,6 +22,9 @@ struct Args {
     /// The model folder (config.json, model.safetensors or its sharded index).
     #[arg(long)]
     model: PathBuf,
+    /// Quantize the weights while loading: q8_0, q4_0 or q4_k_m (llama.cpp's mixes).
+    #[arg(long)]
+    quant: Option<String>,
     /// Token ids, comma-separated.
     #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
     tokens: Vec<u32>,
@@ -36,6 +39,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         &args.model,
         LoadOptions {
             check_weights: true,
+            quant: args.quant.as_deref().map(Recipe::from_name).transpose()?,
             ..LoadOptions::default()
         },
     )?;

@@ -41,6 +41,13 @@ pub fn load(dir: &Path, options: LoadOptions) -> Result<Model, deepblocks::deeps
         model.weight_bytes() as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
+    for f in &model.load_report().formats {
+        let fallback = f
+            .fallback_from
+            .map(|w| format!(" (rows not whole {w} blocks)"))
+            .unwrap_or_default();
+        eprintln!("  {:>4} × {} in {}{fallback}", f.tensors, f.kind, f.format);
+    }
     let unknown = &model.load_report().unknown_config_keys;
     if !unknown.is_empty() {
         eprintln!(

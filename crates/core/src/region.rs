@@ -59,6 +59,28 @@ impl Region {
         Region::Heap { words, len }
     }
 
+    /// Drops the mapped pages wholly inside `offset .. offset + len` from this process's memory
+    /// (they are read from the file again if touched); a no-op for owned bytes.
+    pub(crate) fn release(&self, offset: usize, len: usize) {
+        const PAGE: usize = 4096;
+        #[cfg(unix)]
+        if let Region::Map(m) = self {
+            let start = offset.next_multiple_of(PAGE);
+            let end = (offset + len) / PAGE * PAGE;
+            if end > start {
+                // SAFETY: the map is a read-only, file-backed private mapping that is never
+                // written, so dropping its pages loses nothing: a later read faults them in from
+                // the file again (which `Access::Map` requires to stay unchanged). The range lies
+                // inside the map.
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (offset, len, PAGE);
+    }
+
     /// Whether the bytes are memory-mapped.
     pub(crate) fn is_mapped(&self) -> bool {
         matches!(self, Region::Map(_))

@@ -270,6 +270,16 @@ impl SafeTensorsStore {
         self.tensors.values()
     }
 
+    /// Tells the operating system that tensor `name`'s bytes are no longer needed: with a memory
+    /// map, its pages leave this process's resident memory (a later read brings them back from
+    /// the file); with [`Access::Read`] nothing happens. The loader calls it after converting a
+    /// tensor into a copy, so that quantizing a checkpoint never holds all of it.
+    pub fn release(&self, name: &str) {
+        if let Some(info) = self.tensors.get(name) {
+            self.shards[info.shard].map.release(info.offset, info.bytes);
+        }
+    }
+
     /// The info of tensor `name`.
     ///
     /// # Errors

@@ -36,6 +36,14 @@ pub enum Error {
     /// From deepblocks-sample (invalid sampling options, NaN logits).
     #[error(transparent)]
     Sample(#[from] deepblocks_sample::Error),
+    /// A quantization recipe name is not one deepblocks knows.
+    #[error("unknown quantization recipe {name:?}; known: {known}")]
+    UnknownRecipe {
+        /// The name given.
+        name: String,
+        /// The known recipes, comma-separated.
+        known: String,
+    },
     /// The checkpoint holds tensors the architecture description does not use.
     #[error(
         "{location}: {} tensor(s) the config does not account for ({}{}): {explanation}",

@@ -44,11 +44,13 @@ mod error;
 mod generate;
 mod loader;
 mod model;
+mod recipe;
 
 pub use error::{Error, Result};
 pub use generate::{GenerateOptions, Generation, StopReason};
-pub use loader::{LoadOptions, LoadProgress, LoadReport, ProgressFn};
+pub use loader::{FormatCount, LoadOptions, LoadProgress, LoadReport, ProgressFn};
 pub use model::{DecoderLayer, FeedForward, Model};
+pub use recipe::{Choice, Recipe, Role};
 
 pub use deepblocks_config::Architecture;
 pub use deepblocks_core::Access;

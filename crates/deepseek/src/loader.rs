@@ -29,7 +29,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use deepblocks_config::{Architecture, LayerKind, Parsed, QueryProjection};
-use deepblocks_core::{Access, DType, SafeTensorsStore, Weight};
+use deepblocks_core::quant::BlockFormat;
+use deepblocks_core::{Access, DType, SafeTensorsStore, Weight, WeightFormat};
 use deepblocks_embed::{Embedding, Embeddings, LmHead};
 use deepblocks_mla::{AttentionPath, Mla, MlaWeights, QProj};
 use deepblocks_moe::{Experts, Mlp, Moe, SharedExperts, Weighting};
@@ -37,6 +38,7 @@ use deepblocks_norm::RmsNorm;
 use deepblocks_rope::{RopeScaling, RopeTable};
 
 use crate::model::{DecoderLayer, FeedForward};
+use crate::recipe::{Choice, Recipe, Role};
 use crate::{Error, Model, Result, blocks};
 
 /// Rows of the RoPE table computed at load time; later positions are computed when first used.
@@ -76,6 +78,11 @@ pub struct LoadOptions {
     /// ([`Error::NonFiniteWeight`], naming the tensor). Off by default: it reads every byte of
     /// the checkpoint up front (the forward pass checks each block's output anyway).
     pub check_weights: bool,
+    /// Quantize the matrices while loading, by this recipe (`None`: keep the stored dtypes).
+    /// Each tensor is read, quantized and its pages of the memory map released before the
+    /// next, so memory peaks near the quantized model, not the checkpoint. Norms and router
+    /// gates stay unquantized (the gates widened to f32).
+    pub quant: Option<Recipe>,
     /// How the checkpoint's bytes are reached: memory-mapped ([`Access::Map`], the default: no
     /// copy, but the files must not be modified while the model is alive) or read into memory
     /// once ([`Access::Read`]: for files that may change, at the cost of holding every byte).
@@ -90,6 +97,7 @@ impl fmt::Debug for LoadOptions {
             .field("prefill_attention", &self.prefill_attention)
             .field("progress", &self.progress.as_ref().map(|_| "callback"))
             .field("check_weights", &self.check_weights)
+            .field("quant", &self.quant)
             .field("access", &self.access)
             .finish()
     }
@@ -109,6 +117,23 @@ pub struct LoadReport {
     /// transformers writes for `n_shared_experts: 0`). Any other tensor the description does not
     /// account for is an [`Error::UnexpectedTensors`].
     pub skipped_tensors: Vec<String>,
+    /// With [`LoadOptions::quant`]: how many matrices of each kind got each format, sorted by
+    /// kind.
+    pub formats: Vec<FormatCount>,
+}
+
+/// Matrices of one kind stored in one format (a line of [`LoadReport::formats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatCount {
+    /// The checkpoint names with each layer and expert index as `*`, e.g.
+    /// `model.layers.*.mlp.experts.*.down_proj.weight`.
+    pub kind: String,
+    /// Their format.
+    pub format: WeightFormat,
+    /// How many.
+    pub tensors: usize,
+    /// The format the recipe asked for, when this is its fallback (rows not whole blocks).
+    pub fallback_from: Option<BlockFormat>,
 }
 
 impl Model {
@@ -170,6 +195,10 @@ impl Model {
             check_weights: options.check_weights,
             read: RefCell::new(HashSet::new()),
             parameters: Cell::new(0),
+            quant: options.quant,
+            num_layers: arch.num_hidden_layers,
+            tied: arch.tie_word_embeddings,
+            formats: RefCell::new(Vec::new()),
         };
         let embeddings = load.embeddings(&arch)?;
         let n_layers = arch.num_hidden_layers;
@@ -211,6 +240,7 @@ impl Model {
             tensors: load.read.borrow().len(),
             parameters: load.parameters.get(),
             skipped_tensors,
+            formats: load.formats.take(),
         };
         Ok(Model::from_blocks(
             arch,
@@ -232,6 +262,10 @@ struct Loader<'a> {
     check_weights: bool,
     read: RefCell<HashSet<String>>, // names of the tensors read
     parameters: Cell<usize>,
+    quant: Option<Recipe>,
+    num_layers: usize,
+    tied: bool,
+    formats: RefCell<Vec<FormatCount>>,
 }
 
 impl Loader<'_> {
@@ -284,6 +318,65 @@ impl Loader<'_> {
         })
     }
 
+    /// `w` (tensor `name`) as the model keeps it: quantized by the recipe, or in the requested
+    /// dtype, or as stored.
+    fn place(&self, name: &str, w: Weight) -> Result<Weight> {
+        let Some(recipe) = self.quant else {
+            return Ok(self.convert(w));
+        };
+        let role = match Role::of(name) {
+            // A tied embedding is also the output matrix: it gets the output's format.
+            Role::TokenEmbedding if self.tied => Role::Output,
+            role => role,
+        };
+        let (w, fallback_from) = match recipe.choose(role, self.num_layers, w.cols()) {
+            Choice::Keep if role == Role::Router => (w.to_dtype(DType::F32), None),
+            Choice::Keep => (self.convert(w), None),
+            Choice::Quantize {
+                format,
+                fallback_from,
+            } => {
+                let q = w.quantize(format, name)?;
+                drop(w);
+                self.store.release(name);
+                (q, fallback_from)
+            }
+        };
+        self.record(name, w.format(), fallback_from);
+        Ok(w)
+    }
+
+    /// Counts `name` under its kind and format in the report.
+    fn record(&self, name: &str, format: WeightFormat, fallback_from: Option<BlockFormat>) {
+        let kind = name
+            .split('.')
+            .map(|part| {
+                if part.bytes().all(|b| b.is_ascii_digit()) {
+                    "*"
+                } else {
+                    part
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(".");
+        let mut formats = self.formats.borrow_mut();
+        match formats
+            .iter_mut()
+            .find(|f| f.kind == kind && f.format == format && f.fallback_from == fallback_from)
+        {
+            Some(f) => f.tensors += 1,
+            None => {
+                formats.push(FormatCount {
+                    kind,
+                    format,
+                    tensors: 1,
+                    fallback_from,
+                });
+                formats.sort_by(|a, b| a.kind.cmp(&b.kind));
+            }
+        }
+    }
+
     fn convert(&self, w: Weight) -> Weight {
         match self.dtype {
             Some(d) => w.to_dtype(d),
@@ -295,7 +388,7 @@ impl Loader<'_> {
         let w = self.store.weight(name, shape)?;
         self.finite(name, &w)?;
         self.counted(name, shape[0] * shape[1]);
-        Ok(self.convert(w))
+        self.place(name, w)
     }
 
     /// A 3-D tensor `[a, b, c]` viewed as `[a·b, c]`.
@@ -304,7 +397,7 @@ impl Loader<'_> {
         let w = self.store.weight_reshaped(name, &shape, a * b, c)?;
         self.finite(name, &w)?;
         self.counted(name, a * b * c);
-        Ok(self.convert(w))
+        self.place(name, w)
     }
 
     fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {

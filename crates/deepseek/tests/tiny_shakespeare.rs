@@ -98,3 +98,45 @@ fn generate_text_streams_what_the_tokenizer_decodes() {
         .unwrap();
     assert_eq!(again, streamed);
 }
+
+/// Quantized while loading, by each recipe: Q8_0 within +0.5% of the stored weights' perplexity
+/// (the bar), the 4-bit mixes within +10%; every matrix of the report in a block format
+/// but the router gates.
+#[test]
+fn held_out_perplexity_by_recipe() {
+    use deepblocks_core::WeightFormat;
+    use deepblocks_deepseek::Recipe;
+    let g = Golden::load("tiny_shakespeare_ppl");
+    let (shape, tokens) = g.get("tokens");
+    let windows: Vec<Vec<u32>> = tokens
+        .chunks(shape[1])
+        .map(|w| w.iter().map(|&t| t as u32).collect())
+        .collect();
+    let base = mean_nll(&load(), &windows).exp();
+    for (recipe, bound) in [
+        (Recipe::Q8_0, 0.005),
+        (Recipe::Q4_0, 0.10),
+        (Recipe::Q4_K_M, 0.10),
+    ] {
+        let options = LoadOptions {
+            quant: Some(recipe),
+            ..LoadOptions::default()
+        };
+        let model = Model::load_with(model_dir(), &options).unwrap();
+        for f in &model.load_report().formats {
+            let router = f.kind.ends_with(".mlp.gate.weight");
+            assert_eq!(
+                matches!(f.format, WeightFormat::Blocks(_)),
+                !router,
+                "{recipe}: {f:?}"
+            );
+        }
+        let ppl = mean_nll(&model, &windows).exp();
+        let rel = ppl / base - 1.0;
+        eprintln!(
+            "{recipe}: perplexity {ppl:.4} against {base:.4} stored ({:+.3}%)",
+            100.0 * rel
+        );
+        assert!(rel.abs() <= bound, "{recipe}: {ppl} vs {base}");
+    }
+}
