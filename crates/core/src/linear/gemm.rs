@@ -1,6 +1,7 @@
 //! The GEMM driver (prefill-shaped calls): matrixmultiply's sgemm over column blocks of the
 //! output, the blocks run in parallel with rayon. bf16/f16 weights are widened one block at a
-//! time into a reused per-thread scratch buffer; the whole matrix is never widened.
+//! time into a reused per-thread scratch buffer (block-format weights dequantized the same way);
+//! the whole matrix is never widened.
 
 use std::cell::RefCell;
 
@@ -16,6 +17,41 @@ thread_local! {
 
 pub(super) fn gemm_bt<W: Element>(y: &mut [f32], x: &[f32], w: &[W], t: usize, k: usize, n: usize) {
     check_lengths(y, x, w.len(), t, k, n);
+    match W::DTYPE {
+        // SAFETY of the cast: `W::DTYPE` is F32 only for `W = f32`.
+        DType::F32 => gemm_rows(
+            y,
+            x,
+            t,
+            k,
+            n,
+            Rows::F32(unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<f32>(), w.len()) }),
+        ),
+        _ => gemm_rows(
+            y,
+            x,
+            t,
+            k,
+            n,
+            Rows::Widen(&|o0, o1, scratch| {
+                scratch.extend(w[o0 * k..o1 * k].iter().map(|v| v.to_f32()))
+            }),
+        ),
+    }
+}
+
+/// Where the f32 rows of the weight come from: the weight itself, or widened (dequantized) a
+/// block of rows at a time by `f(o0, o1, scratch)`, which appends rows `o0..o1` to `scratch`.
+pub(crate) enum Rows<'a> {
+    /// An f32 weight `[n, k]`.
+    F32(&'a [f32]),
+    /// Rows made on demand.
+    Widen(&'a (dyn Fn(usize, usize, &mut Vec<f32>) + Sync)),
+}
+
+/// `y[t, n] = x[t, k] · wᵀ` for a weight `[n, k]` given by `rows`, with sgemm over column blocks
+/// of `y` (in parallel); lengths checked by the caller.
+pub(crate) fn gemm_rows(y: &mut [f32], x: &[f32], t: usize, k: usize, n: usize, rows: Rows<'_>) {
     if t == 0 || n == 0 {
         return;
     }
@@ -33,10 +69,9 @@ pub(super) fn gemm_bt<W: Element>(y: &mut [f32], x: &[f32], w: &[W], t: usize, k
         let o0 = b * nb;
         let o1 = (o0 + nb).min(n);
         let cols = o1 - o0;
-        let block = &w[o0 * k..o1 * k];
         let sgemm_block = |bp: *const f32| {
-            // SAFETY: a = x is [t, k] row-major; b = block of w, read as wᵀ [k, cols] with row
-            // stride 1 and column stride k; c = y[:, o0..o1] with row stride n. Tasks write
+            // SAFETY: a = x is [t, k] row-major; b = rows o0..o1 of w, read as wᵀ [k, cols] with
+            // row stride 1 and column stride k; c = y[:, o0..o1] with row stride n. Tasks write
             // disjoint column blocks of y.
             unsafe {
                 matrixmultiply::sgemm(
@@ -57,11 +92,12 @@ pub(super) fn gemm_bt<W: Element>(y: &mut [f32], x: &[f32], w: &[W], t: usize, k
                 )
             }
         };
-        match W::DTYPE {
-            DType::F32 => sgemm_block(block.as_ptr().cast::<f32>()),
-            _ => WIDEN_SCRATCH.with_borrow_mut(|scratch| {
+        match &rows {
+            Rows::F32(w) => sgemm_block(w[o0 * k..o1 * k].as_ptr()),
+            Rows::Widen(f) => WIDEN_SCRATCH.with_borrow_mut(|scratch| {
                 scratch.clear();
-                scratch.extend(block.iter().map(|v| v.to_f32()));
+                f(o0, o1, scratch);
+                assert_eq!(scratch.len(), cols * k, "widened rows {o0}..{o1}");
                 sgemm_block(scratch.as_ptr())
             }),
         }

@@ -22,7 +22,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
-mod gemm;
+pub(crate) mod gemm;
 mod gemv;
 mod portable;
 mod tiled;

@@ -16,25 +16,100 @@ use crate::{Isa, isa};
 /// table's instruction set.
 pub(crate) type DotFn<A> = unsafe fn(*const u8, *const A, usize) -> f32;
 
+/// Four dots of one weight row with four activation rows: `out[j] = dot(w, x + j·x_stride)`
+/// over `nb` blocks (`x_stride` in blocks), each weight block unpacked once for all four.
+///
+/// # Safety
+/// As [`DotFn`] for each of the four rows; `out` points to four writable f32.
+pub(crate) type Tile4Fn<A> = unsafe fn(*mut f32, *const u8, *const A, usize, usize);
+
+/// One format's kernels.
+#[derive(Clone, Copy)]
+pub(crate) struct FormatKernels<A: 'static> {
+    pub(crate) dot: DotFn<A>,
+    pub(crate) tile4: Tile4Fn<A>,
+}
+
 /// The dot kernels of one instruction set, one per block format.
 pub(crate) struct DotKernels {
     pub(crate) isa: Isa,
-    pub(crate) q8_0: DotFn<ActQ8_0>,
-    pub(crate) q4_0: DotFn<ActQ8_0>,
-    pub(crate) q5_0: DotFn<ActQ8_0>,
-    pub(crate) q4_k: DotFn<ActQ8K>,
-    pub(crate) q6_k: DotFn<ActQ8K>,
+    pub(crate) q8_0: FormatKernels<ActQ8_0>,
+    pub(crate) q4_0: FormatKernels<ActQ8_0>,
+    pub(crate) q5_0: FormatKernels<ActQ8_0>,
+    pub(crate) q4_k: FormatKernels<ActQ8K>,
+    pub(crate) q6_k: FormatKernels<ActQ8K>,
 }
 
-/// The portable kernels.
+/// The portable kernels; their four-row tiles are four dots.
 pub(crate) static PORTABLE: DotKernels = DotKernels {
     isa: Isa::Portable,
-    q8_0: q8_0_raw,
-    q4_0: q4_0_raw,
-    q5_0: q5_0_raw,
-    q4_k: q4_k_raw,
-    q6_k: q6_k_raw,
+    q8_0: FormatKernels {
+        dot: q8_0_raw,
+        tile4: tile4_by_dots::<ActQ8_0, 34>,
+    },
+    q4_0: FormatKernels {
+        dot: q4_0_raw,
+        tile4: tile4_by_dots::<ActQ8_0, 18>,
+    },
+    q5_0: FormatKernels {
+        dot: q5_0_raw,
+        tile4: tile4_by_dots::<ActQ8_0, 22>,
+    },
+    q4_k: FormatKernels {
+        dot: q4_k_raw,
+        tile4: tile4_by_dots::<ActQ8K, 144>,
+    },
+    q6_k: FormatKernels {
+        dot: q6_k_raw,
+        tile4: tile4_by_dots::<ActQ8K, 210>,
+    },
 };
+
+/// A [`Tile4Fn`] made of four portable dots (`BYTES` per weight block).
+///
+/// # Safety
+/// As [`Tile4Fn`].
+unsafe fn tile4_by_dots<A: PortableDot, const BYTES: usize>(
+    out: *mut f32,
+    w: *const u8,
+    x: *const A,
+    x_stride: usize,
+    nb: usize,
+) {
+    // SAFETY: the caller passes `nb` weight blocks, four rows of `nb` activation blocks
+    // `x_stride` apart, and four writable outputs.
+    unsafe {
+        let w = std::slice::from_raw_parts(w, nb * BYTES);
+        for j in 0..4 {
+            let xj = std::slice::from_raw_parts(x.add(j * x_stride), nb);
+            *out.add(j) = A::dot(w, xj, BYTES);
+        }
+    }
+}
+
+/// The portable dot for each activation type, by weight block size.
+trait PortableDot: Sized {
+    fn dot(w: &[u8], x: &[Self], bytes: usize) -> f32;
+}
+
+impl PortableDot for ActQ8_0 {
+    fn dot(w: &[u8], x: &[Self], bytes: usize) -> f32 {
+        match bytes {
+            34 => q8_0(w, x),
+            18 => q4_0(w, x),
+            _ => q5_0(w, x),
+        }
+    }
+}
+
+impl PortableDot for ActQ8K {
+    fn dot(w: &[u8], x: &[Self], bytes: usize) -> f32 {
+        match bytes {
+            144 => q4_k(w, x),
+            _ => q6_k(w, x),
+        }
+    }
+}
 
 /// The kernels of this process's instruction set, chosen on first use.
 pub(crate) fn kernels() -> &'static DotKernels {

@@ -6,21 +6,36 @@
 use std::arch::x86_64::*;
 
 use super::act::{ActQ8_0, ActQ8K};
-use super::dot::DotKernels;
+use super::dot::{DotKernels, FormatKernels};
 use super::q4_k::scale_min;
 use crate::Isa;
 
-#[allow(unused_imports)] // the contract the kernels follow
-use super::dot::DotFn;
+#[allow(unused_imports)] // the contracts the kernels follow
+use super::dot::{DotFn, Tile4Fn};
 
 /// The AVX2 kernels.
 pub(crate) static AVX2: DotKernels = DotKernels {
     isa: Isa::Avx2,
-    q8_0,
-    q4_0,
-    q5_0,
-    q4_k,
-    q6_k,
+    q8_0: FormatKernels {
+        dot: q8_0,
+        tile4: q8_0_tile4,
+    },
+    q4_0: FormatKernels {
+        dot: q4_0,
+        tile4: q4_0_tile4,
+    },
+    q5_0: FormatKernels {
+        dot: q5_0,
+        tile4: q5_0_tile4,
+    },
+    q4_k: FormatKernels {
+        dot: q4_k,
+        tile4: q4_k_tile4,
+    },
+    q6_k: FormatKernels {
+        dot: q6_k,
+        tile4: q6_k_tile4,
+    },
 };
 
 /// The f16 at `p` (little-endian), widened with F16C.
@@ -254,4 +269,181 @@ unsafe fn q6_k(w: *const u8, x: *const ActQ8K, nb: usize) -> f32 {
         }
     }
     hsum(acc)
+}
+
+/// Four rows of 32-block activations against one weight row whose block `b` is
+/// `block(b) = (d_w, codes)`: each block unpacked once, four accumulators ([`Tile4Fn`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile4_32(
+    out: *mut f32,
+    x: *const ActQ8_0,
+    x_stride: usize,
+    nb: usize,
+    block: impl Fn(usize) -> (f32, __m256i),
+) {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for b in 0..nb {
+        let (dw, qw) = block(b);
+        let aw = _mm256_sign_epi8(qw, qw);
+        for (j, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: row j's block b is in bounds (`Tile4Fn`).
+            let a = unsafe { &*x.add(j * x_stride + b) };
+            let qx = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+            let pairs = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(qx, qw));
+            let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+            *acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), p, *acc);
+        }
+    }
+    for (j, acc) in acc.iter().enumerate() {
+        // SAFETY: four writable outputs (`Tile4Fn`).
+        unsafe { *out.add(j) = hsum(*acc) };
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_tile4(out: *mut f32, w: *const u8, x: *const ActQ8_0, xs: usize, nb: usize) {
+    // SAFETY: `Tile4Fn`: block b of the weight row is in bounds.
+    unsafe {
+        tile4_32(out, x, xs, nb, |b| {
+            let wb = w.add(34 * b);
+            prefetch_block::<34>(wb);
+            (f16_at(wb), _mm256_loadu_si256(wb.add(2).cast()))
+        })
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_tile4(out: *mut f32, w: *const u8, x: *const ActQ8_0, xs: usize, nb: usize) {
+    // SAFETY: as in q8_0_tile4.
+    unsafe {
+        tile4_32(out, x, xs, nb, |b| {
+            let wb = w.add(18 * b);
+            prefetch_block::<18>(wb);
+            let q = _mm256_sub_epi8(nibbles(wb.add(2)), _mm256_set1_epi8(8));
+            (f16_at(wb), q)
+        })
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0_tile4(out: *mut f32, w: *const u8, x: *const ActQ8_0, xs: usize, nb: usize) {
+    // SAFETY: as in q8_0_tile4.
+    unsafe {
+        tile4_32(out, x, xs, nb, |b| {
+            let wb = w.add(22 * b);
+            prefetch_block::<22>(wb);
+            let qh = wb.add(2).cast::<u32>().read_unaligned();
+            let fifth = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10));
+            let q = _mm256_or_si256(nibbles(wb.add(6)), fifth);
+            (f16_at(wb), _mm256_sub_epi8(q, _mm256_set1_epi8(16)))
+        })
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_tile4(out: *mut f32, w: *const u8, x: *const ActQ8K, xs: usize, nb: usize) {
+    let low = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut acc_min = [0.0f32; 4];
+    for b in 0..nb {
+        // SAFETY: block b of the weight row and of each activation row is in bounds (`Tile4Fn`).
+        unsafe {
+            let wb = w.add(144 * b);
+            prefetch_block::<144>(wb);
+            let scales = std::slice::from_raw_parts(wb.add(4), 12);
+            let (d, dmin) = (f16_at(wb), f16_at(wb.add(2)));
+            let mut codes = [_mm256_setzero_si256(); 8]; // sub-blocks 0..8, 32 codes each
+            let mut sc = [_mm256_setzero_si256(); 8];
+            let mut mins = [0i32; 8];
+            for g in 0..4 {
+                let q = _mm256_loadu_si256(wb.add(16 + 32 * g).cast());
+                codes[2 * g] = _mm256_and_si256(q, low);
+                codes[2 * g + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+            }
+            for (j, (s, m)) in sc.iter_mut().zip(&mut mins).enumerate() {
+                let (scale, min) = scale_min(j, scales);
+                *s = _mm256_set1_epi16(scale as i16);
+                *m = min as i32;
+            }
+            for (r, (acc, acc_min)) in acc.iter_mut().zip(&mut acc_min).enumerate() {
+                let a = &*x.add(r * xs + b);
+                let mut sumi = _mm256_setzero_si256();
+                let mut summ = 0i32;
+                for j in 0..8 {
+                    let xq = _mm256_loadu_si256(a.qs.as_ptr().add(32 * j).cast());
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(codes[j], xq), sc[j]);
+                    sumi = _mm256_add_epi32(sumi, p);
+                    summ += mins[j] * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32);
+                }
+                *acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(sumi), *acc);
+                *acc_min += dmin * a.d * summ as f32;
+            }
+        }
+    }
+    for j in 0..4 {
+        // SAFETY: four writable outputs (`Tile4Fn`).
+        unsafe { *out.add(j) = hsum(acc[j]) - acc_min[j] };
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_tile4(out: *mut f32, w: *const u8, x: *const ActQ8K, xs: usize, nb: usize) {
+    let (low4, low2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x03));
+    let m32 = _mm256_set1_epi8(32);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for b in 0..nb {
+        // SAFETY: as in q4_k_tile4; a Q6_K block is 210 bytes.
+        unsafe {
+            let wb = w.add(210 * b);
+            prefetch_block::<210>(wb);
+            let sc = std::slice::from_raw_parts(wb.add(192).cast::<i8>(), 16);
+            let d = f16_at(wb.add(208));
+            let mut codes = [_mm256_setzero_si256(); 8]; // groups of 32 codes, 0..63
+            let mut scale = [_mm256_setzero_si256(); 8];
+            for half in 0..2 {
+                let ql0 = _mm256_loadu_si256(wb.add(64 * half).cast());
+                let ql1 = _mm256_loadu_si256(wb.add(64 * half + 32).cast());
+                let qh = _mm256_loadu_si256(wb.add(128 + 32 * half).cast());
+                let lows = [
+                    _mm256_and_si256(ql0, low4),
+                    _mm256_and_si256(ql1, low4),
+                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+                ];
+                let highs = [
+                    _mm256_and_si256(qh, low2),
+                    _mm256_and_si256(_mm256_srli_epi16(qh, 2), low2),
+                    _mm256_and_si256(_mm256_srli_epi16(qh, 4), low2),
+                    _mm256_and_si256(_mm256_srli_epi16(qh, 6), low2),
+                ];
+                for k in 0..4 {
+                    codes[4 * half + k] = _mm256_or_si256(lows[k], _mm256_slli_epi16(highs[k], 4));
+                    let s = 8 * half + 2 * k;
+                    scale[4 * half + k] = _mm256_set_m128i(
+                        _mm_set1_epi16(sc[s + 1] as i16),
+                        _mm_set1_epi16(sc[s] as i16),
+                    );
+                }
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let a = &*x.add(r * xs + b);
+                let mut sumi = _mm256_setzero_si256();
+                for g in 0..8 {
+                    let xq = _mm256_loadu_si256(a.qs.as_ptr().add(32 * g).cast());
+                    let dot = _mm256_sub_epi16(
+                        _mm256_maddubs_epi16(codes[g], xq),
+                        _mm256_maddubs_epi16(m32, xq),
+                    );
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(dot, scale[g]));
+                }
+                *acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(sumi), *acc);
+            }
+        }
+    }
+    for j in 0..4 {
+        // SAFETY: four writable outputs (`Tile4Fn`).
+        unsafe { *out.add(j) = hsum(acc[j]) };
+    }
 }
