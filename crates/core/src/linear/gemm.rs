@@ -18,13 +18,13 @@ thread_local! {
 pub(super) fn gemm_bt<W: Element>(y: &mut [f32], x: &[f32], w: &[W], t: usize, k: usize, n: usize) {
     check_lengths(y, x, w.len(), t, k, n);
     match W::DTYPE {
-        // SAFETY of the cast: `W::DTYPE` is F32 only for `W = f32`.
         DType::F32 => gemm_rows(
             y,
             x,
             t,
             k,
             n,
+            // SAFETY: `W::DTYPE` is F32 only for `W = f32` (`Element` is sealed).
             Rows::F32(unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<f32>(), w.len()) }),
         ),
         _ => gemm_rows(

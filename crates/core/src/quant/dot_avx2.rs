@@ -290,6 +290,7 @@ unsafe fn tile4_32(
         for (j, acc) in acc.iter_mut().enumerate() {
             // SAFETY: row j's block b is in bounds (`Tile4Fn`).
             let a = unsafe { &*x.add(j * x_stride + b) };
+            // SAFETY: `qs` is 32 bytes.
             let qx = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
             let pairs = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(qx, qw));
             let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
@@ -382,9 +383,9 @@ unsafe fn q4_k_tile4(out: *mut f32, w: *const u8, x: *const ActQ8K, xs: usize, n
             }
         }
     }
-    for j in 0..4 {
+    for (j, (acc, acc_min)) in acc.iter().zip(acc_min).enumerate() {
         // SAFETY: four writable outputs (`Tile4Fn`).
-        unsafe { *out.add(j) = hsum(acc[j]) - acc_min[j] };
+        unsafe { *out.add(j) = hsum(*acc) - acc_min };
     }
 }
 
@@ -442,8 +443,8 @@ unsafe fn q6_k_tile4(out: *mut f32, w: *const u8, x: *const ActQ8K, xs: usize, n
             }
         }
     }
-    for j in 0..4 {
+    for (j, acc) in acc.iter().enumerate() {
         // SAFETY: four writable outputs (`Tile4Fn`).
-        unsafe { *out.add(j) = hsum(acc[j]) };
+        unsafe { *out.add(j) = hsum(*acc) };
     }
 }
