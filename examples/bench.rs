@@ -1,7 +1,7 @@
 //! Prefill and decode speed of a model, for comparison with other implementations.
 //!
 //! ```text
-//! cargo run --release --example bench -- --model DIR --prompt-len P --gen N
+//! cargo run --release --example bench -- --model DIR --prompt-len P --gen N [--quant q8_0|q4_0|q4_k_m]
 //! ```
 //!
 //! Prefills `P` tokens (deterministic pseudo-random ids), then decodes `N` tokens greedily, and

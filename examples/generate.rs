@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example generate -- [--model DIR] --prompt S [--max-tokens N]
-//!     [--temperature T] [--top-p P] [--seed S]
+//!     [--temperature T] [--top-p P] [--seed S] [--quant q8_0|q4_0|q4_k_m]
 //! ```
 //!
 //! Without `--model`, uses the small model shipped in `models/tiny-shakespeare`. When the folder's

@@ -1,7 +1,7 @@
 //! Logits of a token sequence, for comparison with other implementations.
 //!
 //! ```text
-//! cargo run --release --example logits -- --model DIR --tokens 1,2,3 --out FILE
+//! cargo run --release --example logits -- --model DIR --tokens 1,2,3 --out FILE [--quant q8_0|q4_0|q4_k_m]
 //! ```
 //!
 //! Loads the Hugging Face model folder `DIR` (config.json and safetensors weights), runs the
