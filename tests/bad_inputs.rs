@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use deepblocks::config::Architecture;
 use deepblocks::core::SafeTensorsStore;
-use deepblocks::deepseek::{LoadOptions, MlaCache, MlaCacheConfig, Model, Positions};
+use deepblocks::core::Weight;
+use deepblocks::core::quant::BlockFormat;
+use deepblocks::deepseek::{LoadOptions, MlaCache, MlaCacheConfig, Model, Positions, Recipe};
 use deepblocks_testkit::{F32Tensor, read_f32_tensors, write_f32_tensors};
 use serde_json::{Value, json};
 
@@ -281,6 +283,44 @@ fn cases() -> Vec<Case> {
                         ..LoadOptions::default()
                     },
                 )
+            }),
+        ),
+        (
+            "a NaN in a matrix quantized while loading (`quant: q8_0`)",
+            "lm_head.weight: element 3 is NaN, which cannot be quantized",
+            Box::new(|| {
+                load_error(
+                    &folder("nan-quant", |_| {}, poison("lm_head.weight")),
+                    LoadOptions {
+                        quant: Some(Recipe::Q8_0),
+                        ..LoadOptions::default()
+                    },
+                )
+            }),
+        ),
+        (
+            "an unknown quantization recipe (`--quant q3_k`)",
+            "unknown quantization recipe \"q3_k\"; known: q8_0, q4_0, q4_k_m",
+            Box::new(|| Recipe::from_name("q3_k").unwrap_err().to_string()),
+        ),
+        (
+            "block-format bytes that do not fill the shape",
+            "Q4_K weight bytes: 143 elements cannot hold shape [1, 144]",
+            Box::new(|| {
+                Weight::from_blocks(BlockFormat::Q4_K, vec![0; 143], 1, 256)
+                    .unwrap_err()
+                    .to_string()
+            }),
+        ),
+        (
+            "a block format for rows that are not whole blocks",
+            "rows of 100 weights are not whole Q8_0 blocks of 32",
+            Box::new(|| {
+                Weight::from_f32(vec![0.5; 200], 2, 100)
+                    .unwrap()
+                    .quantize(BlockFormat::Q8_0, "w")
+                    .unwrap_err()
+                    .to_string()
             }),
         ),
         (
