@@ -368,6 +368,26 @@ fn cases() -> Vec<Case> {
             Box::new(|| forward_error(&fixture(), &[5; 65])),
         ),
         (
+            "a perplexity window longer than the context (`--ctx 64`)",
+            "a window of ctx + 1 = 65 tokens does not fit: ctx must be between 1 and max_position_embeddings − 1 = 63",
+            Box::new(|| {
+                let m = Model::load(fixture()).unwrap();
+                m.perplexity(&[5; 200], 64, |_, _| {})
+                    .unwrap_err()
+                    .to_string()
+            }),
+        ),
+        (
+            "a text shorter than one perplexity window",
+            "10 tokens are fewer than one window of 33",
+            Box::new(|| {
+                let m = Model::load(fixture()).unwrap();
+                m.perplexity(&[5; 10], 32, |_, _| {})
+                    .unwrap_err()
+                    .to_string()
+            }),
+        ),
+        (
             "a logits buffer of the wrong length",
             "logits: 95 elements cannot hold shape [1, 96]",
             Box::new(|| {

@@ -36,6 +36,27 @@ pub enum Error {
     /// From deepblocks-sample (invalid sampling options, NaN logits).
     #[error(transparent)]
     Sample(#[from] deepblocks_sample::Error),
+    /// A perplexity window does not fit the model's context.
+    #[error(
+        "a window of ctx + 1 = {} tokens does not fit: ctx must be between 1 and \
+         max_position_embeddings − 1 = {}",
+        ctx.saturating_add(1),
+        max_position_embeddings.saturating_sub(1)
+    )]
+    Context {
+        /// The `ctx` asked for.
+        ctx: usize,
+        /// The model's context.
+        max_position_embeddings: usize,
+    },
+    /// Too few tokens to score.
+    #[error("{tokens} tokens are fewer than one window of {window}")]
+    TooFewTokens {
+        /// Tokens given.
+        tokens: usize,
+        /// Tokens a window needs.
+        window: usize,
+    },
     /// A quantization recipe name is not one deepblocks knows.
     #[error("unknown quantization recipe {name:?}; known: {known}")]
     UnknownRecipe {

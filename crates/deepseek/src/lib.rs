@@ -44,12 +44,14 @@ mod error;
 mod generate;
 mod loader;
 mod model;
+mod perplexity;
 mod recipe;
 
 pub use error::{Error, Result};
 pub use generate::{GenerateOptions, Generation, StopReason};
 pub use loader::{FormatCount, LoadOptions, LoadProgress, LoadReport, ProgressFn};
 pub use model::{DecoderLayer, FeedForward, Model};
+pub use perplexity::Nll;
 pub use recipe::{Choice, Recipe, Role};
 
 pub use deepblocks_config::Architecture;

@@ -2,7 +2,7 @@
 //! one transformers recorded when the model was trained (scripts/train_tiny.py), and text
 //! generation streams what the tokenizer decodes.
 
-use deepblocks_deepseek::{GenerateOptions, LoadOptions, Model, Positions, SamplingConfig};
+use deepblocks_deepseek::{GenerateOptions, LoadOptions, Model, SamplingConfig};
 use deepblocks_testkit::{Golden, testdata_dir};
 use deepblocks_tokenize::Tokenizer;
 
@@ -14,28 +14,21 @@ fn load() -> Model {
     Model::load_with(model_dir(), &LoadOptions::default()).unwrap()
 }
 
-/// Mean next-token negative log-likelihood of each window, in f64.
+/// Mean next-token negative log-likelihood over the windows (`Model::perplexity`, the function
+/// the perplexity example runs).
 fn mean_nll(model: &Model, windows: &[Vec<u32>]) -> f64 {
-    let v = model.config().vocab_size;
-    let (mut total, mut count) = (0.0f64, 0usize);
-    for w in windows {
-        let mut cache = model.new_cache(w.len()).unwrap();
-        let inputs = &w[..w.len() - 1];
-        let logits = model.forward(inputs, &mut cache, Positions::All).unwrap();
-        for (i, &target) in w[1..].iter().enumerate() {
-            let row = &logits[i * v..(i + 1) * v];
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-            let lse = max
-                + row
-                    .iter()
-                    .map(|&x| (x as f64 - max).exp())
-                    .sum::<f64>()
-                    .ln();
-            total += lse - row[target as usize] as f64;
-            count += 1;
-        }
-    }
-    total / count as f64
+    let ctx = windows[0].len() - 1;
+    let flat: Vec<u32> = windows.concat();
+    let mut seen = 0;
+    let nll = model
+        .perplexity(&flat, ctx, |done, total| {
+            assert_eq!(total, windows.len());
+            seen = done;
+        })
+        .unwrap();
+    assert_eq!(seen, windows.len());
+    assert_eq!(nll.tokens, windows.len() * ctx);
+    nll.mean()
 }
 
 #[test]
