@@ -1,7 +1,7 @@
 //! Prefill and decode speed of a model, for comparison with other implementations.
 //!
 //! ```text
-//! cargo run --release --example bench -- --model DIR --prompt-len P --gen N [--quant q8_0|q4_0|q4_k_m]
+//! cargo run --release --example bench -- --model DIR --prompt-len P --gen N [--quant q8_0|q4_0|q4_k_m|fp8]
 //! ```
 //!
 //! Prefills `P` tokens (deterministic pseudo-random ids), then decodes `N` tokens greedily, and
@@ -23,7 +23,8 @@ struct Args {
     /// The model folder.
     #[arg(long)]
     model: PathBuf,
-    /// Quantize the weights while loading: q8_0, q4_0 or q4_k_m (llama.cpp's mixes).
+    /// Quantize the weights while loading: q8_0, q4_0, q4_k_m (llama.cpp's mixes) or fp8
+    /// (FP8 E4M3 in 128 × 128 blocks).
     #[arg(long)]
     quant: Option<String>,
     /// Prompt tokens to prefill.

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example generate -- [--model DIR] --prompt S [--max-tokens N]
-//!     [--temperature T] [--top-p P] [--seed S] [--quant q8_0|q4_0|q4_k_m]
+//!     [--temperature T] [--top-p P] [--seed S] [--quant q8_0|q4_0|q4_k_m|fp8]
 //! ```
 //!
 //! Without `--model`, uses the small model shipped in `models/tiny-shakespeare`. When the folder's
@@ -26,7 +26,8 @@ struct Args {
     /// tiny Shakespeare model.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Quantize the weights while loading: q8_0, q4_0 or q4_k_m (llama.cpp's mixes).
+    /// Quantize the weights while loading: q8_0, q4_0, q4_k_m (llama.cpp's mixes) or fp8
+    /// (FP8 E4M3 in 128 × 128 blocks).
     #[arg(long)]
     quant: Option<String>,
     /// The prompt.

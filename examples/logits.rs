@@ -1,7 +1,7 @@
 //! Logits of a token sequence, for comparison with other implementations.
 //!
 //! ```text
-//! cargo run --release --example logits -- --model DIR --tokens 1,2,3 --out FILE [--quant q8_0|q4_0|q4_k_m]
+//! cargo run --release --example logits -- --model DIR --tokens 1,2,3 --out FILE [--quant q8_0|q4_0|q4_k_m|fp8]
 //! ```
 //!
 //! Loads the Hugging Face model folder `DIR` (config.json and safetensors weights), runs the
@@ -22,7 +22,8 @@ struct Args {
     /// The model folder (config.json, model.safetensors or its sharded index).
     #[arg(long)]
     model: PathBuf,
-    /// Quantize the weights while loading: q8_0, q4_0 or q4_k_m (llama.cpp's mixes).
+    /// Quantize the weights while loading: q8_0, q4_0, q4_k_m (llama.cpp's mixes) or fp8
+    /// (FP8 E4M3 in 128 × 128 blocks).
     #[arg(long)]
     quant: Option<String>,
     /// Token ids, comma-separated.

@@ -38,7 +38,8 @@ struct Args {
     /// The text (UTF-8).
     #[arg(long)]
     file: PathBuf,
-    /// Quantize the weights while loading: q8_0, q4_0 or q4_k_m (llama.cpp's mixes).
+    /// Quantize the weights while loading: q8_0, q4_0, q4_k_m (llama.cpp's mixes) or fp8
+    /// (FP8 E4M3 in 128 × 128 blocks).
     #[arg(long)]
     quant: Option<String>,
     /// Predictions per window (windows are this plus one tokens); default: the context less

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use deepblocks::config::Architecture;
 use deepblocks::core::SafeTensorsStore;
-use deepblocks::core::Weight;
 use deepblocks::core::quant::BlockFormat;
+use deepblocks::core::quant::fp8::Fp8Block;
+use deepblocks::core::{Buffer, Weight};
 use deepblocks::deepseek::{LoadOptions, MlaCache, MlaCacheConfig, Model, Positions, Recipe};
 use deepblocks_testkit::{F32Tensor, read_f32_tensors, write_f32_tensors};
 use serde_json::{Value, json};
@@ -300,7 +301,7 @@ fn cases() -> Vec<Case> {
         ),
         (
             "an unknown quantization recipe (`--quant q3_k`)",
-            "unknown quantization recipe \"q3_k\"; known: q8_0, q4_0, q4_k_m",
+            "unknown quantization recipe \"q3_k\"; known: q8_0, q4_0, q4_k_m, fp8",
             Box::new(|| Recipe::from_name("q3_k").unwrap_err().to_string()),
         ),
         (
@@ -310,6 +311,42 @@ fn cases() -> Vec<Case> {
                 Weight::from_blocks(BlockFormat::Q4_K, vec![0; 143], 1, 256)
                     .unwrap_err()
                     .to_string()
+            }),
+        ),
+        (
+            "FP8 weights whose scale grid is not ceil(out/bo) × ceil(in/bi)",
+            "w: an FP8 [200, 300] matrix in blocks of 128×128 needs a scale grid of [2, 3], found [2, 2]",
+            Box::new(|| {
+                Weight::from_fp8(
+                    Fp8Block::DEEPSEEK_V3,
+                    Buffer::from_vec(vec![0; 200 * 300]),
+                    Buffer::from_vec(vec![1.0; 4]),
+                    [2, 2],
+                    200,
+                    300,
+                    "w",
+                )
+                .unwrap_err()
+                .to_string()
+            }),
+        ),
+        (
+            "an FP8 NaN code",
+            "w (an FP8 NaN code): element 7 is NaN",
+            Box::new(|| {
+                let mut codes = vec![0x38; 16];
+                codes[7] = 0x7f;
+                Weight::from_fp8(
+                    Fp8Block::DEEPSEEK_V3,
+                    Buffer::from_vec(codes),
+                    Buffer::from_vec(vec![1.0]),
+                    [1, 1],
+                    4,
+                    4,
+                    "w",
+                )
+                .unwrap_err()
+                .to_string()
             }),
         ),
         (

@@ -8,6 +8,8 @@ llama.cpp's converter does not know the tiny model's pre-tokenizer (plain byte-l
 regex); it is converted as "gpt-2", which splits the same way. llama-perplexity scores the second
 half of each 256-token chunk; deepblocks scores every prediction of 257-token windows. So the
 absolute figures differ by construction; compare each engine's quantized figure with its own bf16.
+Weight repacking is off (`--no-repack`): with it, this llama.cpp build aborts on the quantized files
+(GGML_ASSERT(*cur_backend_id != -1) in ggml-backend.cpp), as llama-bench does on the bench model.
 """
 
 import json
@@ -47,12 +49,14 @@ for q in ["bf16", "Q8_0", "Q4_0", "Q4_K_M"]:
     if q != "bf16":
         subprocess.run([os.path.join(BIN, "llama-quantize"), bf16, path, q], check=True, capture_output=True)
     run = subprocess.run(
-        [os.path.join(BIN, "llama-perplexity"), "-m", path, "-f", val, "-c", "256", "-t", "2", "-b", "256"],
+        [os.path.join(BIN, "llama-perplexity"), "-m", path, "-f", val, "-c", "256", "-t", "2", "-b", "256", "--no-repack"],
         capture_output=True,
         text=True,
     )
     m = re.search(r"Final estimate: PPL = ([0-9.]+)", run.stdout + run.stderr)
     llama = float(m.group(1)) if m else None
+    if m is None:
+        print(f"{q}: llama-perplexity failed:\n{(run.stdout + run.stderr)[-2000:]}", file=sys.stderr)
     recipe = {"bf16": None, "Q8_0": "q8_0", "Q4_0": "q4_0", "Q4_K_M": "q4_k_m"}[q]
     cmd = [os.path.join(ROOT, "target", "release", "examples", "perplexity"), "--model", MODEL, "--file", val, "--ctx", "256"]
     if recipe:
@@ -64,4 +68,5 @@ for q in ["bf16", "Q8_0", "Q4_0", "Q4_K_M"]:
 base = results["bf16"]
 for q, r in results.items():
     rel = {k: (r[k] / base[k] - 1) * 100 if r[k] and base[k] else None for k in r}
-    print(f"{q:7s} llama.cpp {r['llama.cpp']:.4f} ({rel['llama.cpp']:+.2f}%)  deepblocks {r['deepblocks']:.4f} ({rel['deepblocks']:+.2f}%)")
+    cell = lambda k: "failed" if r[k] is None else f"{r[k]:.4f} ({rel[k]:+.2f}%)"
+    print(f"{q:7s} llama.cpp {cell('llama.cpp')}  deepblocks {cell('deepblocks')}")

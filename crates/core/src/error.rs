@@ -119,6 +119,25 @@ pub enum Error {
         block_len: usize,
     },
 
+    /// An FP8 weight's scale grid is not `ceil(rows / bo) × ceil(cols / bi)`.
+    #[error(
+        "{what}: an FP8 [{rows}, {cols}] matrix in blocks of {block} needs a scale grid of {expected:?}, found {found:?}"
+    )]
+    Fp8ScaleGrid {
+        /// The matrix at fault.
+        what: String,
+        /// Its rows.
+        rows: usize,
+        /// Its columns.
+        cols: usize,
+        /// The block shape.
+        block: crate::quant::fp8::Fp8Block,
+        /// The grid that shape needs (empty for an empty block shape).
+        expected: Vec<usize>,
+        /// The scale tensor's shape.
+        found: Vec<usize>,
+    },
+
     /// A weight to be quantized holds a NaN or an infinity.
     #[error("{what}: element {index} is {value}, which cannot be quantized")]
     NonFinite {

@@ -65,7 +65,7 @@ pub use ops::{
 };
 pub use region::Access;
 pub use store::{INDEX_FILE, SINGLE_FILE, SafeTensorsStore, TensorInfo};
-pub use weight::{Buffer, Weight, WeightData, WeightFormat, narrow, widen_into};
+pub use weight::{Buffer, Fp8Data, Weight, WeightData, WeightFormat, narrow, widen_into};
 
 /// Re-exported so users name the same `bf16`/`f16` types the weights use.
 pub use half;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use half::{bf16, f16};
 
 use crate::quant::BlockFormat;
+use crate::quant::fp8::{self, Fp8Block};
 use crate::region::Region;
 use crate::{DType, Element, Error, Plain, Result};
 
@@ -133,6 +134,8 @@ pub enum WeightFormat {
     Float(DType),
     /// Rows of blocks of a [`BlockFormat`].
     Blocks(BlockFormat),
+    /// FP8 E4M3 codes with an f32 scale per block of this shape ([`crate::quant::fp8`]).
+    Fp8(Fp8Block),
 }
 
 impl WeightFormat {
@@ -142,6 +145,11 @@ impl WeightFormat {
         match self {
             WeightFormat::Float(d) => rows.checked_mul(cols)?.checked_mul(d.size_bytes()),
             WeightFormat::Blocks(f) => rows.checked_mul(f.row_bytes(cols)?),
+            WeightFormat::Fp8(b) => {
+                let [gr, gc] = b.grid(rows, cols)?;
+                rows.checked_mul(cols)?
+                    .checked_add(gr.checked_mul(gc)?.checked_mul(4)?)
+            }
         }
     }
 }
@@ -163,6 +171,7 @@ impl fmt::Display for WeightFormat {
         match self {
             WeightFormat::Float(d) => d.fmt(f),
             WeightFormat::Blocks(b) => b.fmt(f),
+            WeightFormat::Fp8(b) => write!(f, "FP8_E4M3 ({b} blocks)"),
         }
     }
 }
@@ -183,6 +192,23 @@ pub enum WeightData {
         /// The bytes.
         data: Buffer<u8>,
     },
+    /// FP8 E4M3 codes, one byte per weight, with one f32 scale per block of weights (boxed:
+    /// the other variants are one buffer).
+    Fp8(Box<Fp8Data>),
+}
+
+/// The parts of an FP8 [`WeightData`].
+#[derive(Clone, Debug)]
+pub struct Fp8Data {
+    /// The block shape.
+    pub block: Fp8Block,
+    /// Rows before the weight's row 0 in the first block row of `scales` (non-zero for a row
+    /// slice that starts inside a block).
+    pub row0: usize,
+    /// The codes.
+    pub codes: Buffer<u8>, // [rows, cols]
+    /// The scales.
+    pub scales: Buffer<f32>, // [ceil((row0 + rows) / bo), ceil(cols / bi)]
 }
 
 impl WeightData {
@@ -193,6 +219,7 @@ impl WeightData {
             WeightData::BF16(_) => WeightFormat::Float(DType::BF16),
             WeightData::F16(_) => WeightFormat::Float(DType::F16),
             WeightData::Blocks { format, .. } => WeightFormat::Blocks(*format),
+            WeightData::Fp8(d) => WeightFormat::Fp8(d.block),
         }
     }
 
@@ -205,6 +232,7 @@ impl WeightData {
             WeightData::Blocks { format, data } => {
                 data.len() / format.block_bytes() * format.block_len()
             }
+            WeightData::Fp8(d) => d.codes.len(),
         }
     }
 
@@ -220,6 +248,7 @@ impl WeightData {
             WeightData::BF16(b) => 2 * b.len(),
             WeightData::F16(b) => 2 * b.len(),
             WeightData::Blocks { data, .. } => data.len(),
+            WeightData::Fp8(d) => d.codes.len() + 4 * d.scales.len(),
         }
     }
 
@@ -229,6 +258,7 @@ impl WeightData {
             WeightData::BF16(b) => b.is_mapped(),
             WeightData::F16(b) => b.is_mapped(),
             WeightData::Blocks { data, .. } => data.is_mapped(),
+            WeightData::Fp8(d) => d.codes.is_mapped(),
         }
     }
 }
@@ -288,6 +318,22 @@ impl Weight {
             }
             return Ok(Weight { rows, cols, data });
         }
+        if let WeightData::Fp8(d) = data {
+            let Fp8Data {
+                block,
+                row0,
+                codes,
+                scales,
+            } = *d;
+            // A grid for rows starting at row 0 (row slices come from `slice_rows`).
+            let grid = block.grid(rows, cols).unwrap_or([0, 0]);
+            let scales = if row0 == 0 {
+                scales
+            } else {
+                scales.slice(0..0)
+            };
+            return Weight::from_fp8(block, codes, scales, grid, rows, cols, "weight data");
+        }
         let expected = rows.checked_mul(cols);
         if expected != Some(data.len()) {
             return Err(Error::Length {
@@ -316,6 +362,96 @@ impl Weight {
             data: Buffer::from_vec(bytes),
         };
         Weight::new(data, rows, cols)
+    }
+
+    /// A `[rows, cols]` FP8 weight: `codes` (E4M3, row-major) and `scales`, a
+    /// `scale_shape = [ceil(rows / bo), ceil(cols / bi)]` grid of f32 (a checkpoint's
+    /// `weight_scale_inv`), for blocks of `block`. The codes are scanned once for NaN codes
+    /// (`0x7f`, `0xff`), which the kernels do not expect.
+    ///
+    /// # Errors
+    /// [`Error::Length`] when `codes` is not `rows · cols` long; [`Error::Fp8ScaleGrid`] when the
+    /// block shape is empty or the scale grid is not the one it needs (or `scales` does not
+    /// hold `scale_shape`); [`Error::NonFinite`] at the first NaN code. `what` names the matrix.
+    pub fn from_fp8(
+        block: Fp8Block,
+        codes: Buffer<u8>,
+        scales: Buffer<f32>,
+        scale_shape: [usize; 2],
+        rows: usize,
+        cols: usize,
+        what: &str,
+    ) -> Result<Self> {
+        use rayon::prelude::*;
+        let expected = rows.checked_mul(cols);
+        if expected != Some(codes.len()) {
+            return Err(Error::Length {
+                what: format!("{what}: FP8 codes"),
+                shape: vec![rows, cols],
+                expected: expected.unwrap_or(usize::MAX),
+                found: codes.len(),
+            });
+        }
+        let grid = block.grid(rows, cols);
+        if grid != Some(scale_shape)
+            || scale_shape[0].checked_mul(scale_shape[1]) != Some(scales.len())
+        {
+            return Err(Error::Fp8ScaleGrid {
+                what: what.into(),
+                rows,
+                cols,
+                block,
+                expected: grid.map(|g| g.to_vec()).unwrap_or_default(),
+                found: if scale_shape[0].checked_mul(scale_shape[1]) == Some(scales.len()) {
+                    scale_shape.to_vec()
+                } else {
+                    vec![scales.len()]
+                },
+            });
+        }
+        /// Codes per parallel task.
+        const CHUNK: usize = 1 << 16;
+        let nan = codes
+            .par_chunks(CHUNK)
+            .enumerate()
+            .find_map_first(|(c, chunk)| {
+                chunk
+                    .iter()
+                    .position(|&b| fp8::e4m3_is_nan(b))
+                    .map(|i| c * CHUNK + i)
+            });
+        if let Some(index) = nan {
+            return Err(Error::NonFinite {
+                what: format!("{what} (an FP8 NaN code)"),
+                index,
+                value: f32::NAN,
+            });
+        }
+        Ok(Weight {
+            rows,
+            cols,
+            data: WeightData::Fp8(Box::new(Fp8Data {
+                block,
+                row0: 0,
+                codes,
+                scales,
+            })),
+        })
+    }
+
+    /// The FP8 view of the weight, when it is one.
+    pub(crate) fn fp8_matrix(&self) -> Option<fp8::Fp8Matrix<'_>> {
+        match &self.data {
+            WeightData::Fp8(d) => Some(fp8::Fp8Matrix {
+                block: d.block,
+                row0: d.row0,
+                rows: self.rows,
+                cols: self.cols,
+                codes: &d.codes,
+                scales: &d.scales,
+            }),
+            _ => None,
+        }
     }
 
     /// An f32 weight that owns `data` (row-major `[rows, cols]`).
@@ -392,6 +528,17 @@ impl Weight {
                     data: data.slice(range.start * rb..range.end * rb),
                 }
             }
+            WeightData::Fp8(d) => {
+                let (bo, g) = (d.block.rows, self.cols.div_ceil(d.block.cols));
+                let (first, last) = (d.row0 + range.start, d.row0 + range.end);
+                let blocks = first / bo..last.div_ceil(bo).max(first / bo);
+                WeightData::Fp8(Box::new(Fp8Data {
+                    block: d.block,
+                    row0: first % bo,
+                    codes: d.codes.slice(elems),
+                    scales: d.scales.slice(blocks.start * g..blocks.end * g),
+                }))
+            }
         };
         Weight {
             rows: range.end - range.start,
@@ -426,6 +573,11 @@ impl Weight {
                 let rb = data.len() / self.rows;
                 format.dequantize_row(out, &data[r * rb..(r + 1) * rb]);
             }
+            WeightData::Fp8(_) => {
+                if let Some(m) = self.fp8_matrix() {
+                    m.dequantize_row(out, r)
+                }
+            }
         }
     }
 
@@ -451,10 +603,12 @@ impl Weight {
             // Exponent bits all ones: infinite or NaN.
             WeightData::BF16(b) => scan(b, |v| v.to_bits() & 0x7f80 == 0x7f80),
             WeightData::F16(b) => scan(b, |v| v.to_bits() & 0x7c00 == 0x7c00),
-            WeightData::Blocks { .. } => (0..self.rows).into_par_iter().find_map_first(|r| {
-                let row = self.row_f32(r);
-                crate::first_non_finite(&row).map(|i| (r * self.cols + i, row[i]))
-            }),
+            WeightData::Blocks { .. } | WeightData::Fp8(_) => {
+                (0..self.rows).into_par_iter().find_map_first(|r| {
+                    let row = self.row_f32(r);
+                    crate::first_non_finite(&row).map(|i| (r * self.cols + i, row[i]))
+                })
+            }
         }
     }
 
@@ -464,7 +618,7 @@ impl Weight {
             WeightData::F32(b) => b.to_vec(),
             WeightData::BF16(b) => b.to_f32_vec(),
             WeightData::F16(b) => b.to_f32_vec(),
-            WeightData::Blocks { .. } => {
+            WeightData::Blocks { .. } | WeightData::Fp8(_) => {
                 let mut out = vec![0.0; self.rows * self.cols];
                 for (r, row) in out.chunks_exact_mut(self.cols.max(1)).enumerate() {
                     self.read_row_f32(row, r);
@@ -506,6 +660,58 @@ impl Weight {
             .enumerate()
             .for_each(|(r, out)| format.quantize_row(out, &self.row_f32(r)));
         Weight::from_blocks(format, bytes, self.rows, self.cols)
+    }
+
+    /// The same matrix in FP8 E4M3 with one scale per `block` (the reference quantizer of
+    /// [`fp8::quantize`]; a copy, or the same weight when it already is).
+    ///
+    /// # Errors
+    /// [`Error::Fp8ScaleGrid`] for an empty block shape; [`Error::NonFinite`] at the first NaN or
+    /// infinite value. `what` names the matrix.
+    pub fn quantize_fp8(&self, block: Fp8Block, what: &str) -> Result<Weight> {
+        if self.format() == WeightFormat::Fp8(block) {
+            return Ok(self.clone());
+        }
+        let Some(grid) = block.grid(self.rows, self.cols) else {
+            return Err(Error::Fp8ScaleGrid {
+                what: what.into(),
+                rows: self.rows,
+                cols: self.cols,
+                block,
+                expected: vec![],
+                found: vec![],
+            });
+        };
+        if let Some((index, value)) = self.first_non_finite() {
+            return Err(Error::NonFinite {
+                what: what.into(),
+                index,
+                value,
+            });
+        }
+        let (codes, scales) = fp8::quantize(&self.to_f32_vec(), self.rows, self.cols, block);
+        Weight::from_fp8(
+            block,
+            Buffer::from_vec(codes),
+            Buffer::from_vec(scales),
+            grid,
+            self.rows,
+            self.cols,
+            what,
+        )
+    }
+
+    /// The same matrix in `format` ([`Weight::to_dtype`], [`Weight::quantize`] or
+    /// [`Weight::quantize_fp8`]).
+    ///
+    /// # Errors
+    /// As the one it calls.
+    pub fn to_format(&self, format: WeightFormat, what: &str) -> Result<Weight> {
+        match format {
+            WeightFormat::Float(d) => Ok(self.to_dtype(d)),
+            WeightFormat::Blocks(f) => self.quantize(f, what),
+            WeightFormat::Fp8(b) => self.quantize_fp8(b, what),
+        }
     }
 
     /// The same matrix in `dtype`: shared when it already is, otherwise converted (rounding to

@@ -336,7 +336,7 @@ impl Loader<'_> {
                 format,
                 fallback_from,
             } => {
-                let q = w.quantize(format, name)?;
+                let q = w.to_format(format, name)?;
                 drop(w);
                 self.store.release(name);
                 (q, fallback_from)

@@ -6,16 +6,20 @@
 //! | `q8_0` | `Q8_0` | `Q8_0` | norms, router gates (f32) |
 //! | `q4_0` | `Q4_0` | `Q6_K` | as above |
 //! | `q4_k_m` | `Q4_K`; the down projections (dense, experts, shared) of the layers llama.cpp gives more bits (`l < L/8`, `l ≥ 7L/8`, or `(l − L/8) mod 3 = 2`) `Q6_K` | `Q6_K` | as above |
+//! | `fp8` | FP8 E4M3, one f32 scale per 128 × 128 block (edge blocks partial) | as stored | as above, and `embed_tokens` |
 //!
 //! as llama.cpp's `llama-quantize` assigns them for a DeepSeek-V2 GGUF, with its fallback for a
 //! matrix whose rows are not whole 256-blocks (V2-Lite's experts are 1,408 wide): `Q4_K` → `Q5_0`,
-//! `Q6_K` → `Q8_0`, and rows that are not whole 32-blocks either keep their stored dtype. One
+//! `Q6_K` → `Q8_0`, and rows that are not whole 32-blocks either keep their stored dtype (`fp8`
+//! takes any shape; it keeps the embeddings and `lm_head` as DeepSeek-V3's FP8 checkpoint does). One
 //! difference: llama.cpp's converter splits `kv_b_proj` into `attn_k_b` (transposed, 128 wide:
 //! `Q5_0` by the fallback) and `attn_v_b` (`Q4_K`); deepblocks keeps it whole, in `Q4_K`.
 
 use std::fmt;
 
+use deepblocks_core::WeightFormat;
 use deepblocks_core::quant::BlockFormat;
+use deepblocks_core::quant::fp8::Fp8Block;
 
 use crate::{Error, Result};
 
@@ -29,6 +33,9 @@ pub enum Recipe {
     Q4_0,
     /// llama.cpp's `Q4_K_M` mix.
     Q4_K_M,
+    /// FP8 E4M3 in DeepSeek-V3's 128 × 128 blocks for every matrix but the embeddings and
+    /// `lm_head`.
+    Fp8,
 }
 
 /// The part a matrix plays, as far as a recipe cares.
@@ -78,7 +85,7 @@ pub enum Choice {
     /// are not whole blocks of it.
     Quantize {
         /// The format.
-        format: BlockFormat,
+        format: WeightFormat,
         /// The format the recipe asked for, when this is its fallback.
         fallback_from: Option<BlockFormat>,
     },
@@ -86,7 +93,7 @@ pub enum Choice {
 
 impl Recipe {
     /// Every recipe.
-    pub const ALL: [Recipe; 3] = [Recipe::Q8_0, Recipe::Q4_0, Recipe::Q4_K_M];
+    pub const ALL: [Recipe; 4] = [Recipe::Q8_0, Recipe::Q4_0, Recipe::Q4_K_M, Recipe::Fp8];
 
     /// Its name, as `--quant` takes it.
     pub const fn name(self) -> &'static str {
@@ -94,6 +101,7 @@ impl Recipe {
             Recipe::Q8_0 => "q8_0",
             Recipe::Q4_0 => "q4_0",
             Recipe::Q4_K_M => "q4_k_m",
+            Recipe::Fp8 => "fp8",
         }
     }
 
@@ -103,7 +111,7 @@ impl Recipe {
     /// use deepblocks_deepseek::Recipe;
     /// assert_eq!(Recipe::from_name("Q4_K_M")?, Recipe::Q4_K_M);
     /// let err = Recipe::from_name("q3_k").unwrap_err();
-    /// assert!(err.to_string().contains("q3_k") && err.to_string().contains("q8_0, q4_0, q4_k_m"));
+    /// assert!(err.to_string().contains("q3_k") && err.to_string().contains("q8_0, q4_0, q4_k_m, fp8"));
     /// # Ok::<(), deepblocks_deepseek::Error>(())
     /// ```
     ///
@@ -121,20 +129,23 @@ impl Recipe {
 
     /// The format the recipe wants for a matrix of `role` in a model of `num_layers` layers,
     /// before any fallback.
-    fn wanted(self, role: Role, num_layers: usize) -> Option<BlockFormat> {
+    fn wanted(self, role: Role, num_layers: usize) -> Option<WeightFormat> {
         let more_bits = |l: usize| {
             let n = num_layers;
             l < n / 8 || l >= 7 * n / 8 || (l - n / 8) % 3 == 2
         };
-        match (self, role) {
-            (_, Role::Router) => None,
-            (Recipe::Q8_0, _) => Some(BlockFormat::Q8_0),
-            (Recipe::Q4_0, Role::Output) => Some(BlockFormat::Q6_K),
-            (Recipe::Q4_0, _) => Some(BlockFormat::Q4_0),
-            (Recipe::Q4_K_M, Role::Output) => Some(BlockFormat::Q6_K),
-            (Recipe::Q4_K_M, Role::FfnDown(l)) if more_bits(l) => Some(BlockFormat::Q6_K),
-            (Recipe::Q4_K_M, _) => Some(BlockFormat::Q4_K),
-        }
+        let format = match (self, role) {
+            (_, Role::Router) => return None,
+            (Recipe::Fp8, Role::TokenEmbedding | Role::Output) => return None,
+            (Recipe::Fp8, _) => return Some(WeightFormat::Fp8(Fp8Block::DEEPSEEK_V3)),
+            (Recipe::Q8_0, _) => BlockFormat::Q8_0,
+            (Recipe::Q4_0, Role::Output) => BlockFormat::Q6_K,
+            (Recipe::Q4_0, _) => BlockFormat::Q4_0,
+            (Recipe::Q4_K_M, Role::Output) => BlockFormat::Q6_K,
+            (Recipe::Q4_K_M, Role::FfnDown(l)) if more_bits(l) => BlockFormat::Q6_K,
+            (Recipe::Q4_K_M, _) => BlockFormat::Q4_K,
+        };
+        Some(WeightFormat::Blocks(format))
     }
 
     /// What the recipe does with a matrix of `role` whose rows are `cols` long.
@@ -145,15 +156,24 @@ impl Recipe {
     /// // V2-Lite's expert down projections are 1,408 wide: not whole 256-blocks.
     /// assert_eq!(
     ///     Recipe::Q4_K_M.choose(Role::FfnDown(3), 27, 1408),
-    ///     Choice::Quantize { format: BlockFormat::Q5_0, fallback_from: Some(BlockFormat::Q4_K) }
+    ///     Choice::Quantize { format: BlockFormat::Q5_0.into(), fallback_from: Some(BlockFormat::Q4_K) }
     /// );
     /// assert_eq!(Recipe::Q4_K_M.choose(Role::Router, 27, 2048), Choice::Keep);
     /// ```
     pub fn choose(self, role: Role, num_layers: usize, cols: usize) -> Choice {
-        let Some(format) = self.wanted(role, num_layers) else {
-            return Choice::Keep;
+        let format = match self.wanted(role, num_layers) {
+            None => return Choice::Keep,
+            Some(WeightFormat::Blocks(f)) => f,
+            // Any shape (edge blocks are partial).
+            Some(format) => {
+                return Choice::Quantize {
+                    format,
+                    fallback_from: None,
+                };
+            }
         };
         if format.row_bytes(cols).is_some() {
+            let format = WeightFormat::Blocks(format);
             return Choice::Quantize {
                 format,
                 fallback_from: None,
@@ -166,7 +186,7 @@ impl Recipe {
         };
         if fallback.row_bytes(cols).is_some() {
             Choice::Quantize {
-                format: fallback,
+                format: WeightFormat::Blocks(fallback),
                 fallback_from: Some(format),
             }
         } else {
@@ -215,7 +235,7 @@ mod tests {
             .filter(|&l| {
                 Recipe::Q4_K_M.choose(Role::FfnDown(l), 27, 2048)
                     == Choice::Quantize {
-                        format: BlockFormat::Q6_K,
+                        format: BlockFormat::Q6_K.into(),
                         fallback_from: None,
                     }
             })
@@ -226,9 +246,20 @@ mod tests {
         assert_eq!(
             Recipe::Q4_K_M.choose(Role::Output, 27, 1408),
             Choice::Quantize {
-                format: BlockFormat::Q8_0,
+                format: BlockFormat::Q8_0.into(),
                 fallback_from: Some(BlockFormat::Q6_K)
             }
         );
+        // fp8: any row length; embeddings, lm_head and routers kept.
+        assert_eq!(
+            Recipe::Fp8.choose(Role::FfnDown(3), 27, 1408),
+            Choice::Quantize {
+                format: WeightFormat::Fp8(Fp8Block::DEEPSEEK_V3),
+                fallback_from: None
+            }
+        );
+        for role in [Role::Output, Role::TokenEmbedding, Role::Router] {
+            assert_eq!(Recipe::Fp8.choose(role, 27, 2048), Choice::Keep, "{role:?}");
+        }
     }
 }

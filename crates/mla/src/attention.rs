@@ -548,7 +548,7 @@ fn transpose(w: &Weight) -> Weight {
     let tr = Weight::from_f32(tr, cols, rows).expect("transpose keeps the element count");
     match w.format() {
         WeightFormat::Float(dtype) => tr.to_dtype(dtype),
-        WeightFormat::Blocks(_) => tr,
+        WeightFormat::Blocks(_) | WeightFormat::Fp8(_) => tr,
     }
 }
 

@@ -33,6 +33,7 @@ use half::{bf16, f16};
 #[cfg(feature = "ndarray")]
 use ndarray::{Array2, ArrayView2};
 
+use crate::quant::fp8_linear::{linear_fp8, linear_fp8_naive};
 use crate::quant::linear::{linear_blocks, linear_blocks_naive};
 use crate::{Element, Isa, Weight, WeightData, isa};
 #[cfg(feature = "ndarray")]
@@ -155,6 +156,14 @@ pub fn linear(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
         WeightData::Blocks { format, data } => {
             linear_blocks(y, x, *format, data, t, w.cols(), w.rows())
         }
+        WeightData::Fp8(_) => fp8_linear(y, x, w, t),
+    }
+}
+
+/// The FP8 path of every entry point (its own driver picks row kernels or sgemm by `t`).
+fn fp8_linear(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
+    if let Some(m) = w.fp8_matrix() {
+        linear_fp8(y, x, &m, t)
     }
 }
 
@@ -172,6 +181,7 @@ pub fn linear_gemv(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
         WeightData::Blocks { format, data } => {
             linear_blocks(y, x, *format, data, t, w.cols(), w.rows())
         }
+        WeightData::Fp8(_) => fp8_linear(y, x, w, t),
     }
 }
 
@@ -196,6 +206,7 @@ pub fn linear_tiled(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
         WeightData::Blocks { format, data } => {
             linear_blocks(y, x, *format, data, t, w.cols(), w.rows())
         }
+        WeightData::Fp8(_) => fp8_linear(y, x, w, t),
     }
 }
 
@@ -212,6 +223,7 @@ pub fn linear_gemm(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
         WeightData::Blocks { format, data } => {
             linear_blocks(y, x, *format, data, t, w.cols(), w.rows())
         }
+        WeightData::Fp8(_) => fp8_linear(y, x, w, t),
     }
 }
 
@@ -226,6 +238,11 @@ pub fn linear_naive(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
         WeightData::F16(b) => matmul_bt_naive(y, x, b, t, w.cols(), w.rows()),
         WeightData::Blocks { format, data } => {
             linear_blocks_naive(y, x, *format, data, t, w.cols(), w.rows())
+        }
+        WeightData::Fp8(_) => {
+            if let Some(m) = w.fp8_matrix() {
+                linear_fp8_naive(y, x, &m, t)
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::linear::gemm::{Rows, gemm_rows};
 /// block). Measured (2 threads): `linear_prefill` 128×2048·2048ᵀ Q8_0 12.9 → 4.8 ms, Q4_K
 /// 9.9 → 4.7 ms; on the bench model's prefill, a threshold of 4 or 8 is slower than 16 or 32
 /// (the MoE experts see about a dozen rows each, where the integer tiles win).
-const GEMM_MIN_ROWS: usize = 16;
+pub(super) const GEMM_MIN_ROWS: usize = 16;
 
 /// Output rows per parallel task.
 const ROWS_PER_TASK: usize = 16;
@@ -151,7 +151,7 @@ fn run<A: ActBlock>(
 
 /// Fills `out[n, t]` with `rows(o0, out[o0..o1, ..])` over blocks of output rows, in parallel
 /// when the work is large enough.
-fn run_rows(
+pub(super) fn run_rows(
     out: &mut [f32],
     rows: impl Fn(usize, &mut [f32]) + Sync,
     row_bytes: usize,

@@ -13,11 +13,17 @@
 //! Each format has a reference dequantizer (bit-identical to gguf-py's `gguf.quants`, tested on
 //! fixtures `scripts/golden/quants.py` writes with it) and a quantizer (bit-identical to ggml's
 //! reference `quantize_row_*_ref` for the 32-blocks).
+//!
+//! Beside them, [`fp8`]: FP8 E4M3 codes, one byte per weight, with an f32 scale per
+//! `[rows, cols]` block of the matrix (DeepSeek-V3's `weight_scale_inv`), a
+//! [`crate::WeightFormat::Fp8`] rather than a row-of-blocks format.
 
 pub mod act;
 pub(crate) mod dot;
 #[cfg(target_arch = "x86_64")]
 mod dot_avx2;
+pub mod fp8;
+pub(crate) mod fp8_linear;
 mod k_quants;
 pub(crate) mod linear;
 mod q4_0;
@@ -33,6 +39,11 @@ use half::f16;
 /// The instruction set of the dot kernels block-format weights use in this process.
 pub fn kernel_isa() -> crate::Isa {
     dot::kernels().isa
+}
+
+/// The instruction set of the kernel FP8 weights use in this process.
+pub fn fp8_kernel_isa() -> crate::Isa {
+    fp8_linear::kernels().isa
 }
 
 /// A block-quantized storage format (GGUF's `ggml_type` of the same name).
