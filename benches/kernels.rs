@@ -14,8 +14,10 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use deepblocks::core::half::bf16;
 use deepblocks::core::quant::BlockFormat;
+use deepblocks::core::quant::fp8::Fp8Block;
 use deepblocks::core::{
-    self, DType, Weight, linear, linear_gemm, linear_naive, linear_tiled, probe, softmax_rows,
+    self, DType, Weight, WeightFormat, linear, linear_gemm, linear_naive, linear_tiled, probe,
+    softmax_rows,
 };
 use deepblocks::norm::rms_norm;
 use deepblocks_testkit::det_values as values;
@@ -70,6 +72,15 @@ fn limits(c: &mut Criterion) {
     g.finish();
 }
 
+/// The block formats and FP8 (DeepSeek-V3's blocks), with their bench names.
+fn quantized_formats() -> Vec<(String, WeightFormat)> {
+    let mut all: Vec<(String, WeightFormat)> = BlockFormat::ALL
+        .map(|f| (f.to_string(), WeightFormat::Blocks(f)))
+        .to_vec();
+    all.push(("FP8_E4M3".into(), WeightFormat::Fp8(Fp8Block::DEEPSEEK_V3)));
+    all
+}
+
 fn linear_prefill(c: &mut Criterion) {
     let mut g = c.benchmark_group("linear_prefill");
     g.sample_size(10).warm_up_time(Duration::from_secs(1));
@@ -87,18 +98,17 @@ fn linear_prefill(c: &mut Criterion) {
             |b| b.iter(|| linear(black_box(&mut y), black_box(&x), &w, t)),
         );
     }
-    for format in BlockFormat::ALL {
+    for (name, format) in quantized_formats() {
         let w = weight(n, k, DType::F32)
-            .quantize(format, "bench")
+            .to_format(format, "bench")
             .expect("2048 is whole blocks");
         g.throughput(Throughput::ElementsAndBytes {
             elements: (2 * t * k * n) as u64,
             bytes: (w.bytes() + 4 * (t * k + t * n)) as u64,
         });
-        g.bench_function(
-            BenchmarkId::new(format!("{format}"), format!("{t}x{k}x{n}")),
-            |b| b.iter(|| linear(black_box(&mut y), black_box(&x), &w, t)),
-        );
+        g.bench_function(BenchmarkId::new(name, format!("{t}x{k}x{n}")), |b| {
+            b.iter(|| linear(black_box(&mut y), black_box(&x), &w, t))
+        });
     }
     // bf16 on both wide paths: the tiled kernel (widens in registers) and sgemm on widened blocks;
     // at 128 rows `linear` picks the latter, at a MoE expert's dozen rows the former.
@@ -147,22 +157,22 @@ fn linear_decode(c: &mut Criterion) {
             );
         }
     }
-    // Block formats: the activations quantized once, integer dots per weight row.
+    // Block formats: the activations quantized once, integer dots per weight row; FP8: f32
+    // activations, codes widened in registers.
     for n in [10944, 102400] {
         let mut y = vec![0.0f32; n];
         let base = weight(n, k, DType::F32);
-        for format in BlockFormat::ALL {
+        for (name, format) in quantized_formats() {
             let w = base
-                .quantize(format, "bench")
+                .to_format(format, "bench")
                 .expect("2048 is whole blocks");
             g.throughput(Throughput::ElementsAndBytes {
                 elements: (2 * k * n) as u64,
                 bytes: w.bytes() as u64,
             });
-            g.bench_function(
-                BenchmarkId::new(format!("{format}"), format!("1x{k}x{n}")),
-                |b| b.iter(|| linear(black_box(&mut y), black_box(&x), &w, 1)),
-            );
+            g.bench_function(BenchmarkId::new(name, format!("1x{k}x{n}")), |b| {
+                b.iter(|| linear(black_box(&mut y), black_box(&x), &w, 1))
+            });
         }
     }
     // The baseline the GEMV kernel replaces: matrixmultiply's sgemm on a single row.

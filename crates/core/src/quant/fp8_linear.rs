@@ -210,6 +210,11 @@ mod avx2 {
 
     use super::e4m3_value;
 
+    /// How far ahead of the codes being read they are prefetched (as the block kernels do: one
+    /// row stream per core otherwise leaves DRAM latency exposed). Measured, 1×2048·102400ᵀ:
+    /// none 28.8 ms, 1 KiB 16.3, 2 KiB 14.6, 4 KiB 12.7–13.7, 8 KiB 13.5.
+    const PREFETCH_BYTES: usize = 4096;
+
     /// Dispatch on `t` to the kernel with `t` accumulator pairs.
     ///
     /// # Safety
@@ -283,6 +288,10 @@ mod avx2 {
             let mut hi = [_mm256_setzero_ps(); T];
             let mut c = c0;
             while c + 16 <= c1 {
+                if c % 64 == 0 {
+                    // A hint: it reads nothing and cannot fault.
+                    _mm_prefetch::<_MM_HINT_T0>(codes.wrapping_add(c + PREFETCH_BYTES).cast());
+                }
                 // SAFETY: columns c..c + 16 are inside the row (c + 16 ≤ k).
                 let (wl, wh) = unsafe { widen16(codes.add(c)) };
                 for j in 0..T {
