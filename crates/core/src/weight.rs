@@ -689,7 +689,25 @@ impl Weight {
                 value,
             });
         }
-        let (codes, scales) = fp8::quantize(&self.to_f32_vec(), self.rows, self.cols, block);
+        // Block rows are independent: quantized in parallel, concatenated in order.
+        let x = self.to_f32_vec();
+        let (codes, scales) = if self.rows == 0 || self.cols == 0 {
+            fp8::quantize(&x, self.rows, self.cols, block)
+        } else {
+            use rayon::prelude::*;
+            let parts: Vec<(Vec<u8>, Vec<f32>)> = x
+                .par_chunks(block.rows.saturating_mul(self.cols))
+                .map(|rows| fp8::quantize(rows, rows.len() / self.cols, self.cols, block))
+                .collect();
+            parts.into_iter().fold(
+                (Vec::with_capacity(x.len()), Vec::new()),
+                |(mut c, mut s), (pc, ps)| {
+                    c.extend_from_slice(&pc);
+                    s.extend_from_slice(&ps);
+                    (c, s)
+                },
+            )
+        };
         Weight::from_fp8(
             block,
             Buffer::from_vec(codes),
