@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use super::fp8::{Fp8Matrix, e4m3_value};
-use super::linear::{GEMM_MIN_ROWS, run_rows};
+use super::linear::{GEMM_MIN_ROWS, run_outputs};
 use crate::linear::gemm::{Rows, gemm_rows};
 use crate::{Isa, isa};
 
@@ -137,17 +137,7 @@ pub(crate) fn linear_fp8_with(
             }
         }
     };
-    if t == 1 {
-        run_rows(y, rows, k, 1, n);
-        return;
-    }
-    let mut yt = vec![0.0f32; n * t]; // [n, t]
-    run_rows(&mut yt, rows, k, t, n);
-    for (o, yo) in yt.chunks_exact(t).enumerate() {
-        for (i, &v) in yo.iter().enumerate() {
-            y[i * n + o] = v;
-        }
-    }
+    run_outputs(y, rows, k, t, n);
 }
 
 /// The naive twin of [`linear_fp8`]: each weight row dequantized to f32, then

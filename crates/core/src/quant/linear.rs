@@ -136,12 +136,24 @@ fn run<A: ActBlock>(
             }
         }
     };
+    run_outputs(y, rows, rb, t, n);
+}
+
+/// `y[t, n]` from `rows(o0, yᵀ[o0.., ..])`, which fills output rows of `yᵀ[n, t]` (written in
+/// place when `t = 1`, through a transposed buffer otherwise); in parallel by [`run_rows`].
+pub(super) fn run_outputs(
+    y: &mut [f32],
+    rows: impl Fn(usize, &mut [f32]) + Sync,
+    row_bytes: usize,
+    t: usize,
+    n: usize,
+) {
     if t == 1 {
-        run_rows(y, rows, rb, 1, n);
+        run_rows(y, rows, row_bytes, 1, n);
         return;
     }
     let mut yt = vec![0.0f32; n * t]; // [n, t]
-    run_rows(&mut yt, rows, rb, t, n);
+    run_rows(&mut yt, rows, row_bytes, t, n);
     for (o, yo) in yt.chunks_exact(t).enumerate() {
         for (i, &v) in yo.iter().enumerate() {
             y[i * n + o] = v;
@@ -151,7 +163,7 @@ fn run<A: ActBlock>(
 
 /// Fills `out[n, t]` with `rows(o0, out[o0..o1, ..])` over blocks of output rows, in parallel
 /// when the work is large enough.
-pub(super) fn run_rows(
+fn run_rows(
     out: &mut [f32],
     rows: impl Fn(usize, &mut [f32]) + Sync,
     row_bytes: usize,
