@@ -62,7 +62,9 @@ pub(super) fn make_qx_quants(nmax: i32, x: &[f32], codes: &mut [i8]) -> f32 {
 /// ggml's `make_qkx2_quants` (squared error): codes `L_i ∈ [0, nmax]` with `x_i ≈ s·L_i − m`,
 /// choosing `(s, m)` by weighted least squares over `nstep + 1` candidate code assignments (scale
 /// steps `rmin + rdelta·k` around `nmax / (max − min)`), keeping the one of least weighted error.
-/// Returns `(s, m)`, `m ≥ 0` (ggml's `the_min`).
+/// Returns `(s, m)`, `m ≥ 0` (ggml's `the_min`). The reference [`make_qkx2_quants_x8`] is tested
+/// against.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(super) fn make_qkx2_quants(
     nmax: i32,
     x: &[f32],
@@ -138,6 +140,158 @@ pub(super) fn make_qkx2_quants(
     (scale, -min)
 }
 
+/// Sub-blocks [`make_qkx2_quants_x8`] runs side by side.
+pub(super) const LANES: usize = 8;
+
+/// [`make_qkx2_quants_x8`] compiled for AVX2 where [`crate::isa()`] allows it (8-wide lane loops
+/// instead of SSE2's 4; the same operations, so the same bits).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn make_qkx2_quants_x8_fast(
+    nmax: i32,
+    x: &[f32; 32 * LANES],
+    weights: &[f32; 32 * LANES],
+    codes: &mut [u8; 32 * LANES],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+) -> ([f32; LANES], [f32; LANES]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa() == crate::Isa::Avx2 {
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        fn avx2(
+            nmax: i32,
+            x: &[f32; 32 * LANES],
+            weights: &[f32; 32 * LANES],
+            codes: &mut [u8; 32 * LANES],
+            rmin: f32,
+            rdelta: f32,
+            nstep: i32,
+        ) -> ([f32; LANES], [f32; LANES]) {
+            make_qkx2_quants_x8(nmax, x, weights, codes, rmin, rdelta, nstep)
+        }
+        // SAFETY: `isa()` reports AVX2 only when the CPU has it.
+        return unsafe { avx2(nmax, x, weights, codes, rmin, rdelta, nstep) };
+    }
+    make_qkx2_quants_x8(nmax, x, weights, codes, rmin, rdelta, nstep)
+}
+
+/// [`make_qkx2_quants`] on eight sub-blocks of 32 at once, each in its own lane of every
+/// operation (`x[j·32 + i]` is element `i` of sub-block `j`): the same f32 operations in the same
+/// order per sub-block, so the results are bit-identical to eight scalar calls, and the lane loops
+/// compile to SIMD. Returns each sub-block's `(s, m)`.
+#[inline(always)]
+pub(super) fn make_qkx2_quants_x8(
+    nmax: i32,
+    x: &[f32; 32 * LANES],
+    weights: &[f32; 32 * LANES],
+    codes: &mut [u8; 32 * LANES],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+) -> ([f32; LANES], [f32; LANES]) {
+    // Element-major copies: xt[i][j] is element i of sub-block j.
+    let xt: [[f32; LANES]; 32] = std::array::from_fn(|i| std::array::from_fn(|j| x[32 * j + i]));
+    let wt: [[f32; LANES]; 32] =
+        std::array::from_fn(|i| std::array::from_fn(|j| weights[32 * j + i]));
+    let (mut min, mut max) = (xt[0], xt[0]);
+    let mut sum_w = wt[0];
+    let mut sum_x: [f32; LANES] = std::array::from_fn(|j| sum_w[j] * xt[0][j]);
+    for i in 1..32 {
+        for j in 0..LANES {
+            let (v, w) = (xt[i][j], wt[i][j]);
+            min[j] = if v < min[j] { v } else { min[j] };
+            max[j] = if v > max[j] { v } else { max[j] };
+            sum_w[j] += w;
+            sum_x[j] += w * v;
+        }
+    }
+    let mut flat = [false; LANES];
+    for j in 0..LANES {
+        if min[j] > 0.0 {
+            min[j] = 0.0;
+        }
+        flat[j] = max[j] == min[j];
+    }
+    let level = |iscale: f32, v: f32, min: f32| nearest_int(iscale * (v - min)).clamp(0, nmax);
+    let mut scale = [0.0f32; LANES];
+    let mut best_error = [0.0f32; LANES];
+    let mut best = [[0u8; LANES]; 32]; // codes, element-major
+    for j in 0..LANES {
+        let iscale = nmax as f32 / (max[j] - min[j]);
+        scale[j] = 1.0 / iscale;
+        for i in 0..32 {
+            let c = level(iscale, xt[i][j], min[j]) as u8;
+            best[i][j] = c;
+            let diff = scale[j] * c as f32 + min[j] - xt[i][j];
+            best_error[j] += wt[i][j] * (diff * diff);
+        }
+    }
+    let mut aux = [[0u8; LANES]; 32];
+    for is in 0..=nstep {
+        let step = rmin + rdelta * is as f32 + nmax as f32;
+        // (`min` may have moved to an earlier candidate's: the range is taken afresh, as ggml does.)
+        let iscale: [f32; LANES] = std::array::from_fn(|j| step / (max[j] - min[j]));
+        let (mut sum_l, mut sum_l2, mut sum_xl) =
+            ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
+        for i in 0..32 {
+            for j in 0..LANES {
+                let l = level(iscale[j], xt[i][j], min[j]);
+                aux[i][j] = l as u8;
+                let (l, w) = (l as f32, wt[i][j]);
+                sum_l[j] += w * l;
+                sum_l2[j] += w * l * l;
+                sum_xl[j] += w * l * xt[i][j];
+            }
+        }
+        let mut this_scale = [0.0f32; LANES];
+        let mut this_min = [0.0f32; LANES];
+        let mut ok = [false; LANES];
+        for j in 0..LANES {
+            let det = sum_w[j] * sum_l2[j] - sum_l[j] * sum_l[j];
+            ok[j] = det > 0.0;
+            this_scale[j] = (sum_w[j] * sum_xl[j] - sum_x[j] * sum_l[j]) / det;
+            this_min[j] = (sum_l2[j] * sum_x[j] - sum_l[j] * sum_xl[j]) / det;
+            if this_min[j] > 0.0 {
+                this_min[j] = 0.0;
+                this_scale[j] = sum_xl[j] / sum_l2[j];
+            }
+        }
+        let mut cur_error = [0.0f32; LANES];
+        for i in 0..32 {
+            for j in 0..LANES {
+                let diff = this_scale[j] * aux[i][j] as f32 + this_min[j] - xt[i][j];
+                cur_error[j] += wt[i][j] * (diff * diff);
+            }
+        }
+        let mut take = [false; LANES];
+        for j in 0..LANES {
+            take[j] = ok[j] && cur_error[j] < best_error[j];
+            if take[j] {
+                best_error[j] = cur_error[j];
+                scale[j] = this_scale[j];
+                min[j] = this_min[j];
+            }
+        }
+        for i in 0..32 {
+            for j in 0..LANES {
+                best[i][j] = if take[j] { aux[i][j] } else { best[i][j] };
+            }
+        }
+    }
+    let mut out_min = [0.0f32; LANES];
+    for j in 0..LANES {
+        if flat[j] {
+            scale[j] = 0.0;
+        }
+        out_min[j] = -min[j];
+        for i in 0..32 {
+            codes[32 * j + i] = if flat[j] { 0 } else { best[i][j] };
+        }
+    }
+    (scale, out_min)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +303,50 @@ mod tests {
             .map(|&v| nearest_int(v))
             .collect();
         assert_eq!(got, [0, 2, 2, 0, -2, 2, -4, 4_194_303]);
+    }
+
+    /// The eight-lane search is the scalar one, bit for bit, on sub-blocks of every kind
+    /// (flat, all positive, outliers, tiny, trained-like).
+    #[test]
+    fn eight_lanes_equal_eight_scalar_searches() {
+        let mut seed = 12345u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        for round in 0..200 {
+            let mut x = [0.0f32; 256];
+            for (j, sub) in x.chunks_exact_mut(32).enumerate() {
+                for v in sub.iter_mut() {
+                    *v = match (round + j) % 6 {
+                        0 => 0.3,                // flat
+                        1 => next().abs() + 0.5, // all positive
+                        2 => next() * 1e-7,      // tiny
+                        3 => next() * 100.0,     // large
+                        _ => next() * 0.04,      // trained-like
+                    };
+                }
+                if (round + j) % 7 == 0 {
+                    sub[5] = 9.0; // an outlier
+                }
+            }
+            let w: [f32; 256] = std::array::from_fn(|i| 0.01 + x[i].abs());
+            let mut codes = [0u8; 256];
+            let (s8, m8) = make_qkx2_quants_x8(15, &x, &w, &mut codes, -1.0, 0.1, 20);
+            for j in 0..8 {
+                let mut c = [0u8; 32];
+                let r = 32 * j..32 * j + 32;
+                let (s, m) =
+                    make_qkx2_quants(15, &x[r.clone()], &w[r.clone()], &mut c, -1.0, 0.1, 20);
+                assert_eq!(
+                    (s.to_bits(), m.to_bits()),
+                    (s8[j].to_bits(), m8[j].to_bits()),
+                    "round {round} sub-block {j}"
+                );
+                assert_eq!(c, codes[r], "round {round} sub-block {j}");
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! 32-byte groups: group `g` holds sub-block `2g` in its low nibbles, `2g + 1` in its high ones.
 
 use super::{read_f16, write_f16};
-use crate::quant::k_quants::{make_qkx2_quants, nearest_int};
+use crate::quant::k_quants::{make_qkx2_quants_x8_fast, nearest_int};
 
 /// `(sc_j, m_j)` from the packed scales: bytes 0–3 hold `sc_0..3` (low six bits), 4–7 `m_0..3`;
 /// for `j ≥ 4` the low four bits are in byte `j + 4` (scale low nibble, min high nibble) and the
@@ -40,27 +40,21 @@ pub(super) fn dequantize_block(out: &mut [f32], b: &[u8]) {
 /// against their maxima, then the codes recomputed with the rounded scales.
 pub(super) fn quantize_block(b: &mut [u8], x: &[f32]) {
     let mut codes = [0u8; 256];
-    let mut scales = [0.0f32; 8];
-    let mut mins = [0.0f32; 8];
-    let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
-    for j in 0..8 {
-        let xs = &x[32 * j..32 * j + 32];
+    let mut weights = [0.0f32; 256];
+    for (xs, ws) in x.chunks_exact(32).zip(weights.chunks_exact_mut(32)) {
         let sum_x2 = xs.iter().fold(0.0f32, |a, &v| a + v * v);
         let av_x = (sum_x2 / 32.0).sqrt();
-        let weights: [f32; 32] = std::array::from_fn(|l| av_x + xs[l].abs());
-        let (scale, min) = make_qkx2_quants(
-            15,
-            xs,
-            &weights,
-            &mut codes[32 * j..32 * j + 32],
-            -1.0,
-            0.1,
-            20,
-        );
-        scales[j] = scale;
-        mins[j] = min;
-        max_scale = max_scale.max_ggml(scale);
-        max_min = max_min.max_ggml(min);
+        for (w, &v) in ws.iter_mut().zip(xs) {
+            *w = av_x + v.abs();
+        }
+    }
+    let xb: &[f32; 256] = x.try_into().expect("a Q4_K block is 256 weights");
+    // The eight sub-blocks' searches side by side (bit-identical to one at a time).
+    let (scales, mins) = make_qkx2_quants_x8_fast(15, xb, &weights, &mut codes, -1.0, 0.1, 20);
+    let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
+    for j in 0..8 {
+        max_scale = max_scale.max_ggml(scales[j]);
+        max_min = max_min.max_ggml(mins[j]);
     }
     let inv_scale = if max_scale > 0.0 {
         63.0 / max_scale
