@@ -325,13 +325,20 @@ impl Weight {
                 codes,
                 scales,
             } = *d;
-            // A grid for rows starting at row 0 (row slices come from `slice_rows`).
+            // Only whole grids here: row slices that start inside a block come from `slice_rows`.
             let grid = block.grid(rows, cols).unwrap_or([0, 0]);
-            let scales = if row0 == 0 {
-                scales
-            } else {
-                scales.slice(0..0)
-            };
+            if row0 != 0 {
+                return Err(Error::Fp8ScaleGrid {
+                    what: format!(
+                        "weight data starting {row0} rows into its first block (use Weight::slice_rows)"
+                    ),
+                    rows,
+                    cols,
+                    block,
+                    expected: grid.to_vec(),
+                    found: vec![scales.len()],
+                });
+            }
             return Weight::from_fp8(block, codes, scales, grid, rows, cols, "weight data");
         }
         let expected = rows.checked_mul(cols);

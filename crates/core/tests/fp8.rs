@@ -177,3 +177,21 @@ fn a_checkpoints_codes_and_scales_make_the_same_weight() {
         "w (an FP8 NaN code): element 61 is NaN, which cannot be quantized"
     );
 }
+
+#[test]
+fn weight_new_takes_whole_fp8_grids_only() {
+    use deepblocks_core::{Fp8Data, WeightData};
+    let block = Fp8Block { rows: 4, cols: 4 };
+    let data = |row0| {
+        WeightData::Fp8(Box::new(Fp8Data {
+            block,
+            row0,
+            codes: Buffer::from_vec(vec![0x38; 6 * 5]), // 1.0 each
+            scales: Buffer::from_vec(vec![0.5; 4]),     // [2, 2]
+        }))
+    };
+    let w = Weight::new(data(0), 6, 5).unwrap();
+    assert_eq!(w.to_f32_vec(), vec![0.5; 30]);
+    let err = Weight::new(data(3), 6, 5).unwrap_err().to_string();
+    assert!(err.contains("use Weight::slice_rows"), "{err}");
+}
