@@ -195,3 +195,61 @@ fn weight_new_takes_whole_fp8_grids_only() {
     let err = Weight::new(data(3), 6, 5).unwrap_err().to_string();
     assert!(err.contains("use Weight::slice_rows"), "{err}");
 }
+
+/// How many cases of [`from_fp8_never_panics`] built a weight.
+static OKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    /// Any codes, scales, grid and block shape: an `Err` or a weight that dequantizes, slices
+    /// and multiplies — never a panic.
+    #[test]
+    fn from_fp8_never_panics(
+        rows in 0usize..20,
+        cols in 0usize..40,
+        bo in 0usize..24,
+        bi in 0usize..48,
+        g0 in 0usize..6,
+        g1 in 0usize..6,
+        extra_codes in 0usize..3,
+        extra_scales in 0usize..3,
+        code in proptest::prelude::any::<u8>(),
+        fit in proptest::prelude::any::<bool>(),
+    ) {
+        let block = Fp8Block { rows: bo, cols: bi };
+        // Half the cases with the grid the shape needs, so the Ok side is exercised too.
+        let [g0, g1] = match block.grid(rows, cols) {
+            Some(g) if fit => g,
+            _ => [g0, g1],
+        };
+        let codes = vec![code; rows * cols + extra_codes % 2];
+        let scales = vec![0.25f32; g0 * g1 + extra_scales % 2];
+        match Weight::from_fp8(block, Buffer::from_vec(codes), Buffer::from_vec(scales), [g0, g1], rows, cols, "w") {
+            Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),
+            Ok(w) => {
+                OKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let v = w.to_f32_vec();
+                proptest::prop_assert_eq!(v.len(), rows * cols);
+                if rows > 1 {
+                    let s = w.slice_rows(1..rows);
+                    proptest::prop_assert_eq!(s.to_f32_vec(), v[cols..].to_vec());
+                }
+                let x = vec![1.0f32; 3 * cols];
+                let mut y = vec![f32::NAN; 3 * rows];
+                linear(&mut y, &x, &w, 3);
+                for i in 0..3 * rows {
+                    let want: f32 = v[(i % rows) * cols..(i % rows + 1) * cols].iter().sum();
+                    proptest::prop_assert!((y[i] - want).abs() <= 1e-4 * (1.0 + want.abs()));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn from_fp8_never_panics_builds_weights_too() {
+    // Runs the property here too so the count is this thread's to read.
+    from_fp8_never_panics();
+    assert!(OKS.load(std::sync::atomic::Ordering::Relaxed) > 20);
+}
