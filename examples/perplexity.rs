@@ -5,15 +5,15 @@
 //! ```
 //!
 //! The text is tokenized with the model's `tokenizer.json` (no special tokens added), then
-//! scored in consecutive, non-overlapping windows of `N + 1` tokens, `N` predictions each (a last
+//! scored in consecutive, non-overlapping windows of `N` tokens, `N − 1` predictions each (a last
 //! shorter window is not scored), as `scripts/train_tiny.py` scores its held-out text. `N`
-//! defaults to the model's context less one, at most 512. Progress goes to stderr; the last line
+//! defaults to the model's context, at most 512. Progress goes to stderr; the last line
 //! of stdout is JSON: `{"tokens": …, "nll": …, "perplexity": …}` (`nll` the mean per token).
 //!
 //! ```text
 //! # the shipped model on the last 10% of its training text, as train_tiny.py held it out
 //! python3 -c "t=open('tinyshakespeare.txt').read(); open('/tmp/val.txt','w').write(t[int(len(t)*0.9):])"
-//! cargo run --release --example perplexity -- --model models/tiny-shakespeare --file /tmp/val.txt --ctx 256
+//! cargo run --release --example perplexity -- --model models/tiny-shakespeare --file /tmp/val.txt --ctx 257
 //! ```
 
 mod common;
@@ -42,8 +42,8 @@ struct Args {
     /// (FP8 E4M3 in 128 × 128 blocks).
     #[arg(long)]
     quant: Option<String>,
-    /// Predictions per window (windows are this plus one tokens); default: the context less
-    /// one, at most 512.
+    /// Tokens per window (each scores all but its first); default: the model's context, at
+    /// most 512.
     #[arg(long)]
     ctx: Option<usize>,
 }
@@ -63,20 +63,16 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             ..LoadOptions::default()
         },
     )?;
-    let ctx = args.ctx.unwrap_or_else(|| {
-        model
-            .config()
-            .max_position_embeddings
-            .saturating_sub(1)
-            .min(512)
-    });
+    let ctx = args
+        .ctx
+        .unwrap_or_else(|| model.config().max_position_embeddings.min(512));
     let tokens = tokenizer.encode_in_pieces(&text, PIECE_BYTES)?;
     eprintln!(
         "{}: {} tokens, windows of {} ({} predictions each)",
         args.file.display(),
         tokens.len(),
-        ctx + 1,
-        ctx
+        ctx,
+        ctx.saturating_sub(1)
     );
     let terminal = std::io::stderr().is_terminal();
     let nll = model.perplexity(&tokens, ctx, |done, total| {

@@ -405,11 +405,11 @@ fn cases() -> Vec<Case> {
             Box::new(|| forward_error(&fixture(), &[5; 65])),
         ),
         (
-            "a perplexity window longer than the context (`--ctx 64`)",
-            "a window of ctx + 1 = 65 tokens does not fit: ctx must be between 1 and max_position_embeddings − 1 = 63",
+            "a perplexity window longer than the context (`--ctx 65`)",
+            "a perplexity window of 65 tokens is not possible: it must be between 2 and max_position_embeddings = 64",
             Box::new(|| {
                 let m = Model::load(fixture()).unwrap();
-                m.perplexity(&[5; 200], 64, |_, _| {})
+                m.perplexity(&[5; 200], 65, |_, _| {})
                     .unwrap_err()
                     .to_string()
             }),
@@ -419,7 +419,7 @@ fn cases() -> Vec<Case> {
             "10 tokens are fewer than one window of 33",
             Box::new(|| {
                 let m = Model::load(fixture()).unwrap();
-                m.perplexity(&[5; 10], 32, |_, _| {})
+                m.perplexity(&[5; 10], 33, |_, _| {})
                     .unwrap_err()
                     .to_string()
             }),

@@ -58,7 +58,7 @@ for q in ["bf16", "Q8_0", "Q4_0", "Q4_K_M"]:
     if m is None:
         print(f"{q}: llama-perplexity failed:\n{(run.stdout + run.stderr)[-2000:]}", file=sys.stderr)
     recipe = {"bf16": None, "Q8_0": "q8_0", "Q4_0": "q4_0", "Q4_K_M": "q4_k_m"}[q]
-    cmd = [os.path.join(ROOT, "target", "release", "examples", "perplexity"), "--model", MODEL, "--file", val, "--ctx", "256"]
+    cmd = [os.path.join(ROOT, "target", "release", "examples", "perplexity"), "--model", MODEL, "--file", val, "--ctx", "257"]
     if recipe:
         cmd += ["--quant", recipe]
     ours = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])

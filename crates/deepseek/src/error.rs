@@ -36,16 +36,14 @@ pub enum Error {
     /// From deepblocks-sample (invalid sampling options, NaN logits).
     #[error(transparent)]
     Sample(#[from] deepblocks_sample::Error),
-    /// A perplexity window does not fit the model's context.
+    /// A perplexity window does not fit the model's context (or predicts nothing).
     #[error(
-        "a window of ctx + 1 = {} tokens does not fit: ctx must be between 1 and \
-         max_position_embeddings − 1 = {}",
-        ctx.saturating_add(1),
-        max_position_embeddings.saturating_sub(1)
+        "a perplexity window of {window} tokens is not possible: it must be between 2 and \
+         max_position_embeddings = {max_position_embeddings}"
     )]
-    Context {
-        /// The `ctx` asked for.
-        ctx: usize,
+    Window {
+        /// The window length asked for (`--ctx`).
+        window: usize,
         /// The model's context.
         max_position_embeddings: usize,
     },

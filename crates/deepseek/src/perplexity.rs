@@ -78,36 +78,36 @@ impl Model {
         Ok(nll)
     }
 
-    /// The NLL of `tokens` scored in consecutive, non-overlapping windows of `ctx + 1` tokens
-    /// (`ctx` predictions each); a last window shorter than that is not scored, as
-    /// `scripts/train_tiny.py` does. `progress(done, total)` is called after each window.
+    /// The NLL of `tokens` scored in consecutive, non-overlapping windows of `window` tokens
+    /// (`window − 1` predictions each: the first token of a window is context only); a last
+    /// window shorter than that is not scored, as `scripts/train_tiny.py` does.
+    /// `progress(done, total)` is called after each window.
     ///
     /// # Errors
-    /// [`Error::Context`] when `ctx` is 0 or a window does not fit in the context
-    /// (`ctx + 1 > max_position_embeddings`); [`Error::TooFewTokens`] when `tokens` holds no
-    /// whole window; as [`Model::window_nll`].
+    /// [`Error::Window`] when `window` is below 2 or past `max_position_embeddings`;
+    /// [`Error::TooFewTokens`] when `tokens` holds no whole window; as [`Model::window_nll`].
     pub fn perplexity(
         &self,
         tokens: &[u32],
-        ctx: usize,
+        window: usize,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Nll> {
         let max = self.config().max_position_embeddings;
-        if ctx == 0 || ctx >= max {
-            return Err(Error::Context {
-                ctx,
+        if window < 2 || window > max {
+            return Err(Error::Window {
+                window,
                 max_position_embeddings: max,
             });
         }
-        let windows = tokens.len() / (ctx + 1);
+        let windows = tokens.len() / window;
         if windows == 0 {
             return Err(Error::TooFewTokens {
                 tokens: tokens.len(),
-                window: ctx + 1,
+                window,
             });
         }
         let mut nll = Nll::default();
-        for (i, w) in tokens.chunks_exact(ctx + 1).enumerate() {
+        for (i, w) in tokens.chunks_exact(window).enumerate() {
             nll += self.window_nll(w)?;
             progress(i + 1, windows);
         }

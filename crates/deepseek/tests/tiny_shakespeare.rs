@@ -17,17 +17,17 @@ fn load() -> Model {
 /// Mean next-token negative log-likelihood over the windows (`Model::perplexity`, the function
 /// the perplexity example runs).
 fn mean_nll(model: &Model, windows: &[Vec<u32>]) -> f64 {
-    let ctx = windows[0].len() - 1;
+    let window = windows[0].len();
     let flat: Vec<u32> = windows.concat();
     let mut seen = 0;
     let nll = model
-        .perplexity(&flat, ctx, |done, total| {
+        .perplexity(&flat, window, |done, total| {
             assert_eq!(total, windows.len());
             seen = done;
         })
         .unwrap();
     assert_eq!(seen, windows.len());
-    assert_eq!(nll.tokens, windows.len() * ctx);
+    assert_eq!(nll.tokens, windows.len() * (window - 1));
     nll.mean()
 }
 
