@@ -219,24 +219,10 @@ pub fn q4_k(w: &[u8], x: &[ActQ8K]) -> f32 {
 pub fn q6_k(w: &[u8], x: &[ActQ8K]) -> f32 {
     let mut sum = 0.0f32;
     for (b, a) in w.chunks_exact(210).zip(x) {
-        let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+        let sc = &b[192..208];
         let mut sumi = 0i32;
-        for half in 0..2 {
-            let (ql, qh) = (
-                &ql[64 * half..64 * half + 64],
-                &qh[32 * half..32 * half + 32],
-            );
-            for i in 0..128 {
-                let low = if i < 64 {
-                    ql[i] & 0x0F
-                } else {
-                    ql[i - 64] >> 4
-                };
-                let high = (qh[i % 32] >> (2 * (i / 32))) & 3;
-                let q = (low | (high << 4)) as i32 - 32;
-                let n = 128 * half + i;
-                sumi += sc[n / 16] as i8 as i32 * q * a.qs[n] as i32;
-            }
+        for (n, q) in super::q6_k::codes(b).into_iter().enumerate() {
+            sumi += sc[n / 16] as i8 as i32 * q as i32 * a.qs[n] as i32;
         }
         sum += (read_f16(&b[208..210]) * a.d) * sumi as f32;
     }

@@ -222,6 +222,8 @@ unsafe fn q4_k(w: *const u8, x: *const ActQ8K, nb: usize) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6_k(w: *const u8, x: *const ActQ8K, nb: usize) -> f32 {
+    // Unpacks and multiplies a group of 32 at a time (not through `q6_k_unpack`, whose sixteen
+    // live vectors spill here: measured 8.15 → 8.67 ms on 1×2048·102400ᵀ).
     let mut acc = _mm256_setzero_ps();
     let (low4, low2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x03));
     let m32 = _mm256_set1_epi8(32);
@@ -269,6 +271,69 @@ unsafe fn q6_k(w: *const u8, x: *const ActQ8K, nb: usize) -> f32 {
         }
     }
     hsum(acc)
+}
+
+/// `Σ_j sc_j Σ_i (q_i − 32)·x_i` of an unpacked `Q6_K` block ([`q6_k_unpack`]) and its
+/// activations, as 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k_block_dot(codes: &[__m256i; 8], scale: &[__m256i; 8], a: &ActQ8K) -> __m256i {
+    let m32 = _mm256_set1_epi8(32);
+    let mut sumi = _mm256_setzero_si256();
+    for g in 0..8 {
+        // SAFETY: an ActQ8K holds 256 activation bytes; group g is bytes 32g..32g + 32.
+        let xq = unsafe { _mm256_loadu_si256(a.qs.as_ptr().add(32 * g).cast()) };
+        // (q − 32)·x as q·x − 32·x, both through maddubs (q and 32 unsigned).
+        let dot = _mm256_sub_epi16(
+            _mm256_maddubs_epi16(codes[g], xq),
+            _mm256_maddubs_epi16(m32, xq),
+        );
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(dot, scale[g]));
+    }
+    sumi
+}
+
+/// A `Q6_K` block at `wb` unpacked: its eight groups of 32 codes (`q ∈ [0, 63]`, bytes) and, per
+/// group, the i16 scales of its two sub-blocks of 16 (one per 128-bit half).
+///
+/// # Safety
+/// `wb` points to a 210-byte `Q6_K` block; the CPU has AVX2.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_unpack(wb: *const u8) -> ([__m256i; 8], [__m256i; 8]) {
+    let (low4, low2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x03));
+    let mut codes = [_mm256_setzero_si256(); 8];
+    let mut scale = [_mm256_setzero_si256(); 8];
+    // SAFETY: the 210 bytes of the block (caller): ql 0..128, qh 128..192, scales 192..208.
+    unsafe {
+        let sc = std::slice::from_raw_parts(wb.add(192).cast::<i8>(), 16);
+        for half in 0..2 {
+            let ql0 = _mm256_loadu_si256(wb.add(64 * half).cast());
+            let ql1 = _mm256_loadu_si256(wb.add(64 * half + 32).cast());
+            let qh = _mm256_loadu_si256(wb.add(128 + 32 * half).cast());
+            let lows = [
+                _mm256_and_si256(ql0, low4),
+                _mm256_and_si256(ql1, low4),
+                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+            ];
+            let highs = [
+                _mm256_and_si256(qh, low2),
+                _mm256_and_si256(_mm256_srli_epi16(qh, 2), low2),
+                _mm256_and_si256(_mm256_srli_epi16(qh, 4), low2),
+                _mm256_and_si256(_mm256_srli_epi16(qh, 6), low2),
+            ];
+            for k in 0..4 {
+                codes[4 * half + k] = _mm256_or_si256(lows[k], _mm256_slli_epi16(highs[k], 4));
+                let s = 8 * half + 2 * k;
+                scale[4 * half + k] = _mm256_set_m128i(
+                    _mm_set1_epi16(sc[s + 1] as i16),
+                    _mm_set1_epi16(sc[s] as i16),
+                );
+            }
+        }
+    }
+    (codes, scale)
 }
 
 /// Four rows of 32-block activations against one weight row whose block `b` is
@@ -391,54 +456,17 @@ unsafe fn q4_k_tile4(out: *mut f32, w: *const u8, x: *const ActQ8K, xs: usize, n
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6_k_tile4(out: *mut f32, w: *const u8, x: *const ActQ8K, xs: usize, nb: usize) {
-    let (low4, low2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x03));
-    let m32 = _mm256_set1_epi8(32);
     let mut acc = [_mm256_setzero_ps(); 4];
     for b in 0..nb {
         // SAFETY: as in q4_k_tile4; a Q6_K block is 210 bytes.
         unsafe {
             let wb = w.add(210 * b);
             prefetch_block::<210>(wb);
-            let sc = std::slice::from_raw_parts(wb.add(192).cast::<i8>(), 16);
+            let (codes, scale) = q6_k_unpack(wb);
             let d = f16_at(wb.add(208));
-            let mut codes = [_mm256_setzero_si256(); 8]; // groups of 32 codes, 0..63
-            let mut scale = [_mm256_setzero_si256(); 8];
-            for half in 0..2 {
-                let ql0 = _mm256_loadu_si256(wb.add(64 * half).cast());
-                let ql1 = _mm256_loadu_si256(wb.add(64 * half + 32).cast());
-                let qh = _mm256_loadu_si256(wb.add(128 + 32 * half).cast());
-                let lows = [
-                    _mm256_and_si256(ql0, low4),
-                    _mm256_and_si256(ql1, low4),
-                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
-                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
-                ];
-                let highs = [
-                    _mm256_and_si256(qh, low2),
-                    _mm256_and_si256(_mm256_srli_epi16(qh, 2), low2),
-                    _mm256_and_si256(_mm256_srli_epi16(qh, 4), low2),
-                    _mm256_and_si256(_mm256_srli_epi16(qh, 6), low2),
-                ];
-                for k in 0..4 {
-                    codes[4 * half + k] = _mm256_or_si256(lows[k], _mm256_slli_epi16(highs[k], 4));
-                    let s = 8 * half + 2 * k;
-                    scale[4 * half + k] = _mm256_set_m128i(
-                        _mm_set1_epi16(sc[s + 1] as i16),
-                        _mm_set1_epi16(sc[s] as i16),
-                    );
-                }
-            }
             for (r, acc) in acc.iter_mut().enumerate() {
                 let a = &*x.add(r * xs + b);
-                let mut sumi = _mm256_setzero_si256();
-                for g in 0..8 {
-                    let xq = _mm256_loadu_si256(a.qs.as_ptr().add(32 * g).cast());
-                    let dot = _mm256_sub_epi16(
-                        _mm256_maddubs_epi16(codes[g], xq),
-                        _mm256_maddubs_epi16(m32, xq),
-                    );
-                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(dot, scale[g]));
-                }
+                let sumi = q6_k_block_dot(&codes, &scale, a);
                 *acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(sumi), *acc);
             }
         }

@@ -6,9 +6,10 @@
 use super::{read_f16, write_f16};
 use crate::quant::k_quants::{make_qx_quants, nearest_int};
 
-pub(super) fn dequantize_block(out: &mut [f32], b: &[u8]) {
-    let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
-    let d = read_f16(&b[208..210]);
+/// The block's 256 codes less 32 (`q − 32 ∈ [−32, 31]`), in weight order.
+pub(super) fn codes(b: &[u8]) -> [i8; 256] {
+    let (ql, qh) = (&b[0..128], &b[128..192]);
+    let mut out = [0i8; 256];
     for half in 0..2 {
         let (ql, qh) = (
             &ql[64 * half..64 * half + 64],
@@ -21,10 +22,17 @@ pub(super) fn dequantize_block(out: &mut [f32], b: &[u8]) {
                 ql[i - 64] >> 4
             };
             let high = (qh[i % 32] >> (2 * (i / 32))) & 3;
-            let q = (low | (high << 4)) as i8 - 32;
-            let n = 128 * half + i;
-            out[n] = d * sc[n / 16] as i8 as f32 * q as f32;
+            out[128 * half + i] = (low | (high << 4)) as i8 - 32;
         }
+    }
+    out
+}
+
+pub(super) fn dequantize_block(out: &mut [f32], b: &[u8]) {
+    let sc = &b[192..208];
+    let d = read_f16(&b[208..210]);
+    for (n, (o, q)) in out.iter_mut().zip(codes(b)).enumerate() {
+        *o = d * sc[n / 16] as i8 as f32 * q as f32;
     }
 }
 
