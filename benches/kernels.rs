@@ -252,5 +252,40 @@ fn norm_softmax(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, limits, linear_decode, linear_prefill, norm_softmax);
+/// Block weights at the row counts prefill gives them: a MoE expert's few (k 2048, n 1408) and
+/// a dense matrix's whole prompt (n 2048).
+fn linear_rows(c: &mut Criterion) {
+    let mut g = c.benchmark_group("linear_rows");
+    g.sample_size(10).warm_up_time(Duration::from_secs(1));
+    let k = 2048;
+    for format in [
+        BlockFormat::Q8_0,
+        BlockFormat::Q4_K,
+        BlockFormat::Q6_K,
+        BlockFormat::Q4_0,
+    ] {
+        for (t, n) in [(4, 1408), (8, 1408), (12, 1408), (32, 2048), (128, 2048)] {
+            let w = weight(n, k, DType::F32)
+                .to_format(WeightFormat::Blocks(format), "bench")
+                .expect("2048 is whole blocks");
+            let x = values(t * k, 7);
+            let mut y = vec![0.0f32; t * n];
+            g.throughput(Throughput::Elements((2 * t * k * n) as u64));
+            g.bench_function(
+                BenchmarkId::new(format.to_string(), format!("{t}x{k}x{n}")),
+                |b| b.iter(|| linear(black_box(&mut y), black_box(&x), &w, t)),
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    limits,
+    linear_decode,
+    linear_prefill,
+    linear_rows,
+    norm_softmax
+);
 criterion_main!(benches);

@@ -4,7 +4,8 @@
 //! `DEEPBLOCKS_ISA=portable` in the environment forces the portable kernels on any CPU (CI runs
 //! the core and model tests a second time that way, so the path every non-x86 user runs is
 //! tested on every commit); `DEEPBLOCKS_ISA=avx2` asks for AVX2 and gets it when the CPU has
-//! AVX2, FMA and F16C. Unset, empty, `auto` or any other value: the best the CPU has. The
+//! AVX2, FMA and F16C, without the AVX-VNNI extension of the integer kernels even where the CPU
+//! has it ([`vnni`]; CI and the benches measure the plain AVX2 kernels that way). Unset, empty, `auto` or any other value: the best the CPU has. The
 //! variable is read on the first kernel call of the process.
 
 use std::fmt;
@@ -71,4 +72,39 @@ impl fmt::Display for Isa {
 pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| Isa::choose(std::env::var(ISA_ENV).ok().as_deref(), Isa::detect()))
+}
+
+/// Whether the integer kernels of block-format weights may use AVX-VNNI (`vpdpbusd` on 256-bit
+/// registers: Intel since Alder Lake and Sapphire Rapids, AMD since Zen 5): the process runs
+/// the AVX2 kernels ([`isa`]), the CPU has AVX-VNNI, and [`ISA_ENV`] does not say `avx2`.
+/// Read once, on the first call.
+pub fn vnni() -> bool {
+    static VNNI: OnceLock<bool> = OnceLock::new();
+    *VNNI.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        let has = is_x86_feature_detected!("avxvnni");
+        #[cfg(not(target_arch = "x86_64"))]
+        let has = false;
+        vnni_choice(std::env::var(ISA_ENV).ok().as_deref(), isa(), has)
+    })
+}
+
+/// [`vnni`] for a value of [`ISA_ENV`], the process's instruction set and whether the CPU has
+/// AVX-VNNI.
+fn vnni_choice(env: Option<&str>, isa: Isa, has_vnni: bool) -> bool {
+    isa == Isa::Avx2 && has_vnni && env.map(str::trim) != Some("avx2")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vnni_follows_the_cpu_and_the_environment() {
+        assert!(vnni_choice(None, Isa::Avx2, true));
+        assert!(vnni_choice(Some("auto"), Isa::Avx2, true));
+        assert!(!vnni_choice(Some(" avx2 "), Isa::Avx2, true)); // plain AVX2 asked for
+        assert!(!vnni_choice(None, Isa::Avx2, false)); // not on this CPU
+        assert!(!vnni_choice(None, Isa::Portable, true)); // portable kernels asked for
+    }
 }

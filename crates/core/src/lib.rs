@@ -51,7 +51,7 @@ mod weight;
 
 pub use dtype::{DType, Element, Plain};
 pub use error::{Error, Result};
-pub use isa::{ISA_ENV, Isa, isa};
+pub use isa::{ISA_ENV, Isa, isa, vnni};
 #[cfg(feature = "ndarray")]
 pub use linear::linear_nd;
 pub use linear::{

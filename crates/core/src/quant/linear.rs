@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use super::BlockFormat;
 use super::act::{ActBlock, ActQ8_0, ActQ8K, quantize_rows};
 use super::dot::{DotKernels, FormatKernels, kernels};
+use super::panel::{self, Dp};
 use crate::linear::gemm::{Rows, gemm_rows};
 
 /// Above this many input rows a block weight is dequantized a block of rows at a time and
@@ -55,13 +56,14 @@ pub(crate) fn linear_blocks(
     k: usize,
     n: usize,
 ) {
-    linear_blocks_with(kernels(), y, x, format, w, t, k, n)
+    linear_blocks_with(kernels(), panel::chosen(), y, x, format, w, t, k, n)
 }
 
 /// [`linear_blocks`] with a given kernel table (tests compare the tables).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn linear_blocks_with(
     table: &DotKernels,
+    panels: Option<Dp>,
     y: &mut [f32],
     x: &[f32],
     format: BlockFormat,
@@ -72,6 +74,11 @@ pub(crate) fn linear_blocks_with(
 ) {
     check(y, x, format, w, t, k, n);
     if t == 0 || n == 0 {
+        return;
+    }
+    if let Some(dp) = panels.filter(|&dp| t >= panel::min_rows(dp) && panel::available(dp, format))
+    {
+        panel::linear_panels(dp, y, x, format, w, t, k, n);
         return;
     }
     if t > GEMM_MIN_ROWS {
@@ -244,11 +251,11 @@ mod tests {
                 let mut want = vec![0.0; t * n];
                 linear_blocks_naive(&mut want, &x, format, &w, t, k, n);
                 let mut base = vec![0.0; t * n];
-                linear_blocks_with(&PORTABLE, &mut base, &x, format, &w, t, k, n);
+                linear_blocks_with(&PORTABLE, None, &mut base, &x, format, &w, t, k, n);
                 let scale = want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
                 for table in tables {
                     let mut got = vec![f32::NAN; t * n];
-                    linear_blocks_with(table, &mut got, &x, format, &w, t, k, n);
+                    linear_blocks_with(table, None, &mut got, &x, format, &w, t, k, n);
                     for i in 0..t * n {
                         assert!(
                             (got[i] - base[i]).abs() <= 1e-5 * (1.0 + base[i].abs()),
@@ -268,6 +275,119 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// The implementations of this CPU: the portable and chosen dot tables without panels, and
+    /// each panel instruction the CPU has (the scalar panels everywhere).
+    fn implementations() -> Vec<(String, &'static DotKernels, Option<Dp>)> {
+        let mut all = vec![
+            ("portable dots".to_string(), &PORTABLE, None),
+            (format!("{:?} dots", kernels().isa), kernels(), None),
+            ("scalar panels".to_string(), &PORTABLE, Some(Dp::Portable)),
+        ];
+        if panel::chosen().is_some() {
+            all.push(("AVX2 panels".to_string(), kernels(), Some(Dp::Avx2)));
+        }
+        if crate::vnni() {
+            all.push(("VNNI panels".to_string(), kernels(), Some(Dp::Vnni)));
+        }
+        all
+    }
+
+    /// Every implementation against the naive twin, within the error the activations' 8-bit
+    /// rounding allows (`Σ_j |w_j| · max|x| / 127` per output); the SIMD panels equal the
+    /// scalar ones bit for bit.
+    fn check_all(
+        format: BlockFormat,
+        t: usize,
+        blocks: usize,
+        n: usize,
+        seed: usize,
+    ) -> Result<(), String> {
+        let k = blocks * format.block_len();
+        let x: Vec<f32> = (0..t * k)
+            .map(|i| (((i + seed) * 7919 % 1013) as f32 - 506.0) / 300.0)
+            .collect();
+        let wf: Vec<f32> = (0..n * k)
+            .map(|i| (((i + 3 * seed) * 104_729 % 2003) as f32 - 1001.0) / 4000.0)
+            .collect();
+        let rb = format.row_bytes(k).unwrap();
+        let mut w = vec![0u8; n * rb];
+        for (o, row) in w.chunks_exact_mut(rb).enumerate() {
+            format.quantize_row(row, &wf[o * k..(o + 1) * k]);
+        }
+        let mut want = vec![0.0; t * n];
+        linear_blocks_naive(&mut want, &x, format, &w, t, k, n);
+        let mut deq = vec![0.0f32; k];
+        let mut wabs = vec![0.0f32; n];
+        for (o, a) in wabs.iter_mut().enumerate() {
+            format.dequantize_row(&mut deq, &w[o * rb..(o + 1) * rb]);
+            *a = deq.iter().map(|v| v.abs()).sum();
+        }
+        let xmax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let mut scalar_panels = vec![0.0; t * n];
+        panel::linear_panels(Dp::Portable, &mut scalar_panels, &x, format, &w, t, k, n);
+        for (name, table, panels) in implementations() {
+            let mut got = vec![f32::NAN; t * n];
+            linear_blocks_with(table, panels, &mut got, &x, format, &w, t, k, n);
+            for i in 0..t * n {
+                let tol = wabs[i % n] * xmax / 127.0 + 1e-4;
+                if (got[i] - want[i]).abs() > tol || got[i].is_nan() {
+                    return Err(format!(
+                        "{format} {name} t{t} k{k} n{n} at {i}: {} vs naive {} (tol {tol})",
+                        got[i], want[i]
+                    ));
+                }
+            }
+            let uses_panels =
+                panels.is_some_and(|dp| t >= panel::min_rows(dp) && panel::available(dp, format));
+            if uses_panels
+                && got
+                    .iter()
+                    .zip(&scalar_panels)
+                    .any(|(a, b)| a.to_bits() != b.to_bits())
+            {
+                return Err(format!(
+                    "{format} {name} t{t} k{k} n{n}: not the scalar panels' bits"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// One property over every implementation of every block format: one-row dots, tiles of
+        /// four, panels of eight weight rows with every tail, and sgemm past `GEMM_MIN_ROWS`.
+        #[test]
+        fn every_implementation_is_near_the_naive_twin(
+            f in 0usize..5,
+            t in 1usize..=GEMM_MIN_ROWS + 6,
+            blocks in 1usize..4,
+            n in 1usize..20,
+            seed in 0usize..1000,
+        ) {
+            let r = check_all(BlockFormat::ALL[f], t, blocks, n, seed);
+            proptest::prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+        }
+    }
+
+    /// Shapes at each path's edges, kept as named cases.
+    #[test]
+    fn named_cases_at_the_path_edges() {
+        for format in BlockFormat::ALL {
+            for &(t, n) in &[
+                (1, 1),
+                (4, 8),
+                (5, 7),
+                (6, 9),
+                (8, 17),
+                (GEMM_MIN_ROWS + 1, 24),
+            ] {
+                check_all(format, t, 2, n, 5).unwrap();
             }
         }
     }

@@ -26,6 +26,7 @@ pub mod fp8;
 pub(crate) mod fp8_linear;
 mod k_quants;
 pub(crate) mod linear;
+mod panel;
 mod q4_0;
 mod q4_k;
 mod q5_0;
