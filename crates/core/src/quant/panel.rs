@@ -343,6 +343,21 @@ thread_local! {
     static PANEL: RefCell<Panel> = RefCell::new(Panel::default());
 }
 
+/// Asks for the cache lines of `bytes` (a hint: nothing is read, nothing can fault).
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch reads nothing and cannot fault; SSE is in every x86-64.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
 /// Panels per parallel task.
 const PANELS_PER_TASK: usize = 2;
 
@@ -405,16 +420,25 @@ pub(crate) fn linear_panels(
                     k,
                     dp != Dp::Portable,
                 );
+                // The next panel's rows come from memory while this one is multiplied: without
+                // this the unpacking waits on its blocks (a MoE expert's few rows do not hide it).
+                // Spread over the tiles: 2 lines per sub-block each, as a burst they stall.
+                let next = (o + ROWS).min(n);
+                let mut ahead = w[next * rb..(next + ROWS).min(n) * rb].chunks(2 * 64 * a.nb);
                 let mut tile = [[0.0f32; ROWS]; TILE];
                 for i0 in (0..t).step_by(TILE) {
+                    let pf = ahead.next().unwrap_or(&[]);
                     let m = TILE.min(t - i0);
                     match dp {
-                        Dp::Portable => tile_portable(&mut tile, p, &a, i0, m, s),
+                        Dp::Portable => {
+                            prefetch(pf);
+                            tile_portable(&mut tile, p, &a, i0, m, s)
+                        }
                         #[cfg(target_arch = "x86_64")]
                         // SAFETY: `dp` is AVX2 or VNNI only where the CPU has it (`chosen`,
                         // tests check before asking); the panel and activations have the
                         // lengths of `k` and `t` set above.
-                        _ => unsafe { avx2::tile(dp, &mut tile, p, &a, i0, m, s) },
+                        _ => unsafe { avx2::tile(dp, &mut tile, p, &a, i0, m, s, pf) },
                         #[cfg(not(target_arch = "x86_64"))]
                         _ => unreachable!("no SIMD panels off x86-64"),
                     }
@@ -567,7 +591,8 @@ mod avx2 {
     ///
     /// # Safety
     /// The CPU has `dp`'s instructions; `p` and `a` are unpacked and prepared for the same
-    /// `k` and spec `s`, `a` holds rows `i0 .. i0 + rows`, `rows ≤ 4`.
+    /// `k` and spec `s`, `a` holds rows `i0 .. i0 + rows`, `rows ≤ 4`. The cache lines of `pf`
+    /// (up to two per sub-block) are prefetched along the way.
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn tile(
         dp: Dp,
@@ -577,30 +602,25 @@ mod avx2 {
         i0: usize,
         rows: usize,
         s: Spec,
+        pf: &[u8],
     ) {
         macro_rules! go {
             ($f:ident) => {
                 // SAFETY: as this function's contract.
                 unsafe {
                     match (rows, s.sub, s.bias) {
-                        (6, 32, false) => $f::<6, 32, false>(out, p, a, i0),
-                        (6, 32, true) => $f::<6, 32, true>(out, p, a, i0),
-                        (6, _, _) => $f::<6, 16, false>(out, p, a, i0),
-                        (5, 32, false) => $f::<5, 32, false>(out, p, a, i0),
-                        (5, 32, true) => $f::<5, 32, true>(out, p, a, i0),
-                        (5, _, _) => $f::<5, 16, false>(out, p, a, i0),
-                        (4, 32, false) => $f::<4, 32, false>(out, p, a, i0),
-                        (4, 32, true) => $f::<4, 32, true>(out, p, a, i0),
-                        (4, _, _) => $f::<4, 16, false>(out, p, a, i0),
-                        (3, 32, false) => $f::<3, 32, false>(out, p, a, i0),
-                        (3, 32, true) => $f::<3, 32, true>(out, p, a, i0),
-                        (3, _, _) => $f::<3, 16, false>(out, p, a, i0),
-                        (2, 32, false) => $f::<2, 32, false>(out, p, a, i0),
-                        (2, 32, true) => $f::<2, 32, true>(out, p, a, i0),
-                        (2, _, _) => $f::<2, 16, false>(out, p, a, i0),
-                        (_, 32, false) => $f::<1, 32, false>(out, p, a, i0),
-                        (_, 32, true) => $f::<1, 32, true>(out, p, a, i0),
-                        (_, _, _) => $f::<1, 16, false>(out, p, a, i0),
+                        (4, 32, false) => $f::<4, 32, false>(out, p, a, i0, pf),
+                        (4, 32, true) => $f::<4, 32, true>(out, p, a, i0, pf),
+                        (4, _, _) => $f::<4, 16, false>(out, p, a, i0, pf),
+                        (3, 32, false) => $f::<3, 32, false>(out, p, a, i0, pf),
+                        (3, 32, true) => $f::<3, 32, true>(out, p, a, i0, pf),
+                        (3, _, _) => $f::<3, 16, false>(out, p, a, i0, pf),
+                        (2, 32, false) => $f::<2, 32, false>(out, p, a, i0, pf),
+                        (2, 32, true) => $f::<2, 32, true>(out, p, a, i0, pf),
+                        (2, _, _) => $f::<2, 16, false>(out, p, a, i0, pf),
+                        (_, 32, false) => $f::<1, 32, false>(out, p, a, i0, pf),
+                        (_, 32, true) => $f::<1, 32, true>(out, p, a, i0, pf),
+                        (_, _, _) => $f::<1, 16, false>(out, p, a, i0, pf),
                     }
                 }
             };
@@ -624,6 +644,7 @@ mod avx2 {
                 p: &Panel,
                 a: &Acts,
                 i0: usize,
+                pf: &[u8],
             ) {
                 let mut acc = [_mm256_setzero_ps(); R];
                 let (codes, scale, bias) = (p.codes.as_ptr(), p.scale.as_ptr(), p.bias.as_ptr());
@@ -634,6 +655,14 @@ mod avx2 {
                 let at: [usize; R] = std::array::from_fn(|i| (i0 + i) * a.nb);
                 let (an, ad, ads) = (a.n.as_ptr(), a.d.as_ptr(), a.ds.as_ptr());
                 for b in 0..a.nb {
+                    for line in [b, b + a.nb] {
+                        if 64 * line < pf.len() {
+                            // SAFETY: a prefetch reads nothing and cannot fault.
+                            unsafe {
+                                _mm_prefetch::<_MM_HINT_T0>(pf.as_ptr().add(64 * line).cast())
+                            };
+                        }
+                    }
                     let mut sum: [__m256i; R] = std::array::from_fn(|i| {
                         // SAFETY: as above.
                         _mm256_set1_epi32(unsafe { *an.add(at[i] + b) })
