@@ -15,7 +15,8 @@
 //! - [`SafeTensorsStore`]: a single `model.safetensors` or a sharded set via
 //!   `model.safetensors.index.json`, memory-mapped, with typed getters that check shape and dtype.
 //! - [`isa()`]: the one CPU-feature detection of the workspace (AVX2 + FMA + F16C, or portable),
-//!   which `DEEPBLOCKS_ISA=portable` overrides so the portable kernels can be tested anywhere.
+//!   which `DEEPBLOCKS_ISA=portable` overrides so the portable kernels can be tested anywhere; and
+//!   [`vnni()`], whether the block formats' many-row products may use AVX-VNNI.
 //!
 //! Conventions (see `DESIGN.md`): kernels are functions over slices, output first, dimensions
 //! explicit; accumulation is in f32; every fast kernel has a plain `*_naive` twin.

@@ -1,7 +1,12 @@
-//! `y = x · Wᵀ` for block-format weights: the activations are quantized once per call (to
-//! `Q8_0` blocks for the 32-block formats, `Q8_K` for the k-quants), then every output is one
-//! integer dot kernel over a weight row; and the naive twin, which dequantizes each weight row
-//! to f32 and multiplies in f32.
+//! `y = x · Wᵀ` for block-format weights. By the number of input rows `t`:
+//! - few rows: the activations are quantized once per call (to `Q8_0` blocks for the 32-block
+//!   formats, `Q8_K` for the k-quants), then every output is one integer dot kernel over a weight
+//!   row (four input rows at a time share each unpacked block);
+//! - from [`panel::min_rows`] rows, where the CPU has the instructions: integer panels of eight
+//!   weight rows ([`panel`]);
+//! - otherwise past [`GEMM_MIN_ROWS`]: weight rows dequantized into sgemm;
+//!
+//! and the naive twin, which dequantizes each weight row to f32 and multiplies in f32.
 
 use rayon::prelude::*;
 
@@ -11,9 +16,10 @@ use super::dot::{DotKernels, FormatKernels, kernels};
 use super::panel::{self, Dp};
 use crate::linear::gemm::{Rows, gemm_rows};
 
-/// Above this many input rows a block weight is dequantized a block of rows at a time and
-/// multiplied by sgemm (f32 activations), instead of the integer dots (four rows per unpacked
-/// block). Measured (2 threads): `linear_prefill` 128×2048·2048ᵀ Q8_0 12.9 → 4.8 ms, Q4_K
+/// Above this many input rows a block weight without panels on this CPU (every format on the
+/// portable kernels, `Q8_0` on AVX2 without VNNI) and FP8 are dequantized a block of rows at a
+/// time and multiplied by sgemm (f32 activations), instead of the integer dots (four rows per
+/// unpacked block). Measured (2 threads): `linear_prefill` 128×2048·2048ᵀ Q8_0 12.9 → 4.8 ms, Q4_K
 /// 9.9 → 4.7 ms; on the bench model's prefill, a threshold of 4 or 8 is slower than 16 or 32
 /// (the MoE experts see about a dozen rows each, where the integer tiles win).
 pub(super) const GEMM_MIN_ROWS: usize = 16;
