@@ -53,13 +53,23 @@ fn folder(
     config: impl FnOnce(&mut Value),
     tensors: impl FnOnce(&mut Tensors),
 ) -> PathBuf {
+    folder_of("b_fullq_greedy", name, config, tensors)
+}
+
+/// [`folder`] from the golden checkpoint `variant`.
+fn folder_of(
+    variant: &str,
+    name: &str,
+    config: impl FnOnce(&mut Value),
+    tensors: impl FnOnce(&mut Tensors),
+) -> PathBuf {
+    let src = root().join("testdata/deepseek").join(variant);
     let dst = scratch(name);
     let mut cfg: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     config(&mut cfg);
     std::fs::write(dst.join("config.json"), cfg.to_string()).unwrap();
-    let mut all: Tensors = read_f32_tensors(&fixture().join("model.safetensors"));
+    let mut all: Tensors = read_f32_tensors(&src.join("model.safetensors"));
     tensors(&mut all);
     write_f32_tensors(&dst.join("model.safetensors"), &all);
     dst
@@ -109,9 +119,35 @@ fn cases() -> Vec<Case> {
             }),
         ),
         (
-            "config.json: a `model_type` without its rules here (`deepseek_v3`)",
-            "model_type \"deepseek_v3\" is not supported; supported: deepseek_v2",
+            "config.json: a `model_type` outside the supported list (`glm4_moe_lite`)",
+            "model_type \"glm4_moe_lite\" is not supported; supported: deepseek_v2, deepseek_v3, kimi_k2",
+            Box::new(|| config_error(|v| v["model_type"] = json!("glm4_moe_lite"))),
+        ),
+        (
+            "config.json: DeepSeek-V2's routing under `model_type: deepseek_v3`",
+            "`scoring_func` = \"softmax\" is not supported: deepseek_v3 scores experts with sigmoid",
             Box::new(|| config_error(|v| v["model_type"] = json!("deepseek_v3"))),
+        ),
+        (
+            "config.json: `quantization_config` (an FP8 checkpoint, not loaded yet)",
+            "`quantization_config` = present is not supported",
+            Box::new(|| {
+                config_error(|v| v["quantization_config"] = json!({"quant_method": "fp8"}))
+            }),
+        ),
+        (
+            "a DeepSeek-V3 checkpoint without a layer's `e_score_correction_bias`",
+            "model.layers.1.mlp.gate.e_score_correction_bias",
+            Box::new(|| {
+                let bias = "model.layers.1.mlp.gate.e_score_correction_bias";
+                let d = folder_of(
+                    "v3_groups_bias_mtp",
+                    "v3-no-bias",
+                    |_| {},
+                    |all| all.retain(|(n, _, _)| n != bias),
+                );
+                load_error(&d, LoadOptions::default())
+            }),
         ),
         (
             "config.json: a known key with an unimplemented value (`attention_bias: true`)",

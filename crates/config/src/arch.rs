@@ -44,6 +44,14 @@ pub struct Architecture {
     pub bos_token_id: Option<u32>,
     /// `eos_token_id` (one id or a list in the file): generation stops at any of them.
     pub eos_token_ids: Vec<u32>,
+    /// `rope_interleave`: the RoPE features of `q^R` and `k^R` come in interleaved pairs
+    /// `(x₀, x₁), (x₂, x₃), …` (true: DeepSeek's layout, every DeepSeek-V2 checkpoint) rather
+    /// than halves (`rotate_half`).
+    pub rope_interleave: bool,
+    /// `num_nextn_predict_layers`: multi-token-prediction layers stored after the decoder
+    /// layers (`model.layers.{num_hidden_layers}…`), which inference does not run: a loader
+    /// skips their tensors.
+    pub num_nextn_predict_layers: usize,
 }
 
 /// Multi-head Latent Attention's sizes (report §2.1.2, Table 1's symbols in brackets).
@@ -192,6 +200,15 @@ pub enum TopkSelection {
 }
 
 impl TopkSelection {
+    /// The `topk_method` string of the config.
+    pub const fn method_name(self) -> &'static str {
+        match self {
+            TopkSelection::Greedy => "greedy",
+            TopkSelection::GroupLimitedGreedy { .. } => "group_limited_greedy",
+            TopkSelection::NoauxTc { .. } => "noaux_tc",
+        }
+    }
+
     /// `(n_group, topk_group)` of the grouped methods.
     pub fn groups(self) -> Option<(usize, usize)> {
         match self {
@@ -216,6 +233,7 @@ impl TopkSelection {
 /// | [`NormalizeOrScale`](WeightingRule::NormalizeOrScale) | `s / (S + 1e-20)` | `ρ · s` | DeepSeek-V2's code |
 /// | [`NormalizeThenScale`](WeightingRule::NormalizeThenScale) | `ρ · s / (S + 1e-20)` | `ρ · s` | DeepSeek-V3's code |
 /// | [`ScaleOnly`](WeightingRule::ScaleOnly) | `ρ · s` | `ρ · s` | transformers 5's `deepseek_v2` |
+/// | [`AlwaysNormalizeThenScale`](WeightingRule::AlwaysNormalizeThenScale) | `ρ · s / (S + 1e-20)` | `ρ · s / (S + 1e-20)` if `norm_topk_prob`, else `ρ · s` | transformers 5's `deepseek_v3` |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightingRule {
     /// Normalise or scale, never both (DeepSeek-V2).
@@ -225,6 +243,9 @@ pub enum WeightingRule {
     /// Always scale, never normalise (transformers 5's `deepseek_v2`, which ignores
     /// `norm_topk_prob`).
     ScaleOnly,
+    /// Normalise whenever `norm_topk_prob` (k = 1 too), then always scale (transformers 5's
+    /// `deepseek_v3`).
+    AlwaysNormalizeThenScale,
 }
 
 /// What the feed-forward block of one decoder layer is.

@@ -11,8 +11,9 @@ use crate::{Error, Result, RoutingRule, ScoringFunc, TopkSelection, WeightingRul
 /// ```
 /// use deepblocks_config::Family;
 /// assert_eq!(Family::from_model_type("deepseek_v2")?, Family::DeepseekV2);
-/// let err = Family::from_model_type("deepseek_v3").unwrap_err();
-/// assert!(err.to_string().contains("deepseek_v3") && err.to_string().contains("deepseek_v2"));
+/// assert_eq!(Family::from_model_type("kimi_k2")?, Family::KimiK2);
+/// let err = Family::from_model_type("qwen3_moe").unwrap_err();
+/// assert!(err.to_string().contains("qwen3_moe") && err.to_string().contains("deepseek_v3"));
 /// # Ok::<(), deepblocks_config::Error>(())
 /// ```
 ///
@@ -22,16 +23,25 @@ use crate::{Error, Result, RoutingRule, ScoringFunc, TopkSelection, WeightingRul
 pub enum Family {
     /// `deepseek_v2`: DeepSeek-V2, V2-Lite, V2.5 and Coder-V2 (arXiv 2405.04434).
     DeepseekV2,
+    /// `deepseek_v3`: DeepSeek-V3, R1 and V3.1 (arXiv 2412.19437), Moonlight-16B-A3B — as
+    /// transformers 5's `modeling_deepseek_v3.py` computes them: sigmoid scores, `noaux_tc`
+    /// selection, weights normalised (when `norm_topk_prob`) then scaled.
+    DeepseekV3,
+    /// `kimi_k2`: Kimi K2, DeepSeek-V3's architecture under its own `model_type` (its checkpoints
+    /// run on DeepSeek-V3's modeling code), read exactly as [`Family::DeepseekV3`].
+    KimiK2,
 }
 
 impl Family {
     /// Every supported family.
-    pub const ALL: &'static [Family] = &[Family::DeepseekV2];
+    pub const ALL: &'static [Family] = &[Family::DeepseekV2, Family::DeepseekV3, Family::KimiK2];
 
     /// The `model_type` string of the family.
     pub const fn model_type(self) -> &'static str {
         match self {
             Family::DeepseekV2 => "deepseek_v2",
+            Family::DeepseekV3 => "deepseek_v3",
+            Family::KimiK2 => "kimi_k2",
         }
     }
 
@@ -62,11 +72,20 @@ impl Family {
     /// How the family's reference code turns the chosen experts' scores into weights: DeepSeek's
     /// `modeling_deepseek.py` for V2 (normalise when `norm_topk_prob`, otherwise scale by
     /// `routed_scaling_factor`, never both). transformers 5's `deepseek_v2` departs from it (it
-    /// never normalises); DeepSeek's rule is the one followed (`docs/moe.md`).
+    /// never normalises); DeepSeek's rule is the one followed (`docs/moe.md`). For V3 and Kimi
+    /// K2, transformers 5's `DeepseekV3TopkRouter`: normalise whenever `norm_topk_prob`, then
+    /// scale.
     pub const fn weighting(self) -> WeightingRule {
         match self {
             Family::DeepseekV2 => WeightingRule::NormalizeOrScale,
+            Family::DeepseekV3 | Family::KimiK2 => WeightingRule::AlwaysNormalizeThenScale,
         }
+    }
+
+    /// Whether the family reads DeepSeek-V3's own keys: `rope_interleave` (default true; every
+    /// DeepSeek-V2 checkpoint is interleaved) and `num_nextn_predict_layers` (default 0).
+    pub const fn reads_v3_keys(self) -> bool {
+        matches!(self, Family::DeepseekV3 | Family::KimiK2)
     }
 
     /// Checks that a routing rule is one this family's reference code computes: DeepSeek-V2
@@ -112,6 +131,38 @@ impl Family {
                 }
                 Ok(())
             }
+            Family::DeepseekV3 | Family::KimiK2 => {
+                // transformers' router computes sigmoid and noaux_tc whatever the keys say; a
+                // config saying otherwise would run as something it does not describe.
+                if routing.scoring_func != ScoringFunc::Sigmoid {
+                    return Err(Error::unsupported(
+                        "scoring_func",
+                        "\"softmax\"",
+                        format!(
+                            "{self} scores experts with sigmoid (transformers' DeepseekV3TopkRouter)"
+                        ),
+                    ));
+                }
+                if !matches!(routing.topk_method, TopkSelection::NoauxTc { .. }) {
+                    return Err(Error::unsupported(
+                        "topk_method",
+                        format!("{:?}", routing.topk_method.method_name()),
+                        format!(
+                            "{self} selects experts by noaux_tc (transformers' DeepseekV3TopkRouter)"
+                        ),
+                    ));
+                }
+                if routing.weighting != WeightingRule::AlwaysNormalizeThenScale {
+                    return Err(Error::unsupported(
+                        "weighting",
+                        format!("{:?}", routing.weighting),
+                        format!(
+                            "{self} normalises whenever norm_topk_prob, then scales (AlwaysNormalizeThenScale)"
+                        ),
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -119,7 +170,7 @@ impl Family {
     /// hints, derived values checked elsewhere).
     pub(crate) const fn inert_keys(self) -> &'static [&'static str] {
         match self {
-            Family::DeepseekV2 => &[
+            Family::DeepseekV2 | Family::DeepseekV3 | Family::KimiK2 => &[
                 "attention_dropout",
                 "aux_loss_alpha",
                 "ep_size",

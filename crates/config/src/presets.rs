@@ -86,6 +86,8 @@ impl Architecture {
             tie_word_embeddings: false,
             bos_token_id: Some(100_000),
             eos_token_ids: vec![100_001],
+            rope_interleave: true,
+            num_nextn_predict_layers: 0,
         }
     }
 }

@@ -98,12 +98,22 @@ impl Architecture {
         let mut f = Fields::new(value, "")?;
         f.ignore(&["model_type"]);
         match family {
-            Family::DeepseekV2 => read_deepseek_v2(&mut f, family),
+            Family::DeepseekV2 | Family::DeepseekV3 | Family::KimiK2 => read_mla(&mut f, family),
         }
     }
 }
 
-fn read_deepseek_v2(f: &mut Fields<'_>, family: Family) -> Result<Parsed<Architecture>> {
+/// DeepSeek-V2's keys, and for V3 and Kimi K2 their own: `rope_interleave`,
+/// `num_nextn_predict_layers`, no `moe_layer_freq`.
+fn read_mla(f: &mut Fields<'_>, family: Family) -> Result<Parsed<Architecture>> {
+    if f.has("quantization_config") {
+        return Err(Error::unsupported(
+            "quantization_config",
+            "present",
+            "quantized checkpoints (DeepSeek-V3's FP8) do not load yet: dequantize to bf16 first, \
+             or load a bf16 checkpoint with --quant fp8",
+        ));
+    }
     if let Some(act) = f.opt_str("hidden_act")?
         && act != "silu"
     {
@@ -228,6 +238,16 @@ fn read_deepseek_v2(f: &mut Fields<'_>, family: Family) -> Result<Parsed<Archite
         tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
         bos_token_id: f.opt_id("bos_token_id")?,
         eos_token_ids: f.ids("eos_token_id")?,
+        rope_interleave: if family.reads_v3_keys() {
+            f.bool_or("rope_interleave", true)?
+        } else {
+            true
+        },
+        num_nextn_predict_layers: if family.reads_v3_keys() {
+            f.usize_or("num_nextn_predict_layers", 0)?
+        } else {
+            0
+        },
     };
     if arch.dense_layers() > 0 && !f.has("intermediate_size") {
         // Needed only when some layer is dense; absent then is a missing key, not a zero.
@@ -256,7 +276,17 @@ fn read_moe(f: &mut Fields<'_>, family: Family, n_routed_experts: usize) -> Resu
     let n_shared_experts = f.usize_or("n_shared_experts", 0)?;
     // Values of another family are read here and refused by `Family::check_routing`, where
     // each family's rules live.
-    let scoring_func = match f.opt_str("scoring_func")?.unwrap_or("softmax") {
+    // transformers' deepseek_v3 config has no scoring_func or topk_method (its router is
+    // sigmoid and noaux_tc whatever a file says), and defaults norm_topk_prob to true; its
+    // model-sized defaults (routed_scaling_factor 2.5, first_k_dense_replace 3) are not
+    // guessed: absent, they are missing keys, as q_lora_rank is.
+    let v3 = family.reads_v3_keys();
+    let (default_scoring, default_method) = if v3 {
+        ("sigmoid", "noaux_tc")
+    } else {
+        ("softmax", "greedy")
+    };
+    let scoring_func = match f.opt_str("scoring_func")?.unwrap_or(default_scoring) {
         "softmax" => ScoringFunc::Softmax,
         "sigmoid" => ScoringFunc::Sigmoid,
         other => {
@@ -269,7 +299,10 @@ fn read_moe(f: &mut Fields<'_>, family: Family, n_routed_experts: usize) -> Resu
     };
     let n_group = f.opt_size("n_group")?;
     let topk_group = f.opt_size("topk_group")?;
-    let method = f.opt_str("topk_method")?.unwrap_or("greedy").to_string();
+    let method = f
+        .opt_str("topk_method")?
+        .unwrap_or(default_method)
+        .to_string();
     let groups = || -> Result<(usize, usize)> {
         Ok((
             n_group.ok_or_else(|| f.missing("n_group"))?,
@@ -305,13 +338,38 @@ fn read_moe(f: &mut Fields<'_>, family: Family, n_routed_experts: usize) -> Resu
         num_experts_per_tok,
         moe_intermediate_size,
         n_shared_experts,
-        first_k_dense_replace: f.usize_or("first_k_dense_replace", 0)?,
-        moe_layer_freq: f.size_or("moe_layer_freq", 1)?,
+        first_k_dense_replace: if v3 {
+            f.opt_usize("first_k_dense_replace")?
+                .ok_or_else(|| f.missing("first_k_dense_replace"))?
+        } else {
+            f.usize_or("first_k_dense_replace", 0)?
+        },
+        moe_layer_freq: match family {
+            Family::DeepseekV2 => f.size_or("moe_layer_freq", 1)?,
+            // transformers' deepseek_v3 makes every layer after the dense ones MoE.
+            Family::DeepseekV3 | Family::KimiK2 => match f.size_or("moe_layer_freq", 1)? {
+                1 => 1,
+                other => {
+                    return Err(Error::unsupported(
+                        "moe_layer_freq",
+                        other,
+                        format!(
+                            "{family} makes every layer after first_k_dense_replace MoE (transformers ignores the key)"
+                        ),
+                    ));
+                }
+            },
+        },
         routing: RoutingRule {
             scoring_func,
             topk_method,
-            norm_topk_prob: f.bool_or("norm_topk_prob", false)?,
-            routed_scaling_factor: f.f64_or("routed_scaling_factor", 1.0)? as f32,
+            norm_topk_prob: f.bool_or("norm_topk_prob", v3)?,
+            routed_scaling_factor: if v3 {
+                f.opt_f64("routed_scaling_factor")?
+                    .ok_or_else(|| f.missing("routed_scaling_factor"))? as f32
+            } else {
+                f.f64_or("routed_scaling_factor", 1.0)? as f32
+            },
             weighting: family.weighting(),
         },
     })

@@ -10,7 +10,7 @@
 //! | `num_hidden_layers`, `kv_lora_rank`, `qk_rope_head_dim` | [`MlaCacheConfig`] |
 
 use deepblocks_config::{
-    Architecture, DeepSeekMoe, Family, QueryProjection, RoutingRule, ScoringFunc, TopkSelection,
+    Architecture, DeepSeekMoe, QueryProjection, RoutingRule, ScoringFunc, TopkSelection,
     WeightingRule,
 };
 use deepblocks_mla::{MlaCacheConfig, MlaConfig, QProjConfig};
@@ -20,11 +20,13 @@ use deepblocks_rope::{Layout, RopeConfig, softmax_scale};
 
 use crate::Result;
 
-/// The RoPE pair layout a family's checkpoints are trained with: DeepSeek-V2 rotates
-/// interleaved pairs (`docs/rope.md`).
-pub fn rope_layout(family: Family) -> Layout {
-    match family {
-        Family::DeepseekV2 => Layout::Interleaved,
+/// The RoPE pair layout of the checkpoint: interleaved pairs (`rope_interleave`, DeepSeek's
+/// layout and every DeepSeek-V2 checkpoint's, `docs/rope.md`) or halves.
+pub fn rope_layout(arch: &Architecture) -> Layout {
+    if arch.rope_interleave {
+        Layout::Interleaved
+    } else {
+        Layout::HalfSplit
     }
 }
 
@@ -34,7 +36,7 @@ pub fn rope_config(arch: &Architecture) -> RopeConfig {
         arch.attention.qk_rope_head_dim,
         arch.rope.rope_theta,
         arch.max_position_embeddings,
-        rope_layout(arch.family),
+        rope_layout(arch),
     )
     .with_scaling(arch.rope.scaling)
 }
@@ -117,6 +119,7 @@ pub fn router_config(moe: &DeepSeekMoe, weighting: Option<Weighting>) -> RouterC
             WeightingRule::NormalizeOrScale => Weighting::NormalizeOrScale,
             WeightingRule::NormalizeThenScale => Weighting::NormalizeThenScale,
             WeightingRule::ScaleOnly => Weighting::ScaleOnly,
+            WeightingRule::AlwaysNormalizeThenScale => Weighting::AlwaysNormalizeThenScale,
         }),
         ..RouterConfig::new(moe.n_routed_experts, moe.num_experts_per_tok)
     }

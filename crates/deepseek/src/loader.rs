@@ -28,7 +28,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use deepblocks_config::{Architecture, LayerKind, Parsed, QueryProjection};
+use deepblocks_config::{Architecture, LayerKind, Parsed, QueryProjection, TopkSelection};
 use deepblocks_core::quant::BlockFormat;
 use deepblocks_core::{Access, DType, SafeTensorsStore, Weight, WeightFormat};
 use deepblocks_embed::{Embedding, Embeddings, LmHead};
@@ -117,6 +117,9 @@ pub struct LoadReport {
     /// transformers writes for `n_shared_experts: 0`). Any other tensor the description does not
     /// account for is an [`Error::UnexpectedTensors`].
     pub skipped_tensors: Vec<String>,
+    /// Tensors of the multi-token-prediction layers (`num_nextn_predict_layers` of them, stored
+    /// as `model.layers.{num_hidden_layers}…`), which inference does not run, sorted.
+    pub mtp_tensors: Vec<String>,
     /// With [`LoadOptions::quant`]: how many matrices of each kind got each format, sorted by
     /// kind.
     pub formats: Vec<FormatCount>,
@@ -234,12 +237,14 @@ impl Model {
             _ => rope_config.max_position_embeddings,
         };
         let rope = RopeTable::with_len(rope_config, ROPE_ROWS_AT_LOAD.min(rows))?;
-        let skipped_tensors = load.account_for_every_tensor(&arch, &parsed.unknown_keys)?;
+        let (skipped_tensors, mtp_tensors) =
+            load.account_for_every_tensor(&arch, &parsed.unknown_keys)?;
         let report = LoadReport {
             unknown_config_keys: parsed.unknown_keys,
             tensors: load.read.borrow().len(),
             parameters: load.parameters.get(),
             skipped_tensors,
+            mtp_tensors,
             formats: load.formats.take(),
         };
         Ok(Model::from_blocks(
@@ -290,25 +295,30 @@ impl Loader<'_> {
         }
     }
 
-    /// Every tensor of the checkpoint was read, or is empty (returned, for the report); any other
-    /// is an error listing them with the config key that would explain them.
+    /// Every tensor of the checkpoint was read, or is empty, or belongs to a
+    /// multi-token-prediction layer (both returned, for the report); any other is an error
+    /// listing them with the config key that would explain them.
     fn account_for_every_tensor(
         &self,
         arch: &Architecture,
         unknown_keys: &[String],
-    ) -> Result<Vec<String>> {
+    ) -> Result<(Vec<String>, Vec<String>)> {
         let read = self.read.borrow();
-        let (mut skipped, mut unexpected) = (Vec::new(), Vec::new());
+        let mtp = arch.num_hidden_layers..arch.num_hidden_layers + arch.num_nextn_predict_layers;
+        let (mut skipped, mut mtp_tensors, mut unexpected) = (Vec::new(), Vec::new(), Vec::new());
         for info in self.store.infos().filter(|i| !read.contains(&i.name)) {
-            if info.numel() == 0 {
+            if layer_of(&info.name).is_some_and(|l| mtp.contains(&l)) {
+                mtp_tensors.push(info.name.clone());
+            } else if info.numel() == 0 {
                 skipped.push(info.name.clone());
             } else {
                 unexpected.push(info.name.clone());
             }
         }
         skipped.sort();
+        mtp_tensors.sort();
         if unexpected.is_empty() {
-            return Ok(skipped);
+            return Ok((skipped, mtp_tensors));
         }
         unexpected.sort();
         Err(Error::UnexpectedTensors {
@@ -525,10 +535,17 @@ impl Loader<'_> {
             0 => SharedExperts::None,
             ns => SharedExperts::Mlp(self.mlp(&format!("{prefix}.shared_experts"), h, i * ns)?),
         };
+        // noaux_tc selects on the scores plus this bias; no other method has it.
+        let bias = match moe.routing.topk_method {
+            TopkSelection::NoauxTc { .. } => {
+                Some(self.vector(&format!("{prefix}.gate.e_score_correction_bias"), e)?)
+            }
+            _ => None,
+        };
         let moe_layer = Moe::new(
             blocks::moe_config(arch, moe, weighting),
             gate,
-            None,
+            bias,
             experts,
             shared,
         )
@@ -547,14 +564,16 @@ fn block(prefix: &str, err: Error) -> Error {
 
 /// Why tensors the description does not use are in the checkpoint, as the config key that would
 /// account for them.
+/// The layer index of a `model.layers.{l}.…` tensor.
+fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix("model.layers.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn explain_unexpected(arch: &Architecture, tensors: &[String], unknown_keys: &[String]) -> String {
-    let layer_of = |name: &str| -> Option<usize> {
-        name.strip_prefix("model.layers.")?
-            .split('.')
-            .next()?
-            .parse()
-            .ok()
-    };
     let any = |pred: &dyn Fn(&str) -> bool| tensors.iter().any(|t| pred(t));
     let typo = if unknown_keys.is_empty() {
         String::new()
@@ -567,8 +586,16 @@ fn explain_unexpected(arch: &Architecture, tensors: &[String], unknown_keys: &[S
     if let Some(max) = tensors.iter().filter_map(|t| layer_of(t)).max()
         && max >= arch.num_hidden_layers
     {
+        let mtp = if arch.family.reads_v3_keys() {
+            format!(
+                " (and num_nextn_predict_layers {} multi-token-prediction layers after them)",
+                arch.num_nextn_predict_layers
+            )
+        } else {
+            String::new()
+        };
         return format!(
-            "num_hidden_layers is {}, but the checkpoint has layers up to {max}",
+            "num_hidden_layers is {}{mtp}, but the checkpoint has layers up to {max}",
             arch.num_hidden_layers
         );
     }

@@ -133,10 +133,10 @@ impl TopkMethod {
 /// | [`NormalizeOrScale`](Weighting::NormalizeOrScale) | `s / (S + 1e-20)` | `ρ · s` | DeepSeek-V2's `modeling_deepseek.py` (default) |
 /// | [`NormalizeThenScale`](Weighting::NormalizeThenScale) | `ρ · s / (S + 1e-20)` | `ρ · s` | DeepSeek-V3's `modeling_deepseek.py` |
 /// | [`ScaleOnly`](Weighting::ScaleOnly) | `ρ · s` | `ρ · s` | transformers 5's `deepseek_v2` (ignores `norm_topk_prob`) |
+/// | [`AlwaysNormalizeThenScale`](Weighting::AlwaysNormalizeThenScale) | `ρ · s / (S + 1e-20)` | `ρ · s / (S + 1e-20)` when `norm_topk_prob` (k = 1 too: `ρ`), else `ρ · s` | transformers 5's `deepseek_v3` |
 ///
-/// The released V2 and V2-Lite configs have `norm_topk_prob = false`, where all three agree.
-/// transformers 5's `deepseek_v3` is `NormalizeThenScale` except that it also normalises
-/// when k = 1 (giving ρ).
+/// The released V2 and V2-Lite configs have `norm_topk_prob = false`, where all agree; the
+/// V3-style ones have k = 8 and `norm_topk_prob = true`, where the last two agree.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Weighting {
     /// DeepSeek-V2's rule: normalise when `norm_topk_prob` and k > 1, otherwise multiply by
@@ -149,19 +149,31 @@ pub enum Weighting {
     /// transformers 5's `DeepseekV2TopkRouter`: always multiply by `routed_scaling_factor`,
     /// never normalise.
     ScaleOnly,
+    /// transformers 5's `DeepseekV3TopkRouter`: normalise whenever `norm_topk_prob` (for k = 1
+    /// as well), then always multiply by `routed_scaling_factor`.
+    AlwaysNormalizeThenScale,
 }
 
 impl Weighting {
     /// Applies the policy to one token's k raw scores, in place.
     pub fn apply(self, w: &mut [f32], norm_topk_prob: bool, routed_scaling_factor: f32) {
-        let normalize = norm_topk_prob && w.len() > 1 && self != Weighting::ScaleOnly;
+        let normalize = norm_topk_prob
+            && match self {
+                Weighting::NormalizeOrScale | Weighting::NormalizeThenScale => w.len() > 1,
+                Weighting::AlwaysNormalizeThenScale => true,
+                Weighting::ScaleOnly => false,
+            };
         if normalize {
             let denominator = w.iter().sum::<f32>() + NORM_EPS;
             for v in w.iter_mut() {
                 *v /= denominator;
             }
         }
-        if !normalize || self == Weighting::NormalizeThenScale {
+        let then_scale = matches!(
+            self,
+            Weighting::NormalizeThenScale | Weighting::AlwaysNormalizeThenScale
+        );
+        if !normalize || then_scale {
             for v in w.iter_mut() {
                 *v *= routed_scaling_factor;
             }
@@ -575,11 +587,17 @@ pub fn route_scores_naive(
         let raw: Vec<f64> = chosen[..k].iter().map(|&i| s[i] as f64).collect();
         let rho = config.routed_scaling_factor as f64;
         let sum: f64 = raw.iter().sum();
-        let normalize = config.norm_topk_prob && k > 1 && config.weighting != Weighting::ScaleOnly;
+        // The table of `Weighting`, read off row by row.
+        let (normalize, then_scale) = match config.weighting {
+            Weighting::NormalizeOrScale => (config.norm_topk_prob && k > 1, false),
+            Weighting::NormalizeThenScale => (config.norm_topk_prob && k > 1, true),
+            Weighting::AlwaysNormalizeThenScale => (config.norm_topk_prob, true),
+            Weighting::ScaleOnly => (false, true),
+        };
         for (j, r) in raw.iter().enumerate() {
-            weights[token * k + j] = match (normalize, config.weighting) {
-                (true, Weighting::NormalizeThenScale) => rho * r / (sum + NORM_EPS as f64),
-                (true, _) => r / (sum + NORM_EPS as f64),
+            weights[token * k + j] = match (normalize, then_scale) {
+                (true, true) => rho * r / (sum + NORM_EPS as f64),
+                (true, false) => r / (sum + NORM_EPS as f64),
                 (false, _) => rho * r,
             } as f32;
         }
@@ -864,6 +882,15 @@ mod tests {
         assert_eq!(run(Weighting::NormalizeOrScale, true), [0.75, 0.25]);
         assert_eq!(run(Weighting::NormalizeThenScale, true), [12.0, 4.0]);
         assert_eq!(run(Weighting::ScaleOnly, true), [4.8, 1.6]);
+        assert_eq!(run(Weighting::AlwaysNormalizeThenScale, true), [12.0, 4.0]);
+        assert_eq!(run(Weighting::AlwaysNormalizeThenScale, false), [4.8, 1.6]);
+        // k = 1: transformers' deepseek_v3 normalises the one weight to 1, then scales.
+        let mut one = [0.3f32];
+        Weighting::AlwaysNormalizeThenScale.apply(&mut one, true, 2.5);
+        assert_eq!(one, [2.5]);
+        let mut one = [0.3f32];
+        Weighting::NormalizeThenScale.apply(&mut one, true, 2.5);
+        assert_eq!(one, [0.75]);
         // k = 1 never normalises under DeepSeek's rules.
         let mut w = [0.3f32];
         Weighting::NormalizeOrScale.apply(&mut w, true, 16.0);

@@ -28,7 +28,7 @@ fn case(coarse: bool) -> impl Strategy<Value = (RouterConfig, Vec<f32>, Option<V
         0usize..3,
         1usize..=5,
         any::<bool>(),
-        0usize..3,
+        0usize..4,
     )
         .prop_flat_map(move |(n_group, group_size, method, t, norm, weighting)| {
             let group_size = if method == 2 {
@@ -74,6 +74,7 @@ fn case(coarse: bool) -> impl Strategy<Value = (RouterConfig, Vec<f32>, Option<V
                                 Weighting::NormalizeOrScale,
                                 Weighting::NormalizeThenScale,
                                 Weighting::ScaleOnly,
+                                Weighting::AlwaysNormalizeThenScale,
                             ][weighting],
                             scoring_func: if method == 2 {
                                 Scoring::Sigmoid
@@ -159,12 +160,18 @@ proptest! {
                 let raw: Vec<f32> = chosen.iter().map(|&i| s[i]).collect();
                 let sum: f32 = raw.iter().sum();
                 let rho = config.routed_scaling_factor;
-                let normalize = config.norm_topk_prob && k > 1 && config.weighting != Weighting::ScaleOnly;
+                let normalize = config.norm_topk_prob
+                    && match config.weighting {
+                        Weighting::ScaleOnly => false,
+                        Weighting::AlwaysNormalizeThenScale => true,
+                        _ => k > 1,
+                    };
+                let then_scale = matches!(config.weighting, Weighting::NormalizeThenScale | Weighting::AlwaysNormalizeThenScale);
                 let tw = &w[token * k..(token + 1) * k];
                 for (j, (&got, &r)) in tw.iter().zip(&raw).enumerate() {
                     let want = match (normalize, config.weighting) {
-                        (true, Weighting::NormalizeThenScale) => rho * r / sum,
-                        (true, _) => r / sum,
+                        (true, _) if then_scale => rho * r / (sum + 1e-20),
+                        (true, _) => r / (sum + 1e-20),
                         (false, _) => rho * r,
                     };
                     prop_assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "{} token {} slot {}: {} vs {}", name, token, j, got, want);
@@ -172,7 +179,7 @@ proptest! {
                 // The sum rule under normalisation.
                 if normalize && sum > 1e-3 {
                     let total: f32 = tw.iter().sum();
-                    let want = if config.weighting == Weighting::NormalizeThenScale { rho } else { 1.0 };
+                    let want = if then_scale { rho } else { 1.0 };
                     prop_assert!((total - want).abs() <= 1e-5 * want, "{}: Σw = {} vs {}", name, total, want);
                 }
             }

@@ -16,7 +16,7 @@
 //! `tie_word_embeddings`). Which layers are MoE is [`Architecture::layer_kind`], the rule the
 //! model runs by.
 
-use deepblocks_config::{Architecture, Ffn, QueryProjection};
+use deepblocks_config::{Architecture, Ffn, QueryProjection, TopkSelection};
 
 use crate::error::{Error, Result};
 use crate::flops::AttentionDims;
@@ -139,6 +139,13 @@ pub fn mla_tree(arch: &Architecture) -> Result<Component> {
                 Component::tensor("mlp.gate", Kind::Router, &[e, h], m)?
                     .with_checkpoint(layer("mlp.gate.weight")),
             );
+            if let TopkSelection::NoauxTc { .. } = moe.routing.topk_method {
+                // noaux_tc's selection bias, one per expert (DeepSeek-V3).
+                top.push(
+                    Component::tensor("mlp.gate.e_score_correction_bias", Kind::Bias, &[e], m)?
+                        .with_checkpoint(layer("mlp.gate.e_score_correction_bias")),
+                );
+            }
             if moe.n_shared_experts > 0 {
                 let width = n(moe.n_shared_experts) * i;
                 top.push(mlp("mlp.shared_experts", "mlp.shared_experts", width, m)?);

@@ -1,0 +1,180 @@
+//! The DeepSeek-V3 family end to end against transformers 5's `DeepseekV3ForCausalLM` on tiny
+//! random checkpoints written by `scripts/golden/deepseek_v3.py`: sigmoid scores, `noaux_tc`
+//! with a correction bias, normalise-then-scale weights, `rope_interleave` both ways, a
+//! multi-token-prediction layer in the file, and a `kimi_k2`-typed folder.
+
+use std::path::PathBuf;
+
+use deepblocks_config::{Family, ScoringFunc, TopkSelection, WeightingRule};
+use deepblocks_deepseek::{AttentionPath, Error, LoadOptions, Model, Positions};
+use deepblocks_testkit::{Golden, assert_close, close_report, testdata_dir};
+
+fn dir(variant: &str) -> PathBuf {
+    testdata_dir().join("deepseek").join(variant)
+}
+
+/// Max |Δ logit| ≤ 1e-4 against transformers, for the full forward on both attention paths and
+/// for decode through the latent cache after a 3-token prefill.
+fn check_variant(variant: &str) -> Model {
+    let g = Golden::load_path(&dir(variant).join("golden.safetensors"));
+    let ids: Vec<u32> = g.data("input_ids").iter().map(|&v| v as u32).collect();
+    let want = g.data("logits");
+    let mut last = None;
+    for path in [AttentionPath::Absorbed, AttentionPath::Naive] {
+        let options = LoadOptions {
+            prefill_attention: path,
+            ..LoadOptions::default()
+        };
+        let model = Model::load_with(dir(variant), &options).unwrap();
+        let mut cache = model.new_cache(ids.len()).unwrap();
+        let got = model.forward(&ids, &mut cache, Positions::All).unwrap();
+        let r = close_report(&got, want, 1e-4, 0.0);
+        eprintln!(
+            "{variant} {path:?} prefill vs transformers: max |Δ| = {:e}",
+            r.max_abs
+        );
+        assert_close(&got, want, 1e-4, 0.0);
+
+        let mut cache = model.new_cache(4).unwrap();
+        let mut steps = model
+            .forward(&ids[..3], &mut cache, Positions::All)
+            .unwrap();
+        for &id in &ids[3..] {
+            steps.extend(model.forward(&[id], &mut cache, Positions::Last).unwrap());
+        }
+        let r = close_report(&steps, want, 1e-4, 0.0);
+        eprintln!(
+            "{variant} {path:?} decode vs transformers: max |Δ| = {:e}",
+            r.max_abs
+        );
+        assert_close(&steps, want, 1e-4, 0.0);
+        last = Some(model);
+    }
+    last.unwrap()
+}
+
+#[test]
+fn golden_v3_noaux_tc_groups_bias_yarn_with_an_mtp_layer_in_the_file() {
+    let model = check_variant("v3_groups_bias_mtp");
+    let arch = model.config();
+    assert_eq!(arch.family, Family::DeepseekV3);
+    let routing = arch.moe().unwrap().routing;
+    assert_eq!(routing.scoring_func, ScoringFunc::Sigmoid);
+    assert_eq!(
+        routing.topk_method,
+        TopkSelection::NoauxTc {
+            n_group: 4,
+            topk_group: 2
+        }
+    );
+    assert_eq!(routing.weighting, WeightingRule::AlwaysNormalizeThenScale);
+    assert!(arch.rope_interleave);
+    // The MTP layer is named in the report, not loaded.
+    assert_eq!(arch.num_nextn_predict_layers, 1);
+    let mtp = &model.load_report().mtp_tensors;
+    assert!(
+        !mtp.is_empty() && mtp.iter().all(|t| t.starts_with("model.layers.3.")),
+        "{mtp:?}"
+    );
+    assert!(
+        mtp.iter().any(|t| t == "model.layers.3.eh_proj.weight"),
+        "{mtp:?}"
+    );
+}
+
+#[test]
+fn golden_kimi_k2_rotate_half_pairs_one_expert_normalised_to_rho() {
+    let model = check_variant("k2_halfsplit_k1");
+    let arch = model.config();
+    assert_eq!(arch.family, Family::KimiK2);
+    assert!(!arch.rope_interleave);
+    assert_eq!(arch.moe().unwrap().num_experts_per_tok, 1);
+    assert!(model.load_report().mtp_tensors.is_empty());
+}
+
+/// Copies a golden folder with its config edited or a tensor dropped.
+fn doctored(
+    variant: &str,
+    name: &str,
+    edit: impl Fn(&mut serde_json::Value),
+    drop: Option<&str>,
+) -> PathBuf {
+    let src = dir(variant);
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("v3-tests")
+        .join(name);
+    std::fs::create_dir_all(&out).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(out.join("config.json"), cfg.to_string()).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    match drop {
+        None => std::fs::write(out.join("model.safetensors"), bytes).unwrap(),
+        Some(tensor) => {
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let kept: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
+                .tensors()
+                .into_iter()
+                .filter(|(n, _)| n != tensor)
+                .collect();
+            safetensors::serialize_to_file(kept, None, &out.join("model.safetensors")).unwrap();
+        }
+    }
+    out
+}
+
+#[test]
+fn bad_v3_inputs_are_errors_naming_the_culprit() {
+    // A V3 checkpoint without its correction bias.
+    let bias = "model.layers.1.mlp.gate.e_score_correction_bias";
+    let folder = doctored("v3_groups_bias_mtp", "no-bias", |_| {}, Some(bias));
+    let err = Model::load_with(&folder, &LoadOptions::default()).unwrap_err();
+    assert!(err.to_string().contains(bias), "{err}");
+
+    // MTP tensors the config does not declare are unexpected, and the error says which key.
+    let folder = doctored(
+        "v3_groups_bias_mtp",
+        "undeclared-mtp",
+        |c| c["num_nextn_predict_layers"] = 0.into(),
+        None,
+    );
+    let err = Model::load_with(&folder, &LoadOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::UnexpectedTensors { .. }), "{err}");
+    assert!(
+        err.to_string().contains("num_nextn_predict_layers"),
+        "{err}"
+    );
+
+    // V2's routing keys under deepseek_v3 are refused, never run.
+    for (key, value) in [
+        ("scoring_func", "softmax"),
+        ("topk_method", "group_limited_greedy"),
+    ] {
+        let folder = doctored("v3_groups_bias_mtp", key, |c| c[key] = value.into(), None);
+        let err = Model::load_with(&folder, &LoadOptions::default()).unwrap_err();
+        assert!(err.to_string().contains(key), "{err}");
+    }
+    // Model-sized defaults of transformers are not guessed.
+    for key in ["routed_scaling_factor", "first_k_dense_replace"] {
+        let folder = doctored(
+            "v3_groups_bias_mtp",
+            &format!("no-{key}"),
+            |c| {
+                c.as_object_mut().unwrap().remove(key);
+            },
+            None,
+        );
+        let err = Model::load_with(&folder, &LoadOptions::default()).unwrap_err();
+        assert!(err.to_string().contains(key), "{err}");
+    }
+    // FP8 checkpoints are refused by name until they load.
+    let folder = doctored(
+        "v3_groups_bias_mtp",
+        "fp8-config",
+        |c| c["quantization_config"] = serde_json::json!({"quant_method": "fp8"}),
+        None,
+    );
+    let err = Model::load_with(&folder, &LoadOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("quantization_config"), "{err}");
+}

@@ -1,0 +1,221 @@
+"""Golden checkpoints of the DeepSeek-V3 family for deepblocks-deepseek: tiny random
+DeepseekV3ForCausalLM models saved with `save_pretrained`, plus the logits transformers 5 computes.
+
+Writes testdata/deepseek/<variant>/ with config.json, model.safetensors and golden.safetensors:
+  input_ids [T] (int64)   the tokens
+  logits [T, V]           transformers' logits for every position (f32)
+
+Variants:
+  v3_groups_bias_mtp  deepseek_v3: q_lora_rank set, noaux_tc over 4 groups of 4 (2 kept), a random
+                      e_score_correction_bias, norm_topk_prob with routed_scaling_factor 2.5, YaRN x4
+                      from 16 positions (T = 40, past it), rope_interleave true, a dense first layer,
+                      and one multi-token-prediction layer in the file (num_nextn_predict_layers 1:
+                      tensors model.layers.3.*, which transformers ignores and so must we)
+  k2_halfsplit_k1     model_type kimi_k2 (config.json rewritten after saving; the weights run on
+                      DeepseekV3ForCausalLM, as Kimi K2's do): full q_proj, one group, one expert per
+                      token with norm_topk_prob (transformers normalises it to weight ρ),
+                      rope_interleave false (rotate_half pairs), plain RoPE, every layer MoE
+
+Weights are random (std 0.08; norms 1 + 0.2·N(0, 1); the correction bias 0.05·N(0, 1)). Each
+variant is re-seeded until every routing decision clears MARGIN: the k-th against the (k+1)-th
+allowed biased score, the kept group's top-two sum against the next group's.
+"""
+
+import json
+import os
+import shutil
+import sys
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+
+from common import TESTDATA, seed_everything
+
+OUT = os.path.join(TESTDATA, "deepseek")
+MARGIN = 1e-4
+
+BASE = dict(
+    vocab_size=96,
+    hidden_size=32,
+    intermediate_size=48,
+    moe_intermediate_size=16,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    kv_lora_rank=16,
+    qk_nope_head_dim=8,
+    qk_rope_head_dim=8,
+    v_head_dim=8,
+    n_routed_experts=16,
+    n_shared_experts=1,
+    rms_norm_eps=1e-6,
+    max_position_embeddings=64,
+    bos_token_id=0,
+    eos_token_id=1,
+    attention_bias=False,
+    tie_word_embeddings=False,
+)
+
+VARIANTS = {
+    "v3_groups_bias_mtp": dict(
+        q_lora_rank=16,
+        n_group=4,
+        topk_group=2,
+        num_experts_per_tok=3,
+        norm_topk_prob=True,
+        routed_scaling_factor=2.5,
+        first_k_dense_replace=1,
+        rope_interleave=True,
+        rope_parameters=dict(
+            rope_type="yarn",
+            rope_theta=10000.0,
+            factor=4.0,
+            original_max_position_embeddings=16,
+            beta_fast=32.0,
+            beta_slow=1.0,
+            mscale=1.0,
+            mscale_all_dim=1.0,
+        ),
+        num_nextn_predict_layers=1,
+        seq_len=40,
+        seed=11,
+    ),
+    "k2_halfsplit_k1": dict(
+        q_lora_rank=None,
+        n_group=1,
+        topk_group=1,
+        num_experts_per_tok=1,
+        norm_topk_prob=True,
+        routed_scaling_factor=1.5,
+        first_k_dense_replace=0,
+        rope_interleave=False,
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0),
+        num_nextn_predict_layers=0,
+        seq_len=20,
+        seed=12,
+        model_type="kimi_k2",
+    ),
+}
+
+
+def randomise(model):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1.0 + 0.2 * torch.randn_like(p, dtype=torch.float32))
+            else:
+                p.copy_(0.08 * torch.randn_like(p, dtype=torch.float32))
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(0.05 * torch.randn_like(b))
+
+
+def routing_margin_violations(model, cfg, ids):
+    """Runs the model once and lists routing decisions closer than MARGIN to a tie, recomputing
+    transformers' DeepseekV3TopkRouter selection from its logits."""
+    bad = []
+    hooks = []
+    k, e = cfg.num_experts_per_tok, cfg.n_routed_experts
+
+    def hook(module, inputs, output):
+        scores = output[0].float().sigmoid()
+        for s in scores:
+            c = s + module.e_score_correction_bias
+            groups = c.view(module.num_group, -1)
+            g = groups.topk(2, dim=-1).values.sum(dim=-1)
+            if module.num_group > module.topk_group:
+                gs = g.sort(descending=True).values
+                if gs[module.topk_group - 1] - gs[module.topk_group] < MARGIN:
+                    bad.append(("group", float(gs[module.topk_group - 1] - gs[module.topk_group])))
+            keep = g.topk(module.topk_group).indices
+            mask = torch.zeros(module.num_group, dtype=torch.bool)
+            mask[keep] = True
+            allowed = groups.masked_fill(~mask[:, None], float("-inf")).view(-1)
+            ss = allowed.sort(descending=True).values
+            if k < e and torch.isfinite(ss[k]) and ss[k - 1] - ss[k] < MARGIN:
+                bad.append(("expert", float(ss[k - 1] - ss[k])))
+
+    for layer in model.model.layers:
+        gate = getattr(layer.mlp, "gate", None)
+        if gate is not None:
+            hooks.append(gate.register_forward_hook(hook))
+    with torch.no_grad():
+        model(ids[None])
+    for h in hooks:
+        h.remove()
+    return bad
+
+
+def add_mtp_layer(folder, cfg):
+    """Appends one multi-token-prediction layer's tensors (DeepSeek-V3's names: a decoder layer
+    plus enorm, hnorm, eh_proj and the shared head) as layer num_hidden_layers, as the released
+    checkpoints store it."""
+    path = os.path.join(folder, "model.safetensors")
+    state = load_file(path)
+    last = cfg.num_hidden_layers - 1
+    mtp = cfg.num_hidden_layers
+    h = cfg.hidden_size
+    extra = {}
+    for name, t in state.items():
+        prefix = f"model.layers.{last}."
+        if name.startswith(prefix):
+            extra[f"model.layers.{mtp}." + name[len(prefix) :]] = 0.08 * torch.randn_like(t.float())
+    extra[f"model.layers.{mtp}.enorm.weight"] = torch.ones(h)
+    extra[f"model.layers.{mtp}.hnorm.weight"] = torch.ones(h)
+    extra[f"model.layers.{mtp}.eh_proj.weight"] = 0.08 * torch.randn(h, 2 * h)
+    extra[f"model.layers.{mtp}.shared_head.norm.weight"] = torch.ones(h)
+    extra[f"model.layers.{mtp}.shared_head.head.weight"] = 0.08 * torch.randn(cfg.vocab_size, h)
+    state.update(extra)
+    save_file({k: v.contiguous() for k, v in state.items()}, path, metadata={"format": "pt"})
+    return len(extra)
+
+
+def build(name, spec):
+    spec = dict(spec)
+    seq_len = spec.pop("seq_len")
+    seed = spec.pop("seed")
+    model_type = spec.pop("model_type", None)
+    for attempt in range(50):
+        seed_everything(seed * 1000 + attempt)
+        cfg = DeepseekV3Config(**{**BASE, **spec})
+        cfg._attn_implementation = "eager"
+        model = DeepseekV3ForCausalLM(cfg).eval()
+        randomise(model)
+        ids = torch.randint(2, cfg.vocab_size, (seq_len,))
+        bad = routing_margin_violations(model, cfg, ids)
+        if not bad:
+            break
+        print(f"  {name}: seed attempt {attempt} has {len(bad)} near-ties, reseeding")
+    else:
+        raise SystemExit(f"{name}: no seed without near-ties")
+
+    with torch.no_grad():
+        logits = model(ids[None]).logits[0].float()
+    folder = os.path.join(OUT, name)
+    shutil.rmtree(folder, ignore_errors=True)
+    model.save_pretrained(folder)
+    if cfg.num_nextn_predict_layers:
+        n = add_mtp_layer(folder, cfg)
+        reloaded = DeepseekV3ForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+        with torch.no_grad():
+            again = reloaded(ids[None]).logits[0].float()
+        assert torch.equal(again, logits), "the MTP tensors changed transformers' model"
+        print(f"  {name}: added {n} MTP tensors, transformers ignores them")
+    if model_type:
+        path = os.path.join(folder, "config.json")
+        c = json.load(open(path))
+        c["model_type"] = model_type
+        json.dump(c, open(path, "w"), indent=2, sort_keys=True)
+    tensors = {"input_ids": ids.to(torch.int64), "logits": logits}
+    meta = {"variant": name, "seq_len": str(seq_len), "routing_margin": str(MARGIN), "torch": torch.__version__}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(folder, "golden.safetensors"), metadata=meta)
+    size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+    print(f"wrote testdata/deepseek/{name} ({size} bytes), logits std {float(logits.std()):.3f}")
+
+
+os.makedirs(OUT, exist_ok=True)
+wanted = sys.argv[1:] or list(VARIANTS)
+for name, spec in VARIANTS.items():
+    if name in wanted:
+        build(name, spec)
