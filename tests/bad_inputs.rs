@@ -75,6 +75,43 @@ fn folder_of(
     dst
 }
 
+/// A copy of the golden checkpoint `variant` with its config edited, the tensors `keep` says
+/// kept as stored (any dtype), and `add` (a name and shape of f32 ones) added.
+fn raw_folder(
+    variant: &str,
+    name: &str,
+    config: impl FnOnce(&mut Value),
+    keep: impl Fn(&str) -> bool,
+    add: Option<(&str, Vec<usize>)>,
+) -> PathBuf {
+    use safetensors::tensor::{Dtype, TensorView};
+    let src = root().join("testdata/deepseek").join(variant);
+    let dst = scratch(name);
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config(&mut cfg);
+    std::fs::write(dst.join("config.json"), cfg.to_string()).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut views: Vec<(String, TensorView<'_>)> =
+        st.tensors().into_iter().filter(|(n, _)| keep(n)).collect();
+    let ones: Vec<u8> = add
+        .as_ref()
+        .map(|(_, shape)| {
+            let n: usize = shape.iter().product();
+            (0..n).flat_map(|_| 1.0f32.to_le_bytes()).collect()
+        })
+        .unwrap_or_default();
+    if let Some((n, shape)) = &add {
+        views.push((
+            n.to_string(),
+            TensorView::new(Dtype::F32, shape.clone(), &ones).unwrap(),
+        ));
+    }
+    safetensors::serialize_to_file(views, None, &dst.join("model.safetensors")).unwrap();
+    dst
+}
+
 fn load_error(dir: &Path, options: LoadOptions) -> String {
     Model::load_with(dir, &options).unwrap_err().to_string()
 }
@@ -129,10 +166,61 @@ fn cases() -> Vec<Case> {
             Box::new(|| config_error(|v| v["model_type"] = json!("deepseek_v3"))),
         ),
         (
-            "config.json: `quantization_config` (an FP8 checkpoint, not loaded yet)",
-            "`quantization_config` = present is not supported",
+            "config.json: a `quantization_config` of another method (`awq`)",
+            "`quantization_config.quant_method` = \"awq\" is not supported",
             Box::new(|| {
-                config_error(|v| v["quantization_config"] = json!({"quant_method": "fp8"}))
+                config_error(|v| v["quantization_config"] = json!({"quant_method": "awq"}))
+            }),
+        ),
+        (
+            "an FP8 tensor without its block scales (`weight_scale_inv`)",
+            "model.layers.0.self_attn.o_proj.weight_scale_inv",
+            Box::new(|| {
+                let scale = "model.layers.0.self_attn.o_proj.weight_scale_inv";
+                let d = raw_folder(
+                    "v3_fp8_blocks",
+                    "fp8-no-scale",
+                    |_| {},
+                    |n| n != scale,
+                    None,
+                );
+                load_error(&d, LoadOptions::default())
+            }),
+        ),
+        (
+            "FP8 tensors with no `quantization_config` in config.json",
+            "is stored in FP8 blocks, but config.json has no quantization_config",
+            Box::new(|| {
+                let d = raw_folder(
+                    "v3_fp8_blocks",
+                    "fp8-no-config",
+                    |c| {
+                        c.as_object_mut().unwrap().remove("quantization_config");
+                    },
+                    |_| true,
+                    None,
+                );
+                load_error(&d, LoadOptions::default())
+            }),
+        ),
+        (
+            "block scales beside a tensor not stored in FP8",
+            "has FP8 block scales (\"model.layers.0.self_attn.o_proj.weight_scale_inv\") but is stored as F32",
+            Box::new(|| {
+                let d = raw_folder(
+                    "v3_groups_bias_mtp",
+                    "scale-no-fp8",
+                    |c| {
+                        c["quantization_config"] =
+                            json!({"quant_method": "fp8", "weight_block_size": [8, 12]})
+                    },
+                    |_| true,
+                    Some((
+                        "model.layers.0.self_attn.o_proj.weight_scale_inv",
+                        vec![4, 3],
+                    )),
+                );
+                load_error(&d, LoadOptions::default())
             }),
         ),
         (

@@ -11,6 +11,12 @@ Variants:
                       from 16 positions (T = 40, past it), rope_interleave true, a dense first layer,
                       and one multi-token-prediction layer in the file (num_nextn_predict_layers 1:
                       tensors model.layers.3.*, which transformers ignores and so must we)
+  v3_fp8_blocks       v3_groups_bias_mtp's shapes (no MTP layer) stored as DeepSeek-V3's FP8 checkpoints
+                      are: every projection of attention, dense MLP, shared and routed experts (one
+                      tensor per expert) as F8_E4M3 with a `weight_scale_inv` per 8 x 12 block (the
+                      edges partial), embeddings, router gates, norms and lm_head unquantized, and
+                      quantization_config naming the block; `logits` are transformers' on the
+                      dequantized weights
   k2_halfsplit_k1     model_type kimi_k2 (config.json rewritten after saving; the weights run on
                       DeepseekV3ForCausalLM, as Kimi K2's do): full q_proj, one group, one expert per
                       token with norm_topk_prob (transformers normalises it to weight ρ),
@@ -171,6 +177,95 @@ def add_mtp_layer(folder, cfg):
     return len(extra)
 
 
+FP8_BLOCK = (8, 12)
+
+
+def quantize_fp8(w, block):
+    """DeepSeek-V3's block FP8: per block, scale_inv = amax / 448 (1 for an all-zero block),
+    codes = w / scale_inv in float8_e4m3fn. Returns (codes, scale_inv, dequantized)."""
+    bo, bi = block
+    rows, cols = w.shape
+    gr, gc = -(-rows // bo), -(-cols // bi)
+    scale = torch.ones(gr, gc)
+    for a in range(gr):
+        for b in range(gc):
+            amax = w[a * bo : (a + 1) * bo, b * bi : (b + 1) * bi].abs().max()
+            if amax > 0:
+                scale[a, b] = amax / 448.0
+    full = scale.repeat_interleave(bo, 0)[:rows].repeat_interleave(bi, 1)[:, :cols]
+    codes = (w / full).to(torch.float8_e4m3fn)
+    return codes, scale, codes.to(torch.float32) * full
+
+
+def fp8_checkpoint(name, spec):
+    """A model of `spec` whose projections are stored in FP8 blocks, with transformers' logits on
+    the dequantized weights."""
+    spec = dict(spec)
+    seq_len = spec.pop("seq_len")
+    seed = spec.pop("seed")
+    for attempt in range(50):
+        seed_everything(seed * 1000 + attempt)
+        cfg = DeepseekV3Config(**{**BASE, **spec})
+        cfg._attn_implementation = "eager"
+        model = DeepseekV3ForCausalLM(cfg).eval()
+        randomise(model)
+        state = {}
+        with torch.no_grad():
+            for pname, p in model.named_parameters():
+                if pname.endswith("mlp.experts.gate_up_proj") or pname.endswith("mlp.experts.down_proj"):
+                    for j in range(p.shape[0]):
+                        base = pname.rsplit(".", 1)[0] + f".{j}"
+                        if pname.endswith("gate_up_proj"):
+                            # Stored per expert, as the hub checkpoints are: gate and up apart.
+                            i = p.shape[1] // 2
+                            for part, rows in (("gate_proj", slice(0, i)), ("up_proj", slice(i, 2 * i))):
+                                codes, scale, deq = quantize_fp8(p[j, rows].float(), FP8_BLOCK)
+                                p[j, rows].copy_(deq)
+                                state[f"{base}.{part}.weight"] = codes
+                                state[f"{base}.{part}.weight_scale_inv"] = scale
+                        else:
+                            codes, scale, deq = quantize_fp8(p[j].float(), FP8_BLOCK)
+                            p[j].copy_(deq)
+                            state[f"{base}.down_proj.weight"] = codes
+                            state[f"{base}.down_proj.weight_scale_inv"] = scale
+                elif pname.endswith("_proj.weight") and p.dim() == 2:
+                    codes, scale, deq = quantize_fp8(p.float(), FP8_BLOCK)
+                    p.copy_(deq)
+                    state[pname] = codes
+                    state[pname + "_scale_inv"] = scale
+                else:
+                    state[pname] = p.detach().clone()
+            for bname, b in model.named_buffers():
+                if bname.endswith("e_score_correction_bias"):
+                    state[bname] = b.detach().clone()
+        ids = torch.randint(2, cfg.vocab_size, (seq_len,))
+        if not routing_margin_violations(model, cfg, ids):
+            break
+    else:
+        raise SystemExit(f"{name}: no seed without near-ties")
+    with torch.no_grad():
+        logits = model(ids[None]).logits[0].float()
+    folder = os.path.join(OUT, name)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+    c = cfg.to_diff_dict()
+    c["quantization_config"] = {
+        "quant_method": "fp8",
+        "fmt": "e4m3",
+        "activation_scheme": "dynamic",
+        "weight_block_size": list(FP8_BLOCK),
+    }
+    c.pop("_attn_implementation", None)
+    json.dump(c, open(os.path.join(folder, "config.json"), "w"), indent=2, sort_keys=True)
+    tensors = {"input_ids": ids.to(torch.int64), "logits": logits}
+    meta = {"variant": name, "seq_len": str(seq_len), "fp8_block": str(FP8_BLOCK), "torch": torch.__version__}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(folder, "golden.safetensors"), metadata=meta)
+    n8 = sum(1 for v in state.values() if v.dtype == torch.float8_e4m3fn)
+    size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+    print(f"wrote testdata/deepseek/{name} ({size} bytes, {n8} FP8 tensors), logits std {float(logits.std()):.3f}")
+
+
 def build(name, spec):
     spec = dict(spec)
     seq_len = spec.pop("seq_len")
@@ -215,7 +310,10 @@ def build(name, spec):
 
 
 os.makedirs(OUT, exist_ok=True)
-wanted = sys.argv[1:] or list(VARIANTS)
+wanted = sys.argv[1:] or list(VARIANTS) + ["v3_fp8_blocks"]
 for name, spec in VARIANTS.items():
     if name in wanted:
         build(name, spec)
+if "v3_fp8_blocks" in wanted:
+    fp8_spec = dict(VARIANTS["v3_groups_bias_mtp"], num_nextn_predict_layers=0, seq_len=24, seed=13)
+    fp8_checkpoint("v3_fp8_blocks", fp8_spec)

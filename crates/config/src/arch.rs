@@ -52,6 +52,18 @@ pub struct Architecture {
     /// layers (`model.layers.{num_hidden_layers}…`), which inference does not run: a loader
     /// skips their tensors.
     pub num_nextn_predict_layers: usize,
+    /// `quantization_config`: the checkpoint's FP8 block scaling, when it has one.
+    pub quantization: Option<Fp8Quantization>,
+}
+
+/// `quantization_config` of a block-FP8 checkpoint, as DeepSeek-V3 ships it: `quant_method`
+/// `fp8`, `fmt` `e4m3`, `activation_scheme` `dynamic`. Which tensors are FP8 is the
+/// checkpoint's to say (each has a `weight_scale_inv` beside it), not this description's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fp8Quantization {
+    /// `weight_block_size`: `[rows, cols]` of the weights sharing one scale (128 × 128 in V3);
+    /// edge blocks are partial.
+    pub weight_block_size: [usize; 2],
 }
 
 /// Multi-head Latent Attention's sizes (report §2.1.2, Table 1's symbols in brackets).

@@ -58,8 +58,8 @@ mod read;
 
 pub use any::AnyArchitecture;
 pub use arch::{
-    Architecture, DeepSeekMoe, Ffn, LayerKind, MlaAttention, QueryProjection, Rope, RoutingRule,
-    ScoringFunc, TopkSelection, WeightingRule,
+    Architecture, DeepSeekMoe, Ffn, Fp8Quantization, LayerKind, MlaAttention, QueryProjection,
+    Rope, RoutingRule, ScoringFunc, TopkSelection, WeightingRule,
 };
 pub use dense::DenseArchitecture;
 pub use error::{Error, Result};

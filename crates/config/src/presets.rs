@@ -88,6 +88,7 @@ impl Architecture {
             eos_token_ids: vec![100_001],
             rope_interleave: true,
             num_nextn_predict_layers: 0,
+            quantization: None,
         }
     }
 }

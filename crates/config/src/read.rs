@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::json::{Fields, GENERIC_KEYS, short};
 use crate::{
-    Architecture, DeepSeekMoe, Error, Family, Ffn, MlaAttention, QueryProjection, Result, Rope,
-    RoutingRule, ScoringFunc, TopkSelection,
+    Architecture, DeepSeekMoe, Error, Family, Ffn, Fp8Quantization, MlaAttention, QueryProjection,
+    Result, Rope, RoutingRule, ScoringFunc, TopkSelection,
 };
 
 /// What reading a config gives: the description and the keys it did not know.
@@ -106,14 +106,7 @@ impl Architecture {
 /// DeepSeek-V2's keys, and for V3 and Kimi K2 their own: `rope_interleave`,
 /// `num_nextn_predict_layers`, no `moe_layer_freq`.
 fn read_mla(f: &mut Fields<'_>, family: Family) -> Result<Parsed<Architecture>> {
-    if f.has("quantization_config") {
-        return Err(Error::unsupported(
-            "quantization_config",
-            "present",
-            "quantized checkpoints (DeepSeek-V3's FP8) do not load yet: dequantize to bf16 first, \
-             or load a bf16 checkpoint with --quant fp8",
-        ));
-    }
+    let quantization = read_quantization(f)?;
     if let Some(act) = f.opt_str("hidden_act")?
         && act != "silu"
     {
@@ -248,6 +241,7 @@ fn read_mla(f: &mut Fields<'_>, family: Family) -> Result<Parsed<Architecture>> 
         } else {
             0
         },
+        quantization,
     };
     if arch.dense_layers() > 0 && !f.has("intermediate_size") {
         // Needed only when some layer is dense; absent then is a missing key, not a zero.
@@ -267,6 +261,71 @@ fn read_mla(f: &mut Fields<'_>, family: Family) -> Result<Parsed<Architecture>> 
         architecture: arch,
         unknown_keys: f.unknown(),
     })
+}
+
+/// `quantization_config`: DeepSeek-V3's block FP8 (`quant_method: "fp8"`, `fmt: "e4m3"`,
+/// `activation_scheme: "dynamic"`, `weight_block_size: [bo, bi]`), or absent.
+fn read_quantization(f: &mut Fields<'_>) -> Result<Option<Fp8Quantization>> {
+    let Some(v) = f.raw("quantization_config") else {
+        return Ok(None);
+    };
+    let mut q = Fields::new(v, "quantization_config.")?;
+    let method = q.opt_str("quant_method")?;
+    if method != Some("fp8") {
+        return Err(Error::unsupported(
+            "quantization_config.quant_method",
+            method.map_or_else(|| "absent".to_string(), |m| format!("{m:?}")),
+            "only block FP8 checkpoints (quant_method \"fp8\", DeepSeek-V3's) load",
+        ));
+    }
+    if let Some(fmt) = q.opt_str("fmt")?
+        && fmt != "e4m3"
+    {
+        return Err(Error::unsupported(
+            "quantization_config.fmt",
+            format!("{fmt:?}"),
+            "FP8 weights load as E4M3 (fmt \"e4m3\")",
+        ));
+    }
+    if let Some(scheme) = q.opt_str("activation_scheme")?
+        && scheme != "dynamic"
+    {
+        return Err(Error::unsupported(
+            "quantization_config.activation_scheme",
+            format!("{scheme:?}"),
+            "activations stay f32 here, which only the dynamic scheme (scales computed from the \
+             activations themselves) leaves unchanged",
+        ));
+    }
+    let key = "weight_block_size";
+    let block = match q.raw(key) {
+        None => return Err(q.missing(key)),
+        Some(b) => b
+            .as_array()
+            .filter(|a| a.len() == 2)
+            .and_then(|a| {
+                let dim = |v: &Value| v.as_u64().and_then(|u| usize::try_from(u).ok());
+                Some([dim(&a[0])?, dim(&a[1])?])
+            })
+            .ok_or_else(|| Error::WrongType {
+                key: q.name(key),
+                expected: "a list of two non-negative integers",
+                found: short(b),
+            })?,
+    };
+    if block.contains(&0) {
+        return Err(Error::invalid(
+            &q.name(key),
+            format!("{block:?}"),
+            "both block dimensions must be at least 1",
+        ));
+    }
+    // Which modules stay unquantized is read off the checkpoint (the scale tensors).
+    q.ignore(&["modules_to_not_convert"]);
+    f.adopt_unknown(&q);
+    Ok(Some(Fp8Quantization {
+        weight_block_size: block,
+    }))
 }
 
 fn read_moe(f: &mut Fields<'_>, family: Family, n_routed_experts: usize) -> Result<DeepSeekMoe> {

@@ -158,6 +158,19 @@ pub enum Error {
         dtype: String,
     },
 
+    /// A tensor read as FP8 E4M3 (it has a block-scale tensor beside it) is stored otherwise.
+    #[error(
+        "tensor {tensor:?} has FP8 block scales ({scales:?}) but is stored as {dtype}, not F8_E4M3"
+    )]
+    NotFp8 {
+        /// The tensor name.
+        tensor: String,
+        /// Its scale tensor.
+        scales: String,
+        /// The dtype as the file names it.
+        dtype: String,
+    },
+
     /// A tensor is stored in a supported dtype, but not the one asked for.
     #[error("tensor {tensor:?}: expected dtype {expected}, found {found}")]
     DTypeMismatch {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use safetensors::{SafeTensorError, SafeTensors};
 
+use crate::quant::fp8::Fp8Block;
 use crate::region::{Access, Region};
 use crate::{Buffer, DType, Element, Error, Result, Weight};
 
@@ -337,6 +338,56 @@ impl SafeTensorsStore {
             DType::BF16 => Weight::new(self.buffer::<half::bf16>(info), rows, cols),
             DType::F16 => Weight::new(self.buffer::<half::f16>(info), rows, cols),
         }
+    }
+
+    /// The FP8 E4M3 weight `name` of shape `[rows, cols]` with the f32 (or bf16/f16) block
+    /// scales `scales` (a DeepSeek-V3 checkpoint's `weight_scale_inv`, `[ceil(rows / bo),
+    /// ceil(cols / bi)]`): one byte per weight, borrowed from the map.
+    ///
+    /// # Errors
+    /// As [`Self::tensor`] for either tensor; [`Error::NotFp8`] when `name` is not stored as
+    /// `F8_E4M3`; [`Error::Fp8ScaleGrid`] when `scales` is not the grid `block` needs;
+    /// [`Error::NonFinite`] at a NaN code.
+    pub fn fp8_weight(
+        &self,
+        name: &str,
+        shape: [usize; 2],
+        block: Fp8Block,
+        scales: &str,
+    ) -> Result<Weight> {
+        let info = self.checked(name, &shape)?;
+        if info.dtype_name != "F8_E4M3" {
+            return Err(Error::NotFp8 {
+                tensor: name.to_string(),
+                scales: scales.to_string(),
+                dtype: info.dtype_name.clone(),
+            });
+        }
+        let scale_info = self.info(scales)?;
+        let grid = match scale_info.shape[..] {
+            [a, b] => [a, b],
+            _ => {
+                return Err(Error::Fp8ScaleGrid {
+                    what: name.to_string(),
+                    rows: shape[0],
+                    cols: shape[1],
+                    block,
+                    expected: block
+                        .grid(shape[0], shape[1])
+                        .map(|g| g.to_vec())
+                        .unwrap_or_default(),
+                    found: scale_info.shape.clone(),
+                });
+            }
+        };
+        let shape_of_scales = scale_info.shape.clone();
+        let scale_values = self.tensor_f32(scales, &shape_of_scales)?;
+        let map = &self.shards[info.shard].map;
+        let codes =
+            Buffer::in_file(Arc::clone(map), info.offset, info.bytes).unwrap_or_else(|| {
+                Buffer::from_vec(map[info.offset..info.offset + info.bytes].to_vec())
+            });
+        Weight::from_fp8(block, codes, scale_values, grid, shape[0], shape[1], name)
     }
 
     /// The weight `name` viewed as `[rows, cols]` from a tensor of any rank with

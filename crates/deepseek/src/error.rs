@@ -55,6 +55,16 @@ pub enum Error {
         /// Tokens a window needs.
         window: usize,
     },
+    /// A tensor is stored in FP8 blocks (or has block scales beside it), but `config.json` has
+    /// no `quantization_config` to give the block shape.
+    #[error(
+        "tensor {tensor:?} is stored in FP8 blocks, but config.json has no quantization_config \
+         (its weight_block_size gives the blocks' shape)"
+    )]
+    Fp8WithoutQuantizationConfig {
+        /// The tensor.
+        tensor: String,
+    },
     /// A quantization recipe name is not one deepblocks knows.
     #[error("unknown quantization recipe {name:?}; known: {known}")]
     UnknownRecipe {

@@ -28,8 +28,11 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use deepblocks_config::{Architecture, LayerKind, Parsed, QueryProjection, TopkSelection};
+use deepblocks_config::{
+    Architecture, Fp8Quantization, LayerKind, Parsed, QueryProjection, TopkSelection,
+};
 use deepblocks_core::quant::BlockFormat;
+use deepblocks_core::quant::fp8::Fp8Block;
 use deepblocks_core::{Access, DType, SafeTensorsStore, Weight, WeightFormat};
 use deepblocks_embed::{Embedding, Embeddings, LmHead};
 use deepblocks_mla::{AttentionPath, Mla, MlaWeights, QProj};
@@ -202,6 +205,7 @@ impl Model {
             num_layers: arch.num_hidden_layers,
             tied: arch.tie_word_embeddings,
             formats: RefCell::new(Vec::new()),
+            quantization: arch.quantization,
         };
         let embeddings = load.embeddings(&arch)?;
         let n_layers = arch.num_hidden_layers;
@@ -271,6 +275,7 @@ struct Loader<'a> {
     num_layers: usize,
     tied: bool,
     formats: RefCell<Vec<FormatCount>>,
+    quantization: Option<Fp8Quantization>,
 }
 
 impl Loader<'_> {
@@ -395,10 +400,38 @@ impl Loader<'_> {
     }
 
     fn weight(&self, name: &str, shape: [usize; 2]) -> Result<Weight> {
-        let w = self.store.weight(name, shape)?;
+        let w = match self.fp8_scales(name)? {
+            Some((scales, block)) => {
+                let w = self.store.fp8_weight(name, shape, block, &scales)?;
+                self.read.borrow_mut().insert(scales); // read, but not a parameter
+                w
+            }
+            None => self.store.weight(name, shape)?,
+        };
         self.finite(name, &w)?;
         self.counted(name, shape[0] * shape[1]);
         self.place(name, w)
+    }
+
+    /// The block-scale tensor of `name` (`{name}_scale_inv`, DeepSeek-V3's name) and the block
+    /// shape, when the checkpoint stores `name` in FP8 blocks: it is stored as `F8_E4M3` or has
+    /// that scale tensor beside it (the store then checks it is both).
+    fn fp8_scales(&self, name: &str) -> Result<Option<(String, Fp8Block)>> {
+        let scales = format!("{name}_scale_inv");
+        let fp8 = self
+            .store
+            .info(name)
+            .is_ok_and(|i| i.dtype_name == "F8_E4M3");
+        if !fp8 && !self.store.contains(&scales) {
+            return Ok(None);
+        }
+        let Some(q) = self.quantization else {
+            return Err(Error::Fp8WithoutQuantizationConfig {
+                tensor: name.to_string(),
+            });
+        };
+        let [rows, cols] = q.weight_block_size;
+        Ok(Some((scales, Fp8Block { rows, cols })))
     }
 
     /// A 3-D tensor `[a, b, c]` viewed as `[a·b, c]`.

@@ -168,13 +168,104 @@ fn bad_v3_inputs_are_errors_naming_the_culprit() {
         let err = Model::load_with(&folder, &LoadOptions::default()).unwrap_err();
         assert!(err.to_string().contains(key), "{err}");
     }
-    // FP8 checkpoints are refused by name until they load.
+    // A quantization_config of another method is refused by name.
     let folder = doctored(
         "v3_groups_bias_mtp",
-        "fp8-config",
-        |c| c["quantization_config"] = serde_json::json!({"quant_method": "fp8"}),
+        "awq-config",
+        |c| c["quantization_config"] = serde_json::json!({"quant_method": "awq"}),
         None,
     );
     let err = Model::load_with(&folder, &LoadOptions::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("quantization_config.quant_method"),
+        "{err}"
+    );
+}
+
+#[test]
+fn golden_v3_fp8_blocks_load_natively_one_byte_per_weight() {
+    let model = check_variant("v3_fp8_blocks");
+    assert_eq!(
+        model.config().quantization.map(|q| q.weight_block_size),
+        Some([8, 12])
+    );
+    // Held as stored: one byte per FP8 weight plus its scales (not widened), plus the f32 W_UK
+    // copy the absorbed attention keeps.
+    let store = deepblocks_core::SafeTensorsStore::open(dir("v3_fp8_blocks")).unwrap();
+    let file_bytes: usize = store
+        .infos()
+        .map(|t| {
+            let elem = if t.dtype_name == "F8_E4M3" {
+                1
+            } else {
+                t.dtype.unwrap().size_bytes()
+            };
+            t.numel() * elem
+        })
+        .sum();
+    assert!(store.infos().filter(|t| t.dtype_name == "F8_E4M3").count() > 100);
+    let (c, a) = (model.config(), &model.config().attention);
+    let w_uk =
+        c.num_hidden_layers * a.num_attention_heads * a.kv_lora_rank * a.qk_nope_head_dim * 4;
+    assert_eq!(model.weight_bytes(), file_bytes + w_uk);
+    // Every tensor was read; the scales are not counted as parameters.
+    let report = model.load_report();
+    assert_eq!(report.tensors, store.len());
+    let scales: usize = store
+        .infos()
+        .filter(|t| t.name.ends_with("_scale_inv"))
+        .map(|t| t.numel())
+        .sum();
+    let all: usize = store.infos().map(|t| t.numel()).sum();
+    assert_eq!(report.parameters, all - scales);
+}
+
+#[test]
+fn an_fp8_checkpoint_dequantizes_on_request() {
+    let g = Golden::load_path(&dir("v3_fp8_blocks").join("golden.safetensors"));
+    let ids: Vec<u32> = g.data("input_ids").iter().map(|&v| v as u32).collect();
+    let options = LoadOptions {
+        dtype: Some(deepblocks_core::DType::F32),
+        ..LoadOptions::default()
+    };
+    let model = Model::load_with(dir("v3_fp8_blocks"), &options).unwrap();
+    let mut cache = model.new_cache(ids.len()).unwrap();
+    let got = model.forward(&ids, &mut cache, Positions::All).unwrap();
+    // Dequantized to f32 exactly: the same logits as the FP8 kernels, to rounding.
+    assert_close(&got, g.data("logits"), 1e-4, 0.0);
+}
+
+#[test]
+fn bad_fp8_checkpoints_are_errors_naming_the_tensor() {
+    // An FP8 tensor without its scales.
+    let scale = "model.layers.0.self_attn.o_proj.weight_scale_inv";
+    let folder = doctored("v3_fp8_blocks", "fp8-no-scale", |_| {}, Some(scale));
+    let err = Model::load_with(&folder, &LoadOptions::default()).unwrap_err();
+    assert!(err.to_string().contains(scale), "{err}");
+
+    // FP8 tensors without quantization_config.
+    let folder = doctored(
+        "v3_fp8_blocks",
+        "fp8-no-config",
+        |c| {
+            c.as_object_mut().unwrap().remove("quantization_config");
+        },
+        None,
+    );
+    let err = Model::load_with(&folder, &LoadOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, Error::Fp8WithoutQuantizationConfig { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("quantization_config"), "{err}");
+
+    // A block shape whose scale grid the file does not have.
+    let folder = doctored(
+        "v3_fp8_blocks",
+        "fp8-wrong-block",
+        |c| c["quantization_config"]["weight_block_size"] = serde_json::json!([128, 128]),
+        None,
+    );
+    let err = Model::load_with(&folder, &LoadOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("needs a scale grid"), "{err}");
 }

@@ -157,14 +157,19 @@ impl Moe {
         &self.shared_experts
     }
 
-    /// Bytes of all its weights (router, every routed expert, shared experts), in their stored
-    /// dtypes.
+    /// Bytes of all its weights (router with its correction bias, every routed expert, shared
+    /// experts), in their stored dtypes.
     pub fn weight_bytes(&self) -> usize {
         let shared = match &self.shared_experts {
             SharedExperts::None => 0,
             SharedExperts::Mlp(m) => m.weight_bytes(),
         };
+        let bias = self
+            .gate
+            .e_score_correction_bias()
+            .map_or(0, |b| 4 * b.len());
         self.gate.weight().bytes()
+            + bias
             + self
                 .experts
                 .as_slice()
