@@ -156,9 +156,9 @@ fn cases() -> Vec<Case> {
             }),
         ),
         (
-            "config.json: a `model_type` outside the supported list (`glm4_moe_lite`)",
-            "model_type \"glm4_moe_lite\" is not supported; supported: deepseek_v2, deepseek_v3, kimi_k2",
-            Box::new(|| config_error(|v| v["model_type"] = json!("glm4_moe_lite"))),
+            "config.json: a `model_type` outside the supported list (`qwen3_moe`)",
+            "model_type \"qwen3_moe\" is not supported; supported: deepseek_v2, deepseek_v3, kimi_k2, glm4_moe_lite",
+            Box::new(|| config_error(|v| v["model_type"] = json!("qwen3_moe"))),
         ),
         (
             "config.json: DeepSeek-V2's routing under `model_type: deepseek_v3`",

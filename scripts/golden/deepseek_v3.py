@@ -17,6 +17,11 @@ Variants:
                       edges partial), embeddings, router gates, norms and lm_head unquantized, and
                       quantization_config naming the block; `logits` are transformers' on the
                       dequantized weights
+  glm_flash_vdim      glm4_moe_lite (Glm4MoeLiteForCausalLM): v_head_dim 12 beside qk_nope_head_dim 8,
+                      the layer schedule from mlp_layer_types (dense, sparse, sparse), noaux_tc over 2
+                      groups (1 kept) with a correction bias, routed_scaling_factor 1.8, an MTP
+                      layer in the file, and rms_norm_eps 0.02 (the latent norms keep 1e-6 in
+                      transformers, as in every family: a large ε shows a model that does not)
   k2_halfsplit_k1     model_type kimi_k2 (config.json rewritten after saving; the weights run on
                       DeepseekV3ForCausalLM, as Kimi K2's do): full q_proj, one group, one expert per
                       token with norm_topk_prob (transformers normalises it to weight ρ),
@@ -34,7 +39,7 @@ import sys
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+from transformers import DeepseekV3Config, DeepseekV3ForCausalLM, Glm4MoeLiteConfig, Glm4MoeLiteForCausalLM
 
 from common import TESTDATA, seed_everything
 
@@ -86,6 +91,24 @@ VARIANTS = {
         num_nextn_predict_layers=1,
         seq_len=40,
         seed=11,
+    ),
+    "glm_flash_vdim": dict(
+        arch="glm",
+        q_lora_rank=16,
+        v_head_dim=12,
+        n_group=2,
+        topk_group=1,
+        num_experts_per_tok=2,
+        norm_topk_prob=True,
+        routed_scaling_factor=1.8,
+        mlp_layer_types=["dense", "sparse", "sparse"],
+        # Large, so that a latent norm given it instead of transformers' fixed 1e-6 shows.
+        rms_norm_eps=0.02,
+        rope_interleave=True,
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0),
+        num_nextn_predict_layers=1,
+        seq_len=24,
+        seed=14,
     ),
     "k2_halfsplit_k1": dict(
         q_lora_rank=None,
@@ -271,11 +294,14 @@ def build(name, spec):
     seq_len = spec.pop("seq_len")
     seed = spec.pop("seed")
     model_type = spec.pop("model_type", None)
+    config_class, model_class = (
+        (Glm4MoeLiteConfig, Glm4MoeLiteForCausalLM) if spec.pop("arch", "v3") == "glm" else (DeepseekV3Config, DeepseekV3ForCausalLM)
+    )
     for attempt in range(50):
         seed_everything(seed * 1000 + attempt)
-        cfg = DeepseekV3Config(**{**BASE, **spec})
+        cfg = config_class(**{**BASE, **spec})
         cfg._attn_implementation = "eager"
-        model = DeepseekV3ForCausalLM(cfg).eval()
+        model = model_class(cfg).eval()
         randomise(model)
         ids = torch.randint(2, cfg.vocab_size, (seq_len,))
         bad = routing_margin_violations(model, cfg, ids)
@@ -290,9 +316,9 @@ def build(name, spec):
     folder = os.path.join(OUT, name)
     shutil.rmtree(folder, ignore_errors=True)
     model.save_pretrained(folder)
-    if cfg.num_nextn_predict_layers:
+    if getattr(cfg, "num_nextn_predict_layers", 0):
         n = add_mtp_layer(folder, cfg)
-        reloaded = DeepseekV3ForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+        reloaded = model_class.from_pretrained(folder, attn_implementation="eager").eval()
         with torch.no_grad():
             again = reloaded(ids[None]).logits[0].float()
         assert torch.equal(again, logits), "the MTP tensors changed transformers' model"

@@ -12,6 +12,7 @@ use crate::{Error, Result, RoutingRule, ScoringFunc, TopkSelection, WeightingRul
 /// use deepblocks_config::Family;
 /// assert_eq!(Family::from_model_type("deepseek_v2")?, Family::DeepseekV2);
 /// assert_eq!(Family::from_model_type("kimi_k2")?, Family::KimiK2);
+/// assert_eq!(Family::from_model_type("glm4_moe_lite")?, Family::Glm4MoeLite);
 /// let err = Family::from_model_type("qwen3_moe").unwrap_err();
 /// assert!(err.to_string().contains("qwen3_moe") && err.to_string().contains("deepseek_v3"));
 /// # Ok::<(), deepblocks_config::Error>(())
@@ -30,11 +31,20 @@ pub enum Family {
     /// `kimi_k2`: Kimi K2, DeepSeek-V3's architecture under its own `model_type` (its checkpoints
     /// run on DeepSeek-V3's modeling code), read exactly as [`Family::DeepseekV3`].
     KimiK2,
+    /// `glm4_moe_lite`: GLM-4.7-Flash, as transformers 5's `modeling_glm4_moe_lite.py` computes
+    /// it: DeepSeek-V3's attention and router, the layer schedule from `mlp_layer_types`,
+    /// `v_head_dim` apart from `qk_nope_head_dim`, ε 10⁻⁵ by default.
+    Glm4MoeLite,
 }
 
 impl Family {
     /// Every supported family.
-    pub const ALL: &'static [Family] = &[Family::DeepseekV2, Family::DeepseekV3, Family::KimiK2];
+    pub const ALL: &'static [Family] = &[
+        Family::DeepseekV2,
+        Family::DeepseekV3,
+        Family::KimiK2,
+        Family::Glm4MoeLite,
+    ];
 
     /// The `model_type` string of the family.
     pub const fn model_type(self) -> &'static str {
@@ -42,6 +52,7 @@ impl Family {
             Family::DeepseekV2 => "deepseek_v2",
             Family::DeepseekV3 => "deepseek_v3",
             Family::KimiK2 => "kimi_k2",
+            Family::Glm4MoeLite => "glm4_moe_lite",
         }
     }
 
@@ -78,14 +89,28 @@ impl Family {
     pub const fn weighting(self) -> WeightingRule {
         match self {
             Family::DeepseekV2 => WeightingRule::NormalizeOrScale,
-            Family::DeepseekV3 | Family::KimiK2 => WeightingRule::AlwaysNormalizeThenScale,
+            Family::DeepseekV3 | Family::KimiK2 | Family::Glm4MoeLite => {
+                WeightingRule::AlwaysNormalizeThenScale
+            }
+        }
+    }
+
+    /// `rms_norm_eps` when the file does not say: transformers' default for the family (10⁻⁶,
+    /// GLM-4.7-Flash's 10⁻⁵).
+    pub const fn default_rms_norm_eps(self) -> f64 {
+        match self {
+            Family::DeepseekV2 | Family::DeepseekV3 | Family::KimiK2 => 1e-6,
+            Family::Glm4MoeLite => 1e-5,
         }
     }
 
     /// Whether the family reads DeepSeek-V3's own keys: `rope_interleave` (default true; every
     /// DeepSeek-V2 checkpoint is interleaved) and `num_nextn_predict_layers` (default 0).
     pub const fn reads_v3_keys(self) -> bool {
-        matches!(self, Family::DeepseekV3 | Family::KimiK2)
+        matches!(
+            self,
+            Family::DeepseekV3 | Family::KimiK2 | Family::Glm4MoeLite
+        )
     }
 
     /// Checks that a routing rule is one this family's reference code computes: DeepSeek-V2
@@ -131,7 +156,7 @@ impl Family {
                 }
                 Ok(())
             }
-            Family::DeepseekV3 | Family::KimiK2 => {
+            Family::DeepseekV3 | Family::KimiK2 | Family::Glm4MoeLite => {
                 // transformers' router computes sigmoid and noaux_tc whatever the keys say; a
                 // config saying otherwise would run as something it does not describe.
                 if routing.scoring_func != ScoringFunc::Sigmoid {
@@ -170,7 +195,7 @@ impl Family {
     /// hints, derived values checked elsewhere).
     pub(crate) const fn inert_keys(self) -> &'static [&'static str] {
         match self {
-            Family::DeepseekV2 | Family::DeepseekV3 | Family::KimiK2 => &[
+            Family::DeepseekV2 | Family::DeepseekV3 | Family::KimiK2 | Family::Glm4MoeLite => &[
                 "attention_dropout",
                 "aux_loss_alpha",
                 "ep_size",

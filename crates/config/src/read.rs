@@ -28,9 +28,6 @@ pub struct Parsed<T> {
 /// The default RoPE base of transformers' configs.
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 
-/// The default RMSNorm ε of transformers' `DeepseekV2Config`.
-const DEFAULT_RMS_NORM_EPS: f64 = 1e-6;
-
 /// Reads `path` as JSON, wrapping any error with the file.
 pub(crate) fn read_json_file(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
@@ -98,7 +95,9 @@ impl Architecture {
         let mut f = Fields::new(value, "")?;
         f.ignore(&["model_type"]);
         match family {
-            Family::DeepseekV2 | Family::DeepseekV3 | Family::KimiK2 => read_mla(&mut f, family),
+            Family::DeepseekV2 | Family::DeepseekV3 | Family::KimiK2 | Family::Glm4MoeLite => {
+                read_mla(&mut f, family)
+            }
         }
     }
 }
@@ -212,10 +211,12 @@ fn read_mla(f: &mut Fields<'_>, family: Family) -> Result<Parsed<Architecture>> 
             ]);
             Ffn::Dense
         }
-        Some(n_routed_experts) => Ffn::Moe(read_moe(f, family, n_routed_experts)?),
+        Some(n_routed_experts) => {
+            Ffn::Moe(read_moe(f, family, n_routed_experts, num_hidden_layers)?)
+        }
     };
     let intermediate_size = f.usize_or("intermediate_size", 0)?;
-    let rms_norm_eps = f.f64_or("rms_norm_eps", DEFAULT_RMS_NORM_EPS)? as f32;
+    let rms_norm_eps = f.f64_or("rms_norm_eps", family.default_rms_norm_eps())? as f32;
     let (rope, rope_key) = read_rope(f, max_position_embeddings)?;
     let arch = Architecture {
         family,
@@ -328,7 +329,12 @@ fn read_quantization(f: &mut Fields<'_>) -> Result<Option<Fp8Quantization>> {
     }))
 }
 
-fn read_moe(f: &mut Fields<'_>, family: Family, n_routed_experts: usize) -> Result<DeepSeekMoe> {
+fn read_moe(
+    f: &mut Fields<'_>,
+    family: Family,
+    n_routed_experts: usize,
+    num_hidden_layers: usize,
+) -> Result<DeepSeekMoe> {
     let num_experts_per_tok = f.size("num_experts_per_tok")?;
     let moe_intermediate_size = f.size("moe_intermediate_size")?;
     // Absent or null: no shared experts (DeepSeek's code); 0 likewise.
@@ -356,8 +362,10 @@ fn read_moe(f: &mut Fields<'_>, family: Family, n_routed_experts: usize) -> Resu
             ));
         }
     };
-    let n_group = f.opt_size("n_group")?;
-    let topk_group = f.opt_size("topk_group")?;
+    // GLM-4.7-Flash's transformers default is one group (no grouping), not a model's size.
+    let glm = family == Family::Glm4MoeLite;
+    let n_group = f.opt_size("n_group")?.or(glm.then_some(1));
+    let topk_group = f.opt_size("topk_group")?.or(glm.then_some(1));
     let method = f
         .opt_str("topk_method")?
         .unwrap_or(default_method)
@@ -397,7 +405,9 @@ fn read_moe(f: &mut Fields<'_>, family: Family, n_routed_experts: usize) -> Resu
         num_experts_per_tok,
         moe_intermediate_size,
         n_shared_experts,
-        first_k_dense_replace: if v3 {
+        first_k_dense_replace: if glm {
+            read_mlp_layer_types(f, num_hidden_layers)?
+        } else if v3 {
             f.opt_usize("first_k_dense_replace")?
                 .ok_or_else(|| f.missing("first_k_dense_replace"))?
         } else {
@@ -406,18 +416,20 @@ fn read_moe(f: &mut Fields<'_>, family: Family, n_routed_experts: usize) -> Resu
         moe_layer_freq: match family {
             Family::DeepseekV2 => f.size_or("moe_layer_freq", 1)?,
             // transformers' deepseek_v3 makes every layer after the dense ones MoE.
-            Family::DeepseekV3 | Family::KimiK2 => match f.size_or("moe_layer_freq", 1)? {
-                1 => 1,
-                other => {
-                    return Err(Error::unsupported(
-                        "moe_layer_freq",
-                        other,
-                        format!(
-                            "{family} makes every layer after first_k_dense_replace MoE (transformers ignores the key)"
-                        ),
-                    ));
+            Family::DeepseekV3 | Family::KimiK2 | Family::Glm4MoeLite => {
+                match f.size_or("moe_layer_freq", 1)? {
+                    1 => 1,
+                    other => {
+                        return Err(Error::unsupported(
+                            "moe_layer_freq",
+                            other,
+                            format!(
+                                "{family} makes every layer after first_k_dense_replace MoE (transformers ignores the key)"
+                            ),
+                        ));
+                    }
                 }
-            },
+            }
         },
         routing: RoutingRule {
             scoring_func,
@@ -432,6 +444,62 @@ fn read_moe(f: &mut Fields<'_>, family: Family, n_routed_experts: usize) -> Resu
             weighting: family.weighting(),
         },
     })
+}
+
+/// GLM-4.7-Flash's layer schedule: `mlp_layer_types` (`"dense"` or `"sparse"` per layer;
+/// transformers' default one dense layer then sparse ones), as the number of dense layers
+/// before the MoE ones — the only pattern the description holds. A `first_k_dense_replace`
+/// beside it, which transformers ignores for this family, must agree.
+fn read_mlp_layer_types(f: &mut Fields<'_>, num_hidden_layers: usize) -> Result<usize> {
+    let key = "mlp_layer_types";
+    let dense = match f.raw(key) {
+        None => 1.min(num_hidden_layers),
+        Some(v) => {
+            let kinds: Vec<&str> = v
+                .as_array()
+                .and_then(|a| a.iter().map(|k| k.as_str()).collect())
+                .ok_or_else(|| Error::WrongType {
+                    key: key.into(),
+                    expected: "a list of \"dense\" and \"sparse\"",
+                    found: short(v),
+                })?;
+            if kinds.len() != num_hidden_layers {
+                return Err(Error::invalid(
+                    key,
+                    format!("{} entries", kinds.len()),
+                    format!("must list num_hidden_layers = {num_hidden_layers} layers"),
+                ));
+            }
+            if let Some(other) = kinds.iter().find(|k| !matches!(**k, "dense" | "sparse")) {
+                return Err(Error::invalid(
+                    key,
+                    format!("{other:?}"),
+                    "entries are \"dense\" or \"sparse\"",
+                ));
+            }
+            let dense = kinds.iter().take_while(|k| **k == "dense").count();
+            if kinds[dense..].contains(&"dense") {
+                return Err(Error::unsupported(
+                    key,
+                    format!("{kinds:?}"),
+                    "dense layers after MoE ones: only dense layers first, then MoE, is implemented",
+                ));
+            }
+            dense
+        }
+    };
+    if let Some(k) = f.opt_usize("first_k_dense_replace")?
+        && k != dense
+    {
+        return Err(Error::invalid(
+            "first_k_dense_replace",
+            k,
+            format!(
+                "disagrees with mlp_layer_types, which transformers follows ({dense} dense layers)"
+            ),
+        ));
+    }
+    Ok(dense)
 }
 
 /// The rope settings and the key they were read from (`rope_scaling` or `rope_parameters`, for

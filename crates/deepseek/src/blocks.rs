@@ -71,6 +71,20 @@ pub fn norm_config(arch: &Architecture, hidden: usize) -> RmsNormConfig {
     }
 }
 
+/// The ε of the latents' RMSNorms (`q_a_layernorm`, `kv_a_layernorm`): every family's
+/// reference code builds them with RMSNorm's default, 10⁻⁶, not the config's `rms_norm_eps`
+/// (DeepSeek's `inference/model.py` and transformers' `DeepseekV2Attention`,
+/// `DeepseekV3Attention` and `Glm4MoeLiteAttention` alike; GLM-4.7-Flash's layers use 10⁻⁵).
+pub const LATENT_RMS_NORM_EPS: f32 = 1e-6;
+
+/// A latent's RMSNorm of width `hidden` ([`LATENT_RMS_NORM_EPS`]).
+pub fn latent_norm_config(hidden: usize) -> RmsNormConfig {
+    RmsNormConfig {
+        hidden,
+        eps: LATENT_RMS_NORM_EPS,
+    }
+}
+
 /// The latent cache's sizes.
 pub fn cache_config(arch: &Architecture) -> MlaCacheConfig {
     MlaCacheConfig {

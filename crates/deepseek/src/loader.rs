@@ -463,6 +463,13 @@ impl Loader<'_> {
         Ok(RmsNorm::new(blocks::norm_config(arch, width), w)?)
     }
 
+    /// A latent's RMSNorm (`q_a_layernorm`, `kv_a_layernorm`), whose ε is
+    /// [`blocks::LATENT_RMS_NORM_EPS`] whatever `rms_norm_eps` says.
+    fn latent_norm(&self, name: &str, width: usize) -> Result<RmsNorm> {
+        let w = self.vector(name, width)?;
+        Ok(RmsNorm::new(blocks::latent_norm_config(width), w)?)
+    }
+
     fn mlp(&self, prefix: &str, h: usize, i: usize) -> Result<Mlp> {
         Mlp::new(
             self.weight(&format!("{prefix}.gate_proj.weight"), [i, h])?,
@@ -514,14 +521,14 @@ impl Loader<'_> {
             },
             QueryProjection::LowRank { q_lora_rank: q } => QProj::LowRank {
                 q_a_proj: self.weight(&name("q_a_proj.weight"), [q, h])?,
-                q_a_layernorm: self.norm(&name("q_a_layernorm.weight"), arch, q)?,
+                q_a_layernorm: self.latent_norm(&name("q_a_layernorm.weight"), q)?,
                 q_b_proj: self.weight(&name("q_b_proj.weight"), [n * (d + r), q])?,
             },
         };
         let weights = MlaWeights {
             q,
             kv_a_proj_with_mqa: self.weight(&name("kv_a_proj_with_mqa.weight"), [c + r, h])?,
-            kv_a_layernorm: self.norm(&name("kv_a_layernorm.weight"), arch, c)?,
+            kv_a_layernorm: self.latent_norm(&name("kv_a_layernorm.weight"), c)?,
             kv_b_proj: self.weight(&name("kv_b_proj.weight"), [n * (d + v), c])?,
             o_proj: self.weight(&name("o_proj.weight"), [h, n * v])?,
         };

@@ -519,7 +519,7 @@ fn with_config(variant: &str, name: &str, edit: impl FnOnce(&mut serde_json::Val
 #[test]
 fn a_model_type_without_its_rules_is_refused_by_name() {
     // A V2 checkpoint relabelled as a V3-family one: its greedy routing is refused by name.
-    for model_type in ["deepseek_v3", "kimi_k2"] {
+    for model_type in ["deepseek_v3", "kimi_k2", "glm4_moe_lite"] {
         let folder = with_config("b_fullq_greedy", &format!("type-{model_type}"), |c| {
             c["model_type"] = model_type.into();
         });
@@ -532,7 +532,7 @@ fn a_model_type_without_its_rules_is_refused_by_name() {
             "{text}"
         );
     }
-    for model_type in ["glm4_moe_lite", "llama", "mystery"] {
+    for model_type in ["qwen3_moe", "llama", "mystery"] {
         let folder = with_config("b_fullq_greedy", &format!("type-{model_type}"), |c| {
             c["model_type"] = model_type.into();
         });

@@ -83,6 +83,63 @@ fn golden_v3_noaux_tc_groups_bias_yarn_with_an_mtp_layer_in_the_file() {
 }
 
 #[test]
+fn golden_glm_4_7_flash_wider_values_layer_types_and_its_own_eps() {
+    let model = check_variant("glm_flash_vdim");
+    let arch = model.config();
+    assert_eq!(arch.family, Family::Glm4MoeLite);
+    assert_eq!(
+        (arch.attention.v_head_dim, arch.attention.qk_nope_head_dim),
+        (12, 8)
+    );
+    assert_eq!(arch.moe().unwrap().first_k_dense_replace, 1);
+    // The layers' ε; the latent norms keep 1e-6 (a model giving them 0.02 is off by ~1e-2).
+    assert_eq!(arch.rms_norm_eps, 0.02);
+    assert!(!model.load_report().mtp_tensors.is_empty());
+}
+
+#[test]
+fn glm_layer_types_other_than_dense_then_sparse_are_refused_by_name() {
+    for (name, types, says) in [
+        (
+            "glm-sparse-dense",
+            serde_json::json!(["sparse", "dense", "sparse"]),
+            "dense layers after MoE ones",
+        ),
+        (
+            "glm-two-entries",
+            serde_json::json!(["dense", "sparse"]),
+            "must list num_hidden_layers = 3",
+        ),
+        (
+            "glm-moe-typo",
+            serde_json::json!(["dense", "moe", "sparse"]),
+            "\"moe\"",
+        ),
+    ] {
+        let folder = doctored(
+            "glm_flash_vdim",
+            name,
+            |c| c["mlp_layer_types"] = types.clone(),
+            None,
+        );
+        let err = Model::load_with(&folder, &LoadOptions::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("mlp_layer_types") && text.contains(says),
+            "{text}"
+        );
+    }
+    let folder = doctored(
+        "glm_flash_vdim",
+        "glm-disagreeing-first-k",
+        |c| c["first_k_dense_replace"] = 2.into(),
+        None,
+    );
+    let err = Model::load_with(&folder, &LoadOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("first_k_dense_replace"), "{err}");
+}
+
+#[test]
 fn golden_kimi_k2_rotate_half_pairs_one_expert_normalised_to_rho() {
     let model = check_variant("k2_halfsplit_k1");
     let arch = model.config();
