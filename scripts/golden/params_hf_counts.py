@@ -10,7 +10,8 @@ memory), and its parameters are counted with `numel()`. Writes:
       name with layer and expert indices replaced by `*`, as transformers names them: routed
       experts packed as `mlp.experts.gate_up_proj` / `mlp.experts.down_proj`).
       Models: DeepSeek-V2 and V2-Lite (from the hub configs in testdata/configs/, and again from
-      their transformers-5 form, which must give the same numbers), DeepSeek LLM 67B
+      their transformers-5 form, which must give the same numbers), DeepSeek-V3 (R1's hub config;
+      `buffers`: the e_score_correction_bias elements, not parameters to transformers), DeepSeek LLM 67B
       (LlamaConfig), and the GPT-3 family of Table 2.1 as GPT2LMHeadModel (the paper's
       convention: biases, LayerNorms, learned positions, tied unembedding) with d_model as
       printed. GPT-2's attention is d_model wide whatever the head count, but it needs n_head to
@@ -31,6 +32,8 @@ import transformers
 from transformers import (
     DeepseekV2Config,
     DeepseekV2ForCausalLM,
+    DeepseekV3Config,
+    DeepseekV3ForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
@@ -81,6 +84,25 @@ def deepseek(name):
     return result
 
 
+def deepseek_v3(name):
+    """DeepSeek-V3 (R1's hub config, the same architecture) on the meta device. transformers
+    builds no multi-token-prediction layer and keeps e_score_correction_bias as a buffer, so
+    neither is in these counts; `buffers` lists the buffers' elements apart."""
+    with open(os.path.join(CONFIGS, f"{name}.json")) as f:
+        hub = json.load(f)
+    hub.pop("quantization_config")  # the checkpoint's storage, not the architecture
+    config = DeepseekV3Config(**hub)
+    with torch.device("meta"):
+        model = DeepseekV3ForCausalLM(config)
+    result = count(model, (config.num_experts_per_tok, config.n_routed_experts))
+    buffers = collections.Counter()
+    for bname, b in model.named_buffers():
+        if bname.endswith("e_score_correction_bias"):
+            buffers[re.sub(r"\.\d+(?=\.)", ".*", bname)] += b.numel()
+    result["buffers"] = dict(buffers)
+    return result
+
+
 def gpt3(l, d, h):
     assert d % h == 0
     config = GPT2Config(n_layer=l, n_embd=d, n_head=h, n_positions=2048, vocab_size=50257)
@@ -111,6 +133,7 @@ counts = {
     "transformers": transformers.__version__,
     "deepseek-v2": deepseek("deepseek-v2"),
     "deepseek-v2-lite": deepseek("deepseek-v2-lite"),
+    "deepseek-v3": deepseek_v3("deepseek-v3"),
     "deepseek-llm-67b": llama_67b(),
     "gpt3": {
         "GPT-3 Small": gpt3(12, 768, 12),
@@ -127,7 +150,7 @@ path = os.path.join(OUT, "hf_counts.json")
 with open(path, "w") as f:
     json.dump(counts, f, indent=1)
     f.write("\n")
-for name in ("deepseek-v2", "deepseek-v2-lite"):
+for name in ("deepseek-v2", "deepseek-v2-lite", "deepseek-v3"):
     c = counts[name]
     print(f"{name}: total {c['total']:,}, activated {c['activated']:,}")
 print(f"deepseek-llm-67b: total {counts['deepseek-llm-67b']['total']:,}")

@@ -200,6 +200,48 @@ fn deepseek_v2_counts_equal_transformers() {
     }
 }
 
+/// DeepSeek-V3 (R1's hub config): "671B total, 37B activated" (arXiv 2412.19437), equal to
+/// transformers' meta-device count tensor by tensor once the checkpoint's
+/// `e_score_correction_bias`, a buffer to transformers, is set apart.
+#[test]
+fn deepseek_v3_counts_equal_transformers() {
+    let hf = &hf_counts()["deepseek-v3"];
+    let cfg = deepseek("configs/deepseek-v3.json");
+    assert_eq!(cfg.num_nextn_predict_layers, 1);
+    assert_eq!(
+        cfg.quantization.map(|q| q.weight_block_size),
+        Some([128, 128])
+    );
+    let tree = mla_tree(&cfg).unwrap();
+    let mut mine: BTreeMap<String, u64> = BTreeMap::new();
+    for (ckpt, n) in by_checkpoint(&tree) {
+        *mine.entry(packed_name(&ckpt)).or_insert(0) += n;
+    }
+    let mut theirs: BTreeMap<String, u64> = BTreeMap::new();
+    for group in ["tensors", "buffers"] {
+        for (k, v) in hf[group].as_object().unwrap() {
+            theirs.insert(k.clone(), v.as_u64().unwrap());
+        }
+    }
+    assert_eq!(mine, theirs);
+    let bias = hf["buffers"]["model.layers.*.mlp.gate.e_score_correction_bias"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(bias, 58 * 256);
+    assert_eq!(tree.params() - bias, hf["total"].as_u64().unwrap());
+    assert_eq!(tree.params(), 671_026_419_200);
+    assert_eq!(
+        tree.activated(InputEmbedding::Include) - bias,
+        hf["activated"].as_u64().unwrap()
+    );
+    let billions = |n: u64| n as f64 / 1e9;
+    assert_eq!(format!("{:.0}", billions(tree.params())), "671");
+    assert_eq!(
+        format!("{:.0}", billions(tree.activated(InputEmbedding::Exclude))),
+        "37"
+    );
+}
+
 /// The hub and transformers-5 forms read to the same config.
 #[test]
 fn deepseek_v2_both_config_forms_agree() {
