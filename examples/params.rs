@@ -153,6 +153,16 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     print_text(&acc, args, kv_bits)?;
+    if let AnyArchitecture::Mla(arch) = &config.architecture
+        && let Some(mtp) = deepblocks::params::mtp_tree(arch)?
+    {
+        println!(
+            "multi-token prediction      {:>19}  ({}, {} layer(s) in the checkpoint, not in the total: inference skips them)",
+            thousands(mtp.params()),
+            short(mtp.params()),
+            arch.num_nextn_predict_layers
+        );
+    }
     if let Some((plan, d)) = deployment {
         println!(
             "\ndeployment: {} devices × {:.0} GB (reserve {:.0} GB), tensor parallel {}, expert parallel {}, \

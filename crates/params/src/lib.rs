@@ -55,6 +55,6 @@ pub use error::{Error, Result};
 pub use flops::{AttentionDims, Flops, MlaPath};
 pub use gpt3::{GPT3_175B, GPT3_FAMILY, Gpt3Config};
 pub use kv::{Bits, KvCache, KvLayout};
-pub use mla::{mla_accounting, mla_attention_dims, mla_kv_cache, mla_tree};
+pub use mla::{mla_accounting, mla_attention_dims, mla_kv_cache, mla_tree, mtp_tree};
 pub use model::{Accounting, Summary};
 pub use tree::{Component, InputEmbedding, Kind, Tensor, thousands};

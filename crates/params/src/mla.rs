@@ -179,6 +179,67 @@ pub fn mla_tree(arch: &Architecture) -> Result<Component> {
     Component::group(arch.family.model_type(), top)
 }
 
+/// The multi-token-prediction layers a DeepSeek-V3-style checkpoint stores after the decoder
+/// layers (`num_nextn_predict_layers`, at `model.layers.{num_hidden_layers}…`), which inference
+/// does not run and transformers does not build — so they are counted here, apart from
+/// [`mla_tree`]. Each is a decoder layer of the MoE kind (`self_attn`, `mlp.*`, its norms) plus
+/// `enorm` and `hnorm` `[h]`, `eh_proj` `[h, 2h]`, `shared_head.norm` `[h]`, and the copies of
+/// `embed_tokens` and `shared_head.head` `[V, h]` the checkpoint holds (DeepSeek-V3 §2.2).
+/// `None` when the config declares none.
+///
+/// # Errors
+/// As [`mla_tree`].
+pub fn mtp_tree(arch: &Architecture) -> Result<Option<Component>> {
+    let m = arch.num_nextn_predict_layers;
+    if m == 0 {
+        return Ok(None);
+    }
+    let mut one = arch.clone();
+    one.num_hidden_layers = m;
+    one.tie_word_embeddings = true; // its head is `shared_head.head`, below
+    if let Ffn::Moe(moe) = &mut one.ffn {
+        moe.first_k_dense_replace = 0;
+    }
+    let layers = mla_tree(&one)?;
+    let (h, v, copies) = (n(arch.hidden_size), n(arch.vocab_size), n(m));
+    let mtp = |name: &str| format!("model.layers.*.{name}");
+    let mut parts: Vec<Component> = layers
+        .children()
+        .iter()
+        .filter(|c| c.name() != "embed_tokens")
+        .cloned()
+        .collect();
+    // The layer's own norms only: the final `norm` belongs to the main model.
+    if let Some(norms) = parts.iter_mut().find(|c| c.name() == "norms") {
+        let kept: Vec<Component> = norms
+            .children()
+            .iter()
+            .filter(|c| c.name() != "norm")
+            .cloned()
+            .collect();
+        *norms = Component::group("norms", kept)?;
+    }
+    for name in ["enorm", "hnorm", "shared_head.norm"] {
+        parts.push(
+            Component::tensor(name, Kind::Norm, &[h], copies)?
+                .with_checkpoint(mtp(&format!("{name}.weight"))),
+        );
+    }
+    parts.push(
+        Component::tensor("eh_proj", Kind::Linear, &[h, 2 * h], copies)?
+            .with_checkpoint(mtp("eh_proj.weight")),
+    );
+    parts.push(
+        Component::tensor("embed_tokens", Kind::Embedding, &[v, h], copies)?
+            .with_checkpoint(mtp("embed_tokens.weight")),
+    );
+    parts.push(
+        Component::tensor("shared_head.head", Kind::Linear, &[v, h], copies)?
+            .with_checkpoint(mtp("shared_head.head.weight")),
+    );
+    Ok(Some(Component::group("mtp", parts)?))
+}
+
 /// The KV cache: MLA's latent and RoPE key in every layer.
 pub fn mla_kv_cache(arch: &Architecture) -> KvCache {
     KvCache::new(

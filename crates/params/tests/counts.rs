@@ -242,6 +242,42 @@ fn deepseek_v3_counts_equal_transformers() {
     );
 }
 
+/// DeepSeek-V3's one multi-token-prediction layer: a MoE decoder layer plus its projection,
+/// norms and copies of the embedding and head — 13.46B; with the 671.03B of the model, 684.49B
+/// (DeepSeek's README: "685B, which includes 671B of the Main Model weights and 14B of the
+/// Multi-Token Prediction (MTP) Module weights").
+#[test]
+fn deepseek_v3_mtp_layer_is_counted_apart() {
+    let cfg = deepseek("configs/deepseek-v3.json");
+    let main = mla_tree(&cfg).unwrap();
+    let mtp = deepblocks_params::mtp_tree(&cfg).unwrap().unwrap();
+    // A MoE layer of the main model: attention, router and bias, shared and routed experts, norms.
+    let moe_layers = 58;
+    let layer = main.get("self_attn").unwrap().params() / 61
+        + main.get("mlp.gate").unwrap().params() / moe_layers
+        + main
+            .get("mlp.gate.e_score_correction_bias")
+            .unwrap()
+            .params()
+            / moe_layers
+        + main.get("mlp.shared_experts").unwrap().params() / moe_layers
+        + main.get("mlp.experts").unwrap().params() / moe_layers
+        + (main.get("norms").unwrap().params() - 7168) / 61;
+    let (h, v) = (7168u64, 129_280u64);
+    assert_eq!(mtp.params(), layer + 3 * h + 2 * h * h + 2 * v * h);
+    assert_eq!(mtp.params(), 13_463_426_304);
+    assert_eq!(
+        format!("{:.0}", (main.params() + mtp.params()) as f64 / 1e9),
+        "684"
+    );
+    // None without MTP layers.
+    assert!(
+        deepblocks_params::mtp_tree(&deepseek("configs/deepseek-v2.json"))
+            .unwrap()
+            .is_none()
+    );
+}
+
 /// The hub and transformers-5 forms read to the same config.
 #[test]
 fn deepseek_v2_both_config_forms_agree() {
