@@ -1,4 +1,4 @@
-//! Streams generated text from a DeepSeek-V2-family model.
+//! Streams generated text from an MLA-family model (DeepSeek-V2, V3, Kimi K2, GLM-4.7-Flash).
 //!
 //! ```text
 //! cargo run --release --example generate -- [--model DIR] --prompt S [--max-tokens N]
@@ -6,8 +6,9 @@
 //! ```
 //!
 //! Without `--model`, uses the small model shipped in `models/tiny-shakespeare`. When the folder's
-//! tokenizer has a chat template (DeepSeek-V2-Chat), the prompt is sent as a user turn; otherwise
-//! it is continued as plain text (and echoed first). Reports prefill and decode tokens/s on stderr.
+//! tokenizer has a chat template, the prompt is sent as a user turn rendered by that template
+//! (the model's own: DeepSeek-V2-Chat's, V3/R1's, ...); otherwise it is continued as plain text
+//! (and echoed first). Reports prefill and decode tokens/s on stderr.
 
 mod common;
 

@@ -605,6 +605,47 @@ fn cases() -> Vec<Case> {
             }),
         ),
         (
+            "a chat template that does not parse",
+            "chat template, line 2: syntax error",
+            Box::new(|| {
+                deepblocks::tokenize::ChatTemplate::new("{{ bos_token }}\n{% if %}")
+                    .unwrap_err()
+                    .to_string()
+            }),
+        ),
+        (
+            "a chat template that fails while rendering (its own `raise_exception`)",
+            "the template raised: Conversation roles must alternate",
+            Box::new(|| {
+                let t = deepblocks::tokenize::ChatTemplate::new(
+                    "{% if messages|length > 1 %}{{ raise_exception('Conversation roles must alternate') }}{% endif %}",
+                )
+                .unwrap();
+                let m = json!([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]);
+                t.render(&m, "", "", false).unwrap_err().to_string()
+            }),
+        ),
+        (
+            "a chat message with an unknown role",
+            "chat messages: message 1 has role \"robot\"; known roles: system, user, assistant, tool",
+            Box::new(|| {
+                let t = deepblocks::tokenize::ChatTemplate::new("{{ messages|length }}").unwrap();
+                let m =
+                    json!([{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]);
+                t.render(&m, "", "", false).unwrap_err().to_string()
+            }),
+        ),
+        (
+            "MESSAGES.json that is not a list (`--chat`)",
+            "chat messages: the messages are an object, not a list",
+            Box::new(|| {
+                let t = deepblocks::tokenize::ChatTemplate::new("{{ messages|length }}").unwrap();
+                t.render(&json!({"role": "user"}), "", "", false)
+                    .unwrap_err()
+                    .to_string()
+            }),
+        ),
+        (
             "safetensors offsets that overlap",
             "tensors \"a\" and \"b\" overlap",
             Box::new(|| {

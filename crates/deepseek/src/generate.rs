@@ -132,8 +132,9 @@ impl Model {
         })
     }
 
-    /// Generates from text: encodes `prompt` (as a DeepSeek-V2-Chat user turn when `chat`,
-    /// otherwise as plain text with the tokenizer's special tokens), generates, and streams the
+    /// Generates from text: encodes `prompt` (as a user turn of the tokenizer's own chat
+    /// template when `chat` — [`Tokenizer::chat_prompt`] — otherwise as plain text with the
+    /// tokenizer's special tokens), generates, and streams the
     /// new text to `on_text` in pieces that are always complete UTF-8.
     ///
     /// # Errors

@@ -83,6 +83,30 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A chat template does not parse, or fails while rendering.
+    #[error("chat template{}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    ChatTemplate {
+        /// minijinja's message (or the template's own, from `raise_exception`).
+        message: String,
+        /// The template line at fault, when known.
+        line: Option<usize>,
+    },
+
+    /// Chat messages a template cannot take.
+    #[error("chat messages: {}{reason}", index.map(|i| format!("message {i} ")).unwrap_or_default())]
+    ChatMessages {
+        /// The message at fault (none when the whole value is not a list).
+        index: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A conversation is to be rendered, but the tokenizer folder has no chat template.
+    #[error(
+        "the tokenizer has no chat template (tokenizer_config.json's chat_template, or chat_template.jinja)"
+    )]
+    NoChatTemplate,
+
     /// Text that should be a list of token ids is not.
     #[error("{text:?} is not a token id (expected a non-negative integer below 2^32)")]
     NotAnId {

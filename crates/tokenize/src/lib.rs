@@ -41,6 +41,7 @@ mod chat;
 mod config;
 mod error;
 mod stream;
+mod template;
 mod tokenizer;
 
 pub use bytes::byte_to_char;
@@ -48,7 +49,8 @@ pub use chat::{DEEPSEEK_BOS, DEEPSEEK_EOS, Message, Role, deepseek_v2_chat};
 pub use config::TokenizerConfig;
 pub use error::{Error, Result, TokenizersError};
 pub use stream::StreamDecoder;
-pub use tokenizer::{TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, Tokenizer};
+pub use template::{ChatTemplate, ROLES, messages_json};
+pub use tokenizer::{CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, Tokenizer};
 
 /// Token ids as the `tokenize` example prints them: decimal, separated by single spaces.
 ///

@@ -4,12 +4,15 @@ use std::path::Path;
 
 use crate::chat::{DEEPSEEK_BOS, DEEPSEEK_EOS, Message, deepseek_v2_chat};
 use crate::error::excerpt;
+use crate::template::{ChatTemplate, messages_json};
 use crate::{Error, Result, StreamDecoder, TokenizerConfig};
 
 /// The file name of a tokenizer inside a model folder.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// The file name of a tokenizer's configuration inside a model folder.
 pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+/// The chat template transformers 5 saves beside them (it wins over the config's).
+pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
 
 /// A Hugging Face tokenizer (`tokenizer.json`, through the `tokenizers` crate) and its
 /// configuration (`tokenizer_config.json`: bos/eos, chat template).
@@ -46,11 +49,23 @@ impl Tokenizer {
             .parent()
             .unwrap_or(Path::new("."))
             .join(TOKENIZER_CONFIG_FILE);
-        let config = if config_path.is_file() {
+        let mut config = if config_path.is_file() {
             TokenizerConfig::from_file(config_path)?
         } else {
             TokenizerConfig::default()
         };
+        // transformers 5 saves the template in its own file, which wins over the config's.
+        let jinja = path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(CHAT_TEMPLATE_FILE);
+        if jinja.is_file() {
+            config.chat_template =
+                Some(std::fs::read_to_string(&jinja).map_err(|source| Error::Io {
+                    path: jinja.clone(),
+                    source,
+                })?);
+        }
         Ok(Tokenizer { inner, config })
     }
 
@@ -327,9 +342,33 @@ impl Tokenizer {
         self.special_token_id("eos").ok()
     }
 
-    /// The chat template of `tokenizer_config.json`, verbatim.
+    /// The folder's chat template, verbatim: `chat_template.jinja` when there is one, else
+    /// `tokenizer_config.json`'s `chat_template` (a string, or the `default` of a list of named
+    /// templates).
     pub fn chat_template(&self) -> Option<&str> {
         self.config.chat_template.as_deref()
+    }
+
+    /// Renders `messages` (a JSON list of `{"role", "content", ...}` objects, as transformers
+    /// takes them) with the folder's chat template and its bos and eos tokens, as
+    /// transformers' `apply_chat_template(tokenize=False)` does (see [`ChatTemplate`]).
+    ///
+    /// # Errors
+    /// [`Error::NoChatTemplate`] without a template; as [`ChatTemplate::new`] and
+    /// [`ChatTemplate::render`].
+    pub fn render_chat(
+        &self,
+        messages: &serde_json::Value,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let source = self.chat_template().ok_or(Error::NoChatTemplate)?;
+        let token = |t: &Option<String>| t.clone().unwrap_or_default();
+        ChatTemplate::new(source)?.render(
+            messages,
+            &token(&self.config.bos_token),
+            &token(&self.config.eos_token),
+            add_generation_prompt,
+        )
     }
 
     /// The bos and eos strings for chat prompts: the config's, else DeepSeek-V2's when the
@@ -347,13 +386,17 @@ impl Tokenizer {
         Ok((pick("bos", DEEPSEEK_BOS)?, pick("eos", DEEPSEEK_EOS)?))
     }
 
-    /// The DeepSeek-V2-Chat prompt text of a conversation (see [`deepseek_v2_chat`]), with this
-    /// tokenizer's bos and eos.
+    /// The prompt text of a conversation: the folder's chat template when it has one
+    /// ([`Self::render_chat`]), else DeepSeek-V2-Chat's format ([`deepseek_v2_chat`], the
+    /// fallback for a folder without a template) with this tokenizer's bos and eos.
     ///
     /// # Errors
-    /// [`Error::UnknownSpecialToken`] naming `bos` or `eos` when neither the config nor the
-    /// vocabulary provides it.
+    /// As [`Self::render_chat`]; without a template, [`Error::UnknownSpecialToken`] naming
+    /// `bos` or `eos` when neither the config nor the vocabulary provides it.
     pub fn chat_prompt(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        if self.chat_template().is_some() {
+            return self.render_chat(&messages_json(messages), add_generation_prompt);
+        }
         let (bos, eos) = self.chat_bos_eos()?;
         Ok(deepseek_v2_chat(
             messages,
