@@ -65,6 +65,22 @@ pub enum Error {
         /// The tensor.
         tensor: String,
     },
+    /// Reading a conversation's input or writing its replies failed.
+    #[error("chat {what}: {source}")]
+    ChatIo {
+        /// `input` or `output`.
+        what: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `generation_config.json` is not valid.
+    #[error("{path}: {reason}")]
+    GenerationConfig {
+        /// The file.
+        path: String,
+        /// What is wrong, naming the key.
+        reason: String,
+    },
     /// A quantization recipe name is not one deepblocks knows.
     #[error("unknown quantization recipe {name:?}; known: {known}")]
     UnknownRecipe {

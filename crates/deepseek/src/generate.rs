@@ -6,7 +6,7 @@ use deepblocks_embed::Positions;
 use deepblocks_sample::{Sampler, SamplingConfig};
 use deepblocks_tokenize::{Message, Tokenizer};
 
-use crate::{Model, Result};
+use crate::{MlaCache, Model, Result};
 
 /// How to generate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -92,12 +92,47 @@ impl Model {
         // (never reserving a context `max_tokens` may not reach).
         let wanted = prompt.len().saturating_add(options.max_tokens.min(256));
         let mut cache = self.new_cache(wanted.min(max_context))?;
-        let is_eos = |id: u32| self.config().eos_token_ids.contains(&id) || extra_eos.contains(&id);
-        let mut history = prompt.to_vec();
-        let mut tokens = Vec::new();
-
         let started = Instant::now();
-        let mut logits = self.forward(prompt, &mut cache, Positions::Last)?;
+        let logits = self.forward(prompt, &mut cache, Positions::Last)?;
+        let (tokens, stop, prefill_seconds) = self.decode(
+            &mut cache,
+            logits,
+            prompt.to_vec(),
+            options,
+            &mut sampler,
+            extra_eos,
+            started,
+            &mut on_token,
+        )?;
+        let total = started.elapsed().as_secs_f64();
+        Ok(Generation {
+            prompt: prompt.to_vec(),
+            tokens,
+            stop,
+            prefill_seconds,
+            decode_seconds: total - prefill_seconds,
+        })
+    }
+
+    /// The decode loop after a prefill whose last logits are `logits`: samples (penalties over
+    /// `history`), stops at an eos id, `max_tokens` or a full context, and forwards each kept
+    /// token through `cache`. Returns the new tokens, why it stopped and the seconds from
+    /// `started` to the first sample.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn decode(
+        &self,
+        cache: &mut MlaCache,
+        mut logits: Vec<f32>,
+        mut history: Vec<u32>,
+        options: &GenerateOptions,
+        sampler: &mut Sampler,
+        extra_eos: &[u32],
+        started: Instant,
+        on_token: &mut impl FnMut(u32) -> Result<()>,
+    ) -> Result<(Vec<u32>, StopReason, f64)> {
+        let max_context = self.config().max_position_embeddings;
+        let is_eos = |id: u32| self.config().eos_token_ids.contains(&id) || extra_eos.contains(&id);
+        let mut tokens = Vec::new();
         let mut prefill_seconds = None;
         let stop = loop {
             if tokens.len() >= options.max_tokens {
@@ -119,17 +154,10 @@ impl Model {
             if cache.len() >= max_context {
                 break StopReason::ContextFull;
             }
-            logits = self.forward(&[id], &mut cache, Positions::Last)?;
+            logits = self.forward(&[id], cache, Positions::Last)?;
         };
-        let total = started.elapsed().as_secs_f64();
-        let prefill_seconds = prefill_seconds.unwrap_or(total);
-        Ok(Generation {
-            prompt: prompt.to_vec(),
-            tokens,
-            stop,
-            prefill_seconds,
-            decode_seconds: total - prefill_seconds,
-        })
+        let prefill_seconds = prefill_seconds.unwrap_or_else(|| started.elapsed().as_secs_f64());
+        Ok((tokens, stop, prefill_seconds))
     }
 
     /// Generates from text: encodes `prompt` (as a user turn of the tokenizer's own chat

@@ -40,6 +40,7 @@
 #![deny(missing_docs)]
 
 pub mod blocks;
+mod chat;
 mod error;
 mod generate;
 mod loader;
@@ -47,6 +48,7 @@ mod model;
 mod perplexity;
 mod recipe;
 
+pub use chat::{ChatSession, GENERATION_CONFIG_FILE, GenerationDefaults, Turn, chat_lines};
 pub use error::{Error, Result};
 pub use generate::{GenerateOptions, Generation, StopReason};
 pub use loader::{FormatCount, LoadOptions, LoadProgress, LoadReport, ProgressFn};
