@@ -27,6 +27,10 @@ struct Args {
     /// (FP8 E4M3 in 128 × 128 blocks).
     #[arg(long)]
     quant: Option<String>,
+    /// Convert every matrix to this dtype while loading (f32, bf16, f16): dequantizes an FP8
+    /// checkpoint, widens a bf16 one. Default: keep the stored dtypes.
+    #[arg(long)]
+    dtype: Option<String>,
     /// Prompt tokens to prefill.
     #[arg(long, default_value_t = 128)]
     prompt_len: usize,
@@ -88,6 +92,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         LoadOptions {
             check_weights: args.check_weights,
             quant: args.quant.as_deref().map(Recipe::from_name).transpose()?,
+            dtype: common::dtype(args.dtype.as_deref())?,
             ..LoadOptions::default()
         },
     )?;

@@ -39,6 +39,10 @@ struct Args {
     /// Quantize the weights while loading: q8_0, q4_0, q4_k_m or fp8.
     #[arg(long)]
     quant: Option<String>,
+    /// Convert every matrix to this dtype while loading (f32, bf16, f16): dequantizes an FP8
+    /// checkpoint, widens a bf16 one. Default: keep the stored dtypes.
+    #[arg(long)]
+    dtype: Option<String>,
     /// A system message before the conversation.
     #[arg(long)]
     system: Option<String>,
@@ -69,6 +73,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         &dir,
         LoadOptions {
             quant: args.quant.as_deref().map(Recipe::from_name).transpose()?,
+            dtype: common::dtype(args.dtype.as_deref())?,
             ..LoadOptions::default()
         },
     )?;
@@ -115,7 +120,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let mut failed = None;
         let turn = session.send(&line, |text| {
             if failed.is_none()
-                && let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush())
+                && let Err(e) = stdout
+                    .write_all(text.as_bytes())
+                    .and_then(|()| stdout.flush())
             {
                 failed = Some(e);
             }

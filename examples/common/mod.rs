@@ -58,6 +58,16 @@ pub fn load(dir: &Path, options: LoadOptions) -> Result<Model, deepblocks::deeps
     Ok(model)
 }
 
+/// The dtype of `--dtype NAME` (`f32`, `bf16` or `f16`): every matrix converted to it while
+/// loading (an FP8 checkpoint dequantized, a bf16 one widened); `None` keeps the stored ones.
+pub fn dtype(name: Option<&str>) -> Result<Option<deepblocks::core::DType>, String> {
+    name.map(|n| {
+        deepblocks::core::DType::from_name(n)
+            .ok_or_else(|| format!("--dtype {n:?}: known dtypes are f32, bf16 and f16"))
+    })
+    .transpose()
+}
+
 /// The exit of an example: success, or the error's message on stderr and status 1.
 pub fn exit(result: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
     match result {

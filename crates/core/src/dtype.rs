@@ -35,6 +35,21 @@ impl DType {
         }
     }
 
+    /// The dtype named `name`, case-insensitively (`f32`, `bf16`, `f16`, as command lines
+    /// write them, or safetensors' `F32`, ...).
+    ///
+    /// ```
+    /// use deepblocks_core::DType;
+    /// assert_eq!(DType::from_name("bf16"), Some(DType::BF16));
+    /// assert_eq!(DType::from_name("F32"), Some(DType::F32));
+    /// assert_eq!(DType::from_name("fp8"), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<DType> {
+        [DType::F32, DType::BF16, DType::F16]
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(name.trim()))
+    }
+
     /// The deepblocks dtype for a safetensors dtype, or `None` when it is not one we compute with.
     pub fn from_safetensors(dtype: safetensors::Dtype) -> Option<DType> {
         match dtype {
