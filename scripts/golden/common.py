@@ -38,3 +38,20 @@ def save_golden(name: str, tensors: dict, metadata: dict | None = None) -> str:
     size = os.path.getsize(path)
     print(f"wrote {os.path.relpath(path, ROOT)} ({size} bytes, {len(clean)} tensors)")
     return path
+
+
+def randomise(model, bias_std=None):
+    """Random weights for a tiny golden model: matrices and embeddings 0.08·N(0, 1), norm weights
+    1 + 0.2·N(0, 1), so routing and attention are not trivial; with `bias_std`, the routers'
+    e_score_correction_bias buffers bias_std·N(0, 1), drawn after every parameter (left alone
+    otherwise: transformers' DeepSeek-V2 has them too, unused, and the V2 fixtures were drawn
+    without them)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1.0 + 0.2 * torch.randn_like(p, dtype=torch.float32))
+            else:
+                p.copy_(0.08 * torch.randn_like(p, dtype=torch.float32))
+        for name, b in model.named_buffers() if bias_std is not None else []:
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(bias_std * torch.randn_like(b))

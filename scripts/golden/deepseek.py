@@ -40,7 +40,7 @@ from safetensors.torch import save_file
 from transformers import DeepseekV2Config, DeepseekV2ForCausalLM
 from transformers.models.deepseek_v2.modeling_deepseek_v2 import DeepseekV2TopkRouter
 
-from common import TESTDATA, seed_everything
+from common import TESTDATA, randomise, seed_everything
 
 OUT = os.path.join(TESTDATA, "deepseek")
 MARGIN = 1e-4
@@ -170,15 +170,6 @@ def deepseek_rule_logits(model, ids):
             return model(ids[None]).logits[0].float()
     finally:
         DeepseekV2TopkRouter.forward = original
-
-
-def randomise(model):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1.0 + 0.2 * torch.randn_like(p, dtype=torch.float32))
-            else:
-                p.copy_(0.08 * torch.randn_like(p, dtype=torch.float32))
 
 
 def routing_margin_violations(model, cfg, ids):

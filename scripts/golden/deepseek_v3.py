@@ -41,7 +41,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import DeepseekV3Config, DeepseekV3ForCausalLM, Glm4MoeLiteConfig, Glm4MoeLiteForCausalLM
 
-from common import TESTDATA, seed_everything
+from common import TESTDATA, randomise, seed_everything
 
 OUT = os.path.join(TESTDATA, "deepseek")
 MARGIN = 1e-4
@@ -126,18 +126,6 @@ VARIANTS = {
         model_type="kimi_k2",
     ),
 }
-
-
-def randomise(model):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1.0 + 0.2 * torch.randn_like(p, dtype=torch.float32))
-            else:
-                p.copy_(0.08 * torch.randn_like(p, dtype=torch.float32))
-        for name, b in model.named_buffers():
-            if name.endswith("e_score_correction_bias"):
-                b.copy_(0.05 * torch.randn_like(b))
 
 
 def routing_margin_violations(model, cfg, ids):
@@ -231,7 +219,7 @@ def fp8_checkpoint(name, spec):
         cfg = DeepseekV3Config(**{**BASE, **spec})
         cfg._attn_implementation = "eager"
         model = DeepseekV3ForCausalLM(cfg).eval()
-        randomise(model)
+        randomise(model, bias_std=0.05)
         state = {}
         with torch.no_grad():
             for pname, p in model.named_parameters():
@@ -302,7 +290,7 @@ def build(name, spec):
         cfg = config_class(**{**BASE, **spec})
         cfg._attn_implementation = "eager"
         model = model_class(cfg).eval()
-        randomise(model)
+        randomise(model, bias_std=0.05)
         ids = torch.randint(2, cfg.vocab_size, (seq_len,))
         bad = routing_margin_violations(model, cfg, ids)
         if not bad:
