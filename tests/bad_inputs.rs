@@ -646,6 +646,45 @@ fn cases() -> Vec<Case> {
             }),
         ),
         (
+            "a file given as GGUF that is not one",
+            "model.gguf: not a GGUF file",
+            Box::new(|| {
+                deepblocks::core::gguf::GgufFile::from_bytes("model.gguf", b"PK\x03\x04....")
+                    .unwrap_err()
+                    .to_string()
+            }),
+        ),
+        (
+            "a GGUF version we do not read",
+            "GGUF version 2; only version 3 is read",
+            Box::new(|| {
+                let mut b = b"GGUF".to_vec();
+                b.extend(2u32.to_le_bytes());
+                b.extend([0u8; 16]);
+                deepblocks::core::gguf::GgufFile::from_bytes("model.gguf", &b)
+                    .unwrap_err()
+                    .to_string()
+            }),
+        ),
+        (
+            "a GGUF metadata array longer than the file",
+            "an array of 1099511627776 elements cannot fit",
+            Box::new(|| {
+                let mut b = b"GGUF".to_vec();
+                b.extend(3u32.to_le_bytes());
+                b.extend(0u64.to_le_bytes()); // tensors
+                b.extend(1u64.to_le_bytes()); // metadata
+                b.extend(1u64.to_le_bytes());
+                b.push(b'k');
+                b.extend(9u32.to_le_bytes()); // array
+                b.extend(4u32.to_le_bytes()); // of u32
+                b.extend((1u64 << 40).to_le_bytes());
+                deepblocks::core::gguf::GgufFile::from_bytes("model.gguf", &b)
+                    .unwrap_err()
+                    .to_string()
+            }),
+        ),
+        (
             "safetensors offsets that overlap",
             "tensors \"a\" and \"b\" overlap",
             Box::new(|| {

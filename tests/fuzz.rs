@@ -26,6 +26,7 @@ fn seeds(kind: &str) -> Vec<Vec<u8>> {
             "testdata/deepseek/c_plain_tied_allmoe/config.json",
             "models/tiny-shakespeare/config.json",
         ],
+        "gguf" => vec!["testdata/gguf/container.gguf"],
         "tokenizer_config" => vec![
             "testdata/tokenize/tokenizer_config.json",
             "models/tiny-shakespeare/tokenizer_config.json",
@@ -98,6 +99,19 @@ proptest! {
     }
 
     #[test]
+    fn gguf_never_panics_on_arbitrary_bytes(data in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut bytes = b"GGUF\x03\0\0\0".to_vec(); // past the magic and version, mostly
+        bytes.extend(data);
+        harness::gguf(&bytes);
+    }
+
+    #[test]
+    fn gguf_never_panics_on_mutated_files(edits in edits()) {
+        let seeds = seeds("gguf");
+        harness::gguf(&mutate(&seeds[0], &edits));
+    }
+
+    #[test]
     fn sampler_never_panics(data in prop::collection::vec(any::<u8>(), 0..2048)) {
         harness::sampler(&data);
     }
@@ -105,11 +119,12 @@ proptest! {
 
 #[test]
 fn the_seeds_pass_the_harnesses_unchanged() {
-    for kind in ["store", "config", "tokenizer_config"] {
+    for kind in ["store", "config", "tokenizer_config", "gguf"] {
         for seed in seeds(kind) {
             match kind {
                 "store" => harness::store(&seed),
                 "config" => harness::config(&seed),
+                "gguf" => harness::gguf(&seed),
                 _ => harness::tokenizer_config(&seed),
             }
         }

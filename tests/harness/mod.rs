@@ -7,6 +7,7 @@
 
 use deepblocks::config::AnyArchitecture;
 use deepblocks::core::SafeTensorsStore;
+use deepblocks::core::gguf::GgufFile;
 use deepblocks::deepseek::blocks;
 use deepblocks::params::Accounting;
 use deepblocks::sample::{Sampler, SamplingConfig};
@@ -111,5 +112,20 @@ pub fn sampler(data: &[u8]) {
             "token {} of {vocab}",
             sample.token
         );
+    }
+}
+
+/// A GGUF file: its header read from the bytes, then every tensor's data borrowed and its
+/// metadata walked.
+pub fn gguf(data: &[u8]) {
+    let Ok(file) = GgufFile::from_bytes("fuzz.gguf", data) else {
+        return;
+    };
+    for (_, v) in file.metadata() {
+        let _ = (v.as_u64(), v.as_f64(), v.as_str());
+    }
+    for t in file.tensors() {
+        let bytes = file.tensor_data(&t.name).map_or(0, <[u8]>::len);
+        assert_eq!(bytes as u64, t.bytes, "{}", t.name);
     }
 }

@@ -40,6 +40,7 @@
 
 mod dtype;
 mod error;
+pub mod gguf;
 mod isa;
 mod linear;
 mod ops;

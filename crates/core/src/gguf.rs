@@ -1,0 +1,508 @@
+//! The GGUF container (version 3, llama.cpp's `gguf.h`/`gguf.md`): a header of typed metadata
+//! and tensor descriptions, then the tensors' bytes, each at an offset that is a multiple of the
+//! file's alignment. [`GgufFile`] reads the header, checking every length against the bytes
+//! that are there before it allocates (a header is user input), and hands out each tensor's
+//! bytes from the memory map without copying. What the metadata means for a model (llama.cpp's
+//! `deepseek2` keys) is the loader's business, not this module's.
+//!
+//! ```text
+//! "GGUF"  version: u32 (3)  tensor_count: u64  metadata_kv_count: u64
+//! metadata_kv_count × { key: string, type: u32, value }      string = u64 length + UTF-8 bytes
+//! tensor_count × { name: string, n_dims: u32, ne: n_dims × u64, ggml_type: u32, offset: u64 }
+//! padding to `general.alignment` (default 32), then the tensor data
+//! ```
+//!
+//! `ne[0]` is the innermost (contiguous) dimension: a weight `[out, in]` is `ne = [in, out]`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::region::{Access, Region};
+
+/// The file's magic, `GGUF`.
+pub const MAGIC: &[u8; 4] = b"GGUF";
+/// The version read.
+pub const VERSION: u32 = 3;
+/// `general.alignment` when the file does not set it.
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+
+/// A GGUF file that cannot be read, naming the file and what is wrong (the field, the key or
+/// the tensor, and the offset).
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    /// The file cannot be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The header is not a GGUF header we read.
+    #[error("{path}: {reason}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the field, key or tensor.
+        reason: String,
+    },
+}
+
+/// One metadata value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GgufValue {
+    /// `UINT8`.
+    U8(u8),
+    /// `INT8`.
+    I8(i8),
+    /// `UINT16`.
+    U16(u16),
+    /// `INT16`.
+    I16(i16),
+    /// `UINT32`.
+    U32(u32),
+    /// `INT32`.
+    I32(i32),
+    /// `FLOAT32`.
+    F32(f32),
+    /// `BOOL`.
+    Bool(bool),
+    /// `STRING`.
+    String(String),
+    /// `ARRAY` of values of one type.
+    Array(Vec<GgufValue>),
+    /// `UINT64`.
+    U64(u64),
+    /// `INT64`.
+    I64(i64),
+    /// `FLOAT64`.
+    F64(f64),
+}
+
+impl GgufValue {
+    /// The value as an unsigned integer, when it is a non-negative integer of any width.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            GgufValue::U8(v) => Some(v.into()),
+            GgufValue::U16(v) => Some(v.into()),
+            GgufValue::U32(v) => Some(v.into()),
+            GgufValue::U64(v) => Some(v),
+            GgufValue::I8(v) => u64::try_from(v).ok(),
+            GgufValue::I16(v) => u64::try_from(v).ok(),
+            GgufValue::I32(v) => u64::try_from(v).ok(),
+            GgufValue::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as a float, when it is a number.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            GgufValue::F32(v) => Some(v.into()),
+            GgufValue::F64(v) => Some(v),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+
+    /// The value as a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            GgufValue::String(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// ggml's tensor types with a fixed block layout: `(name, elements per block, bytes per
+/// block)`, indexed by the type's number (llama.cpp's `ggml_type`); `None` for numbers that are
+/// not such a type (retired ones, IQ types with lookup grids are listed too: their sizes are
+/// known even though no kernel here reads them).
+const GGML_TYPES: &[Option<(&str, u64, u64)>] = &[
+    Some(("F32", 1, 4)),
+    Some(("F16", 1, 2)),
+    Some(("Q4_0", 32, 18)),
+    Some(("Q4_1", 32, 20)),
+    None,
+    None,
+    Some(("Q5_0", 32, 22)),
+    Some(("Q5_1", 32, 24)),
+    Some(("Q8_0", 32, 34)),
+    Some(("Q8_1", 32, 36)),
+    Some(("Q2_K", 256, 84)),
+    Some(("Q3_K", 256, 110)),
+    Some(("Q4_K", 256, 144)),
+    Some(("Q5_K", 256, 176)),
+    Some(("Q6_K", 256, 210)),
+    Some(("Q8_K", 256, 292)),
+    Some(("IQ2_XXS", 256, 66)),
+    Some(("IQ2_XS", 256, 74)),
+    Some(("IQ3_XXS", 256, 98)),
+    Some(("IQ1_S", 256, 50)),
+    Some(("IQ4_NL", 32, 18)),
+    Some(("IQ3_S", 256, 110)),
+    Some(("IQ2_S", 256, 82)),
+    Some(("IQ4_XS", 256, 136)),
+    Some(("I8", 1, 1)),
+    Some(("I16", 1, 2)),
+    Some(("I32", 1, 4)),
+    Some(("I64", 1, 8)),
+    Some(("F64", 1, 8)),
+    Some(("IQ1_M", 256, 56)),
+    Some(("BF16", 1, 2)),
+];
+
+/// The name of ggml type number `t` (`"type 99"` when unknown).
+pub fn ggml_type_name(t: u32) -> String {
+    match GGML_TYPES.get(t as usize).copied().flatten() {
+        Some((name, _, _)) => name.to_string(),
+        None => format!("type {t}"),
+    }
+}
+
+/// One tensor's description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GgufTensorInfo {
+    /// The name (llama.cpp's, e.g. `blk.0.attn_kv_a_mqa.weight`).
+    pub name: String,
+    /// The dimensions, innermost first (`ne`).
+    pub ne: Vec<u64>,
+    /// The ggml type number.
+    pub ggml_type: u32,
+    /// Byte offset from the start of the data section.
+    pub offset: u64,
+    /// Bytes of data.
+    pub bytes: u64,
+}
+
+impl GgufTensorInfo {
+    /// The type's name (`Q4_K`, `F32`, ...).
+    pub fn type_name(&self) -> String {
+        ggml_type_name(self.ggml_type)
+    }
+
+    /// The element count.
+    pub fn numel(&self) -> u64 {
+        self.ne.iter().product()
+    }
+}
+
+/// A GGUF file: its metadata, its tensors' descriptions, and their bytes, memory-mapped.
+pub struct GgufFile {
+    path: PathBuf,
+    region: Arc<Region>,
+    version: u32,
+    metadata: Vec<(String, GgufValue)>,
+    tensors: Vec<GgufTensorInfo>,
+    alignment: u64,
+    data_start: u64,
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .field("metadata", &self.metadata.len())
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl GgufFile {
+    /// Opens and reads the header of `path`, memory-mapped.
+    ///
+    /// # Errors
+    /// [`GgufError::Io`]; [`GgufError::Malformed`] naming what is wrong: not GGUF, another
+    /// version, a length or offset past the end of the file, tensors that overlap or are not
+    /// aligned, an unknown value type.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, GgufError> {
+        Self::open_with(path, Access::Map)
+    }
+
+    /// [`Self::open`] with a choice of how the bytes are reached.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn open_with(path: impl AsRef<Path>, access: Access) -> Result<Self, GgufError> {
+        let path = path.as_ref().to_path_buf();
+        let io = |source| GgufError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(io)?;
+        let region = Region::open(&file, access).map_err(io)?;
+        Self::parse(path, region)
+    }
+
+    /// Reads a GGUF file held in memory (`location` names it in errors).
+    ///
+    /// # Errors
+    /// As [`Self::open`], without the I/O.
+    pub fn from_bytes(location: impl AsRef<Path>, bytes: &[u8]) -> Result<Self, GgufError> {
+        Self::parse(location.as_ref().to_path_buf(), Region::from_bytes(bytes))
+    }
+
+    fn parse(path: PathBuf, region: Region) -> Result<Self, GgufError> {
+        let bad = |reason: String| GgufError::Malformed {
+            path: path.clone(),
+            reason,
+        };
+        let mut r = Reader {
+            bytes: &region,
+            pos: 0,
+        };
+        let magic = r.take(4, "the magic").map_err(&bad)?;
+        if magic != MAGIC {
+            return Err(bad(format!(
+                "not a GGUF file (it starts with {magic:02x?}, not \"GGUF\")"
+            )));
+        }
+        let version = r.u32("the version").map_err(&bad)?;
+        if version != VERSION {
+            return Err(bad(format!(
+                "GGUF version {version}; only version {VERSION} is read"
+            )));
+        }
+        let n_tensors = r.u64("the tensor count").map_err(&bad)?;
+        let n_kv = r.u64("the metadata count").map_err(&bad)?;
+        // Every entry takes at least 8 + 4 bytes (tensors: 8 + 4 + 4 + 8): counts beyond what
+        // the file can hold are refused before anything is reserved for them.
+        let remaining = |r: &Reader<'_>| (r.bytes.len() - r.pos) as u64;
+        if n_kv > remaining(&r) / 12 || n_tensors > remaining(&r) / 24 {
+            return Err(bad(format!(
+                "{n_kv} metadata entries and {n_tensors} tensors cannot fit in {} bytes",
+                r.bytes.len()
+            )));
+        }
+        let mut metadata = Vec::with_capacity(n_kv as usize);
+        for i in 0..n_kv {
+            let key = r.string(&format!("metadata key {i}")).map_err(&bad)?;
+            let t = r.u32(&format!("the type of {key:?}")).map_err(&bad)?;
+            let value = r.value(t, &key, 0).map_err(&bad)?;
+            metadata.push((key, value));
+        }
+        let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
+            None => DEFAULT_ALIGNMENT,
+            Some((_, v)) => match v.as_u64() {
+                Some(a) if a > 0 && a.is_power_of_two() => a,
+                _ => {
+                    return Err(bad(format!(
+                        "general.alignment = {v:?}: not a power of two"
+                    )));
+                }
+            },
+        };
+        let mut tensors = Vec::with_capacity(n_tensors as usize);
+        for i in 0..n_tensors {
+            let name = r.string(&format!("the name of tensor {i}")).map_err(&bad)?;
+            let n_dims = r.u32(&format!("{name}: n_dims")).map_err(&bad)?;
+            if n_dims == 0 || n_dims > 4 {
+                return Err(bad(format!(
+                    "{name}: {n_dims} dimensions (GGUF has 1 to 4)"
+                )));
+            }
+            let mut ne = Vec::with_capacity(n_dims as usize);
+            for d in 0..n_dims {
+                ne.push(r.u64(&format!("{name}: ne[{d}]")).map_err(&bad)?);
+            }
+            let ggml_type = r.u32(&format!("{name}: type")).map_err(&bad)?;
+            let offset = r.u64(&format!("{name}: offset")).map_err(&bad)?;
+            let bytes = tensor_bytes(&ne, ggml_type).map_err(|e| bad(format!("{name}: {e}")))?;
+            if !offset.is_multiple_of(alignment) {
+                return Err(bad(format!(
+                    "{name}: offset {offset} is not a multiple of the alignment {alignment}"
+                )));
+            }
+            tensors.push(GgufTensorInfo {
+                name,
+                ne,
+                ggml_type,
+                offset,
+                bytes,
+            });
+        }
+        let data_start = (r.pos as u64).next_multiple_of(alignment);
+        let len = region.len() as u64;
+        for t in &tensors {
+            let end = data_start
+                .checked_add(t.offset)
+                .and_then(|s| s.checked_add(t.bytes));
+            if end.is_none_or(|e| e > len) {
+                return Err(bad(format!(
+                    "tensor {:?} ({} bytes at data offset {}) runs past the end of the {len}-byte file",
+                    t.name, t.bytes, t.offset
+                )));
+            }
+        }
+        let mut by_offset: Vec<&GgufTensorInfo> = tensors.iter().collect();
+        by_offset.sort_by_key(|t| t.offset);
+        for pair in by_offset.windows(2) {
+            if pair[0].offset + pair[0].bytes > pair[1].offset {
+                return Err(bad(format!(
+                    "tensors {:?} and {:?} overlap",
+                    pair[0].name, pair[1].name
+                )));
+            }
+        }
+        let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(bad(format!("tensor {:?} appears twice", w[0])));
+        }
+        Ok(GgufFile {
+            path,
+            region: Arc::new(region),
+            version,
+            metadata,
+            tensors,
+            alignment,
+            data_start,
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The format version (3).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The metadata, in file order.
+    pub fn metadata(&self) -> &[(String, GgufValue)] {
+        &self.metadata
+    }
+
+    /// The metadata value of `key`.
+    pub fn get(&self, key: &str) -> Option<&GgufValue> {
+        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// The tensors' descriptions, in file order.
+    pub fn tensors(&self) -> &[GgufTensorInfo] {
+        &self.tensors
+    }
+
+    /// The description of tensor `name`.
+    pub fn tensor(&self, name: &str) -> Option<&GgufTensorInfo> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// The data alignment (`general.alignment`, default 32).
+    pub fn alignment(&self) -> u64 {
+        self.alignment
+    }
+
+    /// The bytes of tensor `name`, borrowed from the file.
+    pub fn tensor_data(&self, name: &str) -> Option<&[u8]> {
+        let t = self.tensor(name)?;
+        let start = (self.data_start + t.offset) as usize; // checked at open
+        Some(&self.region[start..start + t.bytes as usize])
+    }
+}
+
+/// The byte size of a tensor of `ne` in type `t`.
+fn tensor_bytes(ne: &[u64], t: u32) -> Result<u64, String> {
+    let Some((name, block, block_bytes)) = GGML_TYPES.get(t as usize).copied().flatten() else {
+        return Err(format!("unknown ggml type {t}"));
+    };
+    if !ne[0].is_multiple_of(block) {
+        return Err(format!(
+            "{name} rows of {} elements are not whole blocks of {block}",
+            ne[0]
+        ));
+    }
+    ne[1..]
+        .iter()
+        .try_fold((ne[0] / block).checked_mul(block_bytes), |acc, &d| {
+            Some(acc?.checked_mul(d))
+        })
+        .flatten()
+        .ok_or_else(|| format!("the shape {ne:?} overflows 64 bits"))
+}
+
+/// A cursor over the header that never reads past the end.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], String> {
+        let left = self.bytes.len() - self.pos;
+        if n > left as u64 {
+            return Err(format!(
+                "{what}: {n} bytes at offset {} run past the end of the {}-byte file",
+                self.pos,
+                self.bytes.len()
+            ));
+        }
+        let s = &self.bytes[self.pos..self.pos + n as usize];
+        self.pos += n as usize;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
+        Ok(self.take(N as u64, what)?.try_into().expect("N bytes"))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, String> {
+        let n = self.u64(what)?;
+        let bytes = self.take(n, what)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| format!("{what}: not UTF-8"))
+    }
+
+    /// A value of type `t` of key `key`; arrays nest at most a few deep.
+    fn value(&mut self, t: u32, key: &str, depth: usize) -> Result<GgufValue, String> {
+        Ok(match t {
+            0 => GgufValue::U8(self.array::<1>(key)?[0]),
+            1 => GgufValue::I8(self.array::<1>(key)?[0] as i8),
+            2 => GgufValue::U16(u16::from_le_bytes(self.array(key)?)),
+            3 => GgufValue::I16(i16::from_le_bytes(self.array(key)?)),
+            4 => GgufValue::U32(self.u32(key)?),
+            5 => GgufValue::I32(i32::from_le_bytes(self.array(key)?)),
+            6 => GgufValue::F32(f32::from_le_bytes(self.array(key)?)),
+            7 => match self.array::<1>(key)?[0] {
+                0 => GgufValue::Bool(false),
+                1 => GgufValue::Bool(true),
+                b => return Err(format!("{key:?}: {b} is not a boolean")),
+            },
+            8 => GgufValue::String(self.string(key)?),
+            9 => {
+                if depth >= 4 {
+                    return Err(format!("{key:?}: arrays nested too deep"));
+                }
+                let inner = self.u32(key)?;
+                let n = self.u64(key)?;
+                // Each element takes at least one byte: a count past the end is refused before
+                // anything is reserved for it.
+                let left = (self.bytes.len() - self.pos) as u64;
+                if n > left {
+                    return Err(format!(
+                        "{key:?}: an array of {n} elements cannot fit in the {left} bytes left"
+                    ));
+                }
+                let mut items = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    items.push(self.value(inner, key, depth + 1)?);
+                }
+                GgufValue::Array(items)
+            }
+            10 => GgufValue::U64(self.u64(key)?),
+            11 => GgufValue::I64(i64::from_le_bytes(self.array(key)?)),
+            12 => GgufValue::F64(f64::from_le_bytes(self.array(key)?)),
+            other => return Err(format!("{key:?}: unknown value type {other}")),
+        })
+    }
+}
