@@ -73,6 +73,19 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A GGUF file cannot be read as a container.
+    #[error(transparent)]
+    Gguf(#[from] deepblocks_core::gguf::GgufError),
+    /// A GGUF file's metadata does not describe a model of the MLA family.
+    #[error("{path}: {key}: {reason}")]
+    GgufMetadata {
+        /// The file.
+        path: String,
+        /// The metadata key at fault.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// `generation_config.json` is not valid.
     #[error("{path}: {reason}")]
     GenerationConfig {

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# GGUF fixtures converted by llama.cpp's own convert_hf_to_gguf.py (through ../shared/tools/llamacpp,
+# which builds llama.cpp outside the repository): the tiny golden checkpoints as llama.cpp users get
+# them. Run from the repository root with LLAMACPP=DIR (where `llamacpp build DIR` put llama.cpp) and a
+# Python with torch, transformers, safetensors and numpy first on PATH.
+set -euo pipefail
+LLAMACPP=${LLAMACPP:-/work/llamacpp}
+TOOL=${TOOL:-../shared/tools/llamacpp}
+mkdir -p testdata/gguf
+# Random weights, no tokenizer: --no-vocab writes tokenizer model "none". The default outtype is
+# bf16 for the matrices (norms and router gates stay f32).
+"$TOOL" convert "$LLAMACPP" testdata/deepseek/a_lowrank_group_yarn testdata/gguf/a_lowrank_group_yarn.gguf --no-vocab
