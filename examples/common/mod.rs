@@ -12,8 +12,9 @@ use std::time::Instant;
 use deepblocks::deepseek::{LoadOptions, LoadProgress, Model};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Loads `dir` with `options`, drawing the layers loaded as a bar when stderr is a terminal,
-/// then a line with the load time and any config keys the reader did not know.
+/// Loads `dir` (a Hugging Face folder, or a llama.cpp `.gguf` file) with `options`, drawing the
+/// layers loaded as a bar when stderr is a terminal, then a line with the load time and any
+/// config keys the reader did not know.
 pub fn load(dir: &Path, options: LoadOptions) -> Result<Model, deepblocks::deepseek::Error> {
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -31,7 +32,12 @@ pub fn load(dir: &Path, options: LoadOptions) -> Result<Model, deepblocks::deeps
         ..options
     };
     let started = Instant::now();
-    let model = Model::load_with(dir, &options);
+    // A llama.cpp GGUF file loads as it is; anything else is a Hugging Face folder.
+    let model = if dir.extension().is_some_and(|e| e == "gguf") {
+        Model::load_gguf(dir, &options)
+    } else {
+        Model::load_with(dir, &options)
+    };
     bar.finish_and_clear();
     let model = model?;
     eprintln!(

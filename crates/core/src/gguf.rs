@@ -18,7 +18,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::quant::BlockFormat;
 use crate::region::{Access, Region};
+use crate::{Buffer, Weight, WeightData};
 
 /// The file's magic, `GGUF`.
 pub const MAGIC: &[u8; 4] = b"GGUF";
@@ -401,6 +403,75 @@ impl GgufFile {
         let t = self.tensor(name)?;
         let start = (self.data_start + t.offset) as usize; // checked at open
         Some(&self.region[start..start + t.bytes as usize])
+    }
+}
+
+impl GgufFile {
+    /// Tensor `name` as a `[rows, cols]` weight in its stored format, borrowed from the map (no
+    /// conversion, no copy): F32, F16 and BF16 as themselves, Q8_0, Q4_0, Q5_0, Q4_K and Q6_K as
+    /// the block formats of the same bytes. `cols` is the innermost dimension `ne[0]`; a tensor
+    /// of more dimensions is viewed as `rows = ne[1]·ne[2]·…`.
+    ///
+    /// # Errors
+    /// [`GgufError::Malformed`] naming the tensor: absent, another shape, or a type deepblocks
+    /// does not compute with (named, e.g. `Q5_K`).
+    pub fn weight(&self, name: &str, rows: usize, cols: usize) -> Result<Weight, GgufError> {
+        let bad = |reason: String| GgufError::Malformed {
+            path: self.path.clone(),
+            reason: format!("tensor {name:?}: {reason}"),
+        };
+        let t = self
+            .tensor(name)
+            .ok_or_else(|| bad("not in the file".into()))?;
+        if t.ne[0] != cols as u64 || t.numel() != (rows as u64) * (cols as u64) {
+            return Err(bad(format!(
+                "shape (ne) {:?}, not [{cols}, {rows}] ([rows {rows}, cols {cols}])",
+                t.ne
+            )));
+        }
+        let start = (self.data_start + t.offset) as usize;
+        let len = t.bytes as usize;
+        let region = Arc::clone(&self.region);
+        let data: WeightData = match t.ggml_type {
+            0 => Buffer::<f32>::in_file(region, start, len / 4)
+                .ok_or_else(|| bad("misaligned F32 data".into()))?
+                .into(),
+            1 => Buffer::<half::f16>::in_file(region, start, len / 2)
+                .ok_or_else(|| bad("misaligned F16 data".into()))?
+                .into(),
+            30 => Buffer::<half::bf16>::in_file(region, start, len / 2)
+                .ok_or_else(|| bad("misaligned BF16 data".into()))?
+                .into(),
+            t @ (2 | 6 | 8 | 12 | 14) => {
+                let format = match t {
+                    2 => BlockFormat::Q4_0,
+                    6 => BlockFormat::Q5_0,
+                    8 => BlockFormat::Q8_0,
+                    12 => BlockFormat::Q4_K,
+                    _ => BlockFormat::Q6_K,
+                };
+                WeightData::Blocks {
+                    format,
+                    data: Buffer::<u8>::in_file(region, start, len)
+                        .ok_or_else(|| bad("data out of the file".into()))?,
+                }
+            }
+            other => {
+                return Err(bad(format!(
+                    "type {} is not one deepblocks computes with (F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q6_K)",
+                    ggml_type_name(other)
+                )));
+            }
+        };
+        Weight::new(data, rows, cols).map_err(|e| bad(e.to_string()))
+    }
+
+    /// Tensor `name` (of `len` elements, F32, F16 or BF16) widened to f32.
+    ///
+    /// # Errors
+    /// As [`Self::weight`].
+    pub fn vector_f32(&self, name: &str, len: usize) -> Result<Vec<f32>, GgufError> {
+        Ok(self.weight(name, 1, len)?.to_f32_vec())
     }
 }
 

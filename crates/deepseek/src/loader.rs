@@ -31,6 +31,7 @@ use std::sync::Arc;
 use deepblocks_config::{
     Architecture, Fp8Quantization, LayerKind, Parsed, QueryProjection, TopkSelection,
 };
+use deepblocks_core::gguf::GgufFile;
 use deepblocks_core::quant::BlockFormat;
 use deepblocks_core::quant::fp8::Fp8Block;
 use deepblocks_core::{Access, DType, SafeTensorsStore, Weight, WeightFormat};
@@ -169,7 +170,27 @@ impl Model {
         let dir = dir.as_ref();
         let parsed = Architecture::from_file(dir.join("config.json"))?;
         let store = SafeTensorsStore::open_with(dir, options.access)?;
-        Model::from_parsed(parsed, &store, options)
+        Model::from_parsed(parsed, Source::SafeTensors(&store), options)
+    }
+
+    /// Loads a llama.cpp GGUF file of its `deepseek2` architecture: the description from its
+    /// metadata ([`crate::architecture_from_gguf`]), the weights from its tensors in their
+    /// stored formats, borrowed from the map (F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q6_K; any
+    /// other type is an error naming the tensor). Both of llama.cpp's MLA layouts load: the
+    /// legacy `attn_kv_b`, and the split `attn_k_b` / `attn_v_b` newer converters write, from
+    /// which `kv_b_proj` is rebuilt in f32 (`n·(d+v)·c` values per layer). `options` apply as to
+    /// a folder (a recipe requantizes, `dtype` converts).
+    ///
+    /// # Errors
+    /// [`Error::Gguf`] for a file that is not a GGUF we read; [`Error::GgufMetadata`] naming the
+    /// key; a tensor's errors naming it.
+    pub fn load_gguf(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
+        let file = GgufFile::open_with(path, options.access)?;
+        let parsed = Parsed {
+            architecture: crate::architecture_from_gguf(&file)?,
+            unknown_keys: Vec::new(),
+        };
+        Model::from_parsed(parsed, Source::Gguf(&file), options)
     }
 
     /// Builds the model of `arch` (read, or built and edited by hand) from an open checkpoint.
@@ -185,18 +206,18 @@ impl Model {
             architecture: arch,
             unknown_keys: Vec::new(),
         };
-        Model::from_parsed(parsed, store, options)
+        Model::from_parsed(parsed, Source::SafeTensors(store), options)
     }
 
     fn from_parsed(
         parsed: Parsed<Architecture>,
-        store: &SafeTensorsStore,
+        source: Source<'_>,
         options: &LoadOptions,
     ) -> Result<Self> {
         let arch = parsed.architecture;
         arch.validate()?;
         let load = Loader {
-            store,
+            source,
             dtype: options.dtype,
             check_weights: options.check_weights,
             read: RefCell::new(HashSet::new()),
@@ -211,14 +232,11 @@ impl Model {
         let n_layers = arch.num_hidden_layers;
         // A layer count the file cannot hold fails here, before any reservation for it.
         let found = (0..n_layers)
-            .find(|l| {
-                let prefix = format!("model.layers.{l}.");
-                !store.infos().any(|t| t.name.starts_with(&prefix))
-            })
+            .find(|&l| !source.has_layer(l))
             .unwrap_or(n_layers);
         if found < n_layers {
             return Err(Error::MissingLayers {
-                location: store.location().display().to_string(),
+                location: source.location(),
                 num_hidden_layers: n_layers,
                 found,
             });
@@ -266,7 +284,7 @@ impl Model {
 /// Reads tensors by checkpoint name with the shape the description implies, converting on
 /// request, and records what it read.
 struct Loader<'a> {
-    store: &'a SafeTensorsStore,
+    source: Source<'a>,
     dtype: Option<DType>,
     check_weights: bool,
     read: RefCell<HashSet<String>>, // names of the tensors read
@@ -311,13 +329,18 @@ impl Loader<'_> {
         let read = self.read.borrow();
         let mtp = arch.num_hidden_layers..arch.num_hidden_layers + arch.num_nextn_predict_layers;
         let (mut skipped, mut mtp_tensors, mut unexpected) = (Vec::new(), Vec::new(), Vec::new());
-        for info in self.store.infos().filter(|i| !read.contains(&i.name)) {
-            if layer_of(&info.name).is_some_and(|l| mtp.contains(&l)) {
-                mtp_tensors.push(info.name.clone());
-            } else if info.numel() == 0 {
-                skipped.push(info.name.clone());
+        for (name, numel) in self
+            .source
+            .names()
+            .into_iter()
+            .filter(|(n, _)| !read.contains(n))
+        {
+            if layer_of(&name).is_some_and(|l| mtp.contains(&l)) {
+                mtp_tensors.push(name);
+            } else if numel == 0 {
+                skipped.push(name);
             } else {
-                unexpected.push(info.name.clone());
+                unexpected.push(name);
             }
         }
         skipped.sort();
@@ -327,7 +350,7 @@ impl Loader<'_> {
         }
         unexpected.sort();
         Err(Error::UnexpectedTensors {
-            location: self.store.location().display().to_string(),
+            location: self.source.location(),
             explanation: explain_unexpected(arch, &unexpected, unknown_keys),
             tensors: unexpected,
         })
@@ -353,7 +376,9 @@ impl Loader<'_> {
             } => {
                 let q = w.to_format(format, name)?;
                 drop(w);
-                self.store.release(name);
+                if let Source::SafeTensors(store) = self.source {
+                    store.release(name);
+                }
                 (q, fallback_from)
             }
         };
@@ -400,29 +425,96 @@ impl Loader<'_> {
     }
 
     fn weight(&self, name: &str, shape: [usize; 2]) -> Result<Weight> {
-        let w = match self.fp8_scales(name)? {
-            Some((scales, block)) => {
-                let w = self.store.fp8_weight(name, shape, block, &scales)?;
-                self.read.borrow_mut().insert(scales); // read, but not a parameter
+        let w = match self.source {
+            Source::Gguf(file) => self.gguf_weight(file, name, shape)?,
+            Source::SafeTensors(store) => {
+                let w = match self.fp8_scales(store, name)? {
+                    Some((scales, block)) => {
+                        let w = store.fp8_weight(name, shape, block, &scales)?;
+                        self.read.borrow_mut().insert(scales); // read, but not a parameter
+                        w
+                    }
+                    None => store.weight(name, shape)?,
+                };
+                self.counted(name, shape[0] * shape[1]);
                 w
             }
-            None => self.store.weight(name, shape)?,
         };
         self.finite(name, &w)?;
-        self.counted(name, shape[0] * shape[1]);
         self.place(name, w)
+    }
+
+    /// Matrix `name` (a transformers name) from a GGUF file, counted under its GGUF name(s).
+    fn gguf_weight(&self, file: &GgufFile, name: &str, [rows, cols]: [usize; 2]) -> Result<Weight> {
+        let g = gguf_name(name).ok_or_else(|| Error::GgufMetadata {
+            path: file.path().display().to_string(),
+            key: name.to_string(),
+            reason: "no llama.cpp tensor holds it".into(),
+        })?;
+        if file.tensor(&g).is_none() && name.ends_with(".self_attn.kv_b_proj.weight") {
+            return self.gguf_kv_b(file, &g, rows, cols);
+        }
+        let w = file.weight(&g, rows, cols)?;
+        self.counted(&g, rows * cols);
+        Ok(w)
+    }
+
+    /// `kv_b_proj` `[n·(d+v), c]` rebuilt from the split layout of newer llama.cpp converters:
+    /// `attn_k_b` holds each head's `W_UKᵀ` (`ne [d, c, n]`), `attn_v_b` each head's `W_UV`
+    /// (`ne [c, v, n]`); head `h` of `kv_b_proj` is `W_UK` (d rows) then `W_UV` (v rows).
+    fn gguf_kv_b(&self, file: &GgufFile, kv_b: &str, rows: usize, cols: usize) -> Result<Weight> {
+        let k = kv_b.replace("attn_kv_b", "attn_k_b");
+        let v = kv_b.replace("attn_kv_b", "attn_v_b");
+        let ne = |t: &str| -> Result<Vec<usize>> {
+            let info = file.tensor(t).ok_or_else(|| Error::GgufMetadata {
+                path: file.path().display().to_string(),
+                key: kv_b.to_string(),
+                reason: format!("neither it nor {t} is in the file"),
+            })?;
+            Ok(info.ne.iter().map(|&d| d as usize).collect())
+        };
+        let (kn, vn) = (ne(&k)?, ne(&v)?);
+        let (d, c, n) = (
+            kn[0],
+            cols,
+            rows / (kn[0] + vn.get(1).copied().unwrap_or(0)).max(1),
+        );
+        let vd = vn.get(1).copied().unwrap_or(0);
+        let kb = file.weight(&k, n * c, d)?.to_f32_vec(); // [n, c, d]
+        let vb = file.weight(&v, n * vd, c)?.to_f32_vec(); // [n, v, c]
+        if n * (d + vd) != rows {
+            return Err(Error::GgufMetadata {
+                path: file.path().display().to_string(),
+                key: k,
+                reason: format!("{n} heads of {d} + {vd} rows do not make kv_b_proj's {rows}"),
+            });
+        }
+        let mut out = vec![0.0f32; rows * c]; // [n·(d+v), c]
+        for h in 0..n {
+            let head = &mut out[h * (d + vd) * c..(h + 1) * (d + vd) * c];
+            for i in 0..d {
+                for j in 0..c {
+                    head[i * c + j] = kb[(h * c + j) * d + i];
+                }
+            }
+            head[d * c..].copy_from_slice(&vb[h * vd * c..(h + 1) * vd * c]);
+        }
+        self.counted(&k, n * c * d);
+        self.counted(&v, n * vd * c);
+        Ok(Weight::from_f32(out, rows, cols)?)
     }
 
     /// The block-scale tensor of `name` (`{name}_scale_inv`, DeepSeek-V3's name) and the block
     /// shape, when the checkpoint stores `name` in FP8 blocks: it is stored as `F8_E4M3` or has
     /// that scale tensor beside it (the store then checks it is both).
-    fn fp8_scales(&self, name: &str) -> Result<Option<(String, Fp8Block)>> {
+    fn fp8_scales(
+        &self,
+        store: &SafeTensorsStore,
+        name: &str,
+    ) -> Result<Option<(String, Fp8Block)>> {
         let scales = format!("{name}_scale_inv");
-        let fp8 = self
-            .store
-            .info(name)
-            .is_ok_and(|i| i.dtype_name == "F8_E4M3");
-        if !fp8 && !self.store.contains(&scales) {
+        let fp8 = store.info(name).is_ok_and(|i| i.dtype_name == "F8_E4M3");
+        if !fp8 && !store.contains(&scales) {
             return Ok(None);
         }
         let Some(q) = self.quantization else {
@@ -437,14 +529,33 @@ impl Loader<'_> {
     /// A 3-D tensor `[a, b, c]` viewed as `[a·b, c]`.
     fn stacked(&self, name: &str, shape: [usize; 3]) -> Result<Weight> {
         let [a, b, c] = shape;
-        let w = self.store.weight_reshaped(name, &shape, a * b, c)?;
+        let Source::SafeTensors(store) = self.source else {
+            unreachable!("packed transformers experts come only from safetensors");
+        };
+        let w = store.weight_reshaped(name, &shape, a * b, c)?;
         self.finite(name, &w)?;
         self.counted(name, a * b * c);
         self.place(name, w)
     }
 
     fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
-        let v = self.store.tensor_f32(name, &[len])?.to_vec();
+        let v = match self.source {
+            Source::SafeTensors(store) => {
+                let v = store.tensor_f32(name, &[len])?.to_vec();
+                self.counted(name, len);
+                v
+            }
+            Source::Gguf(file) => {
+                let g = gguf_name(name).ok_or_else(|| Error::GgufMetadata {
+                    path: file.path().display().to_string(),
+                    key: name.to_string(),
+                    reason: "no llama.cpp tensor holds it".into(),
+                })?;
+                let v = file.vector_f32(&g, len)?;
+                self.counted(&g, len);
+                v
+            }
+        };
         if self.check_weights
             && let Some(index) = deepblocks_core::first_non_finite(&v)
         {
@@ -454,7 +565,6 @@ impl Loader<'_> {
                 value: v[index],
             });
         }
-        self.counted(name, len);
         Ok(v)
     }
 
@@ -535,6 +645,53 @@ impl Loader<'_> {
         Mla::new(blocks::mla_config(arch)?, weights).map_err(|e| block(prefix, e.into()))
     }
 
+    /// The routed experts of the MoE block at `prefix` from llama.cpp's stacked tensors
+    /// (`ffn_{gate,up}_exps` `ne [h, i, e]`, `ffn_down_exps` `ne [i, h, e]`), one expert a row
+    /// slice of each (no copy), each placed as its transformers name says.
+    fn gguf_experts(
+        &self,
+        file: &GgufFile,
+        prefix: &str,
+        e: usize,
+        i: usize,
+        h: usize,
+    ) -> Result<Vec<Mlp>> {
+        let blk = gguf_name(&format!("{prefix}.gate.weight"))
+            .and_then(|g| g.strip_suffix(".ffn_gate_inp.weight").map(str::to_string))
+            .unwrap_or_default();
+        let stacked = |part: &str, rows: usize, cols: usize| -> Result<Weight> {
+            let name = format!("{blk}.ffn_{part}_exps.weight");
+            let w = file.weight(&name, rows, cols)?;
+            self.finite(&name, &w)?;
+            self.counted(&name, rows * cols);
+            Ok(w)
+        };
+        let (gate, up, down) = (
+            stacked("gate", e * i, h)?,
+            stacked("up", e * i, h)?,
+            stacked("down", e * h, i)?,
+        );
+        (0..e)
+            .map(|j| {
+                let p = format!("{prefix}.experts.{j}");
+                Ok(Mlp::new(
+                    self.place(
+                        &format!("{p}.gate_proj.weight"),
+                        gate.slice_rows(j * i..(j + 1) * i),
+                    )?,
+                    self.place(
+                        &format!("{p}.up_proj.weight"),
+                        up.slice_rows(j * i..(j + 1) * i),
+                    )?,
+                    self.place(
+                        &format!("{p}.down_proj.weight"),
+                        down.slice_rows(j * h..(j + 1) * h),
+                    )?,
+                )?)
+            })
+            .collect()
+    }
+
     fn feed_forward(
         &self,
         arch: &Architecture,
@@ -557,7 +714,9 @@ impl Loader<'_> {
         let gate = self.weight(&format!("{prefix}.gate.weight"), [e, h])?;
         // transformers 5 keeps the routed experts packed; the hub checkpoints store each one.
         let packed = format!("{prefix}.experts.gate_up_proj");
-        let experts = if self.store.contains(&packed) {
+        let experts = if let Source::Gguf(file) = self.source {
+            Experts::from_mlps(self.gguf_experts(file, prefix, e, i, h)?)
+        } else if self.source.contains(&packed) {
             Experts::from_packed(
                 &self.stacked(&packed, [e, 2 * i, h])?,
                 &self.stacked(&format!("{prefix}.experts.down_proj"), [e, h, i])?,
@@ -703,4 +862,88 @@ fn explain_unexpected(arch: &Architecture, tensors: &[String], unknown_keys: &[S
         );
     }
     format!("no config key accounts for them{typo}")
+}
+
+/// Where the tensors come from: a safetensors checkpoint (transformers' names), or a llama.cpp
+/// GGUF file (its names, mapped from those by [`gguf_name`]).
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    SafeTensors(&'a SafeTensorsStore),
+    Gguf(&'a GgufFile),
+}
+
+impl Source<'_> {
+    fn location(&self) -> String {
+        match self {
+            Source::SafeTensors(s) => s.location().display().to_string(),
+            Source::Gguf(f) => f.path().display().to_string(),
+        }
+    }
+
+    /// Every tensor's source name and element count.
+    fn names(&self) -> Vec<(String, usize)> {
+        match self {
+            Source::SafeTensors(s) => s.infos().map(|i| (i.name.clone(), i.numel())).collect(),
+            Source::Gguf(f) => f
+                .tensors()
+                .iter()
+                .map(|t| (t.name.clone(), t.numel() as usize))
+                .collect(),
+        }
+    }
+
+    /// Whether tensor `name` (a transformers name) is there.
+    fn contains(&self, name: &str) -> bool {
+        match self {
+            Source::SafeTensors(s) => s.contains(name),
+            Source::Gguf(f) => gguf_name(name).is_some_and(|g| f.tensor(&g).is_some()),
+        }
+    }
+
+    /// Whether decoder layer `l` has any tensor.
+    fn has_layer(&self, l: usize) -> bool {
+        let prefix = match self {
+            Source::SafeTensors(_) => format!("model.layers.{l}."),
+            Source::Gguf(_) => format!("blk.{l}."),
+        };
+        self.names().iter().any(|(n, _)| n.starts_with(&prefix))
+    }
+}
+
+/// llama.cpp's name for a transformers tensor name (its `deepseek2` tensor map), or `None` for
+/// one it does not hold under a name of its own (packed transformers experts).
+fn gguf_name(name: &str) -> Option<String> {
+    let top = match name {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        _ => None,
+    };
+    if let Some(t) = top {
+        return Some(t.to_string());
+    }
+    let rest = name.strip_prefix("model.layers.")?;
+    let (l, part) = rest.split_once('.')?;
+    let mapped = match part {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.q_a_proj.weight" => "attn_q_a.weight",
+        "self_attn.q_a_layernorm.weight" => "attn_q_a_norm.weight",
+        "self_attn.q_b_proj.weight" => "attn_q_b.weight",
+        "self_attn.kv_a_proj_with_mqa.weight" => "attn_kv_a_mqa.weight",
+        "self_attn.kv_a_layernorm.weight" => "attn_kv_a_norm.weight",
+        "self_attn.kv_b_proj.weight" => "attn_kv_b.weight",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        "mlp.gate.weight" => "ffn_gate_inp.weight",
+        "mlp.gate.e_score_correction_bias" => "exp_probs_b.bias",
+        "mlp.shared_experts.gate_proj.weight" => "ffn_gate_shexp.weight",
+        "mlp.shared_experts.up_proj.weight" => "ffn_up_shexp.weight",
+        "mlp.shared_experts.down_proj.weight" => "ffn_down_shexp.weight",
+        _ => return None,
+    };
+    Some(format!("blk.{l}.{mapped}"))
 }

@@ -58,3 +58,57 @@ fn another_architecture_is_refused_by_name() {
         "{err}"
     );
 }
+
+/// The converted file runs: its logits equal the safetensors checkpoint's loaded in bf16 (the
+/// converter's matrices are bf16; its norms and router gates f32, as they stay here), and are
+/// within bf16 rounding of transformers' f32 logits — through the split `attn_k_b`/`attn_v_b`
+/// layout, rebuilt into `kv_b_proj`.
+#[test]
+fn a_converted_file_runs_as_its_checkpoint_does() {
+    use deepblocks_deepseek::{LoadOptions, Model, Positions};
+    use deepblocks_testkit::{Golden, close_report};
+    let g =
+        Golden::load_path(&testdata_dir().join("deepseek/a_lowrank_group_yarn/golden.safetensors"));
+    let ids: Vec<u32> = g.data("input_ids").iter().map(|&v| v as u32).collect();
+    let gguf = Model::load_gguf(
+        testdata_dir().join("gguf/a_lowrank_group_yarn.gguf"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let run = |m: &Model| {
+        let mut cache = m.new_cache(ids.len()).unwrap();
+        m.forward(&ids, &mut cache, Positions::All).unwrap()
+    };
+    let got = run(&gguf);
+    let report = gguf.load_report();
+    let file = GgufFile::open(testdata_dir().join("gguf/a_lowrank_group_yarn.gguf")).unwrap();
+    assert_eq!(report.tensors, file.tensors().len(), "every tensor read");
+    // The checkpoint as the converter stores it: matrices rounded to bf16 (round to nearest
+    // even), norms and router gates f32.
+    let src = testdata_dir().join("deepseek/a_lowrank_group_yarn");
+    let dst = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gguf-as-converted");
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::copy(src.join("config.json"), dst.join("config.json")).unwrap();
+    let mut tensors = deepblocks_testkit::read_f32_tensors(&src.join("model.safetensors"));
+    for (name, shape, values) in tensors.iter_mut() {
+        if shape.len() == 2 && !name.ends_with("mlp.gate.weight") {
+            for v in values.iter_mut() {
+                *v = deepblocks_core::half::bf16::from_f32(*v).to_f32();
+            }
+        }
+    }
+    deepblocks_testkit::write_f32_tensors(&dst.join("model.safetensors"), &tensors);
+    let same = Model::load_with(&dst, &LoadOptions::default()).unwrap();
+    let r = close_report(&got, &run(&same), 1e-5, 0.0);
+    eprintln!(
+        "GGUF vs the checkpoint rounded as the converter rounds it: max |Δ| = {:e}",
+        r.max_abs
+    );
+    assert!(r.max_abs <= 1e-5, "{}", r.max_abs);
+    let t = close_report(&got, g.data("logits"), 1e-3, 0.0);
+    eprintln!(
+        "GGUF vs transformers f32 (bf16 weights): max |Δ| = {:e}",
+        t.max_abs
+    );
+    assert!(t.max_abs < 0.05, "{}", t.max_abs);
+}
