@@ -240,3 +240,28 @@ fn every_truncation_of_a_valid_file_is_an_error() {
         );
     }
 }
+
+/// Tensors come out as weights in their stored formats; a type deepblocks does not compute with
+/// is an error naming the tensor and the type, and so is a shape the caller did not expect.
+#[test]
+fn tensors_become_weights_in_place_or_errors_naming_them() {
+    let f = GgufFile::open(testdata("container.gguf")).unwrap();
+    let w = f.weight("c.q8_0", 2, 64).unwrap();
+    assert_eq!(w.format().to_string(), "Q8_0");
+    assert_eq!(w.bytes(), 2 * 2 * 34);
+    let a = f.weight("a.f32", 3, 5).unwrap().to_f32_vec();
+    let bytes = f.tensor_data("a.f32").unwrap();
+    assert_eq!(a[1], f32::from_le_bytes(bytes[4..8].try_into().unwrap()));
+    let e = f.weight("a.f32", 5, 3).unwrap_err().to_string();
+    assert!(e.contains("\"a.f32\"") && e.contains("shape"), "{e}");
+    let q5k = build(3, &[], &[("blk.0.ffn_down.weight", &[256], 13, 0)], 176);
+    let g = GgufFile::from_bytes("q5k.gguf", &q5k).unwrap();
+    let e = g
+        .weight("blk.0.ffn_down.weight", 1, 256)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("blk.0.ffn_down.weight") && e.contains("Q5_K"),
+        "{e}"
+    );
+}
