@@ -27,7 +27,6 @@ use clap::Parser;
 use deepblocks::deepseek::{
     ChatSession, GenerateOptions, GenerationDefaults, LoadOptions, Recipe, SamplingConfig,
 };
-use deepblocks::tokenize::Tokenizer;
 
 #[derive(Parser)]
 #[command(about = "Chat with a model, keeping the KV cache across turns")]
@@ -68,7 +67,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let dir = args.model.clone().unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-shakespeare")
     });
-    let tokenizer = Tokenizer::from_dir(&dir)?;
+    let tokenizer = common::tokenizer(&dir)?;
     let model = common::load(
         &dir,
         LoadOptions {

@@ -18,7 +18,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use deepblocks::deepseek::{GenerateOptions, LoadOptions, Recipe, SamplingConfig, StopReason};
-use deepblocks::tokenize::Tokenizer;
 
 /// Generate text with a DeepSeek-V2-family model.
 #[derive(Parser)]
@@ -62,7 +61,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let dir = args.model.clone().unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-shakespeare")
     });
-    let tokenizer = Tokenizer::from_dir(&dir)?;
+    let tokenizer = common::tokenizer(&dir)?;
     let model = common::load(
         &dir,
         LoadOptions {

@@ -24,7 +24,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use deepblocks::deepseek::{LoadOptions, Recipe};
-use deepblocks::tokenize::Tokenizer;
 
 /// Bytes of text encoded at a time (the ids are those of the whole text).
 const PIECE_BYTES: usize = 1 << 16;
@@ -59,7 +58,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let text =
         std::fs::read_to_string(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
-    let tokenizer = Tokenizer::from_dir(&args.model)?;
+    let tokenizer = common::tokenizer(&args.model)?;
     let model = common::load(
         &args.model,
         LoadOptions {

@@ -64,6 +64,19 @@ pub fn load(dir: &Path, options: LoadOptions) -> Result<Model, deepblocks::deeps
     Ok(model)
 }
 
+/// The tokenizer of a model: a folder's `tokenizer.json` (and `tokenizer_config.json`), or a
+/// `.gguf` file's `tokenizer.ggml.*` vocabulary.
+pub fn tokenizer(
+    path: &Path,
+) -> Result<deepblocks::tokenize::Tokenizer, Box<dyn std::error::Error>> {
+    if path.extension().is_some_and(|e| e == "gguf") {
+        let file = deepblocks::core::gguf::GgufFile::open(path)?;
+        Ok(deepblocks::deepseek::tokenizer_from_gguf(&file)?)
+    } else {
+        Ok(deepblocks::tokenize::Tokenizer::from_dir(path)?)
+    }
+}
+
 /// The dtype of `--dtype NAME` (`f32`, `bf16` or `f16`): every matrix converted to it while
 /// loading (an FP8 checkpoint dequantized, a bf16 one widened); `None` keeps the stored ones.
 pub fn dtype(name: Option<&str>) -> Result<Option<deepblocks::core::DType>, String> {

@@ -226,3 +226,72 @@ pub fn architecture_from_gguf(file: &GgufFile) -> Result<Architecture> {
     arch.validate()?;
     Ok(arch)
 }
+
+/// The tokenizer of a GGUF file (`tokenizer.ggml.*`, and `tokenizer.chat_template`), as
+/// [`deepblocks_tokenize::Tokenizer::from_gguf_vocab`] builds it.
+///
+/// # Errors
+/// [`Error::GgufMetadata`] naming a missing or mistyped key; the tokenizer's own errors.
+pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<deepblocks_tokenize::Tokenizer> {
+    let path = file.path().display().to_string();
+    let bad = |key: &str, reason: &str| Error::GgufMetadata {
+        path: path.clone(),
+        key: key.to_string(),
+        reason: reason.to_string(),
+    };
+    let string = |key: &str| file.get(key).and_then(GgufValue::as_str);
+    let strings = |key: &str| -> Result<Vec<String>> {
+        match file.get(key) {
+            None => Ok(Vec::new()),
+            Some(GgufValue::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| bad(key, "not a list of strings"))
+                })
+                .collect(),
+            Some(_) => Err(bad(key, "not a list of strings")),
+        }
+    };
+    let tokens = strings("tokenizer.ggml.tokens")?;
+    if tokens.is_empty() {
+        return Err(bad(
+            "tokenizer.ggml.tokens",
+            "missing: the file holds no vocabulary",
+        ));
+    }
+    let merges = strings("tokenizer.ggml.merges")?;
+    let token_types: Vec<i32> = match file.get("tokenizer.ggml.token_type") {
+        None => Vec::new(),
+        Some(GgufValue::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                GgufValue::I32(t) => Ok(*t),
+                _ => Err(bad("tokenizer.ggml.token_type", "not a list of INT32")),
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => return Err(bad("tokenizer.ggml.token_type", "not a list")),
+    };
+    let id = |key: &str| -> Result<Option<u32>> {
+        match file.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|u| u32::try_from(u).ok())
+                .map(Some)
+                .ok_or_else(|| bad(key, "not a token id")),
+        }
+    };
+    let vocab = deepblocks_tokenize::GgufVocab {
+        model: string("tokenizer.ggml.model").unwrap_or(""),
+        pre: string("tokenizer.ggml.pre").unwrap_or("default"),
+        tokens: &tokens,
+        token_types: &token_types,
+        merges: &merges,
+        bos_id: id("tokenizer.ggml.bos_token_id")?,
+        eos_id: id("tokenizer.ggml.eos_token_id")?,
+        chat_template: string("tokenizer.chat_template"),
+    };
+    Ok(deepblocks_tokenize::Tokenizer::from_gguf_vocab(&vocab)?)
+}

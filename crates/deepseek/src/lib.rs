@@ -52,7 +52,7 @@ mod recipe;
 pub use chat::{ChatSession, GENERATION_CONFIG_FILE, GenerationDefaults, Turn, chat_lines};
 pub use error::{Error, Result};
 pub use generate::{GenerateOptions, Generation, StopReason};
-pub use gguf::architecture_from_gguf;
+pub use gguf::{architecture_from_gguf, tokenizer_from_gguf};
 pub use loader::{FormatCount, LoadOptions, LoadProgress, LoadReport, ProgressFn};
 pub use model::{DecoderLayer, FeedForward, Model};
 pub use perplexity::Nll;

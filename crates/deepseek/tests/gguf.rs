@@ -112,3 +112,63 @@ fn a_converted_file_runs_as_its_checkpoint_does() {
     );
     assert!(t.max_abs < 0.05, "{}", t.max_abs);
 }
+
+/// The shipped model's tokenizer as llama.cpp's converter writes it into GGUF
+/// (`scripts/golden/gguf_tokenizer.py`) gives the ids Hugging Face `tokenizers` gives, special
+/// tokens written in the text included, and decodes them back.
+#[test]
+fn the_tokenizer_from_gguf_gives_the_hugging_face_ids() {
+    use deepblocks_deepseek::tokenizer_from_gguf;
+    let file = GgufFile::open(testdata_dir().join("gguf/tiny-tokenizer.gguf")).unwrap();
+    let tok = tokenizer_from_gguf(&file).unwrap();
+    let want: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(testdata_dir().join("gguf/tiny-tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    for case in want["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let ids: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(tok.encode(text, false).unwrap(), ids, "{text:?}");
+        assert_eq!(tok.decode(&ids, false).unwrap(), text);
+    }
+    assert_eq!(
+        tok.config().bos_token.as_deref(),
+        Some("<｜begin▁of▁sentence｜>")
+    );
+    assert_eq!(
+        tok.config().eos_token.as_deref(),
+        Some("<｜end▁of▁sentence｜>")
+    );
+    // The same as the folder's tokenizer on the shipped text.
+    let hf =
+        deepblocks_tokenize::Tokenizer::from_dir(testdata_dir().join("../models/tiny-shakespeare"))
+            .unwrap();
+    let text = std::fs::read_to_string(testdata_dir().join("../models/tiny-shakespeare/README.md"))
+        .unwrap();
+    assert_eq!(
+        tok.encode(&text, false).unwrap(),
+        hf.encode(&text, false).unwrap()
+    );
+}
+
+#[test]
+fn a_pre_tokenizer_not_mapped_is_refused_by_name() {
+    use deepblocks_tokenize::{GgufVocab, Tokenizer};
+    let tokens = vec!["a".to_string()];
+    let err = Tokenizer::from_gguf_vocab(&GgufVocab {
+        model: "gpt2",
+        pre: "deepseek-v3",
+        tokens: &tokens,
+        ..GgufVocab::default()
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("\"deepseek-v3\"") && err.to_string().contains("gpt-2"),
+        "{err}"
+    );
+}

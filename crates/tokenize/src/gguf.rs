@@ -1,0 +1,133 @@
+//! A tokenizer from the vocabulary llama.cpp's converter writes into a GGUF file
+//! (`tokenizer.ggml.*`): the BPE model of `tokens` and `merges`, the special tokens of
+//! `token_type`, and the pre-tokenizer chain the `pre` name stands for. The caller reads the
+//! values out of the file (this crate does not parse GGUF).
+
+use serde_json::{Value, json};
+
+use crate::{Error, Result, Tokenizer, TokenizerConfig};
+
+/// `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_type`).
+const CONTROL: i32 = 3;
+const USER_DEFINED: i32 = 4;
+
+/// The `tokenizer.ggml.*` values of a GGUF file.
+#[derive(Debug, Clone, Default)]
+pub struct GgufVocab<'a> {
+    /// `tokenizer.ggml.model` (`gpt2` for byte-level BPE).
+    pub model: &'a str,
+    /// `tokenizer.ggml.pre`: the pre-tokenizer's name.
+    pub pre: &'a str,
+    /// `tokenizer.ggml.tokens`, by id.
+    pub tokens: &'a [String],
+    /// `tokenizer.ggml.token_type`, by id (1 normal, 3 control, 4 user-defined, ...).
+    pub token_types: &'a [i32],
+    /// `tokenizer.ggml.merges` (`"a b"`), by rank.
+    pub merges: &'a [String],
+    /// `tokenizer.ggml.bos_token_id`.
+    pub bos_id: Option<u32>,
+    /// `tokenizer.ggml.eos_token_id`.
+    pub eos_id: Option<u32>,
+    /// `tokenizer.chat_template`.
+    pub chat_template: Option<&'a str>,
+}
+
+/// The `tokenizer.ggml.pre` names mapped to a pre-tokenizer chain so far (`gpt-2`: GPT-2's
+/// byte-level split).
+pub const GGUF_PRE_TOKENIZERS: &[&str] = &["gpt-2"];
+
+impl Tokenizer {
+    /// The tokenizer a GGUF file's vocabulary describes.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the key: a model other than byte-level BPE (`gpt2`), a `pre`
+    /// name not mapped yet ([`GGUF_PRE_TOKENIZERS`]), token types that do not match the tokens,
+    /// a bos/eos id outside the vocabulary; [`Error::Malformed`] when `tokenizers` refuses it.
+    pub fn from_gguf_vocab(v: &GgufVocab<'_>) -> Result<Self> {
+        let bad = |key: &str, reason: String| Error::Config {
+            what: format!("GGUF tokenizer.ggml.{key}"),
+            reason,
+        };
+        if v.model != "gpt2" {
+            return Err(bad(
+                "model",
+                format!("{:?}: only byte-level BPE (\"gpt2\") is read", v.model),
+            ));
+        }
+        let pre_tokenizer = match v.pre {
+            "gpt-2" => {
+                json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})
+            }
+            other => {
+                return Err(bad(
+                    "pre",
+                    format!(
+                        "{other:?}: the pre-tokenizers mapped so far are {}",
+                        GGUF_PRE_TOKENIZERS.join(", ")
+                    ),
+                ));
+            }
+        };
+        if !v.token_types.is_empty() && v.token_types.len() != v.tokens.len() {
+            return Err(bad(
+                "token_type",
+                format!(
+                    "{} types for {} tokens",
+                    v.token_types.len(),
+                    v.tokens.len()
+                ),
+            ));
+        }
+        let vocab: serde_json::Map<String, Value> = v
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(id, t)| (t.clone(), json!(id)))
+            .collect();
+        let added: Vec<Value> = v
+            .token_types
+            .iter()
+            .enumerate()
+            .filter(|&(_, &t)| t == CONTROL || t == USER_DEFINED)
+            .map(|(id, &t)| {
+                json!({
+                    "id": id, "content": v.tokens[id], "single_word": false, "lstrip": false,
+                    "rstrip": false, "normalized": t == USER_DEFINED, "special": t == CONTROL,
+                })
+            })
+            .collect();
+        let spec = json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": null,
+            "pre_tokenizer": pre_tokenizer,
+            "post_processor": null,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {
+                "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                "ignore_merges": false, "vocab": vocab, "merges": v.merges,
+            },
+        });
+        let token = |key: &str, id: Option<u32>| -> Result<Option<String>> {
+            id.map(|id| {
+                v.tokens.get(id as usize).cloned().ok_or_else(|| {
+                    bad(
+                        key,
+                        format!("{id} is outside the {} tokens", v.tokens.len()),
+                    )
+                })
+            })
+            .transpose()
+        };
+        let config = TokenizerConfig {
+            bos_token: token("bos_token_id", v.bos_id)?,
+            eos_token: token("eos_token_id", v.eos_id)?,
+            chat_template: v.chat_template.map(str::to_string),
+            ..TokenizerConfig::default()
+        };
+        Ok(Tokenizer::from_json_bytes(spec.to_string().as_bytes())?.with_config(config))
+    }
+}
