@@ -128,4 +128,7 @@ pub fn gguf(data: &[u8]) {
         let bytes = file.tensor_data(&t.name).map_or(0, <[u8]>::len);
         assert_eq!(bytes as u64, t.bytes, "{}", t.name);
     }
+    // What the loader reads from the header: the description and the tokenizer.
+    let _ = deepblocks::deepseek::architecture_from_gguf(&file);
+    let _ = deepblocks::deepseek::tokenizer_from_gguf(&file);
 }
