@@ -32,9 +32,14 @@ pub struct GgufVocab<'a> {
     pub chat_template: Option<&'a str>,
 }
 
-/// The `tokenizer.ggml.pre` names mapped to a pre-tokenizer chain so far (`gpt-2`: GPT-2's
-/// byte-level split).
-pub const GGUF_PRE_TOKENIZERS: &[&str] = &["gpt-2"];
+/// The `tokenizer.ggml.pre` names mapped to a pre-tokenizer chain so far: `gpt-2` (GPT-2's
+/// byte-level split) and `deepseek-llm` (DeepSeek LLM's and DeepSeek-V2's chain, llama.cpp's
+/// `LLAMA_VOCAB_PRE_TYPE_DEEPSEEK_LLM`: five `Split` regexes, `Digits`, `ByteLevel` without its
+/// regex — `pre_deepseek_llm.json`, as their `tokenizer.json` writes it).
+pub const GGUF_PRE_TOKENIZERS: &[&str] = &["gpt-2", "deepseek-llm"];
+
+/// DeepSeek LLM's pre-tokenizer chain, as `tokenizer.json` writes it.
+const PRE_DEEPSEEK_LLM: &str = include_str!("pre_deepseek_llm.json");
 
 impl Tokenizer {
     /// The tokenizer a GGUF file's vocabulary describes.
@@ -58,6 +63,8 @@ impl Tokenizer {
             "gpt-2" => {
                 json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})
             }
+            "deepseek-llm" => serde_json::from_str(PRE_DEEPSEEK_LLM)
+                .map_err(|e| bad("pre", format!("the deepseek-llm chain: {e}")))?,
             other => {
                 return Err(bad(
                     "pre",
