@@ -35,8 +35,14 @@ pub struct GgufVocab<'a> {
 /// The `tokenizer.ggml.pre` names mapped to a pre-tokenizer chain so far: `gpt-2` (GPT-2's
 /// byte-level split) and `deepseek-llm` (DeepSeek LLM's and DeepSeek-V2's chain, llama.cpp's
 /// `LLAMA_VOCAB_PRE_TYPE_DEEPSEEK_LLM`: five `Split` regexes, `Digits`, `ByteLevel` without its
-/// regex — `pre_deepseek_llm.json`, as their `tokenizer.json` writes it).
-pub const GGUF_PRE_TOKENIZERS: &[&str] = &["gpt-2", "deepseek-llm"];
+/// regex — `pre_deepseek_llm.json`, as their `tokenizer.json` writes it) and `deepseek-v3`
+/// (DeepSeek-V3's and R1's, `LLAMA_VOCAB_PRE_TYPE_DEEPSEEK3_LLM`: digits in threes, CJK runs,
+/// one combined word/punctuation/space regex, `ByteLevel` without its regex —
+/// `pre_deepseek_v3.json`, from DeepSeek-V3's `tokenizer.json`).
+pub const GGUF_PRE_TOKENIZERS: &[&str] = &["gpt-2", "deepseek-llm", "deepseek-v3"];
+
+/// DeepSeek-V3's pre-tokenizer chain, as `tokenizer.json` writes it.
+const PRE_DEEPSEEK_V3: &str = include_str!("pre_deepseek_v3.json");
 
 /// DeepSeek LLM's pre-tokenizer chain, as `tokenizer.json` writes it.
 const PRE_DEEPSEEK_LLM: &str = include_str!("pre_deepseek_llm.json");
@@ -65,6 +71,8 @@ impl Tokenizer {
             }
             "deepseek-llm" => serde_json::from_str(PRE_DEEPSEEK_LLM)
                 .map_err(|e| bad("pre", format!("the deepseek-llm chain: {e}")))?,
+            "deepseek-v3" => serde_json::from_str(PRE_DEEPSEEK_V3)
+                .map_err(|e| bad("pre", format!("the deepseek-v3 chain: {e}")))?,
             other => {
                 return Err(bad(
                     "pre",

@@ -1,7 +1,8 @@
 //! A tokenizer rebuilt from the values a GGUF file holds (`tokenizer.ggml.*`): the fixture
-//! tokenizer with DeepSeek LLM's pre-tokenizer chain (`testdata/tokenize`), its tokens, merges and
-//! special tokens passed as llama.cpp's converter writes them, under the `pre` name
-//! `deepseek-llm`, gives the ids Python `tokenizers` gave (`expected.json`).
+//! vocabulary (`testdata/tokenize`), its tokens, merges and special tokens passed as llama.cpp's
+//! converter writes them, gives the ids Python `tokenizers` gave — under the `pre` name
+//! `deepseek-llm` with DeepSeek LLM's chain (`expected.json`), and under `deepseek-v3` with
+//! DeepSeek-V3's (`pre_deepseek_v3.json`, from `scripts/tokenizer/gguf_pre_v3.py`).
 
 use std::path::PathBuf;
 
@@ -14,8 +15,8 @@ fn testdata(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-#[test]
-fn deepseek_llm_vocab_gives_the_hugging_face_ids() {
+/// The fixture vocabulary as a GGUF file holds it: tokens by id, types, merges as "a b".
+fn gguf_form() -> (Vec<String>, Vec<i32>, Vec<String>) {
     let spec: Value =
         serde_json::from_str(&std::fs::read_to_string(testdata("tokenizer.json")).unwrap())
             .unwrap();
@@ -42,7 +43,6 @@ fn deepseek_llm_vocab_gives_the_hugging_face_ids() {
             4
         };
     }
-    // The converter writes merges as "a b".
     let merges: Vec<String> = spec["model"]["merges"]
         .as_array()
         .unwrap()
@@ -52,15 +52,48 @@ fn deepseek_llm_vocab_gives_the_hugging_face_ids() {
             other => other.as_str().unwrap().to_string(),
         })
         .collect();
-    let tok = Tokenizer::from_gguf_vocab(&GgufVocab {
+    (tokens, types, merges)
+}
+
+fn with_pre(pre: &str) -> Tokenizer {
+    let (tokens, types, merges) = gguf_form();
+    Tokenizer::from_gguf_vocab(&GgufVocab {
         model: "gpt2",
-        pre: "deepseek-llm",
+        pre,
         tokens: &tokens,
         token_types: &types,
         merges: &merges,
         ..GgufVocab::default()
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn deepseek_v3_pre_gives_the_hugging_face_ids() {
+    let tok = with_pre("deepseek-v3");
+    let want: Value =
+        serde_json::from_str(&std::fs::read_to_string(testdata("pre_deepseek_v3.json")).unwrap())
+            .unwrap();
+    let cases = want["cases"].as_array().unwrap();
+    assert!(cases.len() >= 6);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let ids: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(tok.encode(text, false).unwrap(), ids, "{text:?}");
+    }
+    // The chain built in is the one the fixture was made with.
+    let built: Value = serde_json::from_str(include_str!("../src/pre_deepseek_v3.json")).unwrap();
+    assert_eq!(built, want["pre_tokenizer"]);
+}
+
+#[test]
+fn deepseek_llm_vocab_gives_the_hugging_face_ids() {
+    let tok = with_pre("deepseek-llm");
     let hf = Tokenizer::from_file(testdata("tokenizer.json")).unwrap();
     let expected: Value =
         serde_json::from_str(&std::fs::read_to_string(testdata("expected.json")).unwrap()).unwrap();
