@@ -423,7 +423,7 @@ impl GgufFile {
         let t = self
             .tensor(name)
             .ok_or_else(|| bad("not in the file".into()))?;
-        if t.ne[0] != cols as u64 || t.numel() != (rows as u64) * (cols as u64) {
+        if t.ne[0] != cols as u64 || Some(t.numel()) != (rows as u64).checked_mul(cols as u64) {
             return Err(bad(format!(
                 "shape (ne) {:?}, not [{cols}, {rows}] ([rows {rows}, cols {cols}])",
                 t.ne
@@ -556,15 +556,24 @@ impl<'a> Reader<'a> {
                 }
                 let inner = self.u32(key)?;
                 let n = self.u64(key)?;
-                // Each element takes at least one byte: a count past the end is refused before
-                // anything is reserved for it.
+                // Each element takes at least its smallest encoding: a count the bytes left
+                // cannot hold is refused before anything is reserved, and no more is reserved
+                // than a few pages' worth (the vector grows only with elements actually read).
+                let smallest: u64 = match inner {
+                    0 | 1 | 7 => 1,
+                    2 | 3 => 2,
+                    4..=6 => 4,
+                    8 => 8,
+                    9 => 12,
+                    _ => 8,
+                };
                 let left = (self.bytes.len() - self.pos) as u64;
-                if n > left {
+                if n.checked_mul(smallest).is_none_or(|need| need > left) {
                     return Err(format!(
                         "{key:?}: an array of {n} elements cannot fit in the {left} bytes left"
                     ));
                 }
-                let mut items = Vec::with_capacity(n as usize);
+                let mut items = Vec::with_capacity((n as usize).min(4096));
                 for _ in 0..n {
                     items.push(self.value(inner, key, depth + 1)?);
                 }

@@ -902,11 +902,16 @@ impl Source<'_> {
 
     /// Whether decoder layer `l` has any tensor.
     fn has_layer(&self, l: usize) -> bool {
-        let prefix = match self {
-            Source::SafeTensors(_) => format!("model.layers.{l}."),
-            Source::Gguf(_) => format!("blk.{l}."),
-        };
-        self.names().iter().any(|(n, _)| n.starts_with(&prefix))
+        match self {
+            Source::SafeTensors(s) => {
+                let prefix = format!("model.layers.{l}.");
+                s.infos().any(|t| t.name.starts_with(&prefix))
+            }
+            Source::Gguf(f) => {
+                let prefix = format!("blk.{l}.");
+                f.tensors().iter().any(|t| t.name.starts_with(&prefix))
+            }
+        }
     }
 }
 

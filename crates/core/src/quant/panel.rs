@@ -112,9 +112,11 @@ pub(crate) fn chosen() -> Option<Dp> {
 /// Eight weight rows of `k` columns, unpacked.
 #[derive(Default)]
 struct Panel {
-    codes: Vec<u8>,  // [k / 4, ROWS, 4]
-    scale: Vec<f32>, // [k / sub, ROWS]
-    bias: Vec<f32>,  // [k / sub, ROWS], zeros unless the spec has a bias
+    codes: Vec<u8>,      // [k / 4, ROWS, 4]
+    scale: Vec<f32>,     // [k / sub, ROWS]
+    bias: Vec<f32>,      // [k / sub, ROWS], zeros unless the spec has a bias
+    row_scale: Vec<f32>, // [k / sub] scratch: one row's scales
+    row_bias: Vec<f32>,  // [k / sub] scratch: one row's biases
 }
 
 /// The activations of one call, prepared for a format's panels.
@@ -236,15 +238,21 @@ fn unpack(
     p.codes.resize(k * ROWS, 0);
     p.scale.resize(k / s.sub * ROWS, 0.0);
     p.bias.resize(k / s.sub * ROWS, 0.0);
-    let (mut sc, mut bi) = (vec![0.0f32; k / s.sub], vec![0.0f32; k / s.sub]);
+    p.row_scale.resize(k / s.sub, 0.0);
+    p.row_bias.resize(k / s.sub, 0.0);
     for r in 0..ROWS {
         if r < nr {
-            row_scales(&mut sc, &mut bi, format, &rows[r * rb..(r + 1) * rb]);
+            row_scales(
+                &mut p.row_scale,
+                &mut p.row_bias,
+                format,
+                &rows[r * rb..(r + 1) * rb],
+            );
         } else {
-            sc.fill(0.0);
-            bi.fill(0.0);
+            p.row_scale.fill(0.0);
+            p.row_bias.fill(0.0);
         }
-        for (b, (&sc, &bi)) in sc.iter().zip(&bi).enumerate() {
+        for (b, (&sc, &bi)) in p.row_scale.iter().zip(&p.row_bias).enumerate() {
             p.scale[b * ROWS + r] = sc;
             p.bias[b * ROWS + r] = bi;
         }
