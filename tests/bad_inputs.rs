@@ -264,7 +264,7 @@ fn cases() -> Vec<Case> {
         ),
         (
             "config.json: YaRN with `beta_fast` below `beta_slow`",
-            "`rope_scaling.beta_fast` = 0.5: must be greater than rope_scaling.beta_slow = 1",
+            "`rope_scaling.beta_fast` = 0.5: must be at least rope_scaling.beta_slow = 1",
             Box::new(|| config_error(|v| v["rope_scaling"]["beta_fast"] = json!(0.5))),
         ),
         (

@@ -10,8 +10,9 @@ memory), and its parameters are counted with `numel()`. Writes:
       name with layer and expert indices replaced by `*`, as transformers names them: routed
       experts packed as `mlp.experts.gate_up_proj` / `mlp.experts.down_proj`).
       Models: DeepSeek-V2 and V2-Lite (from the hub configs in testdata/configs/, and again from
-      their transformers-5 form, which must give the same numbers), DeepSeek-V3 (R1's hub config;
-      `buffers`: the e_score_correction_bias elements, not parameters to transformers), DeepSeek LLM 67B
+      their transformers-5 form, which must give the same numbers), DeepSeek-V3 (R1's hub config),
+      Moonlight-16B-A3B-Instruct, Kimi-K2-Instruct-0905 and GLM-4.7-Flash (`buffers`: the
+      e_score_correction_bias elements, not parameters to transformers), DeepSeek LLM 67B
       (LlamaConfig), and the GPT-3 family of Table 2.1 as GPT2LMHeadModel (the paper's
       convention: biases, LayerNorms, learned positions, tied unembedding) with d_model as
       printed. GPT-2's attention is d_model wide whatever the head count, but it needs n_head to
@@ -34,6 +35,8 @@ from transformers import (
     DeepseekV2ForCausalLM,
     DeepseekV3Config,
     DeepseekV3ForCausalLM,
+    Glm4MoeLiteConfig,
+    Glm4MoeLiteForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
@@ -84,16 +87,19 @@ def deepseek(name):
     return result
 
 
-def deepseek_v3(name):
-    """DeepSeek-V3 (R1's hub config, the same architecture) on the meta device. transformers
-    builds no multi-token-prediction layer and keeps e_score_correction_bias as a buffer, so
-    neither is in these counts; `buffers` lists the buffers' elements apart."""
+def deepseek_v3(name, config_class=DeepseekV3Config, model_class=DeepseekV3ForCausalLM):
+    """A DeepSeek-V3-architecture model on the meta device: DeepSeek-V3 (R1's hub config, the
+    same architecture), Moonlight and Kimi K2 (`kimi_k2`, which transformers builds as
+    DeepseekV3ForCausalLM, as Moonshot's model card says), and GLM-4.7-Flash with its own
+    classes. transformers builds no multi-token-prediction layer and keeps
+    e_score_correction_bias as a buffer, so neither is in these counts; `buffers` lists the
+    buffers' elements apart."""
     with open(os.path.join(CONFIGS, f"{name}.json")) as f:
         hub = json.load(f)
-    hub.pop("quantization_config")  # the checkpoint's storage, not the architecture
-    config = DeepseekV3Config(**hub)
+    hub.pop("quantization_config", None)  # the checkpoint's storage, not the architecture
+    config = config_class(**hub)
     with torch.device("meta"):
-        model = DeepseekV3ForCausalLM(config)
+        model = model_class(config)
     result = count(model, (config.num_experts_per_tok, config.n_routed_experts))
     buffers = collections.Counter()
     for bname, b in model.named_buffers():
@@ -134,6 +140,9 @@ counts = {
     "deepseek-v2": deepseek("deepseek-v2"),
     "deepseek-v2-lite": deepseek("deepseek-v2-lite"),
     "deepseek-v3": deepseek_v3("deepseek-v3"),
+    "moonlight-16b-a3b-instruct": deepseek_v3("moonlight-16b-a3b-instruct"),
+    "kimi-k2-instruct-0905": deepseek_v3("kimi-k2-instruct-0905"),
+    "glm-4.7-flash": deepseek_v3("glm-4.7-flash", Glm4MoeLiteConfig, Glm4MoeLiteForCausalLM),
     "deepseek-llm-67b": llama_67b(),
     "gpt3": {
         "GPT-3 Small": gpt3(12, 768, 12),
@@ -150,7 +159,14 @@ path = os.path.join(OUT, "hf_counts.json")
 with open(path, "w") as f:
     json.dump(counts, f, indent=1)
     f.write("\n")
-for name in ("deepseek-v2", "deepseek-v2-lite", "deepseek-v3"):
+for name in (
+    "deepseek-v2",
+    "deepseek-v2-lite",
+    "deepseek-v3",
+    "moonlight-16b-a3b-instruct",
+    "kimi-k2-instruct-0905",
+    "glm-4.7-flash",
+):
     c = counts[name]
     print(f"{name}: total {c['total']:,}, activated {c['activated']:,}")
 print(f"deepseek-llm-67b: total {counts['deepseek-llm-67b']['total']:,}")

@@ -15,7 +15,7 @@ Per variant `<v>` (rotary dim r, positions P = `<v>.positions`):
 Variants: default (plain RoPE), yarn (DeepSeek-V2's parameters), yarn_mscale (mscale 1,
 mscale_all_dim 0.707: a cos/sin factor != 1), yarn_mscale_only (only mscale set: transformers
 falls back to mscale(factor, 1)), yarn_notrunc (truncate false, fractional ramp bounds),
-yarn_factor1, linear, llama3 (r = 128), dynamic_init / dynamic_grown / dynamic_regrown /
+yarn_equal_betas (Kimi K2's: beta_fast = beta_slow = 1), yarn_factor1, linear, llama3 (r = 128), dynamic_init / dynamic_grown / dynamic_regrown /
 dynamic_reset (one DeepseekV2RotaryEmbedding with rope_type dynamic, called with growing and
 then shorter sequences).
 
@@ -133,6 +133,22 @@ with torch.no_grad():
         },
         max_position_embeddings=32_768,
         positions=[0, 1, 2, 7, 100, 2047, 2048, 10_000, 32_767],
+    )
+    # Kimi K2's YaRN: beta_fast = beta_slow = 1 (one correction dimension before rounding).
+    table(
+        "yarn_equal_betas",
+        {
+            "rope_type": "yarn",
+            "rope_theta": 50000.0,
+            "factor": 64.0,
+            "original_max_position_embeddings": 4096,
+            "beta_fast": 1.0,
+            "beta_slow": 1.0,
+            "mscale": 1.0,
+            "mscale_all_dim": 1.0,
+        },
+        max_position_embeddings=262_144,
+        positions=[0, 1, 2, 7, 100, 4095, 4096, 65_535, 100_000, 262_143],
     )
     table("yarn_factor1", {**DEEPSEEK_YARN, "factor": 1.0}, max_position_embeddings=4096,
           positions=[0, 1, 2, 7, 100, 1000, 4095])

@@ -125,6 +125,18 @@ fn read_mla(f: &mut Fields<'_>, family: Family) -> Result<Parsed<Architecture>> 
         }
     }
 
+    // transformers rotates `qk_rope_head_dim · partial_rotary_factor` dimensions (GLM-4.7-Flash
+    // writes 1.0): the whole RoPE part is the only form MLA's decoupled key has here.
+    if let Some(p) = f.opt_f64("partial_rotary_factor")?
+        && p != 1.0
+    {
+        return Err(Error::unsupported(
+            "partial_rotary_factor",
+            p,
+            "only 1.0 (the whole qk_rope_head_dim rotated) is implemented",
+        ));
+    }
+
     let vocab_size = f.size("vocab_size")?;
     let hidden_size = f.size("hidden_size")?;
     let num_hidden_layers = f.size("num_hidden_layers")?;
@@ -150,8 +162,9 @@ fn read_mla(f: &mut Fields<'_>, family: Family) -> Result<Parsed<Architecture>> 
     };
     // Keys transformers reads or derives that MLA does not use; checked for consistency so that a
     // config that passes here also loads in transformers.
-    if !hidden_size.is_multiple_of(num_attention_heads) {
-        // transformers' DeepseekV2Config.validate_architecture refuses it.
+    if family == Family::DeepseekV2 && !hidden_size.is_multiple_of(num_attention_heads) {
+        // transformers' DeepseekV2Config.validate_architecture refuses it (V3's and GLM's configs
+        // do not: GLM-4.7-Flash has 20 heads and a hidden size of 2048).
         return Err(Error::invalid(
             "num_attention_heads",
             num_attention_heads,
@@ -689,7 +702,7 @@ pub(crate) fn validate_rope(
         } => Error::invalid(
             &format!("{rope_key}.beta_fast"),
             beta_fast,
-            format!("must be greater than {rope_key}.beta_slow = {beta_slow}"),
+            format!("must be at least {rope_key}.beta_slow = {beta_slow}"),
         ),
         E::FreqFactorOrder {
             low_freq_factor,

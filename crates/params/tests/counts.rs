@@ -242,6 +242,123 @@ fn deepseek_v3_counts_equal_transformers() {
     );
 }
 
+/// The rest of the V3 family from their real configs (`testdata/configs/README.md` says where each
+/// comes from): equal to transformers' meta-device count tensor by tensor, the
+/// `e_score_correction_bias` buffers set apart; the published sizes: Moonlight "16B total, 3B
+/// activated", Kimi K2 "1 trillion total, 32 billion activated" (1.026T), GLM-4.7-Flash
+/// "30B-A3B". Kimi K2's 32B, like V2-Lite's 2.4B, is the count without the input embedding (with
+/// it, 32.86B); Moonlight's 3B rounds either count (2.91B / 2.58B); GLM's "A3B" truncates both
+/// (3.90B / 3.58B).
+#[test]
+fn v3_family_counts_equal_transformers() {
+    let hf = hf_counts();
+    let billions = |n: u64| n as f64 / 1e9;
+    // (file, MoE layers, routed experts, total, with / without the input embedding, published)
+    for (name, moe_layers, experts, total, with_embed, without, published) in [
+        (
+            "moonlight-16b-a3b-instruct",
+            26u64,
+            64u64,
+            15_960_110_208u64,
+            2_914_776_192u64,
+            2_579_231_872u64,
+            ("16", Some("3")),
+        ),
+        (
+            "kimi-k2-instruct-0905",
+            60,
+            384,
+            1_026_408_232_448,
+            32_861_500_928,
+            31_687_095_808,
+            ("1026", Some("32")),
+        ),
+        (
+            "glm-4.7-flash",
+            46,
+            64,
+            29_943_393_920,
+            3_896_766_080,
+            3_579_571_840,
+            ("30", None),
+        ),
+    ] {
+        let hf = &hf[name];
+        let cfg = deepseek(&format!("configs/{name}.json"));
+        let tree = mla_tree(&cfg).unwrap();
+        let mut mine: BTreeMap<String, u64> = BTreeMap::new();
+        for (ckpt, n) in by_checkpoint(&tree) {
+            *mine.entry(packed_name(&ckpt)).or_insert(0) += n;
+        }
+        let mut theirs: BTreeMap<String, u64> = BTreeMap::new();
+        for group in ["tensors", "buffers"] {
+            for (k, v) in hf[group].as_object().unwrap() {
+                theirs.insert(k.clone(), v.as_u64().unwrap());
+            }
+        }
+        assert_eq!(mine, theirs, "{name}");
+        let bias = hf["buffers"]["model.layers.*.mlp.gate.e_score_correction_bias"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(bias, moe_layers * experts, "{name}");
+        assert_eq!(
+            tree.params() - bias,
+            hf["total"].as_u64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            tree.activated(InputEmbedding::Include) - bias,
+            hf["activated"].as_u64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(tree.params(), total, "{name}");
+        assert_eq!(
+            tree.activated(InputEmbedding::Include),
+            with_embed,
+            "{name}"
+        );
+        assert_eq!(tree.activated(InputEmbedding::Exclude), without, "{name}");
+        assert_eq!(format!("{:.0}", billions(total)), published.0, "{name}");
+        if let Some(active) = published.1 {
+            assert_eq!(format!("{:.0}", billions(without)), active, "{name}");
+        } else {
+            // "A3B": the name truncates (3.58B without the input embedding, 3.90B with it).
+            assert_eq!(billions(without) as u64, 3, "{name}");
+        }
+    }
+}
+
+/// GLM-4.7-Flash declares one multi-token-prediction layer (as V3 does); Moonlight and Kimi K2
+/// none. The layer is a MoE decoder layer plus its projection, norms and copies of the embedding
+/// and head, reported apart from the model.
+#[test]
+fn v3_family_mtp_layers_are_counted_apart() {
+    let glm = deepseek("configs/glm-4.7-flash.json");
+    assert_eq!(glm.num_nextn_predict_layers, 1);
+    let main = mla_tree(&glm).unwrap();
+    let mtp = deepblocks_params::mtp_tree(&glm).unwrap().unwrap();
+    let (h, v, layers, moe_layers) = (2048u64, 154_880u64, 47u64, 46u64);
+    let layer = main.get("self_attn").unwrap().params() / layers
+        + main.get("mlp.gate").unwrap().params() / moe_layers
+        + main
+            .get("mlp.gate.e_score_correction_bias")
+            .unwrap()
+            .params()
+            / moe_layers
+        + main.get("mlp.shared_experts").unwrap().params() / moe_layers
+        + main.get("mlp.experts").unwrap().params() / moe_layers
+        + (main.get("norms").unwrap().params() - h) / layers;
+    assert_eq!(mtp.params(), layer + 3 * h + 2 * h * h + 2 * v * h);
+    for name in ["moonlight-16b-a3b-instruct", "kimi-k2-instruct-0905"] {
+        let cfg = deepseek(&format!("configs/{name}.json"));
+        assert_eq!(cfg.num_nextn_predict_layers, 0, "{name}");
+        assert!(
+            deepblocks_params::mtp_tree(&cfg).unwrap().is_none(),
+            "{name}"
+        );
+    }
+}
+
 /// DeepSeek-V3's one multi-token-prediction layer: a MoE decoder layer plus its projection,
 /// norms and copies of the embedding and head — 13.46B; with the 671.03B of the model, 684.49B
 /// (DeepSeek's README: "685B, which includes 671B of the Main Model weights and 14B of the

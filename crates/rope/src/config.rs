@@ -382,7 +382,9 @@ fn validate_yarn(y: &YarnScaling) -> Result<()> {
     )?;
     positive("yarn.beta_slow", y.beta_slow)?;
     finite("yarn.beta_fast", y.beta_fast)?;
-    if y.beta_fast <= y.beta_slow {
+    // Equal betas are valid (Kimi K2's 1 and 1: floor and ceil of one dimension; were it whole,
+    // the range would be empty and is widened by 0.001, as transformers widens it).
+    if y.beta_fast < y.beta_slow {
         return Err(Error::BetaOrder {
             beta_fast: y.beta_fast,
             beta_slow: y.beta_slow,

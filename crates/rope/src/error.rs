@@ -26,8 +26,8 @@ pub enum Error {
         expected: &'static str,
     },
 
-    /// YaRN's correction range is empty or reversed.
-    #[error("yarn.beta_fast = {beta_fast} must be greater than yarn.beta_slow = {beta_slow}")]
+    /// YaRN's correction range is reversed.
+    #[error("yarn.beta_fast = {beta_fast} must be at least yarn.beta_slow = {beta_slow}")]
     BetaOrder {
         /// `beta_fast` (number of rotations at which extrapolation stops).
         beta_fast: f64,

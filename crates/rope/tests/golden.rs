@@ -156,6 +156,49 @@ fn yarn_without_truncation_matches_transformers() {
     check_table(&g, "yarn_notrunc", &table, 0.0, 3e-7);
 }
 
+/// Kimi K2's YaRN (θ 50,000, factor 64 from 4,096, `beta_fast` = `beta_slow` = 1, both mscales 1):
+/// the two correction dimensions are one and the same before rounding, one apart after it
+/// (floor and ceil).
+#[test]
+fn yarn_with_equal_betas_matches_transformers() {
+    let g = Golden::load("rope");
+    let yarn = YarnScaling {
+        factor: 64.0,
+        original_max_position_embeddings: 4096,
+        beta_fast: 1.0,
+        beta_slow: 1.0,
+        mscale: Some(1.0),
+        mscale_all_dim: Some(1.0),
+        ..deepseek_yarn()
+    };
+    let (low, high) = yarn.correction_range(64, 5e4);
+    assert_eq!((low, high), (19.0, 20.0));
+    let table = RopeTable::new(config(64, 5e4, 262_144, RopeScaling::Yarn(yarn))).unwrap();
+    // θ = 50,000: torch's f32 `pow` rounds some of these frequencies one ulp off the correctly
+    // rounded value we compute (the tables at θ = 10,000 agree bit for bit); cos and sin then
+    // differ by at most position × that ulp, and by rounding elsewhere.
+    let name = "yarn_equal_betas";
+    let inv = g.data(&format!("{name}.inv_freq"));
+    assert!(max_ulps(table.inv_freq(), inv) <= 1.0);
+    let factor: f64 = g.meta(&format!("{name}.attention_factor"));
+    assert_eq!(table.cos_sin_factor(), factor as f32);
+    let pos = positions(&g, name);
+    let rows = table.cos_sin(&pos).unwrap();
+    let half = inv.len();
+    for (what, ours) in [("cos", rows.cos()), ("sin", rows.sin())] {
+        let want = g.data(&format!("{name}.{what}"));
+        for (k, (&a, &e)) in ours.iter().zip(want).enumerate() {
+            let (p, i) = (pos[k / half], k % half);
+            let ulp_off = (table.inv_freq()[i] - inv[i]).abs();
+            let bound = p as f32 * ulp_off * 1.01 + 3e-7;
+            assert!(
+                (a - e).abs() <= bound,
+                "{what}[{p}, {i}]: {a} vs {e} (bound {bound})"
+            );
+        }
+    }
+}
+
 #[test]
 fn yarn_factor_one_matches_transformers() {
     let g = Golden::load("rope");
