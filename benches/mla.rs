@@ -55,7 +55,7 @@ fn build(d: usize, v: usize) -> Mla {
             eps: 1e-6,
         })
         .expect("valid norm"),
-        kv_b_proj: weight(n * (d + v), cl, 3),
+        kv_b: weight(n * (d + v), cl, 3).into(),
         o_proj: weight(h, n * v, 4),
     };
     Mla::new(config, weights).expect("consistent shapes")

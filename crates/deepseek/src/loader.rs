@@ -36,7 +36,7 @@ use deepblocks_core::quant::BlockFormat;
 use deepblocks_core::quant::fp8::Fp8Block;
 use deepblocks_core::{Access, DType, SafeTensorsStore, Weight, WeightFormat};
 use deepblocks_embed::{Embedding, Embeddings, LmHead};
-use deepblocks_mla::{AttentionPath, Mla, MlaWeights, QProj};
+use deepblocks_mla::{AttentionPath, KvB, Mla, MlaWeights, QProj};
 use deepblocks_moe::{Experts, Mlp, Moe, SharedExperts, Weighting};
 use deepblocks_norm::RmsNorm;
 use deepblocks_rope::{RopeScaling, RopeTable};
@@ -177,9 +177,9 @@ impl Model {
     /// metadata ([`crate::architecture_from_gguf`]), the weights from its tensors in their
     /// stored formats, borrowed from the map (F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q6_K; any
     /// other type is an error naming the tensor). Both of llama.cpp's MLA layouts load: the
-    /// legacy `attn_kv_b`, and the split `attn_k_b` / `attn_v_b` newer converters write, from
-    /// which `kv_b_proj` is rebuilt in f32 (`n·(d+v)·c` values per layer). `options` apply as to
-    /// a folder (a recipe requantizes, `dtype` converts).
+    /// legacy `attn_kv_b`, and the split `attn_k_b` / `attn_v_b` newer converters write, which
+    /// the absorbed path reads in place ([`deepblocks_mla::KvB::Split`]). `options` apply as to a
+    /// folder (a recipe requantizes, `dtype` converts).
     ///
     /// # Errors
     /// [`Error::Gguf`] for a file that is not a GGUF we read; [`Error::GgufMetadata`] naming the
@@ -425,6 +425,12 @@ impl Loader<'_> {
     }
 
     fn weight(&self, name: &str, shape: [usize; 2]) -> Result<Weight> {
+        let w = self.read_weight(name, shape)?;
+        self.place(name, w)
+    }
+
+    /// Matrix `name` as stored (checked finite when asked, not yet converted or quantized).
+    fn read_weight(&self, name: &str, shape: [usize; 2]) -> Result<Weight> {
         let w = match self.source {
             Source::Gguf(file) => self.gguf_weight(file, name, shape)?,
             Source::SafeTensors(store) => {
@@ -441,7 +447,7 @@ impl Loader<'_> {
             }
         };
         self.finite(name, &w)?;
-        self.place(name, w)
+        Ok(w)
     }
 
     /// Matrix `name` (a transformers name) from a GGUF file, counted under its GGUF name(s).
@@ -451,57 +457,65 @@ impl Loader<'_> {
             key: name.to_string(),
             reason: "no llama.cpp tensor holds it".into(),
         })?;
-        if file.tensor(&g).is_none() && name.ends_with(".self_attn.kv_b_proj.weight") {
-            return self.gguf_kv_b(file, &g, rows, cols);
-        }
         let w = file.weight(&g, rows, cols)?;
         self.counted(&g, rows * cols);
         Ok(w)
     }
 
-    /// `kv_b_proj` `[n·(d+v), c]` rebuilt from the split layout of newer llama.cpp converters:
-    /// `attn_k_b` holds each head's `W_UKᵀ` (`ne [d, c, n]`), `attn_v_b` each head's `W_UV`
-    /// (`ne [c, v, n]`); head `h` of `kv_b_proj` is `W_UK` (d rows) then `W_UV` (v rows).
-    fn gguf_kv_b(&self, file: &GgufFile, kv_b: &str, rows: usize, cols: usize) -> Result<Weight> {
-        let k = kv_b.replace("attn_kv_b", "attn_k_b");
-        let v = kv_b.replace("attn_kv_b", "attn_v_b");
-        let ne = |t: &str| -> Result<Vec<usize>> {
-            let info = file.tensor(t).ok_or_else(|| Error::GgufMetadata {
-                path: file.path().display().to_string(),
-                key: kv_b.to_string(),
-                reason: format!("neither it nor {t} is in the file"),
-            })?;
-            Ok(info.ne.iter().map(|&d| d as usize).collect())
-        };
-        let (kn, vn) = (ne(&k)?, ne(&v)?);
-        let (d, c, n) = (
-            kn[0],
-            cols,
-            rows / (kn[0] + vn.get(1).copied().unwrap_or(0)).max(1),
-        );
-        let vd = vn.get(1).copied().unwrap_or(0);
-        let kb = file.weight(&k, n * c, d)?.to_f32_vec(); // [n, c, d]
-        let vb = file.weight(&v, n * vd, c)?.to_f32_vec(); // [n, v, c]
-        if n * (d + vd) != rows {
-            return Err(Error::GgufMetadata {
-                path: file.path().display().to_string(),
-                key: k,
-                reason: format!("{n} heads of {d} + {vd} rows do not make kv_b_proj's {rows}"),
+    /// The latent's up-projection of the attention at `prefix`. From a GGUF file, the layout it
+    /// holds: the legacy `attn_kv_b` stacked, or the split newer converters write, `attn_k_b`
+    /// (each head's `W_UKᵀ`, `ne [d, c, n]`) and `attn_v_b` (each head's `W_UV`, `ne [c, v, n]`),
+    /// used in place. From a folder, `kv_b_proj`; quantized by a block recipe, it is split first,
+    /// as llama.cpp's converter splits it, and each half gets the recipe's format for its own
+    /// width (`attn_k_b` rows are `d` wide: `Q4_K` falls back to `Q5_0` at 128), so that the
+    /// absorbed path reads them quantized and a GGUF written from the model holds them as they are.
+    fn kv_b(&self, arch: &Architecture, prefix: &str) -> Result<KvB> {
+        let a = &arch.attention;
+        let (n, c) = (a.num_attention_heads, a.kv_lora_rank);
+        let (d, v) = (a.qk_nope_head_dim, a.v_head_dim);
+        let stacked = format!("{prefix}.kv_b_proj.weight");
+        let (k_name, v_name) = (format!("{stacked}:attn_k_b"), format!("{stacked}:attn_v_b"));
+        if let Source::Gguf(file) = self.source {
+            let g = gguf_name(&stacked).unwrap_or_default();
+            if file.tensor(&g).is_none() {
+                let k = g.replace("attn_kv_b", "attn_k_b");
+                let vb = g.replace("attn_kv_b", "attn_v_b");
+                let k_b = file.weight(&k, n * c, d)?;
+                self.counted(&k, n * c * d);
+                self.finite(&k, &k_b)?;
+                let v_b = file.weight(&vb, n * v, c)?;
+                self.counted(&vb, n * v * c);
+                self.finite(&vb, &v_b)?;
+                return Ok(KvB::Split {
+                    k_b: self.place(&k_name, k_b)?,
+                    v_b: self.place(&v_name, v_b)?,
+                });
+            }
+        }
+        let block_recipe = self.quant.is_some_and(|r| r != Recipe::Fp8);
+        if !block_recipe {
+            return Ok(KvB::Stacked {
+                kv_b_proj: self.weight(&stacked, [n * (d + v), c])?,
             });
         }
-        let mut out = vec![0.0f32; rows * c]; // [n·(d+v), c]
-        for h in 0..n {
-            let head = &mut out[h * (d + vd) * c..(h + 1) * (d + vd) * c];
-            for i in 0..d {
-                for j in 0..c {
-                    head[i * c + j] = kb[(h * c + j) * d + i];
-                }
-            }
-            head[d * c..].copy_from_slice(&vb[h * vd * c..(h + 1) * vd * c]);
+        // Read as stored (the recipe applies to the halves), then split.
+        let kv_b_proj = self.read_weight(&stacked, [n * (d + v), c])?;
+        let w = kv_b_proj.to_f32_vec(); // [n·(d+v), c]
+        drop(kv_b_proj);
+        if let Source::SafeTensors(store) = self.source {
+            store.release(&stacked);
         }
-        self.counted(&k, n * c * d);
-        self.counted(&v, n * vd * c);
-        Ok(Weight::from_f32(out, rows, cols)?)
+        let (mut k_b, mut v_b) = (Vec::with_capacity(n * c * d), Vec::with_capacity(n * v * c));
+        for head in w.chunks_exact((d + v) * c) {
+            for j in 0..c {
+                k_b.extend((0..d).map(|i| head[i * c + j]));
+            }
+            v_b.extend_from_slice(&head[d * c..]);
+        }
+        Ok(KvB::Split {
+            k_b: self.place(&k_name, Weight::from_f32(k_b, n * c, d)?)?,
+            v_b: self.place(&v_name, Weight::from_f32(v_b, n * v, c)?)?,
+        })
     }
 
     /// The block-scale tensor of `name` (`{name}_scale_inv`, DeepSeek-V3's name) and the block
@@ -639,7 +653,7 @@ impl Loader<'_> {
             q,
             kv_a_proj_with_mqa: self.weight(&name("kv_a_proj_with_mqa.weight"), [c + r, h])?,
             kv_a_layernorm: self.latent_norm(&name("kv_a_layernorm.weight"), c)?,
-            kv_b_proj: self.weight(&name("kv_b_proj.weight"), [n * (d + v), c])?,
+            kv_b: self.kv_b(arch, prefix)?,
             o_proj: self.weight(&name("o_proj.weight"), [h, n * v])?,
         };
         Mla::new(blocks::mla_config(arch)?, weights).map_err(|e| block(prefix, e.into()))

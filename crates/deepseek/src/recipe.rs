@@ -11,9 +11,10 @@
 //! as llama.cpp's `llama-quantize` assigns them for a DeepSeek-V2 GGUF, with its fallback for a
 //! matrix whose rows are not whole 256-blocks (V2-Lite's experts are 1,408 wide): `Q4_K` → `Q5_0`,
 //! `Q6_K` → `Q8_0`, and rows that are not whole 32-blocks either keep their stored dtype (`fp8`
-//! takes any shape; it keeps the embeddings and `lm_head` as DeepSeek-V3's FP8 checkpoint does). One
-//! difference: llama.cpp's converter splits `kv_b_proj` into `attn_k_b` (transposed, 128 wide:
-//! `Q5_0` by the fallback) and `attn_v_b` (`Q4_K`); deepblocks keeps it whole, in `Q4_K`.
+//! takes any shape; it keeps the embeddings and `lm_head` as DeepSeek-V3's FP8 checkpoint does).
+//! `kv_b_proj` is split first, as llama.cpp's converter splits it, into `attn_k_b` (each head's
+//! `W_UKᵀ`, rows `qk_nope_head_dim` wide: `Q4_K` falls back to `Q5_0` at 128) and `attn_v_b`
+//! (`Q4_K`), the two matrices the absorbed attention reads; `fp8` keeps it whole.
 
 use std::fmt;
 

@@ -62,7 +62,7 @@ fn another_architecture_is_refused_by_name() {
 /// The converted file runs: its logits equal the safetensors checkpoint's loaded in bf16 (the
 /// converter's matrices are bf16; its norms and router gates f32, as they stay here), and are
 /// within bf16 rounding of transformers' f32 logits — through the split `attn_k_b`/`attn_v_b`
-/// layout, rebuilt into `kv_b_proj`.
+/// layout, which the absorbed path reads in place.
 #[test]
 fn a_converted_file_runs_as_its_checkpoint_does() {
     use deepblocks_deepseek::{LoadOptions, Model, Positions};
@@ -80,6 +80,12 @@ fn a_converted_file_runs_as_its_checkpoint_does() {
         m.forward(&ids, &mut cache, Positions::All).unwrap()
     };
     let got = run(&gguf);
+    for layer in gguf.layers() {
+        let up = layer.self_attn().kv_up();
+        let [k_b, v_b] = up.split().expect("loaded split");
+        assert!(k_b.is_mapped() && v_b.is_mapped(), "used from the map");
+        assert_eq!(up.w_uk_t()[0].format(), k_b.format());
+    }
     let report = gguf.load_report();
     let file = GgufFile::open(testdata_dir().join("gguf/a_lowrank_group_yarn.gguf")).unwrap();
     assert_eq!(report.tensors, file.tensors().len(), "every tensor read");

@@ -1,5 +1,7 @@
 //! The MLA block: config, weights, the attention cores over a latent cache, and the layer.
 
+use std::sync::OnceLock;
+
 use deepblocks_core::{Weight, WeightFormat, linear, matmul, matmul_bt, softmax_rows};
 use deepblocks_norm::RmsNorm;
 use deepblocks_rope::{CosSin, RopeTable};
@@ -141,10 +143,37 @@ pub struct MlaWeights {
     pub kv_a_proj_with_mqa: Weight, // [c + r, h]
     /// `kv_a_layernorm.weight`.
     pub kv_a_layernorm: RmsNorm, // [c]
-    /// `kv_b_proj.weight`: per head, `d` rows of `W_UK` then `v` rows of `W_UV`.
-    pub kv_b_proj: Weight, // [n*(d+v), c]
+    /// The latent's up-projection to the per-head keys and values, as the checkpoint stores it.
+    pub kv_b: KvB,
     /// `o_proj.weight`.
     pub o_proj: Weight, // [h, n*v]
+}
+
+/// The up-projection from the KV latent to each head's key (no-RoPE part) and value: report
+/// eq. 10–11's `W^UK` and `W^UV`, in one of the two layouts checkpoints use.
+#[derive(Debug, Clone)]
+pub enum KvB {
+    /// `kv_b_proj.weight` (Hugging Face checkpoints): per head, `d` rows of `W_UK` then `v` rows
+    /// of `W_UV`.
+    Stacked {
+        /// `kv_b_proj.weight`.
+        kv_b_proj: Weight, // [n*(d+v), c]
+    },
+    /// llama.cpp's split (`attn_k_b`, `attn_v_b`): the two pieces the absorbed path reads,
+    /// head after head, `W_UK_hᵀ` and `W_UV_h`.
+    Split {
+        /// `attn_k_b`: each head's `W_UK_hᵀ`.
+        k_b: Weight, // [n*c, d]
+        /// `attn_v_b`: each head's `W_UV_h`.
+        v_b: Weight, // [n*v, c]
+    },
+}
+
+impl From<Weight> for KvB {
+    /// The stacked `kv_b_proj`.
+    fn from(kv_b_proj: Weight) -> Self {
+        KvB::Stacked { kv_b_proj }
+    }
 }
 
 /// Which attention core [`Mla::forward`] runs; both give the same result (to rounding).
@@ -161,15 +190,22 @@ pub enum AttentionPath {
     Absorbed,
 }
 
-/// `kv_b_proj` (report eq. 10–11: `W^UK` and `W^UV` stacked per head) and the per-head pieces
-/// the absorbed core reads: `W_UK_hᵀ` (a transposed copy, in the stored dtype) and `W_UV_h`
-/// (views of `kv_b_proj`, no copy).
+/// The latent's up-projection in both forms the attention cores read: `kv_b_proj` (report
+/// eq. 10–11: `W^UK` and `W^UV` stacked per head; the naive core) and the per-head pieces of the
+/// absorbed core, `W_UK_hᵀ` and `W_UV_h`.
+///
+/// From a stacked `kv_b_proj`, `W_UV_h` are views of it and `W_UK_hᵀ` a transposed copy in the
+/// stored dtype (f32 for a block format). From llama.cpp's split, the pieces are views of
+/// `attn_k_b` / `attn_v_b` in their stored formats, and `kv_b_proj` is built in f32 the first
+/// time the naive core asks for it.
 #[derive(Debug, Clone)]
 pub struct KvUpProjection {
-    kv_b_proj: Weight,   // [n*(d+v), c]
-    w_uk_t: Vec<Weight>, // n × [c, d]
-    w_uv: Vec<Weight>,   // n × [v, c]
+    kv_b_proj: OnceLock<Weight>, // [n*(d+v), c]
+    split: Option<[Weight; 2]>,  // attn_k_b [n*c, d], attn_v_b [n*v, c], when loaded split
+    w_uk_t: Vec<Weight>,         // n × [c, d]
+    w_uv: Vec<Weight>,           // n × [v, c]
     n: usize,
+    c: usize,
     d: usize,
     v: usize,
 }
@@ -198,24 +234,123 @@ impl KvUpProjection {
         let w_uv = (0..n)
             .map(|head| kv_b_proj.slice_rows(head * (d + v) + d..(head + 1) * (d + v)))
             .collect();
+        let c = kv_b_proj.cols();
         Ok(KvUpProjection {
-            kv_b_proj,
+            kv_b_proj: OnceLock::from(kv_b_proj),
+            split: None,
             w_uk_t,
             w_uv,
             n,
+            c,
             d,
             v,
         })
     }
 
-    /// `kv_b_proj [n·(d+v), c]`.
-    pub fn kv_b_proj(&self) -> &Weight {
-        &self.kv_b_proj
+    /// From llama.cpp's split: `k_b [n·c, d]` (each head's `W_UKᵀ`) and `v_b [n·v, c]` (each
+    /// head's `W_UV`), used as stored.
+    ///
+    /// # Errors
+    /// A core [`Shape`](deepblocks_core::Error::Shape) error naming `attn_k_b` or `attn_v_b`.
+    pub fn from_split(
+        k_b: Weight,
+        v_b: Weight,
+        n: usize,
+        c: usize,
+        d: usize,
+        v: usize,
+    ) -> Result<Self> {
+        let too_large = || Error::TooLarge { weight: "attn_k_b" };
+        let want_k = [n.checked_mul(c).ok_or_else(too_large)?, d];
+        let want_v = [n.checked_mul(v).ok_or_else(too_large)?, c];
+        if k_b.shape() != want_k {
+            return Err(deepblocks_core::Error::shape("attn_k_b", &want_k, &k_b.shape()).into());
+        }
+        if v_b.shape() != want_v {
+            return Err(deepblocks_core::Error::shape("attn_v_b", &want_v, &v_b.shape()).into());
+        }
+        let w_uk_t = (0..n).map(|h| k_b.slice_rows(h * c..(h + 1) * c)).collect();
+        let w_uv = (0..n).map(|h| v_b.slice_rows(h * v..(h + 1) * v)).collect();
+        Ok(KvUpProjection {
+            kv_b_proj: OnceLock::new(),
+            split: Some([k_b, v_b]),
+            w_uk_t,
+            w_uv,
+            n,
+            c,
+            d,
+            v,
+        })
     }
 
-    /// Bytes held: `kv_b_proj` plus the transposed `W_UK` copy (`W_UV` shares `kv_b_proj`).
+    /// Builds the layer's form of `kv_b`.
+    ///
+    /// # Errors
+    /// As [`KvUpProjection::new`] / [`KvUpProjection::from_split`].
+    pub fn from_kv_b(kv_b: KvB, n: usize, c: usize, d: usize, v: usize) -> Result<Self> {
+        match kv_b {
+            KvB::Stacked { kv_b_proj } => {
+                let want = [
+                    n.checked_mul(d + v).ok_or(Error::TooLarge {
+                        weight: "kv_b_proj",
+                    })?,
+                    c,
+                ];
+                if kv_b_proj.shape() != want {
+                    return Err(deepblocks_core::Error::shape(
+                        "kv_b_proj",
+                        &want,
+                        &kv_b_proj.shape(),
+                    )
+                    .into());
+                }
+                KvUpProjection::new(kv_b_proj, n, d, v)
+            }
+            KvB::Split { k_b, v_b } => KvUpProjection::from_split(k_b, v_b, n, c, d, v),
+        }
+    }
+
+    /// `kv_b_proj [n·(d+v), c]`: the stacked weight as loaded, or (loaded split) built from the
+    /// pieces in f32 on first use.
+    pub fn kv_b_proj(&self) -> &Weight {
+        self.kv_b_proj.get_or_init(|| {
+            let (c, d, v) = (self.c, self.d, self.v);
+            let mut out = Vec::with_capacity(self.n * (d + v) * c);
+            for (uk_t, uv) in self.w_uk_t.iter().zip(&self.w_uv) {
+                let uk_t = uk_t.to_f32_vec(); // [c, d]
+                for i in 0..d {
+                    out.extend((0..c).map(|j| uk_t[j * d + i]));
+                }
+                out.extend(uv.to_f32_vec());
+            }
+            Weight::from_f32(out, self.n * (d + v), c).expect("n·(d+v)·c values")
+        })
+    }
+
+    /// llama.cpp's split, `[attn_k_b [n·c, d], attn_v_b [n·v, c]]`, when the layer was built
+    /// from it.
+    pub fn split(&self) -> Option<&[Weight; 2]> {
+        self.split.as_ref()
+    }
+
+    /// Each head's `W_UK_hᵀ [c, d]`, as the absorbed core reads it.
+    pub fn w_uk_t(&self) -> &[Weight] {
+        &self.w_uk_t
+    }
+
+    /// Each head's `W_UV_h [v, c]`, as the absorbed core reads it.
+    pub fn w_uv(&self) -> &[Weight] {
+        &self.w_uv
+    }
+
+    /// Bytes held: the stacked `kv_b_proj` (when held) plus the transposed `W_UK` copy, or the
+    /// split's two weights (their views are not copies).
     pub fn weight_bytes(&self) -> usize {
-        self.kv_b_proj.bytes() + self.w_uk_t.iter().map(Weight::bytes).sum::<usize>()
+        let stacked = self.kv_b_proj.get().map_or(0, Weight::bytes);
+        match &self.split {
+            Some([k_b, v_b]) => stacked + k_b.bytes() + v_b.bytes(),
+            None => stacked + self.w_uk_t.iter().map(Weight::bytes).sum::<usize>(),
+        }
     }
 }
 
@@ -306,7 +441,7 @@ pub fn attention_naive(
     check_kernel(out, q, c_kv, k_pe, kv_up, shape)?;
     let AttentionShape { s, n, d, v, .. } = *shape;
     let mut kv = vec![0.0f32; s * n * (d + v)]; // [s, n, d + v]
-    linear(&mut kv, c_kv, &kv_up.kv_b_proj, s);
+    linear(&mut kv, c_kv, kv_up.kv_b_proj(), s);
     for_query_chunks(out, q, shape, |o, qc, tc, p0| {
         naive_chunk(o, qc, tc, p0, &kv, k_pe, shape)
     });
@@ -351,19 +486,10 @@ fn check_kernel(
     shape: &AttentionShape,
 ) -> Result<()> {
     shape.check(out, q, c_kv, k_pe)?;
-    let rows = shape
-        .d
-        .checked_add(shape.v)
-        .and_then(|dv| dv.checked_mul(shape.n))
-        .ok_or(Error::TooLarge {
-            weight: "kv_b_proj [n · (d + v), c]",
-        })?;
-    let want = [rows, shape.c];
-    if (kv_up.n, kv_up.d, kv_up.v) != (shape.n, shape.d, shape.v) || kv_up.kv_b_proj.shape() != want
-    {
-        return Err(
-            deepblocks_core::Error::shape("kv_b_proj", &want, &kv_up.kv_b_proj.shape()).into(),
-        );
+    let want = [shape.n, shape.c, shape.d, shape.v];
+    let have = [kv_up.n, kv_up.c, kv_up.d, kv_up.v];
+    if have != want {
+        return Err(deepblocks_core::Error::shape("kv_b_proj [n, c, d, v]", &want, &have).into());
     }
     Ok(())
 }
@@ -628,14 +754,13 @@ impl Mla {
             [c + r, h],
         )?;
         check_norm("kv_a_layernorm", &weights.kv_a_layernorm, c)?;
-        check("kv_b_proj", &weights.kv_b_proj, [n * (d + v), c])?;
         check("o_proj", &weights.o_proj, [h, n * v])?;
         Ok(Mla {
             config,
             q: weights.q,
             kv_a_proj_with_mqa: weights.kv_a_proj_with_mqa,
             kv_a_layernorm: weights.kv_a_layernorm,
-            kv_up: KvUpProjection::new(weights.kv_b_proj, n, d, v)?,
+            kv_up: KvUpProjection::from_kv_b(weights.kv_b, n, c, d, v)?,
             o_proj: weights.o_proj,
         })
     }

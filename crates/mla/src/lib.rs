@@ -49,7 +49,7 @@
 //!     q: QProj::Full { q_proj: w(n * (d + r), h) },
 //!     kv_a_proj_with_mqa: w(c + r, h),
 //!     kv_a_layernorm: RmsNorm::ones(RmsNormConfig { hidden: c, eps: 1e-6 })?,
-//!     kv_b_proj: w(n * (d + v), c),
+//!     kv_b: w(n * (d + v), c).into(), // KvB::Stacked { kv_b_proj }
 //!     o_proj: w(h, n * v),
 //! };
 //! let mla = Mla::new(cfg, weights)?;
@@ -78,8 +78,8 @@ mod cache;
 mod error;
 
 pub use attention::{
-    AttentionPath, AttentionShape, KvUpProjection, Mla, MlaConfig, MlaWeights, QProj, QProjConfig,
-    attention_absorbed, attention_naive,
+    AttentionPath, AttentionShape, KvB, KvUpProjection, Mla, MlaConfig, MlaWeights, QProj,
+    QProjConfig, attention_absorbed, attention_naive,
 };
 pub use cache::{LatentCache, MlaCache, MlaCacheConfig};
 pub use error::{Error, Result};

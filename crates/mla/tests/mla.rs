@@ -106,7 +106,7 @@ fn case(v: &str) -> Case {
         q,
         kv_a_proj_with_mqa: weight(&g, &p("kv_a_proj_with_mqa.weight")),
         kv_a_layernorm: norm(&g, &p("kv_a_layernorm.weight"), eps),
-        kv_b_proj: weight(&g, &p("kv_b_proj.weight")),
+        kv_b: weight(&g, &p("kv_b_proj.weight")).into(),
         o_proj: weight(&g, &p("o_proj.weight")),
     };
     Case {
@@ -326,7 +326,7 @@ fn random_weights(
             (0..c).map(|i| 1.3 - 0.1 * i as f32).collect(),
         )
         .unwrap(),
-        kv_b_proj: w(n * (d + v), c),
+        kv_b: w(n * (d + v), c).into(),
         o_proj: w(h, n * v),
     };
     let rope = RopeTable::new(RopeConfig::new(r, 10_000.0, max_pos, Layout::Interleaved)).unwrap();
@@ -670,13 +670,13 @@ fn mis_shaped_weights_are_errors_naming_the_weight() {
         },
         kv_a_proj_with_mqa: weight(&g, "full_rope.kv_a_proj_with_mqa.weight"),
         kv_a_layernorm: norm(&g, "full_rope.kv_a_layernorm.weight", eps),
-        kv_b_proj: weight(&g, "full_rope.kv_b_proj.weight"),
+        kv_b: weight(&g, "full_rope.kv_b_proj.weight").into(),
         o_proj: weight(&g, "full_rope.o_proj.weight"),
     };
     assert!(Mla::new(cfg, good()).is_ok());
 
     let mut w = good();
-    w.kv_b_proj = weight(&g, "full_rope.o_proj.weight");
+    w.kv_b = weight(&g, "full_rope.o_proj.weight").into();
     let err = Mla::new(cfg, w).unwrap_err();
     assert!(
         matches!(&err, Error::Core(deepblocks_core::Error::Shape { tensor, expected, found })
@@ -776,6 +776,40 @@ fn attention_reference(
     out
 }
 
+/// llama.cpp's split of a stacked `kv_b_proj [n·(d+v), c]`, in its dtype: `attn_k_b [n·c, d]`
+/// (each head's `W_UKᵀ`) and `attn_v_b [n·v, c]`.
+fn split_kv_b(kv_b: &Weight, n: usize, c: usize, d: usize, v: usize) -> (Weight, Weight) {
+    let w = kv_b.to_f32_vec();
+    let (mut k_b, mut v_b) = (Vec::new(), Vec::new());
+    for h in 0..n {
+        let head = &w[h * (d + v) * c..(h + 1) * (d + v) * c];
+        for j in 0..c {
+            k_b.extend((0..d).map(|i| head[i * c + j]));
+        }
+        v_b.extend_from_slice(&head[d * c..]);
+    }
+    let dtype = match kv_b.format() {
+        deepblocks_core::WeightFormat::Float(dtype) => dtype,
+        _ => DType::F32,
+    };
+    (
+        Weight::from_f32(k_b, n * c, d).unwrap().to_dtype(dtype),
+        Weight::from_f32(v_b, n * v, c).unwrap().to_dtype(dtype),
+    )
+}
+
+/// The split's shapes are checked, each named.
+#[test]
+fn split_kv_b_checks_its_shapes() {
+    let w = |rows, cols| Weight::from_f32(vec![0.1; rows * cols], rows, cols).unwrap();
+    let (n, c, d, v) = (2, 3, 4, 5);
+    assert!(KvUpProjection::from_split(w(n * c, d), w(n * v, c), n, c, d, v).is_ok());
+    let err = KvUpProjection::from_split(w(n * c, d + 1), w(n * v, c), n, c, d, v).unwrap_err();
+    assert!(err.to_string().contains("attn_k_b"), "{err}");
+    let err = KvUpProjection::from_split(w(n * c, d), w(n * v + 1, c), n, c, d, v).unwrap_err();
+    assert!(err.to_string().contains("attn_v_b"), "{err}");
+}
+
 fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
     deepblocks_testkit::det_values(len, seed as u32 + 1)
         .into_iter()
@@ -805,16 +839,22 @@ proptest! {
         let kv_b = Weight::from_f32(values(n * (d + v) * c, seed + 3, 0.8), n * (d + v), c).unwrap();
         let kv_b = if bf16 { kv_b.to_dtype(DType::BF16) } else { kv_b };
         let want = attention_reference(&q, &c_kv, &k_pe, &kv_b, &shape);
-        let up = KvUpProjection::new(kv_b, n, d, v).unwrap();
-        for (name, core) in [
-            ("naive", attention_naive as fn(&mut [f32], &[f32], &[f32], &[f32], &KvUpProjection, &AttentionShape) -> deepblocks_mla::Result<()>),
-            ("absorbed", attention_absorbed),
-        ] {
-            let mut got = vec![f32::NAN; t * n * v];
-            core(&mut got, &q, &c_kv, &k_pe, &up, &shape).unwrap();
-            let rep = close_report(&got, &want, 2e-5, 1e-4);
-            prop_assert_eq!(rep.violations, 0, "{} t{} s{}: {}", name, t, s, rep);
+        let (k_b, v_b) = split_kv_b(&kv_b, n, c, d, v);
+        let stacked = KvUpProjection::new(kv_b.clone(), n, d, v).unwrap();
+        let split = KvUpProjection::from_split(k_b, v_b, n, c, d, v).unwrap();
+        for (form, up) in [("stacked", &stacked), ("split", &split)] {
+            for (name, core) in [
+                ("naive", attention_naive as fn(&mut [f32], &[f32], &[f32], &[f32], &KvUpProjection, &AttentionShape) -> deepblocks_mla::Result<()>),
+                ("absorbed", attention_absorbed),
+            ] {
+                let mut got = vec![f32::NAN; t * n * v];
+                core(&mut got, &q, &c_kv, &k_pe, up, &shape).unwrap();
+                let rep = close_report(&got, &want, 2e-5, 1e-4);
+                prop_assert_eq!(rep.violations, 0, "{} {} t{} s{}: {}", form, name, t, s, rep);
+            }
         }
+        // The split's kv_b_proj, built for the naive core, is the stacked weight again.
+        prop_assert_eq!(split.kv_b_proj().to_f32_vec(), kv_b.to_f32_vec());
     }
 }
 
