@@ -10,3 +10,8 @@ mkdir -p testdata/gguf
 # Random weights, no tokenizer: --no-vocab writes tokenizer model "none". The default outtype is
 # bf16 for the matrices (norms and router gates stay f32).
 "$TOOL" convert "$LLAMACPP" testdata/deepseek/a_lowrank_group_yarn testdata/gguf/a_lowrank_group_yarn.gguf --no-vocab
+# The same file quantized by llama.cpp's llama-quantize: what deepblocks' recipes, written as GGUF by
+# `examples/quantize.rs`, must equal tensor by tensor (crates/deepseek/tests/gguf.rs).
+for q in Q8_0 Q4_0 Q4_K_M; do
+  "$TOOL" quantize "$LLAMACPP" testdata/gguf/a_lowrank_group_yarn.gguf "testdata/gguf/a_lowrank_group_yarn.$q.gguf" "$q" >/dev/null
+done

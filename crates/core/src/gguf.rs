@@ -586,3 +586,288 @@ impl<'a> Reader<'a> {
         })
     }
 }
+
+/// The ggml type number of a weight format that GGUF holds (F32, F16, BF16 and the block
+/// formats); `None` for FP8, which GGUF has no type for.
+pub fn ggml_type_of(format: crate::WeightFormat) -> Option<u32> {
+    use crate::{DType, WeightFormat};
+    Some(match format {
+        WeightFormat::Float(DType::F32) => 0,
+        WeightFormat::Float(DType::F16) => 1,
+        WeightFormat::Float(DType::BF16) => 30,
+        WeightFormat::Blocks(BlockFormat::Q4_0) => 2,
+        WeightFormat::Blocks(BlockFormat::Q5_0) => 6,
+        WeightFormat::Blocks(BlockFormat::Q8_0) => 8,
+        WeightFormat::Blocks(BlockFormat::Q4_K) => 12,
+        WeightFormat::Blocks(BlockFormat::Q6_K) => 14,
+        WeightFormat::Fp8(_) => return None,
+    })
+}
+
+/// A tensor to write: its dimensions (innermost first), type, and the weights whose bytes,
+/// one after the other, are its data (several for llama.cpp's stacked experts).
+struct PendingTensor {
+    name: String,
+    ne: Vec<u64>,
+    ggml_type: u32,
+    parts: Vec<Weight>,
+    bytes: u64,
+}
+
+/// Writes a GGUF file (version 3): metadata in the order set, then the tensor descriptions and
+/// the data, each tensor at a multiple of the alignment (`general.alignment` when set, else
+/// 32), padded with zeros as llama.cpp's writer pads.
+///
+/// The data is not copied until [`GgufWriter::write`]: a tensor holds the [`Weight`]s (cheap
+/// clones of shared or mapped buffers) whose bytes it is.
+///
+/// ```
+/// use deepblocks_core::gguf::{GgufFile, GgufValue, GgufWriter};
+/// use deepblocks_core::Weight;
+/// let mut out = GgufWriter::new();
+/// out.set("general.architecture", GgufValue::String("deepseek2".into()));
+/// let w = Weight::from_f32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3)?; // [rows 2, cols 3]
+/// out.add_weight("output.weight", &w)?;
+/// let mut bytes = Vec::new();
+/// out.write(&mut bytes)?;
+/// let file = GgufFile::from_bytes("mem.gguf", &bytes)?;
+/// assert_eq!(file.tensor("output.weight").unwrap().ne, vec![3, 2]);
+/// assert_eq!(file.weight("output.weight", 2, 3)?.to_f32_vec(), w.to_f32_vec());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Default)]
+pub struct GgufWriter {
+    metadata: Vec<(String, GgufValue)>,
+    tensors: Vec<PendingTensor>,
+}
+
+impl std::fmt::Debug for GgufWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufWriter")
+            .field("metadata", &self.metadata.len())
+            .field(
+                "tensors",
+                &self
+                    .tensors
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl GgufWriter {
+    /// An empty file.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key` (replacing an earlier value of it, in its place).
+    pub fn set(&mut self, key: &str, value: GgufValue) {
+        match self.metadata.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.metadata.push((key.to_string(), value)),
+        }
+    }
+
+    /// Adds a `[rows, cols]` weight as a tensor of `ne = [cols, rows]` in its own format.
+    ///
+    /// # Errors
+    /// As [`GgufWriter::add_stacked`].
+    pub fn add_weight(&mut self, name: &str, w: &Weight) -> Result<(), GgufError> {
+        self.add_stacked(
+            name,
+            &[w.cols() as u64, w.rows() as u64],
+            std::slice::from_ref(w),
+        )
+    }
+
+    /// Adds tensor `name` of dimensions `ne` (innermost first) whose data is the bytes of
+    /// `parts` one after the other (all in one format): llama.cpp's stacked experts
+    /// (`ne = [cols, rows, experts]`, one part per expert), or a weight seen in a different shape
+    /// (`ne = [d, c, n]` for `attn_k_b`).
+    ///
+    /// # Errors
+    /// [`GgufError::Malformed`] naming the tensor: no parts, parts in different formats, a format
+    /// GGUF has no type for (FP8), a size that is not `ne`'s, or a name already added.
+    pub fn add_stacked(
+        &mut self,
+        name: &str,
+        ne: &[u64],
+        parts: &[Weight],
+    ) -> Result<(), GgufError> {
+        let bad = |reason: String| GgufError::Malformed {
+            path: PathBuf::from("<gguf writer>"),
+            reason: format!("tensor {name:?}: {reason}"),
+        };
+        if self.tensors.iter().any(|t| t.name == name) {
+            return Err(bad("added twice".into()));
+        }
+        let first = parts.first().ok_or_else(|| bad("no data".into()))?;
+        let format = first.format();
+        if let Some(other) = parts.iter().find(|p| p.format() != format) {
+            return Err(bad(format!("parts in {format} and {}", other.format())));
+        }
+        let ggml_type =
+            ggml_type_of(format).ok_or_else(|| bad(format!("{format} has no GGUF type")))?;
+        if ne.is_empty() || ne.len() > 4 {
+            return Err(bad(format!("{} dimensions (GGUF has 1 to 4)", ne.len())));
+        }
+        let bytes = tensor_bytes(ne, ggml_type).map_err(bad)?;
+        let held: u64 = parts.iter().map(|p| p.bytes() as u64).sum();
+        if held != bytes {
+            return Err(bad(format!(
+                "ne {ne:?} in {format} is {bytes} bytes; the parts hold {held}"
+            )));
+        }
+        self.tensors.push(PendingTensor {
+            name: name.to_string(),
+            ne: ne.to_vec(),
+            ggml_type,
+            parts: parts.to_vec(),
+            bytes,
+        });
+        Ok(())
+    }
+
+    fn alignment(&self) -> u64 {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == "general.alignment")
+            .and_then(|(_, v)| v.as_u64())
+            .filter(|a| *a > 0 && a.is_power_of_two())
+            .unwrap_or(DEFAULT_ALIGNMENT)
+    }
+
+    /// Writes the file to `out`.
+    ///
+    /// # Errors
+    /// The writer's I/O errors.
+    pub fn write(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let align = self.alignment();
+        let mut header = Vec::new();
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        header.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        header.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
+        for (key, value) in &self.metadata {
+            put_string(&mut header, key);
+            header.extend_from_slice(&value_type(value).to_le_bytes());
+            put_value(&mut header, value);
+        }
+        let mut offset = 0u64;
+        for t in &self.tensors {
+            put_string(&mut header, &t.name);
+            header.extend_from_slice(&(t.ne.len() as u32).to_le_bytes());
+            for d in &t.ne {
+                header.extend_from_slice(&d.to_le_bytes());
+            }
+            header.extend_from_slice(&t.ggml_type.to_le_bytes());
+            header.extend_from_slice(&offset.to_le_bytes());
+            offset = (offset + t.bytes).next_multiple_of(align);
+        }
+        header.resize((header.len() as u64).next_multiple_of(align) as usize, 0);
+        out.write_all(&header)?;
+        for t in &self.tensors {
+            for part in &t.parts {
+                write_weight_bytes(out, part)?;
+            }
+            let pad = t.bytes.next_multiple_of(align) - t.bytes;
+            out.write_all(&vec![0u8; pad as usize])?;
+        }
+        out.flush()
+    }
+
+    /// Writes the file at `path`.
+    ///
+    /// # Errors
+    /// [`GgufError::Io`] naming the file.
+    pub fn write_file(&self, path: impl AsRef<Path>) -> Result<(), GgufError> {
+        let path = path.as_ref();
+        let io = |source| GgufError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::create(path).map_err(io)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        self.write(&mut out).map_err(io)
+    }
+}
+
+fn put_string(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn value_type(v: &GgufValue) -> u32 {
+    match v {
+        GgufValue::U8(_) => 0,
+        GgufValue::I8(_) => 1,
+        GgufValue::U16(_) => 2,
+        GgufValue::I16(_) => 3,
+        GgufValue::U32(_) => 4,
+        GgufValue::I32(_) => 5,
+        GgufValue::F32(_) => 6,
+        GgufValue::Bool(_) => 7,
+        GgufValue::String(_) => 8,
+        GgufValue::Array(_) => 9,
+        GgufValue::U64(_) => 10,
+        GgufValue::I64(_) => 11,
+        GgufValue::F64(_) => 12,
+    }
+}
+
+/// A value's bytes (without its type). An array's elements take the first one's type (an empty
+/// array is written as one of u32).
+fn put_value(out: &mut Vec<u8>, v: &GgufValue) {
+    match v {
+        GgufValue::U8(x) => out.push(*x),
+        GgufValue::I8(x) => out.push(*x as u8),
+        GgufValue::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::Bool(x) => out.push(u8::from(*x)),
+        GgufValue::String(s) => put_string(out, s),
+        GgufValue::Array(items) => {
+            let t = items.first().map_or(4, value_type);
+            out.extend_from_slice(&t.to_le_bytes());
+            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                debug_assert_eq!(value_type(item), t, "a GGUF array holds one type");
+                put_value(out, item);
+            }
+        }
+        GgufValue::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+    }
+}
+
+/// A weight's stored bytes, little-endian.
+fn write_weight_bytes(out: &mut impl std::io::Write, w: &Weight) -> std::io::Result<()> {
+    fn elements<T: Copy>(
+        out: &mut impl std::io::Write,
+        xs: &[T],
+        le: impl Fn(&mut Vec<u8>, T),
+    ) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(1 << 16);
+        for chunk in xs.chunks(1 << 14) {
+            buf.clear();
+            for &x in chunk {
+                le(&mut buf, x);
+            }
+            out.write_all(&buf)?;
+        }
+        Ok(())
+    }
+    match w.data() {
+        WeightData::F32(b) => elements(out, b, |v, x| v.extend_from_slice(&x.to_le_bytes())),
+        WeightData::BF16(b) => elements(out, b, |v, x| v.extend_from_slice(&x.to_le_bytes())),
+        WeightData::F16(b) => elements(out, b, |v, x| v.extend_from_slice(&x.to_le_bytes())),
+        WeightData::Blocks { data, .. } => out.write_all(data),
+        WeightData::Fp8(_) => Err(std::io::Error::other("FP8 has no GGUF type")),
+    }
+}

@@ -86,6 +86,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A model cannot be written as a llama.cpp `deepseek2` GGUF file.
+    #[error("cannot write GGUF: {what}: {reason}")]
+    GgufUnwritable {
+        /// The tensor, metadata key or config key at fault.
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// `generation_config.json` is not valid.
     #[error("{path}: {reason}")]
     GenerationConfig {

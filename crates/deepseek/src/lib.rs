@@ -44,6 +44,7 @@ mod chat;
 mod error;
 mod generate;
 mod gguf;
+mod gguf_write;
 mod loader;
 mod model;
 mod perplexity;
@@ -53,6 +54,7 @@ pub use chat::{ChatSession, GENERATION_CONFIG_FILE, GenerationDefaults, Turn, ch
 pub use error::{Error, Result};
 pub use generate::{GenerateOptions, Generation, StopReason};
 pub use gguf::{architecture_from_gguf, tokenizer_from_gguf};
+pub use gguf_write::{gguf_file_type, gguf_metadata};
 pub use loader::{FormatCount, LoadOptions, LoadProgress, LoadReport, ProgressFn};
 pub use model::{DecoderLayer, FeedForward, Model};
 pub use perplexity::Nll;

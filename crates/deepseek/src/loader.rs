@@ -127,6 +127,8 @@ pub struct LoadReport {
     /// With [`LoadOptions::quant`]: how many matrices of each kind got each format, sorted by
     /// kind.
     pub formats: Vec<FormatCount>,
+    /// The recipe the weights were quantized with while loading ([`LoadOptions::quant`]).
+    pub recipe: Option<Recipe>,
 }
 
 /// Matrices of one kind stored in one format (a line of [`LoadReport::formats`]).
@@ -268,6 +270,7 @@ impl Model {
             skipped_tensors,
             mtp_tensors,
             formats: load.formats.take(),
+            recipe: options.quant,
         };
         Ok(Model::from_blocks(
             arch,
@@ -931,7 +934,7 @@ impl Source<'_> {
 
 /// llama.cpp's name for a transformers tensor name (its `deepseek2` tensor map), or `None` for
 /// one it does not hold under a name of its own (packed transformers experts).
-fn gguf_name(name: &str) -> Option<String> {
+pub(crate) fn gguf_name(name: &str) -> Option<String> {
     let top = match name {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
         "lm_head.weight" => Some("output.weight"),

@@ -87,8 +87,8 @@ pub struct Model {
     arch: Architecture,
     embeddings: Embeddings, // embed_tokens [V, h], lm_head [V, h] (or tied)
     layers: Vec<DecoderLayer>,
-    norm: RmsNorm,   // model.norm [h]
-    rope: RopeTable, // cos/sin [positions, r/2], shared by every layer
+    pub(crate) norm: RmsNorm, // model.norm [h]
+    rope: RopeTable,          // cos/sin [positions, r/2], shared by every layer
     prefill_attention: AttentionPath,
     report: LoadReport,
 }

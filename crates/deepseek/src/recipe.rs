@@ -10,7 +10,7 @@
 //!
 //! as llama.cpp's `llama-quantize` assigns them for a DeepSeek-V2 GGUF, with its fallback for a
 //! matrix whose rows are not whole 256-blocks (V2-Lite's experts are 1,408 wide): `Q4_K` → `Q5_0`,
-//! `Q6_K` → `Q8_0`, and rows that are not whole 32-blocks either keep their stored dtype (`fp8`
+//! `Q6_K` → `Q8_0`, and rows that are not whole 32-blocks either are stored in F16 (`fp8`
 //! takes any shape; it keeps the embeddings and `lm_head` as DeepSeek-V3's FP8 checkpoint does).
 //! `kv_b_proj` is split first, as llama.cpp's converter splits it, into `attn_k_b` (each head's
 //! `W_UKᵀ`, rows `qk_nope_head_dim` wide: `Q4_K` falls back to `Q5_0` at 128) and `attn_v_b`
@@ -18,9 +18,9 @@
 
 use std::fmt;
 
-use deepblocks_core::WeightFormat;
 use deepblocks_core::quant::BlockFormat;
 use deepblocks_core::quant::fp8::Fp8Block;
+use deepblocks_core::{DType, WeightFormat};
 
 use crate::{Error, Result};
 
@@ -80,7 +80,7 @@ impl Role {
 /// What a recipe does with one matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Choice {
-    /// Keep the stored dtype (norm-like matrices, routers, rows not whole 32-blocks).
+    /// Keep the stored dtype (norm-like matrices, routers).
     Keep,
     /// Quantize to this format; `fallback_from` is the format the recipe wanted when the rows
     /// are not whole blocks of it.
@@ -185,13 +185,15 @@ impl Recipe {
             BlockFormat::Q6_K => BlockFormat::Q8_0,
             other => other,
         };
-        if fallback.row_bytes(cols).is_some() {
-            Choice::Quantize {
-                format: WeightFormat::Blocks(fallback),
-                fallback_from: Some(format),
-            }
+        // As llama-quantize: the 32-block fallback, else F16.
+        let format_used = if fallback.row_bytes(cols).is_some() {
+            WeightFormat::Blocks(fallback)
         } else {
-            Choice::Keep
+            WeightFormat::Float(DType::F16)
+        };
+        Choice::Quantize {
+            format: format_used,
+            fallback_from: Some(format),
         }
     }
 }
@@ -242,8 +244,14 @@ mod tests {
             })
             .collect();
         assert_eq!(six, [0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 24, 25, 26]);
-        // Rows of 100: not whole 32-blocks, kept.
-        assert_eq!(Recipe::Q8_0.choose(Role::Other, 27, 100), Choice::Keep);
+        // Rows of 100: not whole 32-blocks, F16 (llama-quantize's last fallback).
+        assert_eq!(
+            Recipe::Q8_0.choose(Role::Other, 27, 100),
+            Choice::Quantize {
+                format: DType::F16.into(),
+                fallback_from: Some(BlockFormat::Q8_0),
+            }
+        );
         assert_eq!(
             Recipe::Q4_K_M.choose(Role::Output, 27, 1408),
             Choice::Quantize {

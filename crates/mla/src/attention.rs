@@ -770,6 +770,26 @@ impl Mla {
         &self.config
     }
 
+    /// The query projection.
+    pub fn q(&self) -> &QProj {
+        &self.q
+    }
+
+    /// `kv_a_proj_with_mqa [c + r, h]`.
+    pub fn kv_a_proj_with_mqa(&self) -> &Weight {
+        &self.kv_a_proj_with_mqa
+    }
+
+    /// `kv_a_layernorm [c]`.
+    pub fn kv_a_layernorm(&self) -> &RmsNorm {
+        &self.kv_a_layernorm
+    }
+
+    /// `o_proj [h, n·v]`.
+    pub fn o_proj(&self) -> &Weight {
+        &self.o_proj
+    }
+
     /// `kv_b_proj` and its absorbed split (what [`attention_naive`] / [`attention_absorbed`]
     /// take).
     pub fn kv_up(&self) -> &KvUpProjection {
@@ -777,7 +797,7 @@ impl Mla {
     }
 
     /// Bytes of weights this layer holds, in their stored dtypes, including the transposed copy
-    /// of `W_UK` the absorbed path keeps (`W_UV` shares `kv_b_proj`'s memory).
+    /// of `W_UK` the absorbed path keeps from a stacked `kv_b_proj` ([`KvUpProjection::weight_bytes`]).
     pub fn weight_bytes(&self) -> usize {
         let q = match &self.q {
             QProj::Full { q_proj } => q_proj.bytes(),

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::{Error, Result, Tokenizer, TokenizerConfig};
 
 /// `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_type`).
+const NORMAL: i32 = 1;
 const CONTROL: i32 = 3;
 const USER_DEFINED: i32 = 4;
 
@@ -41,6 +42,60 @@ pub struct GgufVocab<'a> {
 /// `pre_deepseek_v3.json`, from DeepSeek-V3's `tokenizer.json`).
 pub const GGUF_PRE_TOKENIZERS: &[&str] = &["gpt-2", "deepseek-llm", "deepseek-v3"];
 
+/// A tokenizer's vocabulary as a GGUF file holds it, owned: what [`Tokenizer::to_gguf_vocab`]
+/// gives and [`GgufVocabData::as_vocab`] lends to [`Tokenizer::from_gguf_vocab`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GgufVocabData {
+    /// `tokenizer.ggml.model`.
+    pub model: String,
+    /// `tokenizer.ggml.pre`.
+    pub pre: String,
+    /// `tokenizer.ggml.tokens`, by id.
+    pub tokens: Vec<String>,
+    /// `tokenizer.ggml.token_type`, by id.
+    pub token_types: Vec<i32>,
+    /// `tokenizer.ggml.merges`, by rank.
+    pub merges: Vec<String>,
+    /// `tokenizer.ggml.bos_token_id`.
+    pub bos_id: Option<u32>,
+    /// `tokenizer.ggml.eos_token_id`.
+    pub eos_id: Option<u32>,
+    /// `tokenizer.chat_template`.
+    pub chat_template: Option<String>,
+}
+
+impl GgufVocabData {
+    /// The borrowed form.
+    pub fn as_vocab(&self) -> GgufVocab<'_> {
+        GgufVocab {
+            model: &self.model,
+            pre: &self.pre,
+            tokens: &self.tokens,
+            token_types: &self.token_types,
+            merges: &self.merges,
+            bos_id: self.bos_id,
+            eos_id: self.eos_id,
+            chat_template: self.chat_template.as_deref(),
+        }
+    }
+}
+
+/// The `tokenizer.ggml.pre` name of a pre-tokenizer chain (as `tokenizer.json` writes it), for
+/// the chains [`GGUF_PRE_TOKENIZERS`] maps.
+fn pre_name(chain: &Value) -> Option<&'static str> {
+    let parse = |s: &str| serde_json::from_str::<Value>(s).ok();
+    let gpt2 = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    if *chain == gpt2 {
+        Some("gpt-2")
+    } else if parse(PRE_DEEPSEEK_LLM).as_ref() == Some(chain) {
+        Some("deepseek-llm")
+    } else if parse(PRE_DEEPSEEK_V3).as_ref() == Some(chain) {
+        Some("deepseek-v3")
+    } else {
+        None
+    }
+}
+
 /// DeepSeek-V3's pre-tokenizer chain, as `tokenizer.json` writes it.
 const PRE_DEEPSEEK_V3: &str = include_str!("pre_deepseek_v3.json");
 
@@ -48,6 +103,99 @@ const PRE_DEEPSEEK_V3: &str = include_str!("pre_deepseek_v3.json");
 const PRE_DEEPSEEK_LLM: &str = include_str!("pre_deepseek_llm.json");
 
 impl Tokenizer {
+    /// The vocabulary as a GGUF file holds it (what llama.cpp's converter writes for a byte-level
+    /// BPE tokenizer): tokens by id, added special tokens as control (3), other added tokens as
+    /// user-defined (4), the rest normal (1); merges as `"a b"`; the pre-tokenizer by its
+    /// llama.cpp name; bos, eos and the chat template from the tokenizer's config.
+    /// [`Tokenizer::from_gguf_vocab`] of it encodes as this tokenizer does.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming what GGUF cannot hold: a model other than BPE, a normalizer, a
+    /// pre-tokenizer chain not in [`GGUF_PRE_TOKENIZERS`], ids with gaps.
+    pub fn to_gguf_vocab(&self) -> Result<GgufVocabData> {
+        let bad = |what: &str, reason: String| Error::Config {
+            what: format!("tokenizer.json {what}"),
+            reason: format!("{reason}: a GGUF vocabulary cannot hold it"),
+        };
+        let spec: Value = serde_json::from_str(
+            &self
+                .inner()
+                .to_string(false)
+                .map_err(|e| bad("", e.to_string()))?,
+        )
+        .map_err(|e| bad("", e.to_string()))?;
+        let model = &spec["model"];
+        if model["type"] != "BPE" {
+            return Err(bad("model.type", format!("{}", model["type"])));
+        }
+        if !spec["normalizer"].is_null() {
+            return Err(bad("normalizer", format!("{}", spec["normalizer"])));
+        }
+        let pre = pre_name(&spec["pre_tokenizer"])
+            .ok_or_else(|| bad("pre_tokenizer", format!("{}", spec["pre_tokenizer"])))?;
+        let mut by_id: Vec<Option<(String, i32)>> = Vec::new();
+        let mut put = |id: u64, token: &str, kind: i32| {
+            let id = id as usize;
+            if by_id.len() <= id {
+                by_id.resize(id + 1, None);
+            }
+            by_id[id] = Some((token.to_string(), kind));
+        };
+        for (token, id) in model["vocab"].as_object().into_iter().flatten() {
+            let id = id
+                .as_u64()
+                .ok_or_else(|| bad("model.vocab", format!("{token:?}: {id}")))?;
+            put(id, token, NORMAL);
+        }
+        for added in spec["added_tokens"].as_array().into_iter().flatten() {
+            let (Some(id), Some(content)) = (added["id"].as_u64(), added["content"].as_str())
+            else {
+                return Err(bad("added_tokens", format!("{added}")));
+            };
+            let kind = if added["special"] == true {
+                CONTROL
+            } else {
+                USER_DEFINED
+            };
+            put(id, content, kind);
+        }
+        let mut tokens = Vec::with_capacity(by_id.len());
+        let mut token_types = Vec::with_capacity(by_id.len());
+        for (id, entry) in by_id.into_iter().enumerate() {
+            let (token, kind) =
+                entry.ok_or_else(|| bad("model.vocab", format!("no token has id {id}")))?;
+            tokens.push(token);
+            token_types.push(kind);
+        }
+        let merges = model["merges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| match m {
+                Value::String(s) => Ok(s.clone()),
+                Value::Array(pair) => match (
+                    pair.first().and_then(Value::as_str),
+                    pair.get(1).and_then(Value::as_str),
+                ) {
+                    (Some(a), Some(b)) if pair.len() == 2 => Ok(format!("{a} {b}")),
+                    _ => Err(bad("model.merges", format!("{m}"))),
+                },
+                _ => Err(bad("model.merges", format!("{m}"))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let id = |token: &Option<String>| token.as_deref().and_then(|t| self.token_to_id(t));
+        Ok(GgufVocabData {
+            model: "gpt2".into(),
+            pre: pre.into(),
+            tokens,
+            token_types,
+            merges,
+            bos_id: id(&self.config().bos_token),
+            eos_id: id(&self.config().eos_token),
+            chat_template: self.chat_template().map(str::to_string),
+        })
+    }
+
     /// The tokenizer a GGUF file's vocabulary describes.
     ///
     /// # Errors

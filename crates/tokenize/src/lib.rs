@@ -49,7 +49,7 @@ pub use bytes::byte_to_char;
 pub use chat::{DEEPSEEK_BOS, DEEPSEEK_EOS, Message, Role, deepseek_v2_chat};
 pub use config::TokenizerConfig;
 pub use error::{Error, Result, TokenizersError};
-pub use gguf::{GGUF_PRE_TOKENIZERS, GgufVocab};
+pub use gguf::{GGUF_PRE_TOKENIZERS, GgufVocab, GgufVocabData};
 pub use stream::StreamDecoder;
 pub use template::{ChatTemplate, ROLES, messages_json};
 pub use tokenizer::{CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, Tokenizer};

@@ -112,3 +112,51 @@ fn deepseek_llm_vocab_gives_the_hugging_face_ids() {
     }
     assert!(checked >= 5, "{checked} cases");
 }
+
+/// The other way: a tokenizer's vocabulary as a GGUF file holds it is the form above (tokens by
+/// id, types, merges), under the name of its pre-tokenizer chain, with its bos, eos and chat
+/// template; rebuilt from that form it encodes as the original does (the fixture with DeepSeek
+/// LLM's chain, and the shipped model's GPT-2 byte-level tokenizer).
+#[test]
+fn a_tokenizer_written_as_gguf_vocab_reads_back_the_same() {
+    let hf = Tokenizer::from_file(testdata("tokenizer.json")).unwrap();
+    let data = hf.to_gguf_vocab().unwrap();
+    let (tokens, types, merges) = gguf_form();
+    assert_eq!(
+        (&data.tokens, &data.token_types, &data.merges),
+        (&tokens, &types, &merges)
+    );
+    assert_eq!(
+        (data.model.as_str(), data.pre.as_str()),
+        ("gpt2", "deepseek-llm")
+    );
+    assert_eq!(data.bos_id, hf.bos_id());
+    assert_eq!(data.chat_template.as_deref(), hf.chat_template());
+    let back = Tokenizer::from_gguf_vocab(&data.as_vocab()).unwrap();
+    let shipped = Tokenizer::from_file(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models/tiny-shakespeare/tokenizer.json"),
+    )
+    .unwrap();
+    let shipped_data = shipped.to_gguf_vocab().unwrap();
+    assert_eq!(shipped_data.pre, "gpt-2");
+    assert_eq!(shipped_data.tokens.len(), shipped.vocab_size());
+    let shipped_back = Tokenizer::from_gguf_vocab(&shipped_data.as_vocab()).unwrap();
+    for text in [
+        "Hello, world! 12345 — naïve café",
+        "ROMEO:\nBut, soft! what light through yonder window breaks?",
+        "<｜begin▁of▁sentence｜>User: hi\n\nAssistant:",
+        "  spaces\t\ttabs\n\nnewlines 3.14159",
+    ] {
+        assert_eq!(
+            back.encode(text, false).unwrap(),
+            hf.encode(text, false).unwrap(),
+            "{text:?}"
+        );
+        assert_eq!(
+            shipped_back.encode(text, false).unwrap(),
+            shipped.encode(text, false).unwrap(),
+            "{text:?}"
+        );
+    }
+}
