@@ -318,7 +318,7 @@ fn the_writer_writes_what_the_reader_reads() {
     let msg = |r: Result<(), deepblocks_core::gguf::GgufError>| r.unwrap_err().to_string();
     let e = msg(out.add_weight("a", &w));
     assert!(e.contains("\"a\"") && e.contains("twice"), "{e}");
-    let e = msg(out.add_stacked("d", &[32, 3], &[q.clone()]));
+    let e = msg(out.add_stacked("d", &[32, 3], std::slice::from_ref(&q)));
     assert!(e.contains("\"d\"") && e.contains("bytes"), "{e}");
     let e = msg(out.add_stacked("e", &[32, 4], &[q.clone(), w.clone()]));
     assert!(e.contains("\"e\"") && e.contains("parts"), "{e}");
