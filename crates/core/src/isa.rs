@@ -74,19 +74,33 @@ pub fn isa() -> Isa {
     *ISA.get_or_init(|| Isa::choose(std::env::var(ISA_ENV).ok().as_deref(), Isa::detect()))
 }
 
-/// Whether the integer kernels of block-format weights may use AVX-VNNI (`vpdpbusd` on 256-bit
-/// registers: Intel since Alder Lake and Sapphire Rapids, AMD since Zen 5): the process runs
-/// the AVX2 kernels ([`isa`]), the CPU has AVX-VNNI, and [`ISA_ENV`] does not say `avx2`.
-/// Read once, on the first call.
+/// Whether the integer kernels of block-format weights may use `vpdpbusd` on 256-bit registers,
+/// in either encoding: AVX-VNNI's (Intel since Alder Lake and Sapphire Rapids, AMD since Zen 5)
+/// or AVX-512 VNNI's with AVX-512 VL (Intel since Ice Lake, AMD Zen 4): the process runs the AVX2
+/// kernels ([`isa`]), the CPU has one of them, and [`ISA_ENV`] does not say `avx2`. Read once,
+/// on the first call.
 pub fn vnni() -> bool {
     static VNNI: OnceLock<bool> = OnceLock::new();
     *VNNI.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        let has = is_x86_feature_detected!("avxvnni");
-        #[cfg(not(target_arch = "x86_64"))]
-        let has = false;
+        let has = vnni_vex() || vnni_evex();
         vnni_choice(std::env::var(ISA_ENV).ok().as_deref(), isa(), has)
     })
+}
+
+/// Whether the CPU has AVX-VNNI (the VEX encoding of 256-bit `vpdpbusd`).
+pub(crate) fn vnni_vex() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avxvnni");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether the CPU has AVX-512 VNNI and VL (the EVEX encoding of 256-bit `vpdpbusd`).
+pub(crate) fn vnni_evex() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// [`vnni`] for a value of [`ISA_ENV`], the process's instruction set and whether the CPU has

@@ -16,7 +16,7 @@
 //!   `model.safetensors.index.json`, memory-mapped, with typed getters that check shape and dtype.
 //! - [`isa()`]: the one CPU-feature detection of the workspace (AVX2 + FMA + F16C, or portable),
 //!   which `DEEPBLOCKS_ISA=portable` overrides so the portable kernels can be tested anywhere; and
-//!   [`vnni()`], whether the block formats' many-row products may use AVX-VNNI.
+//!   [`vnni()`], whether the block formats' many-row products may use VNNI (AVX-VNNI or AVX-512 VNNI).
 //!
 //! Conventions (see `DESIGN.md`): kernels are functions over slices, output first, dimensions
 //! explicit; accumulation is in f32; every fast kernel has a plain `*_naive` twin.

@@ -77,7 +77,7 @@ pub(crate) enum Dp {
     Portable,
     /// AVX2: `vpmaddubsw` then `vpmaddwd` (codes below 128 only).
     Avx2,
-    /// AVX-VNNI's `vpdpbusd`.
+    /// `vpdpbusd` on 256-bit registers (AVX-VNNI's encoding, or AVX-512 VNNI's).
     Vnni,
 }
 
@@ -634,7 +634,8 @@ mod avx2 {
             };
         }
         match dp {
-            Dp::Vnni => go!(tile_vnni),
+            Dp::Vnni if crate::isa::vnni_vex() => go!(tile_vnni),
+            Dp::Vnni => go!(tile_vnni512),
             _ => go!(tile_avx2),
         }
     }
@@ -729,8 +730,21 @@ mod avx2 {
         _mm256_dpbusd_avx_epi32(acc, u, x)
     }
 
+    /// [`dp_vnni`] in AVX-512 VNNI's encoding (the same instruction on 256-bit registers, for
+    /// CPUs such as AMD's Zen 4 that have AVX-512 VNNI but not AVX-VNNI).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    fn dp_vnni512(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, u, x)
+    }
+
     tile_kernel!(tile_avx2, "avx2,fma,f16c", dp_avx2);
     tile_kernel!(tile_vnni, "avx2,fma,f16c,avxvnni", dp_vnni);
+    tile_kernel!(
+        tile_vnni512,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        dp_vnni512
+    );
 }
 
 #[cfg(test)]
