@@ -15,3 +15,17 @@ mkdir -p testdata/gguf
 for q in Q8_0 Q4_0 Q4_K_M; do
   "$TOOL" quantize "$LLAMACPP" testdata/gguf/a_lowrank_group_yarn.gguf "testdata/gguf/a_lowrank_group_yarn.$q.gguf" "$q" >/dev/null
 done
+# DeepSeek-V3's routing (sigmoid, noaux_tc with exp_probs_b, groups): golden checkpoint
+# v3_groups_bias_mtp, its config given the hub's `scoring_func` and `topk_method` keys, which
+# transformers 5 does not write back and llama.cpp's converter reads (without them it writes no
+# expert_gating_func, which llama.cpp then takes for softmax). The converter leaves the MTP layer out.
+tmp=$(mktemp -d)
+cp -r testdata/deepseek/v3_groups_bias_mtp/. "$tmp"
+python3 - "$tmp/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c.update(scoring_func="sigmoid", topk_method="noaux_tc")
+json.dump(c, open(sys.argv[1], "w"), indent=2)
+PY
+"$TOOL" convert "$LLAMACPP" "$tmp" testdata/gguf/v3_groups_bias.gguf --no-vocab
+rm -rf "$tmp"

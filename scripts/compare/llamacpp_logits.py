@@ -17,7 +17,8 @@ logits are kept to show the difference. Writes
   testdata/gguf/a_lowrank_greedy{,.Q8_0,.Q4_0}.gguf
   testdata/gguf/llamacpp_logits.safetensors
       input_ids [t] (int64)
-      <file>.logits [t, V] (f32) for those three files and a_lowrank_group_yarn.gguf
+      <file>.logits [t, V] (f32) for those three files, a_lowrank_group_yarn.gguf and
+      v3_groups_bias.gguf (DeepSeek-V3's routing, on which the engines agree; the same ids)
 
 Run from the repository root:
     LLAMACPP=DIR python scripts/compare/llamacpp_logits.py
@@ -41,6 +42,7 @@ FIXTURES = [
     "a_lowrank_greedy.gguf",
     "a_lowrank_greedy.Q8_0.gguf",
     "a_lowrank_greedy.Q4_0.gguf",
+    "v3_groups_bias.gguf",
 ]
 
 sys.path.insert(0, os.path.join(SRC, "gguf-py"))

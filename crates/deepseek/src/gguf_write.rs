@@ -10,9 +10,7 @@
 
 use std::path::Path;
 
-use deepblocks_config::{
-    Architecture, Ffn, QueryProjection, RoutingRule, ScoringFunc, TopkSelection,
-};
+use deepblocks_config::{Architecture, Ffn, QueryProjection, RoutingRule, ScoringFunc};
 use deepblocks_core::gguf::{GgufValue, GgufWriter};
 use deepblocks_core::quant::BlockFormat;
 use deepblocks_core::{DType, Weight, WeightFormat};
@@ -118,19 +116,9 @@ pub fn gguf_metadata(arch: &Architecture) -> Result<Vec<(String, GgufValue)>> {
             routed_scaling_factor,
             ..
         } = moe.routing;
-        match topk_method {
-            TopkSelection::Greedy => {}
-            TopkSelection::GroupLimitedGreedy {
-                n_group,
-                topk_group,
-            }
-            | TopkSelection::NoauxTc {
-                n_group,
-                topk_group,
-            } => {
-                put("expert_group_count", u(n_group));
-                put("expert_group_used_count", u(topk_group));
-            }
+        if let Some((n_group, topk_group)) = topk_method.groups() {
+            put("expert_group_count", u(n_group));
+            put("expert_group_used_count", u(topk_group));
         }
         put(
             "attention.key_length",

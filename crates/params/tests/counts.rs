@@ -200,6 +200,22 @@ fn deepseek_v2_counts_equal_transformers() {
     }
 }
 
+/// Our counts per transformers parameter name (experts packed) and transformers' own, its
+/// parameters and the `e_score_correction_bias` buffers together.
+fn packed_counts(tree: &Component, hf: &Value) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let mut mine: BTreeMap<String, u64> = BTreeMap::new();
+    for (ckpt, n) in by_checkpoint(tree) {
+        *mine.entry(packed_name(&ckpt)).or_insert(0) += n;
+    }
+    let mut theirs: BTreeMap<String, u64> = BTreeMap::new();
+    for group in ["tensors", "buffers"] {
+        for (k, v) in hf[group].as_object().unwrap() {
+            theirs.insert(k.clone(), v.as_u64().unwrap());
+        }
+    }
+    (mine, theirs)
+}
+
 /// DeepSeek-V3 (R1's hub config): "671B total, 37B activated" (arXiv 2412.19437), equal to
 /// transformers' meta-device count tensor by tensor once the checkpoint's
 /// `e_score_correction_bias`, a buffer to transformers, is set apart.
@@ -213,16 +229,7 @@ fn deepseek_v3_counts_equal_transformers() {
         Some([128, 128])
     );
     let tree = mla_tree(&cfg).unwrap();
-    let mut mine: BTreeMap<String, u64> = BTreeMap::new();
-    for (ckpt, n) in by_checkpoint(&tree) {
-        *mine.entry(packed_name(&ckpt)).or_insert(0) += n;
-    }
-    let mut theirs: BTreeMap<String, u64> = BTreeMap::new();
-    for group in ["tensors", "buffers"] {
-        for (k, v) in hf[group].as_object().unwrap() {
-            theirs.insert(k.clone(), v.as_u64().unwrap());
-        }
-    }
+    let (mine, theirs) = packed_counts(&tree, hf);
     assert_eq!(mine, theirs);
     let bias = hf["buffers"]["model.layers.*.mlp.gate.e_score_correction_bias"]
         .as_u64()
@@ -286,16 +293,7 @@ fn v3_family_counts_equal_transformers() {
         let hf = &hf[name];
         let cfg = deepseek(&format!("configs/{name}.json"));
         let tree = mla_tree(&cfg).unwrap();
-        let mut mine: BTreeMap<String, u64> = BTreeMap::new();
-        for (ckpt, n) in by_checkpoint(&tree) {
-            *mine.entry(packed_name(&ckpt)).or_insert(0) += n;
-        }
-        let mut theirs: BTreeMap<String, u64> = BTreeMap::new();
-        for group in ["tensors", "buffers"] {
-            for (k, v) in hf[group].as_object().unwrap() {
-                theirs.insert(k.clone(), v.as_u64().unwrap());
-            }
-        }
+        let (mine, theirs) = packed_counts(&tree, hf);
         assert_eq!(mine, theirs, "{name}");
         let bias = hf["buffers"]["model.layers.*.mlp.gate.e_score_correction_bias"]
             .as_u64()
