@@ -182,10 +182,11 @@ fn a_pre_tokenizer_not_mapped_is_refused_by_name() {
 /// Our logits from GGUF files against llama.cpp's own for the same file and ids
 /// (`scripts/compare/llamacpp_logits.py`: one batch, one thread): the fixture with routing over all
 /// experts, as converted (bf16) and as `llama-quantize` made its Q8_0 and Q4_0, agree within the
-/// bounds below (measured 1.7e-2, 3.3e-2 and 6.3e-2 on logits up to 1.7 in size; the bf16 weights
-/// alone move our logits 2.0e-2 from transformers' f32 ones. llama.cpp's bf16 products round
-/// their activations to bf16, ours keep f32; the quantized files' products round activations to 8
-/// bits in both engines, in other blocks and orders). On the grouped fixture llama.cpp is far from
+/// bounds below, on logits up to 1.7 in size (measured 1.7e-2 for bf16 on every kernel set; Q8_0
+/// 3.3e-2 with the VNNI panels, whose activations are 8-bit as llama.cpp's are, 4.0e-2 with AVX2
+/// or portable kernels, which keep Q8_0's activations f32; Q4_0 6.3e-2, 5.9e-2 and 6.9e-2 with
+/// VNNI, AVX2 and portable). The bf16 weights alone move our logits 2.0e-2 from transformers' f32
+/// ones; llama.cpp's bf16 products round their activations to bf16, ours keep f32. On the grouped fixture llama.cpp is far from
 /// transformers: it scores an expert group by the sum of its two best experts for every model
 /// (DeepSeek-V3's rule), where DeepSeek-V2's `group_limited_greedy` takes the best one — we follow
 /// DeepSeek and transformers (`a_converted_file_runs_as_its_checkpoint_does`).
@@ -206,7 +207,7 @@ fn logits_from_gguf_are_llama_cpp_s() {
     };
     for (name, bound) in [
         ("a_lowrank_greedy.gguf", 2e-2),
-        ("a_lowrank_greedy.Q8_0.gguf", 4e-2),
+        ("a_lowrank_greedy.Q8_0.gguf", 5e-2),
         ("a_lowrank_greedy.Q4_0.gguf", 8e-2),
     ] {
         let r = close_report(&run(name), g.data(&format!("{name}.logits")), 0.0, 0.0);
