@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use deepblocks_core::{Weight, WeightFormat, linear, matmul, matmul_bt, softmax_rows};
+use deepblocks_core::{Weight, WeightFormat, exp_f32, linear, matmul, matmul_bt, softmax_rows};
 use deepblocks_norm::RmsNorm;
 use deepblocks_rope::{CosSin, RopeTable};
 use rayon::prelude::*;
@@ -600,26 +600,19 @@ fn absorbed_chunk(
             x_pe[(head * t + i) * r..(head * t + i + 1) * r].copy_from_slice(&q[src..src + r]);
         }
     }
-    // scores[n·t, s] = x_lat · c_KVᵀ + x_pe · k_peᵀ: the cache is read once for all heads.
-    let mut scores = vec![0.0f32; rows * s];
-    let mut rope_scores = vec![0.0f32; rows * s];
-    matmul_bt(&mut scores, &x_lat, c_kv, rows, c, s);
-    matmul_bt(&mut rope_scores, &x_pe, k_pe, rows, r, s);
-    for (a, b) in scores.iter_mut().zip(&rope_scores) {
-        *a += b;
-    }
-    for head in 0..n {
-        scale_mask_softmax(
-            &mut scores[head * t * s..(head + 1) * t * s],
-            t,
-            s,
-            p0,
-            shape.softmax_scale,
-        );
-    }
-    // o_lat[n·t, c] = P · c_KV.
+    // o_lat[n·t, c] = softmax(scale · (x_lat · c_KVᵀ + x_pe · k_peᵀ)) · c_KV, over blocks of
+    // cached positions in parallel; the cache is read once for all heads.
     let mut o_lat = vec![0.0f32; rows * c];
-    matmul(&mut o_lat, &scores, c_kv, rows, s, c);
+    let lat = LatentShape {
+        rows,
+        t,
+        s,
+        c,
+        r,
+        p0,
+        scale: shape.softmax_scale,
+    };
+    latent_attention_blocked(&mut o_lat, &x_lat, &x_pe, c_kv, k_pe, &lat, KEY_BLOCK);
     // Per head: o[t, v] = o_lat_h[t, c] · W_UV_hᵀ.
     let heads: Vec<Vec<f32>> = (0..n)
         .into_par_iter()
@@ -635,6 +628,146 @@ fn absorbed_chunk(
         })
         .collect();
     scatter_heads(out, &heads, t, n, v);
+}
+
+/// Cached positions per block of [`latent_attention_blocked`]: the block's scores and partial
+/// output for 16 heads stay in L2 (16 × 512 × 4 bytes each), and 4,096 cached tokens make 8
+/// blocks for the threads to share.
+const KEY_BLOCK: usize = 512;
+
+/// The sizes of the latent attention at the heart of the absorbed core: `rows = n·t` query rows
+/// (head-major: row `head·t + i` is query `i`, at position `p0 + i`), `s` cached positions of a
+/// `c`-wide latent and an `r`-wide RoPE key.
+#[derive(Debug, Clone, Copy)]
+struct LatentShape {
+    rows: usize,
+    t: usize,
+    s: usize,
+    c: usize,
+    r: usize,
+    p0: usize,
+    scale: f32,
+}
+
+/// `o[rows, c] = softmax(scale · (x_lat · c_KVᵀ + x_pe · k_peᵀ)) · c_KV` with query `i` blind to
+/// the positions after `p0 + i`: the scores of each query row over all `s` positions at once,
+/// then the weighted sum. The reference for [`latent_attention_blocked`].
+fn latent_attention_whole(
+    o: &mut [f32], // [rows, c]
+    x_lat: &[f32], // [rows, c]
+    x_pe: &[f32],  // [rows, r]
+    c_kv: &[f32],  // [s, c]
+    k_pe: &[f32],  // [s, r]
+    lat: &LatentShape,
+) {
+    let LatentShape {
+        rows,
+        t,
+        s,
+        c,
+        r,
+        p0,
+        scale,
+    } = *lat;
+    let mut scores = vec![0.0f32; rows * s];
+    let mut rope_scores = vec![0.0f32; rows * s];
+    matmul_bt(&mut scores, x_lat, c_kv, rows, c, s);
+    matmul_bt(&mut rope_scores, x_pe, k_pe, rows, r, s);
+    for (a, b) in scores.iter_mut().zip(&rope_scores) {
+        *a += b;
+    }
+    for block in scores.chunks_exact_mut(t * s) {
+        scale_mask_softmax(block, t, s, p0, scale);
+    }
+    matmul(o, &scores, c_kv, rows, s, c);
+}
+
+/// [`latent_attention_whole`] in blocks of `kb` cached positions, computed in parallel
+/// (flash-decoding): each block's scores, their row maxima `m_b`, sums `l_b = Σ exp(x − m_b)` and
+/// partial output `o_b = exp(x − m_b) · c_KV_b`; then per row, with `m = max m_b`,
+/// `o = Σ_b e^(m_b − m) o_b / Σ_b e^(m_b − m) l_b`. A block a row cannot see (all its positions
+/// after the row's) adds nothing.
+fn latent_attention_blocked(
+    o: &mut [f32], // [rows, c]
+    x_lat: &[f32], // [rows, c]
+    x_pe: &[f32],  // [rows, r]
+    c_kv: &[f32],  // [s, c]
+    k_pe: &[f32],  // [s, r]
+    lat: &LatentShape,
+    kb: usize,
+) {
+    let LatentShape {
+        rows,
+        t,
+        s,
+        c,
+        r,
+        p0,
+        scale,
+    } = *lat;
+    if s <= kb {
+        return latent_attention_whole(o, x_lat, x_pe, c_kv, k_pe, lat);
+    }
+    // Per block: (row maxima, row sums, partial output [rows, c]).
+    let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..s.div_ceil(kb))
+        .into_par_iter()
+        .map(|b| {
+            let (j0, j1) = (b * kb, (b * kb + kb).min(s));
+            let w = j1 - j0;
+            let mut x = vec![0.0f32; rows * w]; // [rows, w]
+            let mut xr = vec![0.0f32; rows * w];
+            matmul_bt(&mut x, x_lat, &c_kv[j0 * c..j1 * c], rows, c, w);
+            matmul_bt(&mut xr, x_pe, &k_pe[j0 * r..j1 * r], rows, r, w);
+            let (mut m, mut l) = (vec![f32::NEG_INFINITY; rows], vec![0.0f32; rows]);
+            for (row, (xs, xrs)) in x.chunks_exact_mut(w).zip(xr.chunks_exact(w)).enumerate() {
+                // Row `head·t + i` sees positions ≤ p0 + i.
+                let visible = (p0 + row % t + 1).clamp(j0, j1) - j0;
+                for (a, b) in xs[..visible].iter_mut().zip(&xrs[..visible]) {
+                    *a = scale * (*a + b);
+                }
+                let mx = xs[..visible]
+                    .iter()
+                    .copied()
+                    .fold(f32::NEG_INFINITY, f32::max);
+                if visible > 0 {
+                    let mut sum = 0.0f32;
+                    for a in &mut xs[..visible] {
+                        *a = exp_f32(*a - mx);
+                        sum += *a;
+                    }
+                    m[row] = mx;
+                    l[row] = sum;
+                }
+                xs[visible..].fill(0.0);
+            }
+            let mut ob = vec![0.0f32; rows * c];
+            matmul(&mut ob, &x, &c_kv[j0 * c..j1 * c], rows, w, c);
+            (m, l, ob)
+        })
+        .collect();
+    for row in 0..rows {
+        let m = parts
+            .iter()
+            .map(|p| p.0[row])
+            .fold(f32::NEG_INFINITY, f32::max);
+        let out = &mut o[row * c..(row + 1) * c];
+        out.fill(0.0);
+        let mut l = 0.0f32;
+        for (mb, lb, ob) in &parts {
+            if mb[row] == f32::NEG_INFINITY {
+                continue;
+            }
+            let f = exp_f32(mb[row] - m);
+            l += f * lb[row];
+            for (a, b) in out.iter_mut().zip(&ob[row * c..(row + 1) * c]) {
+                *a += f * b;
+            }
+        }
+        let inv = 1.0 / l;
+        for a in out.iter_mut() {
+            *a *= inv;
+        }
+    }
 }
 
 /// `scores[t, s] ← softmax(scale · scores)` with query `i` (position `p0 + i`) blind to keys
@@ -1013,5 +1146,47 @@ mod tests {
             matches!(err, Error::QueriesPastCache { t: 3, s: 2 }),
             "{err}"
         );
+    }
+
+    fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
+                ((h >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// The blocked latent attention equals the whole-row one for every block size: blocks
+        /// of one position, blocks that split the visible range, a last partial block, blocks
+        /// a query cannot see at all (prefill chunks whose early queries see few positions),
+        /// caches of one position.
+        #[test]
+        fn blocked_latent_attention_equals_the_whole(
+            seed in 0u64..10_000,
+            n in 1usize..4,
+            t in 1usize..5,
+            extra in 0usize..20,
+            kb in 1usize..9,
+            (c, r) in (1usize..12, 1usize..5),
+        ) {
+            let s = t + extra;
+            let lat = LatentShape { rows: n * t, t, s, c, r, p0: s - t, scale: 0.7 };
+            let x_lat = values(n * t * c, seed, 1.5);
+            let x_pe = values(n * t * r, seed + 1, 1.5);
+            let c_kv = values(s * c, seed + 2, 1.0);
+            let k_pe = values(s * r, seed + 3, 1.0);
+            let mut want = vec![f32::NAN; n * t * c];
+            latent_attention_whole(&mut want, &x_lat, &x_pe, &c_kv, &k_pe, &lat);
+            let mut got = vec![f32::NAN; n * t * c];
+            latent_attention_blocked(&mut got, &x_lat, &x_pe, &c_kv, &k_pe, &lat, kb);
+            for (g, w) in got.iter().zip(&want) {
+                proptest::prop_assert!((g - w).abs() <= 1e-5 + 1e-5 * w.abs(), "{} vs {}", g, w);
+            }
+        }
     }
 }
