@@ -32,7 +32,8 @@ use deepblocks::params::{
 #[derive(Parser)]
 #[command(about = "Parameter, KV-cache and FLOP accounting for a config.json")]
 struct Args {
-    /// A config.json (model_type deepseek_v2 or llama; hub or transformers-5 form).
+    /// A config.json (model_type deepseek_v2, deepseek_v3, kimi_k2, glm4_moe_lite or llama; hub or
+    /// transformers-5 form).
     #[arg(long)]
     config: PathBuf,
     /// Print JSON instead of tables.
