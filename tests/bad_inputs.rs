@@ -685,6 +685,48 @@ fn cases() -> Vec<Case> {
             }),
         ),
         (
+            "writing GGUF from a model with FP8 weights",
+            "cannot write GGUF: blk.0.attn_q_a.weight: FP8_E4M3",
+            Box::new(|| {
+                let options = LoadOptions {
+                    quant: Some(Recipe::Fp8),
+                    ..LoadOptions::default()
+                };
+                let gguf = root().join("testdata/gguf/a_lowrank_group_yarn.gguf");
+                Model::load_gguf(gguf, &options)
+                    .unwrap()
+                    .to_gguf(None, "x")
+                    .unwrap_err()
+                    .to_string()
+            }),
+        ),
+        (
+            "a GGUF tensor to write sized unlike its dimensions",
+            "tensor \"w\": ne [4, 3] in F32 is 48 bytes; the parts hold 32",
+            Box::new(|| {
+                let w = Weight::from_f32(vec![0.5; 8], 2, 4).unwrap();
+                let mut out = deepblocks::core::gguf::GgufWriter::new();
+                out.add_stacked("w", &[4, 3], &[w]).unwrap_err().to_string()
+            }),
+        ),
+        (
+            "a tokenizer GGUF cannot hold (a normalizer)",
+            "tokenizer.json normalizer",
+            Box::new(|| {
+                let mut spec: Value = serde_json::from_str(
+                    &std::fs::read_to_string(root().join("models/tiny-shakespeare/tokenizer.json"))
+                        .unwrap(),
+                )
+                .unwrap();
+                spec["normalizer"] = json!({"type": "NFC"});
+                deepblocks::tokenize::Tokenizer::from_json_bytes(spec.to_string().as_bytes())
+                    .unwrap()
+                    .to_gguf_vocab()
+                    .unwrap_err()
+                    .to_string()
+            }),
+        ),
+        (
             "safetensors offsets that overlap",
             "tensors \"a\" and \"b\" overlap",
             Box::new(|| {
