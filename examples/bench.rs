@@ -43,6 +43,9 @@ struct Args {
     /// Scan every weight for NaN and infinities while loading (names the first bad tensor).
     #[arg(long)]
     check_weights: bool,
+    /// Threads for the kernels (default: `RAYON_NUM_THREADS`, else one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 /// The process's peak resident set, in MiB, from /proc/self/status (Linux); 0 elsewhere.
@@ -87,6 +90,7 @@ fn once(
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let threads = common::threads(args.threads)?;
     let model = common::load(
         &args.model,
         LoadOptions {
@@ -123,8 +127,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let prefill_tok_s = args.prompt_len as f64 / prefill;
     let decode_tok_s = args.generate as f64 / decode;
     eprintln!(
-        "{} threads: prefill {} tokens in {prefill:.3} s, decode {} tokens in {decode:.3} s",
-        rayon::current_num_threads(),
+        "{}: prefill {} tokens in {prefill:.3} s, decode {} tokens in {decode:.3} s",
+        common::threads_label(threads),
         args.prompt_len,
         args.generate
     );

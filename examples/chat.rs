@@ -57,6 +57,9 @@ struct Args {
     /// Seed of the sampler (turn i samples with seed + i).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Threads for the kernels (default: `RAYON_NUM_THREADS`, else one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    common::threads(args.threads)?;
     let dir = args.model.clone().unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-shakespeare")
     });

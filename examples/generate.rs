@@ -55,9 +55,13 @@ struct Args {
     /// Scan every weight for NaN and infinities while loading (names the first bad tensor).
     #[arg(long)]
     check_weights: bool,
+    /// Threads for the kernels (default: `RAYON_NUM_THREADS`, else one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    common::threads(args.threads)?;
     let dir = args.model.clone().unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-shakespeare")
     });

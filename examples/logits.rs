@@ -36,9 +36,13 @@ struct Args {
     /// The safetensors file to write.
     #[arg(long)]
     out: PathBuf,
+    /// Threads for the kernels (default: `RAYON_NUM_THREADS`, else one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    common::threads(args.threads)?;
     // Logits are for comparing with other implementations: a NaN weight is named up front.
     let model = common::load(
         &args.model,

@@ -49,6 +49,9 @@ struct Args {
     /// most 512.
     #[arg(long)]
     ctx: Option<usize>,
+    /// Threads for the kernels (default: `RAYON_NUM_THREADS`, else one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    common::threads(args.threads)?;
     let text =
         std::fs::read_to_string(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
     let tokenizer = common::tokenizer(&args.model)?;

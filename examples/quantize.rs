@@ -40,6 +40,9 @@ struct Args {
     /// `general.name` (default: the model folder's name).
     #[arg(long)]
     name: Option<String>,
+    /// Threads for the kernels (default: `RAYON_NUM_THREADS`, else one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    common::threads(args.threads)?;
     let options = match Recipe::from_name(&args.recipe) {
         Ok(Recipe::Fp8) => {
             return Err(

@@ -41,11 +41,12 @@ pub fn load(dir: &Path, options: LoadOptions) -> Result<Model, deepblocks::deeps
     bar.finish_and_clear();
     let model = model?;
     eprintln!(
-        "loaded {} ({} layers, {:.1} MB of weights) in {:.2} s",
+        "loaded {} ({} layers, {:.1} MB of weights) in {:.2} s; computing on {}",
         dir.display(),
         model.layers().len(),
         model.weight_bytes() as f64 / 1e6,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        threads_label(rayon::current_num_threads())
     );
     for f in &model.load_report().formats {
         let fallback = f
@@ -85,6 +86,27 @@ pub fn dtype(name: Option<&str>) -> Result<Option<deepblocks::core::DType>, Stri
             .ok_or_else(|| format!("--dtype {n:?}: known dtypes are f32, bf16 and f16"))
     })
     .transpose()
+}
+
+/// Sets how many threads the kernels use (rayon's global pool) from `--threads N`; without it,
+/// rayon's default (`RAYON_NUM_THREADS`, else one per core). Returns the count in use. Call it
+/// before anything computes.
+pub fn threads(n: Option<usize>) -> Result<usize, String> {
+    if let Some(n) = n {
+        if n == 0 {
+            return Err("--threads 0: give at least 1".to_string());
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| format!("--threads {n}: {e}"))?;
+    }
+    Ok(rayon::current_num_threads())
+}
+
+/// `"1 thread"`, `"2 threads"`.
+pub fn threads_label(n: usize) -> String {
+    format!("{n} thread{}", if n == 1 { "" } else { "s" })
 }
 
 /// The exit of an example: success, or the error's message on stderr and status 1.
