@@ -71,6 +71,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let dir = args.model.clone().unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-shakespeare")
     });
+    let dir = deepblocks::deepseek::resolve_model(&dir)?;
     let tokenizer = common::tokenizer(&dir)?;
     let model = common::load(
         &dir,

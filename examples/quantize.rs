@@ -70,11 +70,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             Err(_) => return Err(format!("{recipe_error}; or a dtype: bf16, f16, f32").into()),
         },
     };
-    let has_tokenizer = if args.model.extension().is_some_and(|e| e == "gguf") {
-        let file = deepblocks::core::gguf::GgufFile::open(&args.model)?;
+    let model_path = deepblocks::deepseek::resolve_model(&args.model)?;
+    let has_tokenizer = if model_path.extension().is_some_and(|e| e == "gguf") {
+        let file = deepblocks::core::gguf::GgufFile::open(&model_path)?;
         file.get("tokenizer.ggml.tokens").is_some()
     } else {
-        args.model.join("tokenizer.json").is_file()
+        model_path.join("tokenizer.json").is_file()
     };
     let tokenizer = if has_tokenizer {
         Some(common::tokenizer(&args.model)?)

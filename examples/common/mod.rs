@@ -12,10 +12,12 @@ use std::time::Instant;
 use deepblocks::deepseek::{LoadOptions, LoadProgress, Model};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Loads `dir` (a Hugging Face folder, or a llama.cpp `.gguf` file) with `options`, drawing the
+/// Loads `dir` (a Hugging Face folder, a llama.cpp `.gguf` file, or `ORG/NAME` of a model in the
+/// local Hugging Face cache) with `options`, drawing the
 /// layers loaded as a bar when stderr is a terminal, then a line with the load time and any
 /// config keys the reader did not know.
 pub fn load(dir: &Path, options: LoadOptions) -> Result<Model, deepblocks::deepseek::Error> {
+    let dir = &deepblocks::deepseek::resolve_model(dir)?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} layers {elapsed}")
@@ -66,10 +68,11 @@ pub fn load(dir: &Path, options: LoadOptions) -> Result<Model, deepblocks::deeps
 }
 
 /// The tokenizer of a model: a folder's `tokenizer.json` (and `tokenizer_config.json`), or a
-/// `.gguf` file's `tokenizer.ggml.*` vocabulary.
+/// `.gguf` file's `tokenizer.ggml.*` vocabulary (`ORG/NAME` resolved as [`load`] does).
 pub fn tokenizer(
     path: &Path,
 ) -> Result<deepblocks::tokenize::Tokenizer, Box<dyn std::error::Error>> {
+    let path = &deepblocks::deepseek::resolve_model(path)?;
     if path.extension().is_some_and(|e| e == "gguf") {
         let file = deepblocks::core::gguf::GgufFile::open(path)?;
         Ok(deepblocks::deepseek::tokenizer_from_gguf(&file)?)

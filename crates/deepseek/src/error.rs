@@ -102,6 +102,14 @@ pub enum Error {
         /// What is wrong, naming the key.
         reason: String,
     },
+    /// `--model` names neither a file or folder nor a model in the local Hugging Face cache.
+    #[error("{spec}: {reason}")]
+    ModelNotFound {
+        /// What was given.
+        spec: String,
+        /// Where it was looked for, and how to get it.
+        reason: String,
+    },
     /// A quantization recipe name is not one deepblocks knows.
     #[error("unknown quantization recipe {name:?}; known: {known}")]
     UnknownRecipe {
