@@ -727,6 +727,19 @@ fn cases() -> Vec<Case> {
             }),
         ),
         (
+            "`--model ORG/NAME` not in the Hugging Face cache",
+            "fetch it with `huggingface-cli download deepseek-ai/DeepSeek-V2-Lite-Chat`",
+            Box::new(|| {
+                let empty = scratch("empty-hf-cache");
+                deepblocks::deepseek::resolve_model_in(
+                    Path::new("deepseek-ai/DeepSeek-V2-Lite-Chat"),
+                    Some(&empty),
+                )
+                .unwrap_err()
+                .to_string()
+            }),
+        ),
+        (
             "safetensors offsets that overlap",
             "tensors \"a\" and \"b\" overlap",
             Box::new(|| {
