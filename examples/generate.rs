@@ -88,14 +88,17 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     // Reject bad options before anything reaches stdout.
     options.sampling.validate()?;
     let mut out = std::io::stdout().lock();
-    if !chat {
-        write!(out, "{}", args.prompt)?;
-        out.flush()?;
-    }
+    // The prompt is echoed with the first new text, so that a prompt the model refuses (too long
+    // for its context) leaves stdout empty.
+    let mut echo = (!chat).then_some(args.prompt.as_str());
     let generation = model.generate_text(&tokenizer, &args.prompt, chat, &options, |text| {
+        let prompt = echo.take().unwrap_or("");
         // A closed stdout (e.g. `| head`) ends the output, not the program with a panic.
-        let _ = write!(out, "{text}").and_then(|()| out.flush());
+        let _ = write!(out, "{prompt}{text}").and_then(|()| out.flush());
     })?;
+    if let Some(prompt) = echo {
+        write!(out, "{prompt}")?;
+    }
     writeln!(out)?;
     let why = match generation.stop {
         StopReason::Eos => "end of sequence",

@@ -13,7 +13,13 @@ mod common;
 
 use std::process::ExitCode;
 
+use clap::Parser;
 use deepblocks::params::{GPT3_175B, GPT3_FAMILY, Gpt3Config, Kind, thousands};
+
+/// GPT-3's parameters, component by component: the walk-through's table for GPT-3 175B, the
+/// paper's Table 2.1 family, and the conventions that separate the two counts.
+#[derive(Parser)]
+struct Args {}
 
 fn walkthrough_table(cfg: &Gpt3Config) -> deepblocks::params::Result<()> {
     let tree = cfg.walkthrough()?;
@@ -175,6 +181,7 @@ fn print_table<const N: usize>(header: &[String], rows: &[[String; N]], total: &
 }
 
 fn main() -> ExitCode {
+    let Args {} = Args::parse();
     let run = || -> deepblocks::params::Result<()> {
         walkthrough_table(&GPT3_175B)?;
         family_table()?;
