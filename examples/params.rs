@@ -192,21 +192,22 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             "  free for the cache     {:>8.2} GB",
             d.free_bytes as f64 / 1e9
         );
-        let why = match d.limited_by {
-            Limit::Weights => "the weights do not fit".to_string(),
-            Limit::Memory => format!(
-                "memory (the model allows {})",
+        match d.limited_by {
+            Limit::Weights => println!(
+                "  longest context            none: the weights alone do not fit in {:.2} GB",
+                args.memory_gb
+            ),
+            Limit::Memory => println!(
+                "  longest context        {:>8} tokens, limited by memory (the model allows {})",
+                thousands(d.max_context),
                 thousands(acc.max_position_embeddings)
             ),
-            Limit::ModelContext => format!(
-                "max_position_embeddings (memory would hold {})",
+            Limit::ModelContext => println!(
+                "  longest context        {:>8} tokens, limited by max_position_embeddings (memory would hold {})",
+                thousands(d.max_context),
                 thousands(d.max_context_memory)
             ),
-        };
-        println!(
-            "  longest context        {:>8} tokens, limited by {why}",
-            thousands(d.max_context)
-        );
+        }
     }
     Ok(())
 }
