@@ -336,16 +336,7 @@ fn v3_family_mtp_layers_are_counted_apart() {
     let main = mla_tree(&glm).unwrap();
     let mtp = deepblocks_params::mtp_tree(&glm).unwrap().unwrap();
     let (h, v, layers, moe_layers) = (2048u64, 154_880u64, 47u64, 46u64);
-    let layer = main.get("self_attn").unwrap().params() / layers
-        + main.get("mlp.gate").unwrap().params() / moe_layers
-        + main
-            .get("mlp.gate.e_score_correction_bias")
-            .unwrap()
-            .params()
-            / moe_layers
-        + main.get("mlp.shared_experts").unwrap().params() / moe_layers
-        + main.get("mlp.experts").unwrap().params() / moe_layers
-        + (main.get("norms").unwrap().params() - h) / layers;
+    let layer = moe_layer_params(&main, layers, moe_layers, h);
     assert_eq!(mtp.params(), layer + 3 * h + 2 * h * h + 2 * v * h);
     for name in ["moonlight-16b-a3b-instruct", "kimi-k2-instruct-0905"] {
         let cfg = deepseek(&format!("configs/{name}.json"));
@@ -355,6 +346,19 @@ fn v3_family_mtp_layers_are_counted_apart() {
             "{name}"
         );
     }
+}
+
+/// One MoE decoder layer of `main` (`layers` layers, `moe_layers` of them MoE, hidden size `h`):
+/// attention, router and its bias, shared and routed experts, the layer's two norms (the final
+/// norm, `h`, set apart).
+fn moe_layer_params(main: &Component, layers: u64, moe_layers: u64, h: u64) -> u64 {
+    let per = |name: &str, n: u64| main.get(name).unwrap().params() / n;
+    per("self_attn", layers)
+        + per("mlp.gate", moe_layers)
+        + per("mlp.gate.e_score_correction_bias", moe_layers)
+        + per("mlp.shared_experts", moe_layers)
+        + per("mlp.experts", moe_layers)
+        + (main.get("norms").unwrap().params() - h) / layers
 }
 
 /// DeepSeek-V3's one multi-token-prediction layer: a MoE decoder layer plus its projection,
@@ -367,18 +371,8 @@ fn deepseek_v3_mtp_layer_is_counted_apart() {
     let main = mla_tree(&cfg).unwrap();
     let mtp = deepblocks_params::mtp_tree(&cfg).unwrap().unwrap();
     // A MoE layer of the main model: attention, router and bias, shared and routed experts, norms.
-    let moe_layers = 58;
-    let layer = main.get("self_attn").unwrap().params() / 61
-        + main.get("mlp.gate").unwrap().params() / moe_layers
-        + main
-            .get("mlp.gate.e_score_correction_bias")
-            .unwrap()
-            .params()
-            / moe_layers
-        + main.get("mlp.shared_experts").unwrap().params() / moe_layers
-        + main.get("mlp.experts").unwrap().params() / moe_layers
-        + (main.get("norms").unwrap().params() - 7168) / 61;
     let (h, v) = (7168u64, 129_280u64);
+    let layer = moe_layer_params(&main, 61, 58, h);
     assert_eq!(mtp.params(), layer + 3 * h + 2 * h * h + 2 * v * h);
     assert_eq!(mtp.params(), 13_463_426_304);
     assert_eq!(
