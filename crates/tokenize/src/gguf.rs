@@ -133,21 +133,32 @@ impl Tokenizer {
         }
         let pre = pre_name(&spec["pre_tokenizer"])
             .ok_or_else(|| bad("pre_tokenizer", format!("{}", spec["pre_tokenizer"])))?;
-        let mut by_id: Vec<Option<(String, i32)>> = Vec::new();
-        let mut put = |id: u64, token: &str, kind: i32| {
-            let id = id as usize;
-            if by_id.len() <= id {
-                by_id.resize(id + 1, None);
-            }
-            by_id[id] = Some((token.to_string(), kind));
+        let vocab = model["vocab"].as_object();
+        let added_tokens = spec["added_tokens"].as_array();
+        // Ids without gaps are below the number of entries: a larger id is refused before it
+        // sizes anything.
+        let entries = vocab.map_or(0, |v| v.len()) + added_tokens.map_or(0, |a| a.len());
+        let mut by_id: Vec<Option<(String, i32)>> = vec![None; entries];
+        let mut put = |what: &str, id: u64, token: &str, kind: i32| -> Result<()> {
+            let slot = usize::try_from(id)
+                .ok()
+                .and_then(|i| by_id.get_mut(i))
+                .ok_or_else(|| {
+                    bad(
+                        what,
+                        format!("{token:?} has id {id}, past the {entries} entries: ids with gaps"),
+                    )
+                })?;
+            *slot = Some((token.to_string(), kind));
+            Ok(())
         };
-        for (token, id) in model["vocab"].as_object().into_iter().flatten() {
+        for (token, id) in vocab.into_iter().flatten() {
             let id = id
                 .as_u64()
                 .ok_or_else(|| bad("model.vocab", format!("{token:?}: {id}")))?;
-            put(id, token, NORMAL);
+            put("model.vocab", id, token, NORMAL)?;
         }
-        for added in spec["added_tokens"].as_array().into_iter().flatten() {
+        for added in added_tokens.into_iter().flatten() {
             let (Some(id), Some(content)) = (added["id"].as_u64(), added["content"].as_str())
             else {
                 return Err(bad("added_tokens", format!("{added}")));
@@ -157,7 +168,11 @@ impl Tokenizer {
             } else {
                 USER_DEFINED
             };
-            put(id, content, kind);
+            put("added_tokens", id, content, kind)?;
+        }
+        // Added tokens that are also in the vocabulary count once: trailing slots stay empty.
+        while by_id.last().is_some_and(Option::is_none) {
+            by_id.pop();
         }
         let mut tokens = Vec::with_capacity(by_id.len());
         let mut token_types = Vec::with_capacity(by_id.len());

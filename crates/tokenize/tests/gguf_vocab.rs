@@ -160,3 +160,20 @@ fn a_tokenizer_written_as_gguf_vocab_reads_back_the_same() {
         );
     }
 }
+
+/// A vocabulary whose ids have gaps cannot be a GGUF token list: refused naming the token and its
+/// id, which is checked against the number of entries before it sizes anything. (An id of 4·10⁹
+/// is refused the same way, but `tokenizers` itself takes 90 s to load such a vocabulary.)
+#[test]
+fn ids_with_gaps_are_refused_by_name() {
+    let mut spec: Value =
+        serde_json::from_str(&std::fs::read_to_string(testdata("tokenizer.json")).unwrap())
+            .unwrap();
+    spec["model"]["vocab"]["zzz-far"] = serde_json::json!(10_000_000u64);
+    let tok = Tokenizer::from_json_bytes(spec.to_string().as_bytes()).unwrap();
+    let err = tok.to_gguf_vocab().unwrap_err().to_string();
+    assert!(
+        err.contains("zzz-far") && err.contains("10000000"),
+        "{err}"
+    );
+}
