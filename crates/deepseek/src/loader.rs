@@ -503,21 +503,15 @@ impl Loader<'_> {
         }
         // Read as stored (the recipe applies to the halves), then split.
         let kv_b_proj = self.read_weight(&stacked, [n * (d + v), c])?;
-        let w = kv_b_proj.to_f32_vec(); // [n·(d+v), c]
+        let [k_b, v_b] =
+            KvB::split_stacked(&kv_b_proj, n, d, v).map_err(|e| block(prefix, e.into()))?;
         drop(kv_b_proj);
         if let Source::SafeTensors(store) = self.source {
             store.release(&stacked);
         }
-        let (mut k_b, mut v_b) = (Vec::with_capacity(n * c * d), Vec::with_capacity(n * v * c));
-        for head in w.chunks_exact((d + v) * c) {
-            for j in 0..c {
-                k_b.extend((0..d).map(|i| head[i * c + j]));
-            }
-            v_b.extend_from_slice(&head[d * c..]);
-        }
         Ok(KvB::Split {
-            k_b: self.place(&k_name, Weight::from_f32(k_b, n * c, d)?)?,
-            v_b: self.place(&v_name, Weight::from_f32(v_b, n * v, c)?)?,
+            k_b: self.place(&k_name, k_b)?,
+            v_b: self.place(&v_name, v_b)?,
         })
     }
 

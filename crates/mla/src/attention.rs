@@ -169,6 +169,39 @@ pub enum KvB {
     },
 }
 
+impl KvB {
+    /// llama.cpp's split of a stacked `kv_b_proj [n·(d+v), c]`, in f32 (the form a recipe then
+    /// quantizes half by half): `[k_b, v_b]` for [`KvB::Split`], `k_b [n·c, d]` each head's
+    /// `W_UKᵀ`, `v_b [n·v, c]` each head's `W_UV`.
+    ///
+    /// # Errors
+    /// A core [`Shape`](deepblocks_core::Error::Shape) error naming `kv_b_proj` when it does not
+    /// have `n·(d+v)` rows.
+    pub fn split_stacked(kv_b_proj: &Weight, n: usize, d: usize, v: usize) -> Result<[Weight; 2]> {
+        let c = kv_b_proj.cols();
+        let rows = n.checked_mul(d + v).ok_or(Error::TooLarge {
+            weight: "kv_b_proj",
+        })?;
+        if kv_b_proj.rows() != rows {
+            return Err(
+                deepblocks_core::Error::shape("kv_b_proj", &[rows, c], &kv_b_proj.shape()).into(),
+            );
+        }
+        let w = kv_b_proj.to_f32_vec(); // [n·(d+v), c]
+        let (mut k_b, mut v_b) = (Vec::with_capacity(n * c * d), Vec::with_capacity(n * v * c));
+        for head in w.chunks_exact((d + v) * c) {
+            for j in 0..c {
+                k_b.extend((0..d).map(|i| head[i * c + j]));
+            }
+            v_b.extend_from_slice(&head[d * c..]);
+        }
+        Ok([
+            Weight::from_f32(k_b, n * c, d)?,
+            Weight::from_f32(v_b, n * v, c)?,
+        ])
+    }
+}
+
 impl From<Weight> for KvB {
     /// The stacked `kv_b_proj`.
     fn from(kv_b_proj: Weight) -> Self {

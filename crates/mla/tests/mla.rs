@@ -4,7 +4,7 @@
 
 use deepblocks_core::linear_naive;
 use deepblocks_mla::{
-    AttentionPath, AttentionShape, DType, Error, KvUpProjection, Layout, Mla, MlaCache,
+    AttentionPath, AttentionShape, DType, Error, KvB, KvUpProjection, Layout, Mla, MlaCache,
     MlaCacheConfig, MlaConfig, MlaWeights, QProj, QProjConfig, RmsNorm, RmsNormConfig, RopeConfig,
     RopeScaling, RopeTable, Weight, YarnScaling, attention_absorbed, attention_naive,
     softmax_scale,
@@ -776,26 +776,15 @@ fn attention_reference(
     out
 }
 
-/// llama.cpp's split of a stacked `kv_b_proj [n·(d+v), c]`, in its dtype: `attn_k_b [n·c, d]`
-/// (each head's `W_UKᵀ`) and `attn_v_b [n·v, c]`.
-fn split_kv_b(kv_b: &Weight, n: usize, c: usize, d: usize, v: usize) -> (Weight, Weight) {
-    let w = kv_b.to_f32_vec();
-    let (mut k_b, mut v_b) = (Vec::new(), Vec::new());
-    for h in 0..n {
-        let head = &w[h * (d + v) * c..(h + 1) * (d + v) * c];
-        for j in 0..c {
-            k_b.extend((0..d).map(|i| head[i * c + j]));
-        }
-        v_b.extend_from_slice(&head[d * c..]);
-    }
+/// llama.cpp's split of a stacked `kv_b_proj [n·(d+v), c]`, in its dtype (`KvB::split_stacked`
+/// gives f32; bf16 values convert back exactly).
+fn split_kv_b(kv_b: &Weight, n: usize, d: usize, v: usize) -> (Weight, Weight) {
+    let [k_b, v_b] = KvB::split_stacked(kv_b, n, d, v).unwrap();
     let dtype = match kv_b.format() {
         deepblocks_core::WeightFormat::Float(dtype) => dtype,
         _ => DType::F32,
     };
-    (
-        Weight::from_f32(k_b, n * c, d).unwrap().to_dtype(dtype),
-        Weight::from_f32(v_b, n * v, c).unwrap().to_dtype(dtype),
-    )
+    (k_b.to_dtype(dtype), v_b.to_dtype(dtype))
 }
 
 /// The split's shapes are checked, each named.
@@ -839,7 +828,7 @@ proptest! {
         let kv_b = Weight::from_f32(values(n * (d + v) * c, seed + 3, 0.8), n * (d + v), c).unwrap();
         let kv_b = if bf16 { kv_b.to_dtype(DType::BF16) } else { kv_b };
         let want = attention_reference(&q, &c_kv, &k_pe, &kv_b, &shape);
-        let (k_b, v_b) = split_kv_b(&kv_b, n, c, d, v);
+        let (k_b, v_b) = split_kv_b(&kv_b, n, d, v);
         let stacked = KvUpProjection::new(kv_b.clone(), n, d, v).unwrap();
         let split = KvUpProjection::from_split(k_b, v_b, n, c, d, v).unwrap();
         for (form, up) in [("stacked", &stacked), ("split", &split)] {

@@ -172,8 +172,5 @@ fn ids_with_gaps_are_refused_by_name() {
     spec["model"]["vocab"]["zzz-far"] = serde_json::json!(10_000_000u64);
     let tok = Tokenizer::from_json_bytes(spec.to_string().as_bytes()).unwrap();
     let err = tok.to_gguf_vocab().unwrap_err().to_string();
-    assert!(
-        err.contains("zzz-far") && err.contains("10000000"),
-        "{err}"
-    );
+    assert!(err.contains("zzz-far") && err.contains("10000000"), "{err}");
 }
