@@ -82,6 +82,7 @@ fn decode(c: &mut Criterion) {
             kv_lora_rank: cl,
             qk_rope_head_dim: r,
             max_positions: max_pos,
+            dtype: DType::BF16,
         };
         let mut cache = MlaCache::with_capacity(sizes, cached + 1).expect("valid cache");
         cache

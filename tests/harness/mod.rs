@@ -60,7 +60,7 @@ pub fn config(data: &[u8]) {
         blocks::rope_config(arch)
             .validate()
             .expect("the rope block accepts a validated description");
-        blocks::cache_config(arch)
+        blocks::cache_config(arch, deepblocks::deepseek::DEFAULT_CACHE_DTYPE)
             .validate()
             .expect("the cache accepts a validated description");
         if let Some(moe) = arch.moe() {

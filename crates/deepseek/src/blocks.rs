@@ -13,6 +13,7 @@ use deepblocks_config::{
     Architecture, DeepSeekMoe, QueryProjection, RoutingRule, ScoringFunc, TopkSelection,
     WeightingRule,
 };
+use deepblocks_core::DType;
 use deepblocks_mla::{MlaCacheConfig, MlaConfig, QProjConfig};
 use deepblocks_moe::{MoeConfig, RouterConfig, Scoring, TopkMethod, Weighting};
 use deepblocks_norm::RmsNormConfig;
@@ -85,13 +86,14 @@ pub fn latent_norm_config(hidden: usize) -> RmsNormConfig {
     }
 }
 
-/// The latent cache's sizes.
-pub fn cache_config(arch: &Architecture) -> MlaCacheConfig {
+/// The latent cache's sizes, for latents kept in `dtype`.
+pub fn cache_config(arch: &Architecture, dtype: DType) -> MlaCacheConfig {
     MlaCacheConfig {
         num_layers: arch.num_hidden_layers,
         kv_lora_rank: arch.attention.kv_lora_rank,
         qk_rope_head_dim: arch.attention.qk_rope_head_dim,
         max_positions: arch.max_position_embeddings,
+        dtype,
     }
 }
 
@@ -166,7 +168,7 @@ mod tests {
             mla_config(&arch).unwrap().validate().unwrap();
             rope_config(&arch).validate().unwrap();
             norm_config(&arch, arch.hidden_size).validate().unwrap();
-            cache_config(&arch).validate().unwrap();
+            cache_config(&arch, DType::BF16).validate().unwrap();
             let moe = arch.moe().unwrap();
             router_config(moe, None).validate().unwrap();
             assert_eq!(

@@ -29,9 +29,9 @@
 //! `crates/deepseek/tests`).
 //!
 //! ```
-//! use deepblocks_deepseek::{Architecture, blocks};
+//! use deepblocks_deepseek::{Architecture, DType, blocks};
 //! let v2 = Architecture::deepseek_v2();
-//! assert_eq!(blocks::cache_config(&v2).values_per_token(), 576 * 60);
+//! assert_eq!(blocks::cache_config(&v2, DType::BF16).values_per_token(), 576 * 60);
 //! assert!((blocks::mla_config(&v2)?.softmax_scale - 0.114_721).abs() < 1e-6); // 192^-½ · mscale²
 //! assert!(!v2.is_moe_layer(0) && v2.is_moe_layer(1));
 //! # Ok::<(), deepblocks_deepseek::Error>(())
@@ -64,7 +64,10 @@ pub use recipe::{Choice, Recipe, Role};
 
 pub use deepblocks_config::Architecture;
 pub use deepblocks_core::Access;
+pub use deepblocks_core::DType;
 pub use deepblocks_embed::Positions;
-pub use deepblocks_mla::{AttentionPath, MlaCache, MlaCacheConfig};
+pub use deepblocks_mla::{
+    AttentionPath, DEFAULT_CACHE_DTYPE, MlaCache, MlaCacheConfig, cache_dtype,
+};
 pub use deepblocks_moe::Weighting;
 pub use deepblocks_sample::SamplingConfig;

@@ -36,7 +36,7 @@ use deepblocks_core::quant::BlockFormat;
 use deepblocks_core::quant::fp8::Fp8Block;
 use deepblocks_core::{Access, DType, SafeTensorsStore, Weight, WeightFormat};
 use deepblocks_embed::{Embedding, Embeddings, LmHead};
-use deepblocks_mla::{AttentionPath, KvB, Mla, MlaWeights, QProj};
+use deepblocks_mla::{AttentionPath, DEFAULT_CACHE_DTYPE, KvB, Mla, MlaWeights, QProj};
 use deepblocks_moe::{Experts, Mlp, Moe, SharedExperts, Weighting};
 use deepblocks_norm::RmsNorm;
 use deepblocks_rope::{RopeScaling, RopeTable};
@@ -62,7 +62,7 @@ pub struct LoadProgress {
 pub type ProgressFn = Arc<dyn Fn(LoadProgress) + Send + Sync>;
 
 /// How to load a model.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LoadOptions {
     /// Convert every matrix to this dtype instead of keeping the stored one (`Some(DType::F32)`
     /// widens a bf16 checkpoint: twice the memory, a copy instead of a memory map). `None` keeps
@@ -74,8 +74,13 @@ pub struct LoadOptions {
     /// `deepseek_v2`, which ignores `norm_topk_prob`.
     pub weighting: Option<Weighting>,
     /// The attention path for prompts of more than one token (decode steps always use the
-    /// absorbed path).
+    /// absorbed path). The default, [`AttentionPath::Auto`], takes whichever core costs fewer
+    /// multiply-adds for the call.
     pub prefill_attention: AttentionPath,
+    /// The element type of the latent caches [`Model::new_cache`] makes:
+    /// [`DEFAULT_CACHE_DTYPE`] (bf16) by default, half the bytes every decode step reads;
+    /// [`DType::F32`] keeps the latents exactly (reference runs, the golden tests).
+    pub cache_dtype: DType,
     /// Called after each decoder layer is built.
     pub progress: Option<ProgressFn>,
     /// Scan every weight once while loading and refuse the first that holds a NaN or an infinity
@@ -93,12 +98,28 @@ pub struct LoadOptions {
     pub access: Access,
 }
 
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            dtype: None,
+            weighting: None,
+            prefill_attention: AttentionPath::default(),
+            cache_dtype: DEFAULT_CACHE_DTYPE,
+            progress: None,
+            check_weights: false,
+            quant: None,
+            access: Access::default(),
+        }
+    }
+}
+
 impl fmt::Debug for LoadOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoadOptions")
             .field("dtype", &self.dtype)
             .field("weighting", &self.weighting)
             .field("prefill_attention", &self.prefill_attention)
+            .field("cache_dtype", &self.cache_dtype)
             .field("progress", &self.progress.as_ref().map(|_| "callback"))
             .field("check_weights", &self.check_weights)
             .field("quant", &self.quant)
@@ -273,13 +294,7 @@ impl Model {
             recipe: options.quant,
         };
         Ok(Model::from_blocks(
-            arch,
-            embeddings,
-            layers,
-            norm,
-            rope,
-            options.prefill_attention,
-            report,
+            arch, embeddings, layers, norm, rope, options, report,
         ))
     }
 }

@@ -7,7 +7,9 @@ use deepblocks_moe::{Mlp, Moe};
 use deepblocks_norm::RmsNorm;
 use deepblocks_rope::{RopeScaling, RopeTable};
 
-use crate::{Error, LoadReport, Result, blocks};
+use deepblocks_core::DType;
+
+use crate::{Error, LoadOptions, LoadReport, Result, blocks};
 
 /// The feed-forward block of a decoder layer, by [`Architecture::layer_kind`]: the dense MLP
 /// (of the first `first_k_dense_replace` layers in DeepSeek-V2) or DeepSeekMoE.
@@ -90,6 +92,7 @@ pub struct Model {
     pub(crate) norm: RmsNorm, // model.norm [h]
     rope: RopeTable,          // cos/sin [positions, r/2], shared by every layer
     prefill_attention: AttentionPath,
+    cache_dtype: DType, // what new_cache keeps the latents in
     report: LoadReport,
 }
 
@@ -100,7 +103,7 @@ impl Model {
         layers: Vec<DecoderLayer>,
         norm: RmsNorm,
         rope: RopeTable,
-        prefill_attention: AttentionPath,
+        options: &LoadOptions,
         report: LoadReport,
     ) -> Model {
         Model {
@@ -109,7 +112,8 @@ impl Model {
             layers,
             norm,
             rope,
-            prefill_attention,
+            prefill_attention: options.prefill_attention,
+            cache_dtype: options.cache_dtype,
             report,
         }
     }
@@ -150,13 +154,16 @@ impl Model {
                 .sum::<usize>()
     }
 
-    /// The sizes of this model's latent cache.
+    /// The sizes of this model's latent cache, in the element type it was loaded with
+    /// ([`LoadOptions::cache_dtype`]).
     pub fn cache_config(&self) -> MlaCacheConfig {
-        blocks::cache_config(&self.arch)
+        blocks::cache_config(&self.arch, self.cache_dtype)
     }
 
     /// An empty latent KV cache for this model, with room for `capacity` tokens before it
-    /// grows (capped at the context; it grows as used up to `max_position_embeddings`).
+    /// grows (capped at the context; it grows as used up to `max_position_embeddings`), in
+    /// [`LoadOptions::cache_dtype`] (a cache of another element type, made with
+    /// [`MlaCache::with_capacity`] from [`Model::cache_config`], serves as well).
     ///
     /// # Errors
     /// Never for a validated description; the cache's own checks otherwise.

@@ -259,7 +259,11 @@ fn a_converted_v3_file_routes_as_deepseek_v3() {
             topk_group: 2
         }
     );
-    let model = Model::load_gguf(&path, &LoadOptions::default()).unwrap();
+    let f32_cache = LoadOptions {
+        cache_dtype: deepblocks_deepseek::DType::F32,
+        ..LoadOptions::default()
+    };
+    let model = Model::load_gguf(&path, &f32_cache).unwrap();
     assert_eq!(model.load_report().tensors, file.tensors().len());
     let run = |ids: &[u32]| {
         let mut cache = model.new_cache(ids.len()).unwrap();

@@ -22,8 +22,14 @@ fn golden(variant: &str) -> (Vec<u32>, Golden) {
     (ids, g)
 }
 
+/// The options of the golden runs: the latent cache in f32, so the comparison with transformers
+/// measures the forward pass alone (the bf16 cache's own effect is stated by
+/// `a_bf16_cache_moves_the_golden_logits_within_its_bound`).
 fn quiet() -> LoadOptions {
-    LoadOptions::default()
+    LoadOptions {
+        cache_dtype: DType::F32,
+        ..LoadOptions::default()
+    }
 }
 
 /// Full-sequence logits for every position.
@@ -839,4 +845,50 @@ fn read_access_gives_the_same_model_without_the_map() {
     .unwrap();
     assert!(!model.embeddings().embed_tokens().weight().is_mapped());
     assert_close(&all_logits(&model, &ids), g.data("logits"), 1e-4, 0.0);
+}
+
+/// The default bf16 latent cache against transformers on every golden checkpoint whose logits
+/// are transformers' f32 computation: prefill on each attention path, and a 3-token prefill
+/// followed by decode steps through the cache. The cache rounds each latent to 8 mantissa bits
+/// once; the logits (of order 1) move by at most the bound below (docs/mla.md states it).
+#[test]
+fn a_bf16_cache_moves_the_golden_logits_within_its_bound() {
+    let mut worst = 0.0f32;
+    for variant in [
+        "a_lowrank_group_yarn",
+        "b_fullq_greedy",
+        "c_plain_tied_allmoe",
+        "d_bf16",
+        "e_sharded",
+        "h_dynamic_ntk",
+        "v3_groups_bias_mtp",
+        "glm_flash_vdim",
+        "k2_halfsplit_k1",
+    ] {
+        let (ids, g) = golden(variant);
+        let want = g.data("logits");
+        for path in [AttentionPath::Absorbed, AttentionPath::Naive] {
+            let options = LoadOptions {
+                prefill_attention: path,
+                ..LoadOptions::default()
+            };
+            let model = Model::load_with(dir(variant), &options).unwrap();
+            assert_eq!(model.new_cache(1).unwrap().dtype(), DType::BF16);
+            for (how, got) in [
+                ("prefill", all_logits(&model, &ids)),
+                ("decode", stepwise_logits(&model, &ids, 3)),
+            ] {
+                let r = close_report(&got, want, 0.0, 0.0);
+                eprintln!(
+                    "{variant} {path:?} {how}, bf16 cache: max |Δ| = {:e}",
+                    r.max_abs
+                );
+                worst = worst.max(r.max_abs);
+            }
+        }
+    }
+    eprintln!("bf16 cache, worst max |Δ| over the goldens: {worst:e}");
+    assert!(worst <= 1e-2, "{worst}");
+    // Not trivially equal: the rounding is seen (f32 caches stay within 1e-4).
+    assert!(worst > 1e-4, "{worst}");
 }

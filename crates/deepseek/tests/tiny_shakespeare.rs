@@ -2,7 +2,7 @@
 //! one transformers recorded when the model was trained (scripts/train_tiny.py), and text
 //! generation streams what the tokenizer decodes.
 
-use deepblocks_deepseek::{GenerateOptions, LoadOptions, Model, SamplingConfig};
+use deepblocks_deepseek::{DType, GenerateOptions, LoadOptions, Model, SamplingConfig};
 use deepblocks_testkit::{Golden, testdata_dir};
 use deepblocks_tokenize::Tokenizer;
 
@@ -10,8 +10,17 @@ fn model_dir() -> std::path::PathBuf {
     testdata_dir().join("../models/tiny-shakespeare")
 }
 
+/// The shipped model with its latent cache in `cache_dtype`.
+fn load_with_cache(cache_dtype: DType) -> Model {
+    let options = LoadOptions {
+        cache_dtype,
+        ..LoadOptions::default()
+    };
+    Model::load_with(model_dir(), &options).unwrap()
+}
+
 fn load() -> Model {
-    Model::load_with(model_dir(), &LoadOptions::default()).unwrap()
+    load_with_cache(DType::F32)
 }
 
 /// Mean next-token negative log-likelihood over the windows (`Model::perplexity`, the function
@@ -56,6 +65,26 @@ fn held_out_perplexity_equals_transformers() {
     );
     // A trained model, not a random one: a uniform guess over 4096 tokens would be 4096.
     assert!(ours < 200.0, "{ours}");
+}
+
+/// The default bf16 latent cache on the trained model: its held-out perplexity moves from
+/// transformers' (f32 everywhere) by less than the bound below (docs/mla.md states it).
+#[test]
+fn a_bf16_cache_keeps_the_held_out_perplexity() {
+    let g = Golden::load("tiny_shakespeare_ppl");
+    let (shape, tokens) = g.get("tokens");
+    let windows: Vec<Vec<u32>> = tokens
+        .chunks(shape[1])
+        .map(|w| w.iter().map(|&t| t as u32).collect())
+        .collect();
+    let model = load_with_cache(DType::BF16);
+    let ours = mean_nll(&model, &windows).exp();
+    let theirs: f64 = g.meta("perplexity");
+    let rel = (ours - theirs) / theirs;
+    eprintln!(
+        "held-out perplexity with a bf16 cache: {ours:.6} vs {theirs:.6}, relative {rel:+.2e}"
+    );
+    assert!(rel.abs() <= 1e-3, "{ours} vs {theirs} ({rel:e})");
 }
 
 #[test]

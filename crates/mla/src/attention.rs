@@ -2,16 +2,13 @@
 
 use std::sync::OnceLock;
 
-use deepblocks_core::{Weight, WeightFormat, exp_f32, linear, matmul, matmul_bt, softmax_rows};
+use deepblocks_core::{Weight, WeightFormat, linear, matmul_strided};
 use deepblocks_norm::RmsNorm;
 use deepblocks_rope::{CosSin, RopeTable};
 use rayon::prelude::*;
 
-use crate::{Error, LatentCache, Result};
-
-/// Budget for one block of attention scores, in f32 values: queries are processed in chunks so
-/// that `heads · chunk · cached ≤` this (16 MiB), whatever the prompt length.
-const SCORE_BUDGET: usize = 1 << 22;
+use crate::flash::{Blocking, FlashShape, Kv, Strided, flash_attention};
+use crate::{Error, LatentCache, LatentRows, Result};
 
 /// How the query is produced (`q_lora_rank` in the checkpoint config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,18 +206,49 @@ impl From<Weight> for KvB {
     }
 }
 
-/// Which attention core [`Mla::forward`] runs; both give the same result (to rounding).
+/// Which attention core [`Mla::forward`] runs; all give the same result (to rounding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttentionPath {
     /// [`attention_naive`]: expand every cached latent into per-head keys and values through
     /// `kv_b_proj`, then plain causal attention — transformers' computation, the reference. Cost
-    /// per cached token: `n·(d+v)·c` multiply-adds.
+    /// per (query, key) pair and head: `d + r + v` multiply-adds, after `n·(d+v)·c` per cached
+    /// token to expand it.
     Naive,
     /// [`attention_absorbed`]: fold `W_UK` into the query and `W_UV` into the output, so scores
     /// are taken against the cached latent directly and no per-head key or value is ever formed.
-    /// Cost per cached token: `2·n·(c+r)`, independent of `d` and `v`.
-    #[default]
+    /// Cost per (query, key) pair and head: `2c + r`, independent of `d` and `v`.
     Absorbed,
+    /// Whichever core is cheaper for the call ([`AttentionShape::costs`]): the absorbed one for
+    /// decode steps and short additions to a long cache, the naive one for prompts whose own
+    /// length repays expanding the cache.
+    #[default]
+    Auto,
+}
+
+impl AttentionPath {
+    /// The core this path runs for a call of `shape`: itself, or for [`AttentionPath::Auto`] the
+    /// cheaper one.
+    ///
+    /// ```
+    /// use deepblocks_mla::{AttentionPath, AttentionShape};
+    /// let lite = |t, s| AttentionShape { t, s, n: 16, d: 128, r: 64, v: 128, c: 512, softmax_scale: 0.07 };
+    /// assert_eq!(AttentionPath::Auto.resolve(&lite(1, 4096)), AttentionPath::Absorbed);
+    /// assert_eq!(AttentionPath::Auto.resolve(&lite(4096, 4096)), AttentionPath::Naive);
+    /// assert_eq!(AttentionPath::Absorbed.resolve(&lite(4096, 4096)), AttentionPath::Absorbed);
+    /// ```
+    pub fn resolve(self, shape: &AttentionShape) -> AttentionPath {
+        match self {
+            AttentionPath::Auto => {
+                let (naive, absorbed) = shape.costs();
+                if naive * NAIVE_COST_FACTOR < absorbed {
+                    AttentionPath::Naive
+                } else {
+                    AttentionPath::Absorbed
+                }
+            }
+            path => path,
+        }
+    }
 }
 
 /// The latent's up-projection in both forms the attention cores read: `kv_b_proj` (report
@@ -411,7 +439,7 @@ pub struct AttentionShape {
 
 impl AttentionShape {
     /// Checks the slices of a call against the sizes.
-    fn check(&self, out: &[f32], q: &[f32], c_kv: &[f32], k_pe: &[f32]) -> Result<()> {
+    fn check(&self, out: &[f32], q: &[f32], kv: LatentRows<'_>) -> Result<()> {
         let AttentionShape {
             t,
             s,
@@ -428,56 +456,151 @@ impl AttentionShape {
         let qk = d.checked_add(r).ok_or(Error::TooLarge {
             weight: "a query head [d + r]",
         })?;
-        for (what, len, shape) in [
-            ("out", out.len(), [t, n, v]),
-            ("q", q.len(), [t, n, qk]),
-            ("c_kv", c_kv.len(), [s, c, 1]),
-            ("k_pe", k_pe.len(), [s, r, 1]),
-        ] {
+        for (what, len, shape) in [("out", out.len(), [t, n, v]), ("q", q.len(), [t, n, qk])] {
             let want = shape.iter().try_fold(1usize, |a, &x| a.checked_mul(x));
             if want != Some(len) {
                 return Err(deepblocks_core::Error::length(what, &shape, len).into());
             }
         }
+        let width = c.checked_add(r).ok_or(Error::TooLarge {
+            weight: "a latent row [c + r]",
+        })?;
+        if s.checked_mul(width) != Some(kv.len()) {
+            return Err(Error::LatentRows {
+                len: kv.len(),
+                s,
+                width,
+            });
+        }
         Ok(())
     }
 
-    /// Queries per chunk so that one score block stays within [`SCORE_BUDGET`].
-    fn chunk(&self) -> usize {
-        (SCORE_BUDGET / self.n.saturating_mul(self.s).max(1)).clamp(1, self.t.max(1))
+    /// `(naive, absorbed)`: the multiply-adds of each core for this call. Both score every
+    /// visible (query, key) pair of every head — `pairs = t·(s − t) + t·(t + 1)/2` — the naive
+    /// core over `d + r` features and `v` values after expanding all `s` latents through
+    /// `kv_b_proj` (`s·n·(d + v)·c`), the absorbed core over `c + r` features and `c` values
+    /// after folding `W_UK` into the queries and before `W_UV` (`t·n·(d + v)·c`).
+    ///
+    /// ```
+    /// use deepblocks_mla::AttentionShape;
+    /// // DeepSeek-V2-Lite, one decode step after 4,095 tokens: absorbing is over 100× cheaper.
+    /// let step = AttentionShape { t: 1, s: 4096, n: 16, d: 128, r: 64, v: 128, c: 512, softmax_scale: 0.07 };
+    /// let (naive, absorbed) = step.costs();
+    /// assert_eq!(naive, (4096u64 * 16 * 256 * 512 + 4096 * 16 * 320) as f64);
+    /// assert!(naive > 100.0 * absorbed);
+    /// ```
+    pub fn costs(&self) -> (f64, f64) {
+        let AttentionShape {
+            t,
+            s,
+            n,
+            d,
+            r,
+            v,
+            c,
+            ..
+        } = *self;
+        let [t, s, n, d, r, v, c] = [t, s, n, d, r, v, c].map(|x| x as f64);
+        let pairs = t * (s - t) + t * (t + 1.0) / 2.0;
+        let naive = s * n * (d + v) * c + pairs * n * (d + r + v);
+        let absorbed = t * n * (d + v) * c + pairs * n * (2.0 * c + r);
+        (naive, absorbed)
     }
 }
 
+/// How much slower per multiply-add the naive core runs than the absorbed one on the bench
+/// shapes (its expansion is an sgemm, its attention has `d + r` and `v` wide products instead of
+/// `c + r` and `c`); [`AttentionPath::Auto`] takes the naive core only when its count times
+/// this is below the absorbed core's. Measured in `docs/mla.md` ("Which core, when").
+const NAIVE_COST_FACTOR: f64 = 1.0;
+
 /// The naive attention core (report eq. 10, 11, 16–18; DeepSeek's `model.py` with
-/// `attn_impl = "naive"`): every cached latent is expanded, `[k^C | v^C]_j = kv_b_proj(c_j)`,
-/// then per head
+/// `attn_impl = "naive"`): every cached latent is expanded, `[k^C_h | v^C_h]_j = W_h c_j` (head
+/// `h`'s rows of `kv_b_proj`, one head at a time), then per head
 ///
 /// ```text
 /// scores[i, j] = scale · ([q^C_i; q^R_i] · [k^C_j; k^R_j])        j ≤ s − t + i
 /// out[i]       = Σ_j softmax_j(scores[i, ·]) v^C_j
 /// ```
 ///
-/// `out[t, n, v]`, `q[t, n, d + r]` (RoPE part rotated), the caller's latent cache
-/// `c_kv[s, c]`, `k_pe[s, r]` (rotated).
+/// computed blocked with an online softmax (never more than a block of scores at once).
+/// `out[t, n, v]`, `q[t, n, d + r]` (RoPE part rotated), the caller's latent cache `kv[s, c + r]`
+/// (per token `c_KV` then the rotated `k_pe`, in any element type).
 ///
 /// # Errors
-/// A core length error naming the slice that does not match `shape`;
-/// [`Error::QueriesPastCache`] when `t > s`.
+/// A core length error naming `out` or `q` when it does not match `shape`;
+/// [`Error::LatentRows`] when `kv` is not `s·(c + r)` long; [`Error::QueriesPastCache`] when
+/// `t > s`; a shape error naming `kv_b_proj` when `kv_up` is for other sizes.
 pub fn attention_naive(
     out: &mut [f32],
     q: &[f32],
-    c_kv: &[f32],
-    k_pe: &[f32],
+    kv: LatentRows<'_>,
     kv_up: &KvUpProjection,
     shape: &AttentionShape,
 ) -> Result<()> {
-    check_kernel(out, q, c_kv, k_pe, kv_up, shape)?;
-    let AttentionShape { s, n, d, v, .. } = *shape;
-    let mut kv = vec![0.0f32; s * n * (d + v)]; // [s, n, d + v]
-    linear(&mut kv, c_kv, kv_up.kv_b_proj(), s);
-    for_query_chunks(out, q, shape, |o, qc, tc, p0| {
-        naive_chunk(o, qc, tc, p0, &kv, k_pe, shape)
-    });
+    check_kernel(out, q, kv, kv_up, shape)?;
+    let AttentionShape {
+        t,
+        s,
+        n,
+        c,
+        d,
+        r,
+        v,
+        ..
+    } = *shape;
+    let c_kv = kv.columns_f32(c + r, 0, c); // [s, c]
+    let k_pe = kv.columns_f32(c + r, c, r); // [s, r]
+    let flash = FlashShape {
+        t,
+        g: 1,
+        s,
+        dk: d + r,
+        dv: v,
+        scale: shape.softmax_scale,
+    };
+    let mut kv_h = vec![0.0f32; s * (d + v)]; // [s, d + v]: head h's keys (no RoPE) and values
+    let mut q_h = vec![0.0f32; t * (d + r)]; // [t, d + r]
+    let mut o_h = vec![0.0f32; t * v]; // [t, v]
+    for head in 0..n {
+        let w_h = kv_up
+            .kv_b_proj()
+            .slice_rows(head * (d + v)..(head + 1) * (d + v));
+        linear(&mut kv_h, &c_kv, &w_h, s);
+        for i in 0..t {
+            let src = (i * n + head) * (d + r);
+            q_h[i * (d + r)..(i + 1) * (d + r)].copy_from_slice(&q[src..src + d + r]);
+        }
+        let keys = Kv::Split {
+            k1: Strided {
+                data: &kv_h,
+                stride: d + v,
+                width: d,
+            },
+            k2: Strided {
+                data: &k_pe,
+                stride: r,
+                width: r,
+            },
+            v: Strided {
+                data: &kv_h[d..],
+                stride: d + v,
+                width: v,
+            },
+        };
+        flash_attention(
+            &mut o_h,
+            &q_h,
+            keys,
+            &flash,
+            Blocking::default_for_threads(),
+            matmul_strided,
+        );
+        for i in 0..t {
+            out[(i * n + head) * v..(i * n + head + 1) * v]
+                .copy_from_slice(&o_h[i * v..(i + 1) * v]);
+        }
+    }
     Ok(())
 }
 
@@ -491,121 +614,30 @@ pub fn attention_naive(
 /// out[i, h]    = W_UV_h o_lat[i, h]                                        [v]
 /// ```
 ///
-/// so the cache is read as it is, once for all heads. Arguments as [`attention_naive`].
+/// so the cache is read as it is, once for all heads: the scores are `[q_lat | q^R]` against the
+/// cached rows `[c_KV | k_pe]`, and the mix sums their first `c` columns. Blocked with an online
+/// softmax; in a decode step the cached positions are split in chunks across threads
+/// (flash-decoding). Arguments and errors as [`attention_naive`].
 ///
 /// # Errors
 /// As [`attention_naive`].
 pub fn attention_absorbed(
     out: &mut [f32],
     q: &[f32],
-    c_kv: &[f32],
-    k_pe: &[f32],
+    kv: LatentRows<'_>,
     kv_up: &KvUpProjection,
     shape: &AttentionShape,
 ) -> Result<()> {
-    check_kernel(out, q, c_kv, k_pe, kv_up, shape)?;
-    for_query_chunks(out, q, shape, |o, qc, tc, p0| {
-        absorbed_chunk(o, qc, tc, p0, c_kv, k_pe, kv_up, shape)
-    });
-    Ok(())
-}
-
-fn check_kernel(
-    out: &[f32],
-    q: &[f32],
-    c_kv: &[f32],
-    k_pe: &[f32],
-    kv_up: &KvUpProjection,
-    shape: &AttentionShape,
-) -> Result<()> {
-    shape.check(out, q, c_kv, k_pe)?;
-    let want = [shape.n, shape.c, shape.d, shape.v];
-    let have = [kv_up.n, kv_up.c, kv_up.d, kv_up.v];
-    if have != want {
-        return Err(deepblocks_core::Error::shape("kv_b_proj [n, c, d, v]", &want, &have).into());
-    }
-    Ok(())
-}
-
-/// Runs `f(out_chunk, q_chunk, tc, p0)` over chunks of queries, `p0` the position of a chunk's
-/// first query.
-fn for_query_chunks(
-    out: &mut [f32],
-    q: &[f32],
-    shape: &AttentionShape,
-    mut f: impl FnMut(&mut [f32], &[f32], usize, usize),
-) {
+    check_kernel(out, q, kv, kv_up, shape)?;
     let AttentionShape {
-        t, s, n, d, r, v, ..
-    } = *shape;
-    let chunk = shape.chunk();
-    let mut i0 = 0;
-    while i0 < t {
-        let tc = chunk.min(t - i0);
-        f(
-            &mut out[i0 * n * v..(i0 + tc) * n * v],
-            &q[i0 * n * (d + r)..(i0 + tc) * n * (d + r)],
-            tc,
-            s - t + i0,
-        );
-        i0 += tc;
-    }
-}
-
-/// [`attention_naive`] for `t` queries at positions `p0..p0+t`: per head, keys `[k^C_h | k_pe]`
-/// and values `v_h` from the expanded cache `kv[s, n, d + v]`.
-fn naive_chunk(
-    out: &mut [f32], // [t, n, v]
-    q: &[f32],       // [t, n, d + r]
-    t: usize,
-    p0: usize,
-    kv: &[f32],   // [s, n, d + v]
-    k_pe: &[f32], // [s, r]
-    shape: &AttentionShape,
-) {
-    let AttentionShape { s, n, d, r, v, .. } = *shape;
-    let heads: Vec<Vec<f32>> = (0..n)
-        .into_par_iter()
-        .map(|head| {
-            let mut key = vec![0.0f32; s * (d + r)]; // [s, d + r]
-            let mut val = vec![0.0f32; s * v]; // [s, v]
-            for j in 0..s {
-                let row = &kv[(j * n + head) * (d + v)..(j * n + head + 1) * (d + v)];
-                key[j * (d + r)..j * (d + r) + d].copy_from_slice(&row[..d]);
-                key[j * (d + r) + d..(j + 1) * (d + r)].copy_from_slice(&k_pe[j * r..(j + 1) * r]);
-                val[j * v..(j + 1) * v].copy_from_slice(&row[d..]);
-            }
-            let mut qh = vec![0.0f32; t * (d + r)]; // [t, d + r]
-            for i in 0..t {
-                qh[i * (d + r)..(i + 1) * (d + r)]
-                    .copy_from_slice(&q[(i * n + head) * (d + r)..(i * n + head + 1) * (d + r)]);
-            }
-            let mut scores = vec![0.0f32; t * s]; // [t, s]
-            matmul_bt(&mut scores, &qh, &key, t, d + r, s);
-            scale_mask_softmax(&mut scores, t, s, p0, shape.softmax_scale);
-            let mut o = vec![0.0f32; t * v]; // [t, v]
-            matmul(&mut o, &scores, &val, t, s, v);
-            o
-        })
-        .collect();
-    scatter_heads(out, &heads, t, n, v);
-}
-
-/// [`attention_absorbed`] for `t` queries at positions `p0..p0+t`. Rows are head-major
-/// (`head·t + i`) so each head's block is contiguous.
-#[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
-fn absorbed_chunk(
-    out: &mut [f32], // [t, n, v]
-    q: &[f32],       // [t, n, d + r]
-    t: usize,
-    p0: usize,
-    c_kv: &[f32], // [s, c]
-    k_pe: &[f32], // [s, r]
-    kv_up: &KvUpProjection,
-    shape: &AttentionShape,
-) {
-    let AttentionShape {
-        s, n, c, d, r, v, ..
+        t,
+        s,
+        n,
+        c,
+        d,
+        r,
+        v,
+        ..
     } = *shape;
     // Per head: q_lat[t, c] = q_nope[t, d] · W_UK_h (W_UKᵀ stored as [c, d]).
     let q_lat: Vec<Vec<f32>> = (0..n)
@@ -621,208 +653,70 @@ fn absorbed_chunk(
             ql
         })
         .collect();
-    let rows = n * t;
-    let mut x_lat = Vec::with_capacity(rows * c); // [n·t, c]
-    for ql in &q_lat {
-        x_lat.extend_from_slice(ql);
-    }
-    let mut x_pe = vec![0.0f32; rows * r]; // [n·t, r]
-    for head in 0..n {
-        for i in 0..t {
+    // The queries against the cached rows: x[t, n, c + r] = [q_lat | q^R].
+    let mut x = vec![0.0f32; t * n * (c + r)];
+    for i in 0..t {
+        for (head, ql) in q_lat.iter().enumerate() {
+            let row = &mut x[(i * n + head) * (c + r)..(i * n + head + 1) * (c + r)];
+            row[..c].copy_from_slice(&ql[i * c..(i + 1) * c]);
             let src = (i * n + head) * (d + r) + d;
-            x_pe[(head * t + i) * r..(head * t + i + 1) * r].copy_from_slice(&q[src..src + r]);
+            row[c..].copy_from_slice(&q[src..src + r]);
         }
     }
-    // o_lat[n·t, c] = softmax(scale · (x_lat · c_KVᵀ + x_pe · k_peᵀ)) · c_KV, over blocks of
-    // cached positions in parallel; the cache is read once for all heads.
-    let mut o_lat = vec![0.0f32; rows * c];
-    let lat = LatentShape {
-        rows,
+    // o_lat[t, n, c] = softmax(scale · x · kvᵀ) · c_KV, the n heads of a position as n rows.
+    let mut o_lat = vec![0.0f32; t * n * c];
+    let flash = FlashShape {
         t,
+        g: n,
         s,
-        c,
-        r,
-        p0,
+        dk: c + r,
+        dv: c,
         scale: shape.softmax_scale,
     };
-    latent_attention_blocked(&mut o_lat, &x_lat, &x_pe, c_kv, k_pe, &lat, KEY_BLOCK);
+    flash_attention(
+        &mut o_lat,
+        &x,
+        Kv::Latent(kv),
+        &flash,
+        Blocking::default_for_threads(),
+        matmul_strided,
+    );
     // Per head: o[t, v] = o_lat_h[t, c] · W_UV_hᵀ.
     let heads: Vec<Vec<f32>> = (0..n)
         .into_par_iter()
         .map(|head| {
+            let mut lat = vec![0.0f32; t * c];
+            for i in 0..t {
+                let src = (i * n + head) * c;
+                lat[i * c..(i + 1) * c].copy_from_slice(&o_lat[src..src + c]);
+            }
             let mut o = vec![0.0f32; t * v];
-            linear(
-                &mut o,
-                &o_lat[head * t * c..(head + 1) * t * c],
-                &kv_up.w_uv[head],
-                t,
-            );
+            linear(&mut o, &lat, &kv_up.w_uv[head], t);
             o
         })
         .collect();
-    scatter_heads(out, &heads, t, n, v);
-}
-
-/// Cached positions per block of [`latent_attention_blocked`]: the block's scores and partial
-/// output for 16 heads stay in L2 (16 × 512 × 4 bytes each), and 4,096 cached tokens make 8
-/// blocks for the threads to share.
-const KEY_BLOCK: usize = 512;
-
-/// The sizes of the latent attention at the heart of the absorbed core: `rows = n·t` query rows
-/// (head-major: row `head·t + i` is query `i`, at position `p0 + i`), `s` cached positions of a
-/// `c`-wide latent and an `r`-wide RoPE key.
-#[derive(Debug, Clone, Copy)]
-struct LatentShape {
-    rows: usize,
-    t: usize,
-    s: usize,
-    c: usize,
-    r: usize,
-    p0: usize,
-    scale: f32,
-}
-
-/// `o[rows, c] = softmax(scale · (x_lat · c_KVᵀ + x_pe · k_peᵀ)) · c_KV` with query `i` blind to
-/// the positions after `p0 + i`: the scores of each query row over all `s` positions at once,
-/// then the weighted sum. The reference for [`latent_attention_blocked`].
-fn latent_attention_whole(
-    o: &mut [f32], // [rows, c]
-    x_lat: &[f32], // [rows, c]
-    x_pe: &[f32],  // [rows, r]
-    c_kv: &[f32],  // [s, c]
-    k_pe: &[f32],  // [s, r]
-    lat: &LatentShape,
-) {
-    let LatentShape {
-        rows,
-        t,
-        s,
-        c,
-        r,
-        p0,
-        scale,
-    } = *lat;
-    let mut scores = vec![0.0f32; rows * s];
-    let mut rope_scores = vec![0.0f32; rows * s];
-    matmul_bt(&mut scores, x_lat, c_kv, rows, c, s);
-    matmul_bt(&mut rope_scores, x_pe, k_pe, rows, r, s);
-    for (a, b) in scores.iter_mut().zip(&rope_scores) {
-        *a += b;
-    }
-    for block in scores.chunks_exact_mut(t * s) {
-        scale_mask_softmax(block, t, s, p0, scale);
-    }
-    matmul(o, &scores, c_kv, rows, s, c);
-}
-
-/// [`latent_attention_whole`] in blocks of `kb` cached positions, computed in parallel
-/// (flash-decoding): each block's scores, their row maxima `m_b`, sums `l_b = Σ exp(x − m_b)` and
-/// partial output `o_b = exp(x − m_b) · c_KV_b`; then per row, with `m = max m_b`,
-/// `o = Σ_b e^(m_b − m) o_b / Σ_b e^(m_b − m) l_b`. A block a row cannot see (all its positions
-/// after the row's) adds nothing.
-fn latent_attention_blocked(
-    o: &mut [f32], // [rows, c]
-    x_lat: &[f32], // [rows, c]
-    x_pe: &[f32],  // [rows, r]
-    c_kv: &[f32],  // [s, c]
-    k_pe: &[f32],  // [s, r]
-    lat: &LatentShape,
-    kb: usize,
-) {
-    let LatentShape {
-        rows,
-        t,
-        s,
-        c,
-        r,
-        p0,
-        scale,
-    } = *lat;
-    if s <= kb {
-        return latent_attention_whole(o, x_lat, x_pe, c_kv, k_pe, lat);
-    }
-    // Per block: (row maxima, row sums, partial output [rows, c]).
-    let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..s.div_ceil(kb))
-        .into_par_iter()
-        .map(|b| {
-            let (j0, j1) = (b * kb, (b * kb + kb).min(s));
-            let w = j1 - j0;
-            let mut x = vec![0.0f32; rows * w]; // [rows, w]
-            let mut xr = vec![0.0f32; rows * w];
-            matmul_bt(&mut x, x_lat, &c_kv[j0 * c..j1 * c], rows, c, w);
-            matmul_bt(&mut xr, x_pe, &k_pe[j0 * r..j1 * r], rows, r, w);
-            let (mut m, mut l) = (vec![f32::NEG_INFINITY; rows], vec![0.0f32; rows]);
-            for (row, (xs, xrs)) in x.chunks_exact_mut(w).zip(xr.chunks_exact(w)).enumerate() {
-                // Row `head·t + i` sees positions ≤ p0 + i.
-                let visible = (p0 + row % t + 1).clamp(j0, j1) - j0;
-                for (a, b) in xs[..visible].iter_mut().zip(&xrs[..visible]) {
-                    *a = scale * (*a + b);
-                }
-                let mx = xs[..visible]
-                    .iter()
-                    .copied()
-                    .fold(f32::NEG_INFINITY, f32::max);
-                if visible > 0 {
-                    let mut sum = 0.0f32;
-                    for a in &mut xs[..visible] {
-                        *a = exp_f32(*a - mx);
-                        sum += *a;
-                    }
-                    m[row] = mx;
-                    l[row] = sum;
-                }
-                xs[visible..].fill(0.0);
-            }
-            let mut ob = vec![0.0f32; rows * c];
-            matmul(&mut ob, &x, &c_kv[j0 * c..j1 * c], rows, w, c);
-            (m, l, ob)
-        })
-        .collect();
-    for row in 0..rows {
-        let m = parts
-            .iter()
-            .map(|p| p.0[row])
-            .fold(f32::NEG_INFINITY, f32::max);
-        let out = &mut o[row * c..(row + 1) * c];
-        out.fill(0.0);
-        let mut l = 0.0f32;
-        for (mb, lb, ob) in &parts {
-            if mb[row] == f32::NEG_INFINITY {
-                continue;
-            }
-            let f = exp_f32(mb[row] - m);
-            l += f * lb[row];
-            for (a, b) in out.iter_mut().zip(&ob[row * c..(row + 1) * c]) {
-                *a += f * b;
-            }
-        }
-        let inv = 1.0 / l;
-        for a in out.iter_mut() {
-            *a *= inv;
-        }
-    }
-}
-
-/// `scores[t, s] ← softmax(scale · scores)` with query `i` (position `p0 + i`) blind to keys
-/// after it.
-fn scale_mask_softmax(scores: &mut [f32], t: usize, s: usize, p0: usize, scale: f32) {
-    for (i, row) in scores.chunks_exact_mut(s).enumerate() {
-        let visible = (p0 + i + 1).min(s);
-        for x in &mut row[..visible] {
-            *x *= scale;
-        }
-        row[visible..].fill(f32::NEG_INFINITY);
-    }
-    softmax_rows(scores, t, s);
-}
-
-/// `out[i, head, :] = heads[head][i, :]`.
-fn scatter_heads(out: &mut [f32], heads: &[Vec<f32>], t: usize, n: usize, v: usize) {
     for (head, o) in heads.iter().enumerate() {
         for i in 0..t {
             out[(i * n + head) * v..(i * n + head + 1) * v].copy_from_slice(&o[i * v..(i + 1) * v]);
         }
     }
+    Ok(())
+}
+
+fn check_kernel(
+    out: &[f32],
+    q: &[f32],
+    kv: LatentRows<'_>,
+    kv_up: &KvUpProjection,
+    shape: &AttentionShape,
+) -> Result<()> {
+    shape.check(out, q, kv)?;
+    let want = [shape.n, shape.c, shape.d, shape.v];
+    let have = [kv_up.n, kv_up.c, kv_up.d, kv_up.v];
+    if have != want {
+        return Err(deepblocks_core::Error::shape("kv_b_proj [n, c, d, v]", &want, &have).into());
+    }
+    Ok(())
 }
 
 /// `wᵀ` in `w`'s dtype (a copy, made once at load time). Narrowing values that were widened from
@@ -1057,11 +951,11 @@ impl Mla {
             softmax_scale: cfg.softmax_scale,
         };
         let mut o = vec![0.0f32; t * n * v]; // [t, n, v]
-        let core = match path {
+        let core = match path.resolve(&shape) {
             AttentionPath::Naive => attention_naive,
-            AttentionPath::Absorbed => attention_absorbed,
+            _ => attention_absorbed,
         };
-        core(&mut o, &q, cache.c_kv(), cache.k_pe(), &self.kv_up, &shape)?;
+        core(&mut o, &q, cache.rows(), &self.kv_up, &shape)?;
 
         // (19): u[t, h] = o_proj(o[t, n·v]).
         linear(out, &o, &self.o_proj, t);
@@ -1173,53 +1067,11 @@ mod tests {
             softmax_scale: 1.0,
         };
         let err = shape
-            .check(&[0.0; 3], &[0.0; 9], &[0.0; 2], &[0.0; 4])
+            .check(&[0.0; 3], &[0.0; 9], LatentRows::F32(&[0.0; 6]))
             .unwrap_err();
         assert!(
             matches!(err, Error::QueriesPastCache { t: 3, s: 2 }),
             "{err}"
         );
-    }
-
-    fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                    ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
-                ((h >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
-            })
-            .collect()
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
-
-        /// The blocked latent attention equals the whole-row one for every block size: blocks
-        /// of one position, blocks that split the visible range, a last partial block, blocks
-        /// a query cannot see at all (prefill chunks whose early queries see few positions),
-        /// caches of one position.
-        #[test]
-        fn blocked_latent_attention_equals_the_whole(
-            seed in 0u64..10_000,
-            n in 1usize..4,
-            t in 1usize..5,
-            extra in 0usize..20,
-            kb in 1usize..9,
-            (c, r) in (1usize..12, 1usize..5),
-        ) {
-            let s = t + extra;
-            let lat = LatentShape { rows: n * t, t, s, c, r, p0: s - t, scale: 0.7 };
-            let x_lat = values(n * t * c, seed, 1.5);
-            let x_pe = values(n * t * r, seed + 1, 1.5);
-            let c_kv = values(s * c, seed + 2, 1.0);
-            let k_pe = values(s * r, seed + 3, 1.0);
-            let mut want = vec![f32::NAN; n * t * c];
-            latent_attention_whole(&mut want, &x_lat, &x_pe, &c_kv, &k_pe, &lat);
-            let mut got = vec![f32::NAN; n * t * c];
-            latent_attention_blocked(&mut got, &x_lat, &x_pe, &c_kv, &k_pe, &lat, kb);
-            for (g, w) in got.iter().zip(&want) {
-                proptest::prop_assert!((g - w).abs() <= 1e-5 + 1e-5 * w.abs(), "{} vs {}", g, w);
-            }
-        }
     }
 }

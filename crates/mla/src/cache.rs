@@ -1,15 +1,46 @@
 //! The latent KV cache: per layer and per token only the normalised latent `c_KV` (`c` values) and
-//! the rotated shared key `k_pe` (`r` values) — never per-head keys or values.
+//! the rotated shared key `k_pe` (`r` values) — never per-head keys or values — kept side by side
+//! as one row `[c_KV | k_pe]` of `c + r` elements, in f32, bf16 or f16.
+
+use deepblocks_core::half::{bf16, f16};
+use deepblocks_core::{DType, Element};
 
 use crate::{Error, Result};
 
-/// The sizes of a model's latent KV cache.
+/// The element type a cache keeps by default: bf16, half the bytes of f32 for every step to read
+/// (the latent is rounded once, when it is appended; `docs/mla.md` states what that does to the
+/// logits). [`DType::F32`] keeps the latents exactly, for reference runs.
+pub const DEFAULT_CACHE_DTYPE: DType = DType::BF16;
+
+/// The cache element type named `name` (`f32`, `bf16` or `f16`, any case), as a command line
+/// gives it.
 ///
 /// ```
-/// use deepblocks_mla::MlaCacheConfig;
-/// // DeepSeek-V2: 60 layers of c 512 + r 64 per token, 163,840 positions.
-/// let v2 = MlaCacheConfig { num_layers: 60, kv_lora_rank: 512, qk_rope_head_dim: 64, max_positions: 163_840 };
+/// use deepblocks_mla::{DType, cache_dtype};
+/// assert_eq!(cache_dtype("bf16")?, DType::BF16);
+/// assert!(cache_dtype("q8_0").unwrap_err().to_string().contains("q8_0"));
+/// # Ok::<(), deepblocks_mla::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::CacheDType`] naming a type the cache cannot hold.
+pub fn cache_dtype(name: &str) -> Result<DType> {
+    DType::from_name(name).ok_or_else(|| Error::CacheDType {
+        name: name.to_string(),
+    })
+}
+
+/// The sizes of a model's latent KV cache, and the element type it keeps.
+///
+/// ```
+/// use deepblocks_mla::{DType, MlaCacheConfig};
+/// // DeepSeek-V2: 60 layers of c 512 + r 64 per token, 163,840 positions, bf16.
+/// let v2 = MlaCacheConfig {
+///     num_layers: 60, kv_lora_rank: 512, qk_rope_head_dim: 64, max_positions: 163_840,
+///     dtype: DType::BF16,
+/// };
 /// assert_eq!(v2.values_per_token(), 34_560);
+/// assert_eq!(v2.bytes_per_token(), 69_120);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MlaCacheConfig {
@@ -21,6 +52,9 @@ pub struct MlaCacheConfig {
     pub qk_rope_head_dim: usize,
     /// The most tokens the cache may hold (`max_position_embeddings`).
     pub max_positions: usize,
+    /// The element type of the cached rows ([`DEFAULT_CACHE_DTYPE`] for models). Any of the
+    /// three serves any model: the attention widens a block of rows to f32 as it reads them.
+    pub dtype: DType,
 }
 
 impl MlaCacheConfig {
@@ -32,12 +66,18 @@ impl MlaCacheConfig {
             .saturating_mul(self.num_layers)
     }
 
+    /// `(c + r) · l · size_of(dtype)`: bytes one token leaves in the whole cache (saturating).
+    pub fn bytes_per_token(&self) -> usize {
+        self.values_per_token()
+            .saturating_mul(self.dtype.size_bytes())
+    }
+
     /// Checks the sizes.
     ///
     /// # Errors
     /// [`Error::ZeroDim`] naming `kv_lora_rank` or `qk_rope_head_dim` when 0;
-    /// [`Error::TooLarge`] when a full layer (`max_positions · (c + r)` f32) does not fit in
-    /// memory addresses.
+    /// [`Error::TooLarge`] when a full layer (`max_positions · (c + r)` elements) does not fit
+    /// in memory addresses.
     pub fn validate(&self) -> Result<()> {
         if self.kv_lora_rank == 0 {
             return Err(Error::ZeroDim {
@@ -60,27 +100,172 @@ impl MlaCacheConfig {
     }
 }
 
-/// One layer's latent cache.
+/// Cached rows `[len, c + r]` (`c_KV` then `k_pe` per token) in one of the element types, as the
+/// attention cores read them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LatentRows<'a> {
+    /// f32 rows.
+    F32(&'a [f32]),
+    /// bf16 rows.
+    BF16(&'a [bf16]),
+    /// f16 rows.
+    F16(&'a [f16]),
+}
+
+impl<'a> LatentRows<'a> {
+    /// Elements (rows × `c + r`).
+    pub fn len(&self) -> usize {
+        match self {
+            LatentRows::F32(x) => x.len(),
+            LatentRows::BF16(x) => x.len(),
+            LatentRows::F16(x) => x.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match self {
+            LatentRows::F32(_) => DType::F32,
+            LatentRows::BF16(_) => DType::BF16,
+            LatentRows::F16(_) => DType::F16,
+        }
+    }
+
+    /// `out[i] = self[start + i]` widened to f32, for `out.len()` elements.
+    ///
+    /// # Panics
+    /// If `start + out.len()` passes the end (an internal invariant of the callers).
+    pub fn widen_into(&self, out: &mut [f32], start: usize) {
+        let end = start + out.len();
+        match self {
+            LatentRows::F32(x) => out.copy_from_slice(&x[start..end]),
+            LatentRows::BF16(x) => widen_bf16(out, &x[start..end]),
+            LatentRows::F16(x) => widen(out, &x[start..end]),
+        }
+    }
+
+    /// The columns `col..col + width` of every `row_width`-wide row, widened to f32:
+    /// `[rows, width]` (e.g. `c_KV` alone, for the naive core).
+    pub fn columns_f32(&self, row_width: usize, col: usize, width: usize) -> Vec<f32> {
+        let rows = self.len().checked_div(row_width).unwrap_or(0);
+        let mut out = vec![0.0f32; rows * width];
+        for (j, o) in out.chunks_exact_mut(width.max(1)).enumerate().take(rows) {
+            self.widen_into(o, j * row_width + col);
+        }
+        out
+    }
+}
+
+/// `out = x` widened (bf16 is an f32's top half: a shift, which compilers vectorise).
+fn widen_bf16(out: &mut [f32], x: &[bf16]) {
+    for (o, v) in out.iter_mut().zip(x) {
+        *o = f32::from_bits((v.to_bits() as u32) << 16);
+    }
+}
+
+fn widen<T: Element>(out: &mut [f32], x: &[T]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = v.to_f32();
+    }
+}
+
+/// A layer's rows in their element type.
+#[derive(Debug, Clone)]
+enum Rows {
+    F32(Vec<f32>),
+    BF16(Vec<bf16>),
+    F16(Vec<f16>),
+}
+
+/// Runs `$body` with `$v` bound to the vector of whichever element type `$rows` holds.
+macro_rules! with_rows {
+    ($rows:expr, $v:ident => $body:expr) => {
+        match $rows {
+            Rows::F32($v) => $body,
+            Rows::BF16($v) => $body,
+            Rows::F16($v) => $body,
+        }
+    };
+}
+
+impl Rows {
+    fn new(dtype: DType) -> Rows {
+        match dtype {
+            DType::F32 => Rows::F32(Vec::new()),
+            DType::BF16 => Rows::BF16(Vec::new()),
+            DType::F16 => Rows::F16(Vec::new()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        with_rows!(self, v => v.len())
+    }
+
+    fn capacity(&self) -> usize {
+        with_rows!(self, v => v.capacity())
+    }
+
+    fn try_reserve_exact(&mut self, more: usize) -> std::result::Result<(), ()> {
+        with_rows!(self, v => v.try_reserve_exact(more).map_err(|_| ()))
+    }
+
+    fn truncate(&mut self, len: usize) {
+        with_rows!(self, v => v.truncate(len))
+    }
+
+    /// Appends the rows `[c_kv_i | k_pe_i]` of `c_kv[t, c]` and `k_pe[t, r]`, narrowing to the element type (round to nearest
+    /// even).
+    /// `c, r ≥ 1` ([`MlaCacheConfig::validate`]).
+    fn push(&mut self, c_kv: &[f32], k_pe: &[f32], c: usize, r: usize) {
+        fn push<T: Element>(v: &mut Vec<T>, c_kv: &[f32], k_pe: &[f32], c: usize, r: usize) {
+            for (ck, kp) in c_kv.chunks_exact(c).zip(k_pe.chunks_exact(r)) {
+                v.extend(ck.iter().chain(kp).map(|&x| T::from_f32(x)));
+            }
+        }
+        with_rows!(self, v => push(v, c_kv, k_pe, c, r))
+    }
+
+    fn view(&self) -> LatentRows<'_> {
+        match self {
+            Rows::F32(v) => LatentRows::F32(v),
+            Rows::BF16(v) => LatentRows::BF16(v),
+            Rows::F16(v) => LatentRows::F16(v),
+        }
+    }
+}
+
+/// One layer's latent cache: rows `[len, c + r]`, each the normalised latent `c_KV` (`c` values,
+/// `kv_a_layernorm` applied) then the shared RoPE key `k_pe` (`r` values, rotated at its
+/// position), in the cache's element type.
 #[derive(Debug, Clone)]
 pub struct LatentCache {
     c: usize,
     r: usize,
     max_positions: usize,
-    c_kv: Vec<f32>, // [len, c], normalised latents (kv_a_layernorm applied)
-    k_pe: Vec<f32>, // [len, r], shared rope keys, already rotated at their positions
+    rows: Rows, // [len, c + r]
 }
 
 impl LatentCache {
-    /// An empty layer cache for `c`-wide latents and `r`-wide rope keys, with room for
-    /// `capacity` tokens (a hint, capped at `max_positions`) before it reallocates, refusing to
-    /// grow past `max_positions` tokens. The sizes were validated by [`MlaCacheConfig`].
-    pub(crate) fn new(c: usize, r: usize, capacity: usize, max_positions: usize) -> Result<Self> {
+    /// An empty layer cache for `c`-wide latents and `r`-wide rope keys in `dtype`, with room
+    /// for `capacity` tokens (a hint, capped at `max_positions`) before it reallocates, refusing
+    /// to grow past `max_positions` tokens. The sizes were validated by [`MlaCacheConfig`].
+    pub(crate) fn new(
+        c: usize,
+        r: usize,
+        dtype: DType,
+        capacity: usize,
+        max_positions: usize,
+    ) -> Result<Self> {
         let mut cache = LatentCache {
             c,
             r,
             max_positions,
-            c_kv: Vec::new(),
-            k_pe: Vec::new(),
+            rows: Rows::new(dtype),
         };
         cache.reserve_tokens(capacity.min(max_positions))?;
         Ok(cache)
@@ -89,26 +274,24 @@ impl LatentCache {
     /// Reserves room for `tokens` tokens in all (`tokens ≤ max_positions`, so the sizes fit:
     /// [`MlaCacheConfig::validate`]).
     fn reserve_tokens(&mut self, tokens: usize) -> Result<()> {
-        let alloc = |_| Error::CacheAlloc {
-            tokens,
-            bytes: tokens * (self.c + self.r) * std::mem::size_of::<f32>(),
-        };
-        self.c_kv
-            .try_reserve_exact(tokens * self.c - self.c_kv.len())
-            .map_err(alloc)?;
-        self.k_pe
-            .try_reserve_exact(tokens * self.r - self.k_pe.len())
-            .map_err(alloc)
+        let width = self.c + self.r;
+        let more = (tokens * width).saturating_sub(self.rows.len());
+        self.rows
+            .try_reserve_exact(more)
+            .map_err(|()| Error::CacheAlloc {
+                tokens,
+                bytes: tokens * width * self.dtype().size_bytes(),
+            })
     }
 
     /// Tokens cached.
     pub fn len(&self) -> usize {
-        self.k_pe.len().checked_div(self.r).unwrap_or(0)
+        self.rows.len() / (self.c + self.r)
     }
 
     /// Whether no token is cached.
     pub fn is_empty(&self) -> bool {
-        self.k_pe.is_empty()
+        self.rows.len() == 0
     }
 
     /// `(c, r)`: the widths of a cached latent and rope key.
@@ -116,14 +299,25 @@ impl LatentCache {
         (self.c, self.r)
     }
 
-    /// The cached latents `c_kv[len, c]`.
-    pub fn c_kv(&self) -> &[f32] {
-        &self.c_kv
+    /// The element type of the cached rows.
+    pub fn dtype(&self) -> DType {
+        self.rows.view().dtype()
     }
 
-    /// The cached rotated rope keys `k_pe[len, r]`.
-    pub fn k_pe(&self) -> &[f32] {
-        &self.k_pe
+    /// The cached rows `[len, c + r]` (`c_KV` then `k_pe` per token), as the attention cores
+    /// take them.
+    pub fn rows(&self) -> LatentRows<'_> {
+        self.rows.view()
+    }
+
+    /// The cached latents `c_kv[len, c]`, widened to f32 (a copy).
+    pub fn c_kv_f32(&self) -> Vec<f32> {
+        self.rows().columns_f32(self.c + self.r, 0, self.c)
+    }
+
+    /// The cached rotated rope keys `k_pe[len, r]`, widened to f32 (a copy).
+    pub fn k_pe_f32(&self) -> Vec<f32> {
+        self.rows().columns_f32(self.c + self.r, self.c, self.r)
     }
 
     /// Checks that `adding` more tokens fit under `max_positions`.
@@ -141,7 +335,8 @@ impl LatentCache {
         Ok(())
     }
 
-    /// Appends `t` tokens: `c_kv[t, c]` and `k_pe[t, r]`.
+    /// Appends `t` tokens: `c_kv[t, c]` and `k_pe[t, r]`, narrowed to the cache's element type
+    /// (rounding to nearest even).
     ///
     /// # Errors
     /// [`Error::Core`] ([`deepblocks_core::Error::Length`]) naming `c_kv` or `k_pe` when the
@@ -156,15 +351,14 @@ impl LatentCache {
         }
         self.check_room(t)?;
         self.grow_for(t)?;
-        self.c_kv.extend_from_slice(c_kv);
-        self.k_pe.extend_from_slice(k_pe);
+        self.rows.push(c_kv, k_pe, self.c, self.r);
         Ok(())
     }
 
     /// Makes room for `t` more tokens: at least doubling the capacity, never past
     /// `max_positions` (the caller checked that `len + t` fits).
     fn grow_for(&mut self, t: usize) -> Result<()> {
-        let (len, cap) = (self.len(), self.k_pe.capacity() / self.r.max(1));
+        let (len, cap) = (self.len(), self.rows.capacity() / (self.c + self.r));
         if len + t <= cap {
             return Ok(());
         }
@@ -182,37 +376,41 @@ impl LatentCache {
                 to: len,
             });
         }
-        self.c_kv.truncate(len * self.c);
-        self.k_pe.truncate(len * self.r);
+        self.rows.truncate(len * (self.c + self.r));
         Ok(())
     }
 
-    /// Bytes held by the cached tokens: `len · (c + r) · 4`.
+    /// Bytes held by the cached tokens: `len · (c + r) · size_of(dtype)`.
     pub fn bytes(&self) -> usize {
-        (self.c_kv.len() + self.k_pe.len()) * std::mem::size_of::<f32>()
+        self.rows.len() * self.dtype().size_bytes()
     }
 
     /// Bytes reserved (capacity, not length).
     pub fn capacity_bytes(&self) -> usize {
-        (self.c_kv.capacity() + self.k_pe.capacity()) * std::mem::size_of::<f32>()
+        self.rows.capacity() * self.dtype().size_bytes()
     }
 }
 
 /// The latent KV cache of a whole model: one [`LatentCache`] per layer.
 ///
-/// Per token it holds `(kv_lora_rank + qk_rope_head_dim) · layers` f32 values — 576 · 60 for
-/// DeepSeek-V2 — against `2 · heads · head_dim · layers` for multi-head attention. It grows as
-/// it is used (no reservation beyond what [`MlaCache::with_capacity`] asks for).
+/// Per token it holds `(kv_lora_rank + qk_rope_head_dim) · layers` values — 576 · 60 for
+/// DeepSeek-V2 — against `2 · heads · head_dim · layers` for multi-head attention, in the
+/// config's element type (bf16 by default: 2 bytes each). It grows as it is used (no
+/// reservation beyond what [`MlaCache::with_capacity`] asks for).
 ///
 /// ```
-/// use deepblocks_mla::{MlaCache, MlaCacheConfig};
-/// let config = MlaCacheConfig { num_layers: 2, kv_lora_rank: 512, qk_rope_head_dim: 64, max_positions: 4096 };
+/// use deepblocks_mla::{DType, MlaCache, MlaCacheConfig};
+/// let config = MlaCacheConfig {
+///     num_layers: 2, kv_lora_rank: 512, qk_rope_head_dim: 64, max_positions: 4096,
+///     dtype: DType::BF16,
+/// };
 /// let mut cache = MlaCache::new(config)?;
 /// for l in 0..2 {
-///     cache.layer_mut(l)?.append(&vec![0.0; 3 * 512], &vec![0.0; 3 * 64], 3)?;
+///     cache.layer_mut(l)?.append(&vec![0.5; 3 * 512], &vec![0.25; 3 * 64], 3)?;
 /// }
 /// assert_eq!(cache.len(), 3);
-/// assert_eq!(cache.bytes(), 3 * (512 + 64) * 2 * 4);
+/// assert_eq!(cache.bytes(), 3 * (512 + 64) * 2 * 2);
+/// assert_eq!(cache.layer(1)?.k_pe_f32()[..2], [0.25, 0.25]);
 /// cache.truncate(1)?;
 /// assert_eq!(cache.len(), 1);
 /// # Ok::<(), deepblocks_mla::Error>(())
@@ -244,7 +442,7 @@ impl MlaCache {
         Ok(MlaCache {
             config,
             layers: (0..config.num_layers)
-                .map(|_| LatentCache::new(c, r, capacity, config.max_positions))
+                .map(|_| LatentCache::new(c, r, config.dtype, capacity, config.max_positions))
                 .collect::<Result<_>>()?,
         })
     }
@@ -254,7 +452,13 @@ impl MlaCache {
         &self.config
     }
 
-    /// Checks that the cache was made for `expected`'s sizes.
+    /// The element type of its rows.
+    pub fn dtype(&self) -> DType {
+        self.config.dtype
+    }
+
+    /// Checks that the cache was made for `expected`'s sizes (its element type may differ:
+    /// every type serves every model).
     ///
     /// # Errors
     /// [`Error::CacheMismatch`] naming the first size that differs.
@@ -373,8 +577,7 @@ impl MlaCache {
     pub fn rollback(&mut self, len: usize) {
         for l in &mut self.layers {
             if l.len() > len {
-                l.c_kv.truncate(len * l.c);
-                l.k_pe.truncate(len * l.r);
+                l.rows.truncate(len * (l.c + l.r));
             }
         }
     }
@@ -382,12 +585,12 @@ impl MlaCache {
     /// Empties every layer, keeping the allocation.
     pub fn clear(&mut self) {
         for l in &mut self.layers {
-            l.c_kv.clear();
-            l.k_pe.clear();
+            l.rows.truncate(0);
         }
     }
 
-    /// Bytes held by the cached tokens over all layers: `len · (c + r) · layers · 4`.
+    /// Bytes held by the cached tokens over all layers: `len · (c + r) · layers ·
+    /// size_of(dtype)`.
     pub fn bytes(&self) -> usize {
         self.layers.iter().map(LatentCache::bytes).sum()
     }

@@ -128,6 +128,22 @@ pub enum Error {
         /// The model's.
         expected: usize,
     },
+    /// A cache element type that is not one the cache can hold.
+    #[error("KV cache dtype {name:?} is not supported: use f32, bf16 or f16")]
+    CacheDType {
+        /// The name given.
+        name: String,
+    },
+    /// The cached rows handed to an attention core are not `s · (c + r)` elements.
+    #[error("the latent rows hold {len} elements, not s·(c + r) = {s}·{width}")]
+    LatentRows {
+        /// Elements given.
+        len: usize,
+        /// Cached tokens `s` of the call.
+        s: usize,
+        /// `c + r`.
+        width: usize,
+    },
     /// `truncate` was asked to grow the cache.
     #[error("cannot truncate a KV cache of {len} tokens to {to}: truncation only shortens")]
     TruncateBeyond {

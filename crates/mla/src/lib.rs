@@ -31,7 +31,7 @@
 //!
 //! ```
 //! use deepblocks_mla::{
-//!     AttentionPath, Layout, Mla, MlaCache, MlaCacheConfig, MlaConfig, MlaWeights, QProj,
+//!     AttentionPath, DType, Layout, Mla, MlaCache, MlaCacheConfig, MlaConfig, MlaWeights, QProj,
 //!     QProjConfig, RmsNorm, RmsNormConfig, RopeConfig, RopeTable, Weight,
 //! };
 //!
@@ -57,7 +57,9 @@
 //! let x: Vec<f32> = (0..3 * h).map(|i| (i as f32 * 0.37).sin()).collect();
 //!
 //! // Two caches, one per path: three tokens of prefill each.
-//! let sizes = MlaCacheConfig { num_layers: 1, kv_lora_rank: c, qk_rope_head_dim: r, max_positions: 64 };
+//! let sizes = MlaCacheConfig {
+//!     num_layers: 1, kv_lora_rank: c, qk_rope_head_dim: r, max_positions: 64, dtype: DType::F32,
+//! };
 //! let (mut naive_cache, mut absorbed_cache) = (MlaCache::new(sizes)?, MlaCache::new(sizes)?);
 //! let (mut a, mut b) = (vec![0.0; 3 * h], vec![0.0; 3 * h]);
 //! mla.forward(&mut a, &x, 3, naive_cache.layer_mut(0)?, &rope, AttentionPath::Naive)?;
@@ -76,12 +78,15 @@
 mod attention;
 mod cache;
 mod error;
+mod flash;
 
 pub use attention::{
     AttentionPath, AttentionShape, KvB, KvUpProjection, Mla, MlaConfig, MlaWeights, QProj,
     QProjConfig, attention_absorbed, attention_naive,
 };
-pub use cache::{LatentCache, MlaCache, MlaCacheConfig};
+pub use cache::{
+    DEFAULT_CACHE_DTYPE, LatentCache, LatentRows, MlaCache, MlaCacheConfig, cache_dtype,
+};
 pub use error::{Error, Result};
 
 /// What one layer needs from the other blocks: the weight type, the latent norms, the rotary

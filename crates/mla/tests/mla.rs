@@ -2,11 +2,12 @@
 //! plain RoPE, YaRN with a cos/sin factor ≠ 1), naive = absorbed, prefill = step-by-step decode,
 //! rollback, cache size, and bad input.
 
+use deepblocks_core::half;
 use deepblocks_core::linear_naive;
 use deepblocks_mla::{
-    AttentionPath, AttentionShape, DType, Error, KvB, KvUpProjection, Layout, Mla, MlaCache,
-    MlaCacheConfig, MlaConfig, MlaWeights, QProj, QProjConfig, RmsNorm, RmsNormConfig, RopeConfig,
-    RopeScaling, RopeTable, Weight, YarnScaling, attention_absorbed, attention_naive,
+    AttentionPath, AttentionShape, DType, Error, KvB, KvUpProjection, LatentRows, Layout, Mla,
+    MlaCache, MlaCacheConfig, MlaConfig, MlaWeights, QProj, QProjConfig, RmsNorm, RmsNormConfig,
+    RopeConfig, RopeScaling, RopeTable, Weight, YarnScaling, attention_absorbed, attention_naive,
     softmax_scale,
 };
 use deepblocks_testkit::{Golden, assert_close, close_report};
@@ -127,6 +128,7 @@ fn cache_config(mla: &Mla, layers: usize, max_pos: usize) -> MlaCacheConfig {
         kv_lora_rank: c.kv_lora_rank,
         qk_rope_head_dim: c.qk_rope_head_dim,
         max_positions: max_pos,
+        dtype: DType::F32,
     }
 }
 
@@ -388,7 +390,7 @@ proptest! {
             prop_assert_eq!(r.violations, 0, "{:?}: {}", path, r);
             // The cached keys agree too (to rounding: a 5-token projection takes the GEMM path,
             // a 1-token one the GEMV path, which sum in different orders).
-            let r = close_report(cache2.layer(0).unwrap().k_pe(), cache.layer(0).unwrap().k_pe(), 1e-6, 1e-6);
+            let r = close_report(&cache2.layer(0).unwrap().k_pe_f32(), &cache.layer(0).unwrap().k_pe_f32(), 1e-6, 1e-6);
             prop_assert_eq!(r.violations, 0, "k_pe: {}", r);
         }
     }
@@ -806,11 +808,33 @@ fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
         .collect()
 }
 
+/// `[c_kv_j | k_pe_j]` rows `[s, c + r]`, as the cache keeps them.
+fn latent_rows(c_kv: &[f32], k_pe: &[f32], s: usize) -> Vec<f32> {
+    let (c, r) = (c_kv.len() / s, k_pe.len() / s);
+    (0..s)
+        .flat_map(|j| {
+            c_kv[j * c..(j + 1) * c]
+                .iter()
+                .chain(&k_pe[j * r..(j + 1) * r])
+        })
+        .copied()
+        .collect()
+}
+
+type Core = fn(
+    &mut [f32],
+    &[f32],
+    LatentRows<'_>,
+    &KvUpProjection,
+    &AttentionShape,
+) -> deepblocks_mla::Result<()>;
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     /// Both cores over the same caller-owned latent cache equal the textbook reference: prefill
-    /// (`t = s`), decode (`t = 1`), a cache of one token, partly cached prompts, f32 and bf16.
+    /// (`t = s`), decode (`t = 1`), a cache of one token, partly cached prompts; f32 and bf16
+    /// `kv_b_proj`; a cache in f32, bf16 and f16 (the reference reads the same rounded values).
     #[test]
     fn attention_cores_equal_the_reference(
         seed in 0u64..10_000,
@@ -818,13 +842,25 @@ proptest! {
         (d, r, v, c) in (1usize..6, 1usize..4, 1usize..6, 1usize..9),
         (s, back) in (1usize..12, 0usize..12),
         bf16 in any::<bool>(),
+        cache_dtype in prop_oneof![Just(DType::F32), Just(DType::BF16), Just(DType::F16)],
     ) {
         let r = 2 * r;
         let t = s - back.min(s - 1);
         let shape = AttentionShape { t, s, n, d, r, v, c, softmax_scale: ((d + r) as f32).powf(-0.5) };
         let q = values(t * n * (d + r), seed, 1.5);
-        let c_kv = values(s * c, seed + 1, 1.0);
-        let k_pe = values(s * r, seed + 2, 1.0);
+        let rows = latent_rows(&values(s * c, seed + 1, 1.0), &values(s * r, seed + 2, 1.0), s);
+        // The cache's element type, and the f32 values it holds.
+        let (rows_bf16, rows_f16): (Vec<half::bf16>, Vec<half::f16>) = (
+            rows.iter().map(|&x| half::bf16::from_f32(x)).collect(),
+            rows.iter().map(|&x| half::f16::from_f32(x)).collect(),
+        );
+        let (kv, held): (LatentRows<'_>, Vec<f32>) = match cache_dtype {
+            DType::F32 => (LatentRows::F32(&rows), rows.clone()),
+            DType::BF16 => (LatentRows::BF16(&rows_bf16), rows_bf16.iter().map(|x| x.to_f32()).collect()),
+            DType::F16 => (LatentRows::F16(&rows_f16), rows_f16.iter().map(|x| x.to_f32()).collect()),
+        };
+        let c_kv: Vec<f32> = (0..s).flat_map(|j| held[j * (c + r)..j * (c + r) + c].to_vec()).collect();
+        let k_pe: Vec<f32> = (0..s).flat_map(|j| held[j * (c + r) + c..(j + 1) * (c + r)].to_vec()).collect();
         let kv_b = Weight::from_f32(values(n * (d + v) * c, seed + 3, 0.8), n * (d + v), c).unwrap();
         let kv_b = if bf16 { kv_b.to_dtype(DType::BF16) } else { kv_b };
         let want = attention_reference(&q, &c_kv, &k_pe, &kv_b, &shape);
@@ -832,14 +868,11 @@ proptest! {
         let stacked = KvUpProjection::new(kv_b.clone(), n, d, v).unwrap();
         let split = KvUpProjection::from_split(k_b, v_b, n, c, d, v).unwrap();
         for (form, up) in [("stacked", &stacked), ("split", &split)] {
-            for (name, core) in [
-                ("naive", attention_naive as fn(&mut [f32], &[f32], &[f32], &[f32], &KvUpProjection, &AttentionShape) -> deepblocks_mla::Result<()>),
-                ("absorbed", attention_absorbed),
-            ] {
+            for (name, core) in [("naive", attention_naive as Core), ("absorbed", attention_absorbed)] {
                 let mut got = vec![f32::NAN; t * n * v];
-                core(&mut got, &q, &c_kv, &k_pe, up, &shape).unwrap();
+                core(&mut got, &q, kv, up, &shape).unwrap();
                 let rep = close_report(&got, &want, 2e-5, 1e-4);
-                prop_assert_eq!(rep.violations, 0, "{} {} t{} s{}: {}", form, name, t, s, rep);
+                prop_assert_eq!(rep.violations, 0, "{} {} {:?} t{} s{}: {}", form, name, cache_dtype, t, s, rep);
             }
         }
         // The split's kv_b_proj, built for the naive core, is the stacked weight again.
@@ -861,14 +894,47 @@ fn attention_cores_check_their_slices() {
     };
     let up = KvUpProjection::new(Weight::from_f32(vec![0.1; 12], 4, 3).unwrap(), 1, 2, 2).unwrap();
     let mut out = vec![0.0; 4];
-    let err =
-        attention_absorbed(&mut out, &[0.0; 8], &[0.0; 8], &[0.0; 6], &up, &shape).unwrap_err();
+    // Rows for 3 tokens of c + r = 5 are 15 elements; 14 is refused, naming the sizes.
+    let err = attention_absorbed(
+        &mut out,
+        &[0.0; 8],
+        LatentRows::F32(&[0.0; 14]),
+        &up,
+        &shape,
+    )
+    .unwrap_err();
     assert!(
-        matches!(&err, Error::Core(deepblocks_core::Error::Length { what, .. }) if what == "c_kv"),
+        matches!(
+            err,
+            Error::LatentRows {
+                len: 14,
+                s: 3,
+                width: 5
+            }
+        ),
+        "{err}"
+    );
+    let err = attention_naive(
+        &mut out,
+        &[0.0; 7],
+        LatentRows::F32(&[0.0; 15]),
+        &up,
+        &shape,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::Core(deepblocks_core::Error::Length { what, .. }) if what == "q"),
         "{err}"
     );
     let wrong = AttentionShape { c: 4, ..shape };
-    let err = attention_naive(&mut out, &[0.0; 8], &[0.0; 12], &[0.0; 6], &up, &wrong).unwrap_err();
+    let err = attention_naive(
+        &mut out,
+        &[0.0; 8],
+        LatentRows::F32(&[0.0; 18]),
+        &up,
+        &wrong,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("kv_b_proj"), "{err}");
     let err =
         KvUpProjection::new(Weight::from_f32(vec![0.1; 9], 3, 3).unwrap(), 1, 2, 2).unwrap_err();
@@ -935,8 +1001,8 @@ fn cached_latents_are_the_normalised_latent_and_the_rotated_key() {
             Layout::Interleaved,
         );
         let layer = cache.layer(0).unwrap();
-        assert_close(layer.c_kv(), &want_c, 1e-5, 1e-5);
-        assert_close(layer.k_pe(), &want_k, 1e-5, 1e-5);
+        assert_close(&layer.c_kv_f32(), &want_c, 1e-5, 1e-5);
+        assert_close(&layer.k_pe_f32(), &want_k, 1e-5, 1e-5);
     }
 }
 
@@ -978,6 +1044,7 @@ fn cache_appends_of_the_wrong_length_name_the_slice() {
         kv_lora_rank: 4,
         qk_rope_head_dim: 2,
         max_positions: 8,
+        dtype: DType::F32,
     };
     let mut cache = MlaCache::new(config).unwrap();
     let layer = cache.layer_mut(0).unwrap();
@@ -998,6 +1065,7 @@ fn a_full_context_message_survives_absurd_counts() {
         kv_lora_rank: 4,
         qk_rope_head_dim: 2,
         max_positions: 8,
+        dtype: DType::F32,
     };
     let cache = MlaCache::new(config).unwrap();
     let err = cache.check_room(usize::MAX).unwrap_err();
@@ -1016,6 +1084,7 @@ fn a_cache_too_large_to_reserve_is_an_error() {
         kv_lora_rank: 512,
         qk_rope_head_dim: 64,
         max_positions: usize::MAX / 4 / 576,
+        dtype: DType::F32,
     };
     config.validate().unwrap();
     let err = MlaCache::with_capacity(config, usize::MAX).unwrap_err();
@@ -1032,6 +1101,7 @@ fn uneven_layers_are_reported() {
         kv_lora_rank: 4,
         qk_rope_head_dim: 2,
         max_positions: 8,
+        dtype: DType::F32,
     };
     let mut cache = MlaCache::new(config).unwrap();
     cache.check_even().unwrap();

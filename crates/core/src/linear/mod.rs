@@ -25,7 +25,10 @@ mod avx2;
 pub(crate) mod gemm;
 mod gemv;
 mod portable;
+mod strided;
 mod tiled;
+
+pub use strided::{matmul_strided, matmul_strided_naive, matmul_strided_portable};
 
 use std::sync::OnceLock;
 

@@ -1,0 +1,503 @@
+//! Blocked causal attention with an online softmax (flash attention; flash-decoding when the
+//! cached positions are split across threads): both attention cores run on it.
+//!
+//! Query rows come in groups of `g` per position (`g = n` heads sharing the latent for the
+//! absorbed core; `g = 1`, one head at a time, for the naive core): row `i·g + h` is query `i`,
+//! at position `p0 + i` (`p0 = s − t`), and sees keys `0..=p0 + i`. For a block of rows and a
+//! block of `kb` keys the kernel computes
+//!
+//! ```text
+//! S[j, r]   = scale · q_r · k_j                 (keys × rows; −∞ where key j is after row r)
+//! m'_r      = max(m_r, max_j S[j, r])
+//! α_r       = e^(m_r − m'_r);  l_r ← α_r l_r + Σ_j e^(S[j, r] − m'_r)
+//! Oᵀ[·, r]  ← α_r Oᵀ[·, r] + Σ_j e^(S[j, r] − m'_r) v_j
+//! ```
+//!
+//! and after the last block `o_r = Oᵀ[·, r] / l_r`. Nothing larger than `[kb, rows]` scores is
+//! ever formed, whatever `t` and `s`. The two products are
+//! [`matmul_strided`](deepblocks_core::matmul_strided) with the rows along
+//! the contiguous axis, so the softmax's steps run across rows eight lanes at a time. A latent
+//! cache in bf16 or f16 is widened to f32 one key block at a time.
+//!
+//! Work is split into tasks of (a block of rows, a chunk of keys): a prompt gives many row
+//! blocks, each over all its keys; a decode step gives one row block, its keys split into
+//! chunks. Chunks of one row block are combined with `e^(m_chunk − m)` weights.
+
+use deepblocks_core::{exp_f32, exp_inplace};
+use rayon::prelude::*;
+
+use crate::LatentRows;
+
+/// The product the kernel runs its two matrix products with (the dispatching kernel, or one
+/// implementation for tests): the signature of [`deepblocks_core::matmul_strided`].
+pub(crate) type Gemm = fn(&mut [f32], &[f32], usize, usize, &[f32], usize, usize, usize, bool);
+
+/// The sizes of one call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FlashShape {
+    /// Query positions `t`.
+    pub t: usize,
+    /// Query rows per position `g`.
+    pub g: usize,
+    /// Key positions `s ≥ t`; query `i` is at position `s − t + i`.
+    pub s: usize,
+    /// Key (and query) width.
+    pub dk: usize,
+    /// Value width.
+    pub dv: usize,
+    /// The factor on `q·k`.
+    pub scale: f32,
+}
+
+/// `width` columns of each row of a row-major matrix whose rows are `stride` apart.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Strided<'a> {
+    pub data: &'a [f32],
+    pub stride: usize,
+    pub width: usize,
+}
+
+/// Where the keys and values come from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kv<'a> {
+    /// The latent rows `[s, dk]`: the key is the whole row, the value its first `dv` columns.
+    Latent(LatentRows<'a>),
+    /// f32 keys in two column parts (`k1.width + k2.width = dk`) and separate values.
+    Split {
+        k1: Strided<'a>,
+        k2: Strided<'a>,
+        v: Strided<'a>,
+    },
+}
+
+/// How the work is cut.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Blocking {
+    /// Query rows per task, about (a whole position's `g` rows at least).
+    pub rows: usize,
+    /// Keys per block.
+    pub kb: usize,
+    /// The fewest keys in a chunk of a split key range.
+    pub min_chunk: usize,
+    /// Tasks to aim for (a few per thread, for balance).
+    pub tasks: usize,
+}
+
+impl Blocking {
+    /// Measured on the bench shapes (`cargo bench --bench mla`): 64 rows, blocks of 64 keys,
+    /// chunks of at least 256 keys, four tasks per thread.
+    pub fn default_for_threads() -> Blocking {
+        Blocking {
+            rows: 64,
+            kb: 64,
+            min_chunk: 256,
+            tasks: 4 * rayon::current_num_threads(),
+        }
+    }
+}
+
+/// One task's running state: per row (padded to `rp`) the maximum `m`, the sum `l`, and `Oᵀ`
+/// `[dv, rp]`.
+struct Partial {
+    m: Vec<f32>,  // [rp]
+    l: Vec<f32>,  // [rp]
+    ot: Vec<f32>, // [dv, rp]
+}
+
+/// `out[t·g, dv]` = causal attention of `q[t·g, dk]` over `kv`: blocked, online softmax, in
+/// parallel. The caller checked the lengths.
+pub(crate) fn flash_attention(
+    out: &mut [f32],
+    q: &[f32],
+    kv: Kv<'_>,
+    shape: &FlashShape,
+    blocking: Blocking,
+    gemm: Gemm,
+) {
+    let FlashShape { t, g, s, dv, .. } = *shape;
+    let p0 = s - t;
+    let tq = (blocking.rows / g).max(1); // positions per row block
+    let blocks = t.div_ceil(tq);
+    // Keys per chunk: the whole visible range when row blocks alone give enough tasks.
+    let per_block = blocking.tasks.div_ceil(blocks).max(1);
+    let kb = blocking.kb.max(1);
+    let chunk = if per_block == 1 {
+        s
+    } else {
+        s.div_ceil(per_block).max(blocking.min_chunk).div_ceil(kb) * kb
+    };
+    let mut tasks = Vec::new(); // (block, first key, end of keys)
+    for b in 0..blocks {
+        let visible = p0 + ((b + 1) * tq).min(t);
+        let mut j0 = 0;
+        while j0 < visible {
+            let j1 = (j0 + chunk).min(visible);
+            tasks.push((b, j0, j1));
+            j0 = j1;
+        }
+    }
+    let partials: Vec<Partial> = tasks
+        .par_iter()
+        .map(|&(b, j0, j1)| {
+            let i0 = b * tq;
+            let i1 = (i0 + tq).min(t);
+            run_task(q, kv, shape, i0, i1, j0, j1, kb, gemm)
+        })
+        .collect();
+    // Combine each row block's chunks (consecutive in `tasks`).
+    let mut first = vec![0usize; blocks + 1];
+    for &(b, ..) in &tasks {
+        first[b + 1] += 1;
+    }
+    for b in 0..blocks {
+        first[b + 1] += first[b];
+    }
+    out.par_chunks_mut(tq * g * dv)
+        .enumerate()
+        .for_each(|(b, o)| combine(o, &partials[first[b]..first[b + 1]], dv));
+}
+
+/// `o[rows, dv]` from the partials of one row block: `o_r = Σ_p e^(m_p − m) Oᵀ_p[·, r] /
+/// Σ_p e^(m_p − m) l_p`, `m = max_p m_p`.
+fn combine(o: &mut [f32], parts: &[Partial], dv: usize) {
+    let rows = o.len() / dv;
+    let rp = parts[0].m.len();
+    for r in 0..rows {
+        let m = parts
+            .iter()
+            .map(|p| p.m[r])
+            .fold(f32::NEG_INFINITY, f32::max);
+        let out = &mut o[r * dv..(r + 1) * dv];
+        out.fill(0.0);
+        let mut l = 0.0f32;
+        for p in parts {
+            if p.m[r] == f32::NEG_INFINITY {
+                continue; // this chunk held no key the row sees
+            }
+            let f = exp_f32(p.m[r] - m);
+            l += f * p.l[r];
+            for (c, y) in out.iter_mut().enumerate() {
+                *y += f * p.ot[c * rp + r];
+            }
+        }
+        let inv = 1.0 / l;
+        for y in out.iter_mut() {
+            *y *= inv;
+        }
+    }
+}
+
+/// Rows of positions `i0..i1` over keys `j0..j1`, in blocks of `kb` keys.
+#[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
+fn run_task(
+    q: &[f32], // [t·g, dk]
+    kv: Kv<'_>,
+    shape: &FlashShape,
+    i0: usize,
+    i1: usize,
+    j0: usize,
+    j1: usize,
+    kb: usize,
+    gemm: Gemm,
+) -> Partial {
+    let FlashShape {
+        t,
+        g,
+        s,
+        dk,
+        dv,
+        scale,
+    } = *shape;
+    let p0 = s - t;
+    let rows = (i1 - i0) * g;
+    let rp = rows.div_ceil(8) * 8; // rows padded to whole registers (padding rows are zero)
+    // Qᵀ[dk, rp], scaled once here instead of every score.
+    let mut qt = vec![0.0f32; dk * rp];
+    for r in 0..rows {
+        let qr = &q[(i0 * g + r) * dk..(i0 * g + r + 1) * dk];
+        for (k, &x) in qr.iter().enumerate() {
+            qt[k * rp + r] = scale * x;
+        }
+    }
+    let mut part = Partial {
+        m: vec![f32::NEG_INFINITY; rp],
+        l: vec![0.0; rp],
+        ot: vec![0.0; dv * rp],
+    };
+    let mut st = vec![0.0f32; kb * rp]; // [kb, rp] scores, then probabilities
+    let mut keys = match kv {
+        Kv::Latent(LatentRows::F32(_)) | Kv::Split { .. } => Vec::new(),
+        Kv::Latent(_) => vec![0.0f32; kb * dk], // a block of latent rows widened to f32
+    };
+    let (mut m_use, mut alpha) = (vec![0.0f32; rp], vec![0.0f32; rp]);
+    let mut bm = vec![0.0f32; rp]; // the block's row maxima
+    let mut jb = j0;
+    while jb < j1 {
+        let w = kb.min(j1 - jb);
+        let st = &mut st[..w * rp];
+        // S[w, rp] = K_block · Qᵀ, then V_block (row-major, `sv` apart) for the mix.
+        let (v, sv): (&[f32], usize) = match kv {
+            Kv::Latent(rows_kv) => {
+                let block: &[f32] = match rows_kv {
+                    LatentRows::F32(x) => &x[jb * dk..],
+                    _ => {
+                        rows_kv.widen_into(&mut keys[..w * dk], jb * dk);
+                        &keys[..w * dk]
+                    }
+                };
+                gemm(st, block, dk, 1, &qt, w, dk, rp, false);
+                (block, dk)
+            }
+            Kv::Split { k1, k2, v } => {
+                let d1 = k1.width;
+                gemm(
+                    st,
+                    &k1.data[jb * k1.stride..],
+                    k1.stride,
+                    1,
+                    &qt[..d1 * rp],
+                    w,
+                    d1,
+                    rp,
+                    false,
+                );
+                gemm(
+                    st,
+                    &k2.data[jb * k2.stride..],
+                    k2.stride,
+                    1,
+                    &qt[d1 * rp..],
+                    w,
+                    k2.width,
+                    rp,
+                    true,
+                );
+                (&v.data[jb * v.stride..], v.stride)
+            }
+        };
+        // Causal mask: key j is after the positions of rows r < g·(j − p0 − i0).
+        for (jj, row) in st.chunks_exact_mut(rp).enumerate() {
+            let j = jb + jj;
+            if j > p0 + i0 {
+                row[..(g * (j - p0 - i0)).min(rows)].fill(f32::NEG_INFINITY);
+            }
+        }
+        // Online softmax, across rows.
+        bm.fill(f32::NEG_INFINITY);
+        for row in st.chunks_exact(rp) {
+            for (m, &x) in bm.iter_mut().zip(row) {
+                *m = m.max(x);
+            }
+        }
+        let mut rescale = false;
+        for r in 0..rp {
+            let m_new = part.m[r].max(bm[r]);
+            // A row that has seen no key yet keeps m = −∞; its probabilities are e^(−∞) = 0.
+            m_use[r] = if m_new == f32::NEG_INFINITY {
+                0.0
+            } else {
+                m_new
+            };
+            alpha[r] = part.m[r] - m_use[r];
+            rescale |= part.m[r] != m_new && part.m[r] != f32::NEG_INFINITY;
+            part.m[r] = m_new;
+        }
+        exp_inplace(&mut alpha);
+        if rescale {
+            for (l, a) in part.l.iter_mut().zip(&alpha) {
+                *l *= a;
+            }
+            for row in part.ot.chunks_exact_mut(rp) {
+                for (o, a) in row.iter_mut().zip(&alpha) {
+                    *o *= a;
+                }
+            }
+        }
+        for row in st.chunks_exact_mut(rp) {
+            for (x, m) in row.iter_mut().zip(&m_use) {
+                *x -= m;
+            }
+        }
+        exp_inplace(st);
+        for row in st.chunks_exact(rp) {
+            for (l, &p) in part.l.iter_mut().zip(row) {
+                *l += p;
+            }
+        }
+        // Oᵀ[dv, rp] += V_blockᵀ · P.
+        gemm(&mut part.ot, v, 1, sv, st, dv, w, rp, true);
+        jb += w;
+    }
+    part
+}
+
+/// The naive twin of [`flash_attention`]: per row, every visible score, the softmax, the
+/// weighted sum of values — plainly, in f32, one row at a time.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn flash_attention_naive(out: &mut [f32], q: &[f32], kv: Kv<'_>, shape: &FlashShape) {
+    let FlashShape {
+        t,
+        g,
+        s,
+        dk,
+        dv,
+        scale,
+    } = *shape;
+    let latent = match kv {
+        Kv::Latent(rows) => rows.columns_f32(dk, 0, dk), // [s, dk]
+        Kv::Split { .. } => Vec::new(),
+    };
+    let key = |j: usize| -> Vec<f32> {
+        match kv {
+            Kv::Latent(_) => latent[j * dk..(j + 1) * dk].to_vec(),
+            Kv::Split { k1, k2, .. } => {
+                let a = &k1.data[j * k1.stride..j * k1.stride + k1.width];
+                let b = &k2.data[j * k2.stride..j * k2.stride + k2.width];
+                a.iter().chain(b).copied().collect()
+            }
+        }
+    };
+    let value = |j: usize| -> Vec<f32> {
+        match kv {
+            Kv::Latent(_) => latent[j * dk..j * dk + dv].to_vec(),
+            Kv::Split { v, .. } => v.data[j * v.stride..j * v.stride + dv].to_vec(),
+        }
+    };
+    let keys: Vec<Vec<f32>> = (0..s).map(key).collect();
+    let values: Vec<Vec<f32>> = (0..s).map(value).collect();
+    for row in 0..t * g {
+        let visible = s - t + row / g + 1;
+        let qr = &q[row * dk..(row + 1) * dk];
+        let scores: Vec<f32> = keys[..visible]
+            .iter()
+            .map(|k| scale * qr.iter().zip(k).map(|(a, b)| a * b).sum::<f32>())
+            .collect();
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32> = scores.iter().map(|x| (x - max).exp()).collect();
+        let z: f32 = e.iter().sum();
+        let o = &mut out[row * dv..(row + 1) * dv];
+        o.fill(0.0);
+        for (p, v) in e.iter().zip(&values) {
+            for (y, x) in o.iter_mut().zip(v) {
+                *y += p / z * x;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deepblocks_core::half::{bf16, f16};
+    use deepblocks_core::{matmul_strided_naive, matmul_strided_portable};
+
+    fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
+                ((h >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
+            })
+            .collect()
+    }
+
+    /// Every product the kernel can run on: the dispatching one (AVX2 here when the CPU has
+    /// it), the portable one, and the naive twin.
+    fn gemms() -> [(&'static str, Gemm); 3] {
+        [
+            ("dispatch", deepblocks_core::matmul_strided),
+            ("portable", matmul_strided_portable),
+            ("naive", matmul_strided_naive),
+        ]
+    }
+
+    fn check(
+        got: &[f32],
+        want: &[f32],
+        what: &str,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            proptest::prop_assert!(
+                (g - w).abs() <= 2e-5 + 2e-5 * w.abs(),
+                "{}: element {}: {} vs {}",
+                what,
+                i,
+                g,
+                w
+            );
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+        /// The blocked kernel equals its naive twin for every product implementation, latent
+        /// rows of each element type and split keys, over block sizes from one key up (chunk
+        /// boundaries anywhere), row blocks from one position up, caches of one position,
+        /// prefill (`t = s`), decode (`t = 1`) and everything between (masked keys inside a
+        /// block, blocks some rows cannot see at all).
+        #[test]
+        fn blocked_attention_equals_the_naive_twin(
+            seed in 0u64..10_000,
+            g in 1usize..5,
+            (s, back) in (1usize..40, 0usize..40),
+            (d1, d2, dv_extra) in (1usize..12, 1usize..5, 0usize..6),
+            (kb, rows, min_chunk, tasks) in (1usize..9, 1usize..20, 1usize..12, 1usize..7),
+            dtype in 0usize..4,
+        ) {
+            let t = s - back.min(s - 1);
+            let dk = d1 + d2;
+            let shape_for = |dv| FlashShape { t, g, s, dk, dv, scale: 0.6 };
+            let q = values(t * g * dk, seed, 1.5);
+            let blocking = Blocking { rows, kb, min_chunk, tasks };
+            let rows_f32 = values(s * dk, seed + 1, 1.0);
+            let narrowed_bf16: Vec<bf16> = rows_f32.iter().map(|&x| bf16::from_f32(x)).collect();
+            let narrowed_f16: Vec<f16> = rows_f32.iter().map(|&x| f16::from_f32(x)).collect();
+            let v_split = values(s * (dv_extra + 1) * 2, seed + 2, 1.0);
+            let (kv, dv) = match dtype {
+                0 => (Kv::Latent(LatentRows::F32(&rows_f32)), (d1 + dv_extra).min(dk)),
+                1 => (Kv::Latent(LatentRows::BF16(&narrowed_bf16)), d1),
+                2 => (Kv::Latent(LatentRows::F16(&narrowed_f16)), d1),
+                _ => (
+                    Kv::Split {
+                        k1: Strided { data: &rows_f32, stride: dk, width: d1 },
+                        k2: Strided { data: &rows_f32[d1..], stride: dk, width: d2 },
+                        v: Strided { data: &v_split, stride: 2 * (dv_extra + 1), width: dv_extra + 1 },
+                    },
+                    dv_extra + 1,
+                ),
+            };
+            let shape = shape_for(dv);
+            let mut want = vec![f32::NAN; t * g * dv];
+            flash_attention_naive(&mut want, &q, kv, &shape);
+            for (name, gemm) in gemms() {
+                let mut got = vec![f32::NAN; t * g * dv];
+                flash_attention(&mut got, &q, kv, &shape, blocking, gemm);
+                check(&got, &want, name)?;
+            }
+        }
+
+        /// The strided product equals its naive twin for every implementation, any strides
+        /// (row-major, transposed), accumulating or not, widths off the 8- and 16-lane tiles.
+        #[test]
+        fn strided_products_equal_the_naive_twin(
+            seed in 0u64..10_000,
+            (m, k, n) in (1usize..15, 1usize..12, 1usize..40),
+            transposed in proptest::bool::ANY,
+            accumulate in proptest::bool::ANY,
+        ) {
+            let (a_rs, a_cs) = if transposed { (1, m + 2) } else { (k + 1, 1) };
+            let a = values(m.max(k) * (m.max(k) + 3), seed, 1.0);
+            let b = values(k * n, seed + 1, 1.0);
+            let c0 = values(m * n, seed + 2, 1.0);
+            let mut want = c0.clone();
+            matmul_strided_naive(&mut want, &a, a_rs, a_cs, &b, m, k, n, accumulate);
+            for (name, gemm) in gemms() {
+                let mut got = c0.clone();
+                gemm(&mut got, &a, a_rs, a_cs, &b, m, k, n, accumulate);
+                check(&got, &want, name)?;
+            }
+        }
+    }
+}
