@@ -16,12 +16,16 @@ use deepblocks::core::half::bf16;
 use deepblocks::core::quant::BlockFormat;
 use deepblocks::core::quant::fp8::Fp8Block;
 use deepblocks::core::{
-    self, DType, Weight, WeightFormat, linear, linear_gemm, linear_naive, linear_tiled, probe,
+    self, DType, Weight, WeightFormat, linear, linear_gemm, linear_naive, linear_tiled,
     softmax_rows,
 };
 use deepblocks::norm::rms_norm;
 use deepblocks_testkit::det_values as values;
 use std::hint::black_box;
+
+#[path = "common/limits.rs"]
+mod common_limits;
+use common_limits::limits;
 use std::time::Duration;
 
 fn weight(n: usize, k: usize, dtype: DType) -> Weight {
@@ -37,39 +41,6 @@ fn weight(n: usize, k: usize, dtype: DType) -> Weight {
             .expect("n*k values")
             .to_dtype(DType::F16),
     }
-}
-
-fn limits(c: &mut Criterion) {
-    eprintln!(
-        "kernels: {} kernels, {} rayon threads",
-        core::isa().name(),
-        rayon::current_num_threads()
-    );
-    let mut g = c.benchmark_group("limits");
-    g.sample_size(10).warm_up_time(Duration::from_secs(1));
-    // 512 MiB: 16× the 32 MiB L3 of the machine these figures were taken on.
-    let buf = vec![1.0f32; 128 << 20];
-    g.throughput(Throughput::Bytes((buf.len() * 4) as u64));
-    g.bench_function("stream_read_512MiB", |b| {
-        b.iter(|| probe::stream_sum(black_box(&buf)))
-    });
-    drop(buf);
-    let iters = 1 << 20;
-    let flops = probe::fma_peak_flops(iters, rayon::current_num_threads());
-    g.throughput(Throughput::Elements(flops));
-    g.bench_function("fma_peak_all_threads", |b| {
-        b.iter(|| probe::fma_peak(black_box(iters)))
-    });
-    let one = probe::fma_peak_flops(iters, 1);
-    g.throughput(Throughput::Elements(one));
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .expect("a 1-thread pool");
-    g.bench_function("fma_peak_one_thread", |b| {
-        b.iter(|| pool.install(|| probe::fma_peak(black_box(iters))))
-    });
-    g.finish();
 }
 
 /// The block formats and FP8 (DeepSeek-V3's blocks), with their bench names.

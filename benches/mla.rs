@@ -1,20 +1,34 @@
-//! MLA decode-step benchmark at DeepSeek-V2-Lite shapes (16 heads, c 512, r 64, d 128, v 128,
-//! hidden 2048, full q_proj, bf16 weights): one new token against 512, 4096 and 16384 cached
-//! tokens, naive (expand every cached latent through kv_b_proj) vs absorbed; and absorbed with
-//! `d` and `v` doubled to 256, whose cost per cached token must not change (it is `2·n·(c + r)`).
+//! MLA benchmarks at DeepSeek-V2-Lite shapes (16 heads, c 512, r 64, d 128, v 128, hidden 2048,
+//! full q_proj, bf16 weights), with the machine's limits measured in the same run:
+//!
+//! - `mla_decode_v2_lite`: one decode step of the whole layer against 512 … 32,768 cached tokens,
+//!   absorbed (bf16 cache) and, up to 4,096, naive (expand every cached latent through
+//!   `kv_b_proj`); absorbed with `d` and `v` doubled to 256, whose cost per cached token must not
+//!   change (it is `2·n·(c + r)`).
+//! - `mla_attention`: the absorbed attention core alone (`attention_absorbed`: queries folded
+//!   through `W_UK`, the blocked scores and mix over the cache, `W_UV`), bf16 and f32 caches;
+//!   criterion's `elem/s` is its FLOP/s.
+//! - At the end, a summary on stderr: each decode step's attention against its bound (its FLOPs
+//!   at the measured FMA peak, or its bytes — the cache and `W_UK`/`W_UV` — at the measured read
+//!   bandwidth, whichever is longer), and the prefill crossover of the two cores.
 //!
 //! ```text
 //! cargo bench --bench mla
+//! cargo bench --bench mla -- --summary-only     # just the summary (about a minute)
 //! ```
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use deepblocks::mla::{
-    AttentionPath, DType, Layout, Mla, MlaCache, MlaCacheConfig, MlaConfig, MlaWeights, QProj,
-    QProjConfig, RmsNorm, RmsNormConfig, RopeConfig, RopeTable, Weight,
+    AttentionPath, AttentionShape, DType, KvUpProjection, Layout, Mla, MlaCache, MlaCacheConfig,
+    MlaConfig, MlaWeights, QProj, QProjConfig, RmsNorm, RmsNormConfig, RopeConfig, RopeTable,
+    Weight, attention_absorbed, attention_naive,
 };
 use deepblocks_testkit::det_values;
 use std::hint::black_box;
 use std::time::Duration;
+
+#[path = "common/limits.rs"]
+mod common_limits;
 
 /// Fixed values in [-0.05, 0.05).
 fn values(len: usize, seed: u32) -> Vec<f32> {
@@ -30,67 +44,98 @@ fn weight(rows: usize, cols: usize, seed: u32) -> Weight {
         .to_dtype(DType::BF16)
 }
 
-const MAX_POS: usize = 32_768;
+const MAX_POS: usize = 32_768 + 1;
+const DEPTHS: [usize; 4] = [512, 4096, 16_384, 32_768];
+const H: usize = 2048;
+const N: usize = 16;
+const C: usize = 512;
+const R: usize = 64;
 
 /// An MLA layer at V2-Lite shapes with head dims `d` (no-RoPE) and `v` (value).
 fn build(d: usize, v: usize) -> Mla {
-    let (h, n, cl, r) = (2048, 16, 512, 64);
     let config = MlaConfig {
-        hidden_size: h,
-        num_heads: n,
+        hidden_size: H,
+        num_heads: N,
         q_proj: QProjConfig::Full,
-        kv_lora_rank: cl,
+        kv_lora_rank: C,
         qk_nope_head_dim: d,
-        qk_rope_head_dim: r,
+        qk_rope_head_dim: R,
         v_head_dim: v,
-        softmax_scale: ((d + r) as f32).powf(-0.5),
+        softmax_scale: ((d + R) as f32).powf(-0.5),
     };
     let weights = MlaWeights {
         q: QProj::Full {
-            q_proj: weight(n * (d + r), h, 1),
+            q_proj: weight(N * (d + R), H, 1),
         },
-        kv_a_proj_with_mqa: weight(cl + r, h, 2),
+        kv_a_proj_with_mqa: weight(C + R, H, 2),
         kv_a_layernorm: RmsNorm::ones(RmsNormConfig {
-            hidden: cl,
+            hidden: C,
             eps: 1e-6,
         })
         .expect("valid norm"),
-        kv_b: weight(n * (d + v), cl, 3).into(),
-        o_proj: weight(h, n * v, 4),
+        kv_b: weight(N * (d + v), C, 3).into(),
+        o_proj: weight(H, N * v, 4),
     };
     Mla::new(config, weights).expect("consistent shapes")
 }
 
+/// A one-layer cache in `dtype` holding `cached` tokens.
+fn filled_cache(cached: usize, dtype: DType) -> MlaCache {
+    let sizes = MlaCacheConfig {
+        num_layers: 1,
+        kv_lora_rank: C,
+        qk_rope_head_dim: R,
+        max_positions: MAX_POS,
+        dtype,
+    };
+    let mut cache = MlaCache::with_capacity(sizes, cached + 1).expect("valid cache");
+    cache
+        .layer_mut(0)
+        .expect("layer 0")
+        .append(&values(cached * C, 6), &values(cached * R, 7), cached)
+        .expect("fits");
+    cache
+}
+
+fn shape(t: usize, s: usize) -> AttentionShape {
+    AttentionShape {
+        t,
+        s,
+        n: N,
+        d: 128,
+        r: R,
+        v: 128,
+        c: C,
+        softmax_scale: (192f32).powf(-0.5),
+    }
+}
+
+/// FLOPs of the absorbed core for `t` queries over `s` cached tokens (2 per multiply-add).
+fn absorbed_flops(t: usize, s: usize) -> f64 {
+    2.0 * shape(t, s).costs().1
+}
+
 fn decode(c: &mut Criterion) {
-    let (h, cl, r) = (2048, 512, 64);
-    let max_pos = MAX_POS;
     let mla = build(128, 128);
     let wide = build(256, 256);
     let rope = RopeTable::with_len(
-        RopeConfig::new(r, 10_000.0, max_pos, Layout::Interleaved),
-        max_pos,
+        RopeConfig::new(R, 10_000.0, MAX_POS, Layout::Interleaved),
+        MAX_POS,
     )
     .expect("valid rope");
-    let x = values(h, 5);
-    let mut y = vec![0.0f32; h];
+    let x = values(H, 5);
+    let mut y = vec![0.0f32; H];
 
     let mut g = c.benchmark_group("mla_decode_v2_lite");
     g.sample_size(10).warm_up_time(Duration::from_millis(500));
-    for cached in [512usize, 4096, 16384] {
-        let sizes = MlaCacheConfig {
-            num_layers: 1,
-            kv_lora_rank: cl,
-            qk_rope_head_dim: r,
-            max_positions: max_pos,
-            dtype: DType::BF16,
+    for cached in DEPTHS {
+        let mut cache = filled_cache(cached, DType::BF16);
+        let paths: &[AttentionPath] = if cached <= 4096 {
+            &[AttentionPath::Absorbed, AttentionPath::Naive]
+        } else {
+            &[AttentionPath::Absorbed]
         };
-        let mut cache = MlaCache::with_capacity(sizes, cached + 1).expect("valid cache");
-        cache
-            .layer_mut(0)
-            .expect("layer 0")
-            .append(&values(cached * cl, 6), &values(cached * r, 7), cached)
-            .expect("fits");
-        for path in [AttentionPath::Absorbed, AttentionPath::Naive] {
+        for &path in paths {
             g.bench_function(BenchmarkId::new(format!("{path:?}"), cached), |b| {
                 b.iter(|| {
                     let layer = cache.layer_mut(0).expect("layer 0");
@@ -121,5 +166,115 @@ fn decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode);
-criterion_main!(benches);
+fn attention(c: &mut Criterion) {
+    let mla = build(128, 128);
+    let up = mla.kv_up();
+    let q = values(N * 192, 8);
+    let mut out = vec![0.0f32; N * 128];
+    let mut g = c.benchmark_group("mla_attention");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500));
+    for cached in DEPTHS {
+        g.throughput(Throughput::Elements(absorbed_flops(1, cached) as u64));
+        for dtype in [DType::BF16, DType::F32] {
+            let cache = filled_cache(cached, dtype);
+            let rows = cache.layer(0).expect("layer 0").rows();
+            g.bench_function(BenchmarkId::new(format!("absorbed_{dtype}"), cached), |b| {
+                b.iter(|| {
+                    attention_absorbed(black_box(&mut out), &q, rows, up, &shape(1, cached))
+                        .expect("core")
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+/// Decode attention against its bound, and the prefill crossover, on stderr.
+fn summary(up: &KvUpProjection) {
+    let limits = common_limits::measure(5);
+    eprintln!(
+        "\nlimits (same run): read {:.1} GB/s, FMA peak {:.1} GFLOP/s on {} threads",
+        limits.read_bytes_per_s / 1e9,
+        limits.flops_per_s / 1e9,
+        rayon::current_num_threads()
+    );
+    let weights = (up
+        .w_uk_t()
+        .iter()
+        .chain(up.w_uv())
+        .map(Weight::bytes)
+        .sum::<usize>()) as f64;
+    eprintln!("decode step, attention core (absorbed), bf16 cache:");
+    eprintln!("| cached | time | FLOP bound | byte bound | fraction of bound |");
+    eprintln!("|---:|---:|---:|---:|---:|");
+    let q = values(N * 192, 8);
+    let mut out = vec![0.0f32; N * 128];
+    for cached in DEPTHS {
+        let cache = filled_cache(cached, DType::BF16);
+        let rows = cache.layer(0).expect("layer 0").rows();
+        let secs = common_limits::best_seconds(20, || {
+            attention_absorbed(&mut out, &q, rows, up, &shape(1, cached)).expect("core");
+        });
+        let flop_bound = absorbed_flops(1, cached) / limits.flops_per_s;
+        let bytes = (cached * (C + R) * 2) as f64 + weights;
+        let byte_bound = bytes / limits.read_bytes_per_s;
+        eprintln!(
+            "| {cached} | {:.3} ms | {:.3} ms | {:.3} ms | {:.0}% |",
+            secs * 1e3,
+            flop_bound * 1e3,
+            byte_bound * 1e3,
+            100.0 * flop_bound.max(byte_bound) / secs
+        );
+    }
+    eprintln!("prefill (t new tokens over s cached, bf16 cache): naive vs absorbed core");
+    eprintln!("| t | s | naive | absorbed | faster | Auto picks |");
+    eprintln!("|---:|---:|---:|---:|---|---|");
+    for (t, s) in [
+        (16, 16),
+        (64, 64),
+        (256, 256),
+        (1024, 1024),
+        (2048, 2048),
+        (16, 4096),
+        (64, 4096),
+        (256, 4096),
+        (512, 4096),
+        (1024, 4096),
+    ] {
+        let cache = filled_cache(s, DType::BF16);
+        let rows = cache.layer(0).expect("layer 0").rows();
+        let q = values(t * N * 192, 9);
+        let mut out = vec![0.0f32; t * N * 128];
+        let sh = shape(t, s);
+        let rounds = if t >= 1024 { 2 } else { 5 };
+        let naive = common_limits::best_seconds(rounds, || {
+            attention_naive(&mut out, &q, rows, up, &sh).expect("core");
+        });
+        let absorbed = common_limits::best_seconds(rounds, || {
+            attention_absorbed(&mut out, &q, rows, up, &sh).expect("core");
+        });
+        eprintln!(
+            "| {t} | {s} | {:.2} ms | {:.2} ms | {} | {:?} |",
+            naive * 1e3,
+            absorbed * 1e3,
+            if naive < absorbed {
+                "naive"
+            } else {
+                "absorbed"
+            },
+            AttentionPath::Auto.resolve(&sh)
+        );
+    }
+}
+
+fn main() {
+    let summary_only = std::env::args().any(|a| a == "--summary-only");
+    if !summary_only {
+        let mut c = Criterion::default().configure_from_args();
+        common_limits::limits(&mut c);
+        decode(&mut c);
+        attention(&mut c);
+        c.final_summary();
+    }
+    summary(build(128, 128).kv_up());
+}

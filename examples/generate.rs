@@ -34,6 +34,10 @@ struct Args {
     /// checkpoint, widens a bf16 one. Default: keep the stored dtypes.
     #[arg(long)]
     dtype: Option<String>,
+    /// The latent KV cache's element type: bf16 (the default: half the bytes per step), f32
+    /// (exact latents) or f16.
+    #[arg(long, value_name = "DTYPE")]
+    kv_cache: Option<String>,
     /// The prompt.
     #[arg(long)]
     prompt: String,
@@ -72,6 +76,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             check_weights: args.check_weights,
             quant: args.quant.as_deref().map(Recipe::from_name).transpose()?,
             dtype: common::dtype(args.dtype.as_deref())?,
+            cache_dtype: common::kv_cache(
+                args.kv_cache.as_deref(),
+                deepblocks::deepseek::DEFAULT_CACHE_DTYPE,
+            )?,
             ..LoadOptions::default()
         },
     )?;

@@ -30,6 +30,10 @@ struct Args {
     /// checkpoint, widens a bf16 one. Default: keep the stored dtypes.
     #[arg(long)]
     dtype: Option<String>,
+    /// The latent KV cache's element type: f32 (the default here: exact latents, for
+    /// comparing logits), bf16 (what generation uses by default) or f16.
+    #[arg(long, value_name = "DTYPE")]
+    kv_cache: Option<String>,
     /// Token ids, comma-separated.
     #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
     tokens: Vec<u32>,
@@ -50,6 +54,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             check_weights: true,
             quant: args.quant.as_deref().map(Recipe::from_name).transpose()?,
             dtype: common::dtype(args.dtype.as_deref())?,
+            cache_dtype: common::kv_cache(args.kv_cache.as_deref(), deepblocks::core::DType::F32)?,
             ..LoadOptions::default()
         },
     )?;

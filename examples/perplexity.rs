@@ -45,6 +45,10 @@ struct Args {
     /// checkpoint, widens a bf16 one. Default: keep the stored dtypes.
     #[arg(long)]
     dtype: Option<String>,
+    /// The latent KV cache's element type: bf16 (the default: half the bytes per step), f32
+    /// (exact latents) or f16.
+    #[arg(long, value_name = "DTYPE")]
+    kv_cache: Option<String>,
     /// Tokens per window (each scores all but its first); default: the model's context, at
     /// most 512.
     #[arg(long)]
@@ -68,6 +72,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         LoadOptions {
             quant: args.quant.as_deref().map(Recipe::from_name).transpose()?,
             dtype: common::dtype(args.dtype.as_deref())?,
+            cache_dtype: common::kv_cache(
+                args.kv_cache.as_deref(),
+                deepblocks::deepseek::DEFAULT_CACHE_DTYPE,
+            )?,
             ..LoadOptions::default()
         },
     )?;

@@ -575,6 +575,15 @@ fn cases() -> Vec<Case> {
             }),
         ),
         (
+            "a KV cache element type the cache cannot hold (`--kv-cache q8_0`)",
+            "KV cache dtype \"q8_0\" is not supported: use f32, bf16 or f16",
+            Box::new(|| {
+                deepblocks::mla::cache_dtype("q8_0")
+                    .unwrap_err()
+                    .to_string()
+            }),
+        ),
+        (
             "a cache whose layers hold different token counts (one appended to alone)",
             "KV cache layer 1 holds 0 tokens but layer 0 holds 1",
             Box::new(|| {

@@ -91,6 +91,15 @@ pub fn dtype(name: Option<&str>) -> Result<Option<deepblocks::core::DType>, Stri
     .transpose()
 }
 
+/// The latent cache's element type from `--kv-cache NAME` (`bf16`, `f32` or `f16`), else
+/// `default`; another name is an error naming it.
+pub fn kv_cache(
+    name: Option<&str>,
+    default: deepblocks::core::DType,
+) -> Result<deepblocks::core::DType, deepblocks::mla::Error> {
+    name.map_or(Ok(default), deepblocks::mla::cache_dtype)
+}
+
 /// Sets how many threads the kernels use (rayon's global pool) from `--threads N`; without it,
 /// rayon's default (`RAYON_NUM_THREADS`, else one per core). Returns the count in use. Call it
 /// before anything computes.

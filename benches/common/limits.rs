@@ -1,0 +1,85 @@
+//! The machine's limits, measured in the same run as the kernels judged against them: DRAM read
+//! bandwidth (a parallel sum over 512 MiB, 16× the L3 of the Zen 3 these benches were first
+//! taken on) and peak f32 FLOP/s (12 independent 8-wide FMA chains per thread, no memory).
+//! Included by `kernels.rs` and `mla.rs` with `#[path]`.
+
+use criterion::{Criterion, Throughput};
+use deepblocks::core::probe;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// Elements of the bandwidth probe's buffer (512 MiB of f32).
+const STREAM_LEN: usize = 128 << 20;
+/// Iterations of the FMA probe per thread.
+const FMA_ITERS: usize = 1 << 20;
+
+/// `limits/stream_read_512MiB`, `limits/fma_peak_all_threads`, `limits/fma_peak_one_thread`.
+pub fn limits(c: &mut Criterion) {
+    eprintln!(
+        "{} kernels, {} rayon threads",
+        deepblocks::core::isa().name(),
+        rayon::current_num_threads()
+    );
+    let mut g = c.benchmark_group("limits");
+    g.sample_size(10).warm_up_time(Duration::from_secs(1));
+    let buf = vec![1.0f32; STREAM_LEN];
+    g.throughput(Throughput::Bytes((buf.len() * 4) as u64));
+    g.bench_function("stream_read_512MiB", |b| {
+        b.iter(|| probe::stream_sum(black_box(&buf)))
+    });
+    drop(buf);
+    let flops = probe::fma_peak_flops(FMA_ITERS, rayon::current_num_threads());
+    g.throughput(Throughput::Elements(flops));
+    g.bench_function("fma_peak_all_threads", |b| {
+        b.iter(|| probe::fma_peak(black_box(FMA_ITERS)))
+    });
+    let one = probe::fma_peak_flops(FMA_ITERS, 1);
+    g.throughput(Throughput::Elements(one));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a 1-thread pool");
+    g.bench_function("fma_peak_one_thread", |b| {
+        b.iter(|| pool.install(|| probe::fma_peak(black_box(FMA_ITERS))))
+    });
+    g.finish();
+}
+
+/// The limits as numbers, for a summary printed beside the figures they judge.
+#[allow(dead_code)] // kernels.rs reports through criterion only
+pub struct Limits {
+    /// DRAM read bandwidth, bytes per second.
+    pub read_bytes_per_s: f64,
+    /// Peak f32 FLOP/s on every rayon thread.
+    pub flops_per_s: f64,
+}
+
+/// Measures [`Limits`]: the best of `rounds` timings of each probe.
+#[allow(dead_code)]
+pub fn measure(rounds: usize) -> Limits {
+    let buf = vec![1.0f32; STREAM_LEN];
+    let read = best_seconds(rounds, || {
+        black_box(probe::stream_sum(black_box(&buf)));
+    });
+    drop(buf);
+    let fma = best_seconds(rounds, || {
+        black_box(probe::fma_peak(black_box(FMA_ITERS)));
+    });
+    Limits {
+        read_bytes_per_s: (STREAM_LEN * 4) as f64 / read,
+        flops_per_s: probe::fma_peak_flops(FMA_ITERS, rayon::current_num_threads()) as f64 / fma,
+    }
+}
+
+/// The best (least) wall time of `rounds` calls of `f`, after one call to warm up.
+#[allow(dead_code)]
+pub fn best_seconds(rounds: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..rounds.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
