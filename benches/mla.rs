@@ -14,7 +14,8 @@
 //!
 //! ```text
 //! cargo bench --bench mla
-//! cargo bench --bench mla -- --summary-only     # just the summary (about a minute)
+//! cargo bench --bench mla -- --summary-only     # just the summary (a few minutes)
+//! cargo bench --bench mla -- mla_attention      # a filter runs criterion's benchmarks alone
 //! ```
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -268,7 +269,12 @@ fn summary(up: &KvUpProjection) {
 }
 
 fn main() {
-    let summary_only = std::env::args().any(|a| a == "--summary-only");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let summary_only = args.iter().any(|a| a == "--summary-only");
+    // A filter or a profiling run asks for criterion's benchmarks alone.
+    let filtered = args
+        .iter()
+        .any(|a| !a.starts_with("--") || a == "--profile-time");
     if !summary_only {
         let mut c = Criterion::default().configure_from_args();
         common_limits::limits(&mut c);
@@ -276,5 +282,7 @@ fn main() {
         attention(&mut c);
         c.final_summary();
     }
-    summary(build(128, 128).kv_up());
+    if !filtered {
+        summary(build(128, 128).kv_up());
+    }
 }

@@ -130,10 +130,17 @@ pub trait Element: Plain + PartialEq + sealed::Sealed {
     fn from_f32(x: f32) -> Self;
     /// Wraps a buffer of this type in the matching [`WeightData`] variant.
     fn into_weight_data(buffer: Buffer<Self>) -> WeightData;
+    /// `out[i] = x[i]` widened, as fast as the CPU allows (what [`crate::widen_into`] runs;
+    /// lengths checked by it).
+    #[doc(hidden)]
+    fn widen_slice(out: &mut [f32], x: &[Self]);
 }
 
 impl Element for f32 {
     const DTYPE: DType = DType::F32;
+    fn widen_slice(out: &mut [f32], x: &[Self]) {
+        out.copy_from_slice(x);
+    }
     fn into_weight_data(buffer: Buffer<Self>) -> WeightData {
         WeightData::F32(buffer)
     }
@@ -149,6 +156,9 @@ impl Element for f32 {
 
 impl Element for bf16 {
     const DTYPE: DType = DType::BF16;
+    fn widen_slice(out: &mut [f32], x: &[Self]) {
+        crate::ops::widen_bf16(out, x);
+    }
     fn into_weight_data(buffer: Buffer<Self>) -> WeightData {
         WeightData::BF16(buffer)
     }
@@ -165,6 +175,10 @@ impl Element for bf16 {
 
 impl Element for f16 {
     const DTYPE: DType = DType::F16;
+    fn widen_slice(out: &mut [f32], x: &[Self]) {
+        // half converts with F16C where the CPU has it.
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(x, out);
+    }
     fn into_weight_data(buffer: Buffer<Self>) -> WeightData {
         WeightData::F16(buffer)
     }

@@ -149,6 +149,13 @@ fn exp_shifted_sum_body(row: &mut [f32], shift: f32) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     /// # Safety
+    /// The CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn widen_bf16(out: &mut [f32], x: &[half::bf16]) {
+        super::widen_bf16_body(out, x)
+    }
+
+    /// # Safety
     /// The CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn exp_inplace(x: &mut [f32]) {
@@ -174,6 +181,25 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn swiglu(out: &mut [f32], gate: &[f32], up: &[f32]) {
         super::swiglu_body(out, gate, up)
+    }
+}
+
+/// `out[i] = x[i]` widened: a bf16 is an f32's top half, so a shift (eight lanes at a time on
+/// AVX2 CPUs).
+pub(crate) fn widen_bf16(out: &mut [f32], x: &[half::bf16]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa() == crate::Isa::Avx2 {
+        // SAFETY: the CPU has AVX2.
+        unsafe { avx2::widen_bf16(out, x) };
+        return;
+    }
+    widen_bf16_body(out, x);
+}
+
+#[inline(always)]
+fn widen_bf16_body(out: &mut [f32], x: &[half::bf16]) {
+    for (o, v) in out.iter_mut().zip(x) {
+        *o = f32::from_bits((v.to_bits() as u32) << 16);
     }
 }
 

@@ -3,7 +3,7 @@
 //! as one row `[c_KV | k_pe]` of `c + r` elements, in f32, bf16 or f16.
 
 use deepblocks_core::half::{bf16, f16};
-use deepblocks_core::{DType, Element};
+use deepblocks_core::{DType, Element, widen_into};
 
 use crate::{Error, Result};
 
@@ -144,8 +144,8 @@ impl<'a> LatentRows<'a> {
         let end = start + out.len();
         match self {
             LatentRows::F32(x) => out.copy_from_slice(&x[start..end]),
-            LatentRows::BF16(x) => widen_bf16(out, &x[start..end]),
-            LatentRows::F16(x) => widen(out, &x[start..end]),
+            LatentRows::BF16(x) => widen_into(out, &x[start..end]),
+            LatentRows::F16(x) => widen_into(out, &x[start..end]),
         }
     }
 
@@ -158,19 +158,6 @@ impl<'a> LatentRows<'a> {
             self.widen_into(o, j * row_width + col);
         }
         out
-    }
-}
-
-/// `out = x` widened (bf16 is an f32's top half: a shift, which compilers vectorise).
-fn widen_bf16(out: &mut [f32], x: &[bf16]) {
-    for (o, v) in out.iter_mut().zip(x) {
-        *o = f32::from_bits((v.to_bits() as u32) << 16);
-    }
-}
-
-fn widen<T: Element>(out: &mut [f32], x: &[T]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = v.to_f32();
     }
 }
 

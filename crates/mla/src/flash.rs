@@ -201,36 +201,93 @@ fn run_task(
     gemm: Gemm,
 ) -> Partial {
     let FlashShape {
-        t,
-        g,
-        s,
-        dk,
-        dv,
-        scale,
+        g, dk, dv, scale, ..
     } = *shape;
-    let p0 = s - t;
     let rows = (i1 - i0) * g;
     let rp = rows.div_ceil(8) * 8; // rows padded to whole registers (padding rows are zero)
-    // Qᵀ[dk, rp], scaled once here instead of every score.
-    let mut qt = vec![0.0f32; dk * rp];
-    for r in 0..rows {
-        let qr = &q[(i0 * g + r) * dk..(i0 * g + r + 1) * dk];
-        for (k, &x) in qr.iter().enumerate() {
-            qt[k * rp + r] = scale * x;
+    SCRATCH.with(|scratch| {
+        let scratch = &mut *scratch.borrow_mut();
+        let widen = !matches!(kv, Kv::Latent(LatentRows::F32(_)) | Kv::Split { .. });
+        scratch.size(dk * rp, kb * rp, if widen { kb * dk } else { 0 }, rp);
+        let Scratch {
+            qt,
+            st,
+            keys,
+            m_use,
+            alpha,
+            bm,
+        } = scratch;
+        // Qᵀ[dk, rp], scaled once here instead of every score.
+        qt.fill(0.0);
+        for r in 0..rows {
+            let qr = &q[(i0 * g + r) * dk..(i0 * g + r + 1) * dk];
+            for (k, &x) in qr.iter().enumerate() {
+                qt[k * rp + r] = scale * x;
+            }
+        }
+        let mut part = Partial {
+            m: vec![f32::NEG_INFINITY; rp],
+            l: vec![0.0; rp],
+            ot: vec![0.0; dv * rp],
+        };
+        blocks(
+            &mut part, qt, st, keys, m_use, alpha, bm, kv, shape, i0, rows, j0, j1, kb, gemm,
+        );
+        part
+    })
+}
+
+/// The buffers of one task, kept per thread between tasks (the widened key block alone is
+/// 147 KB at DeepSeek's shapes: allocating it per task costs page faults).
+#[derive(Default)]
+struct Scratch {
+    qt: Vec<f32>,    // [dk, rp]: the task's queries, transposed and scaled
+    st: Vec<f32>,    // [kb, rp]: a block's scores, then probabilities
+    keys: Vec<f32>,  // [kb, dk]: a block of latent rows widened to f32
+    m_use: Vec<f32>, // [rp]
+    alpha: Vec<f32>, // [rp]
+    bm: Vec<f32>,    // [rp]: a block's row maxima
+}
+
+impl Scratch {
+    fn size(&mut self, qt: usize, st: usize, keys: usize, rp: usize) {
+        self.qt.resize(qt, 0.0);
+        self.st.resize(st, 0.0);
+        self.keys.resize(keys, 0.0);
+        for v in [&mut self.m_use, &mut self.alpha, &mut self.bm] {
+            v.resize(rp, 0.0);
         }
     }
-    let mut part = Partial {
-        m: vec![f32::NEG_INFINITY; rp],
-        l: vec![0.0; rp],
-        ot: vec![0.0; dv * rp],
-    };
-    let mut st = vec![0.0f32; kb * rp]; // [kb, rp] scores, then probabilities
-    let mut keys = match kv {
-        Kv::Latent(LatentRows::F32(_)) | Kv::Split { .. } => Vec::new(),
-        Kv::Latent(_) => vec![0.0f32; kb * dk], // a block of latent rows widened to f32
-    };
-    let (mut m_use, mut alpha) = (vec![0.0f32; rp], vec![0.0f32; rp]);
-    let mut bm = vec![0.0f32; rp]; // the block's row maxima
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// The key blocks of one task: [`run_task`]'s loop, over its buffers.
+#[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
+fn blocks(
+    part: &mut Partial,
+    qt: &[f32],        // [dk, rp]
+    st: &mut [f32],    // [kb, rp]
+    keys: &mut [f32],  // [kb, dk] when the rows are not f32
+    m_use: &mut [f32], // [rp]
+    alpha: &mut [f32], // [rp]
+    bm: &mut [f32],    // [rp]
+    kv: Kv<'_>,
+    shape: &FlashShape,
+    i0: usize,
+    rows: usize,
+    j0: usize,
+    j1: usize,
+    kb: usize,
+    gemm: Gemm,
+) {
+    let FlashShape {
+        t, g, s, dk, dv, ..
+    } = *shape;
+    let p0 = s - t;
+    let rp = bm.len();
     let mut jb = j0;
     while jb < j1 {
         let w = kb.min(j1 - jb);
@@ -245,7 +302,7 @@ fn run_task(
                         &keys[..w * dk]
                     }
                 };
-                gemm(st, block, dk, 1, &qt, w, dk, rp, false);
+                gemm(st, block, dk, 1, qt, w, dk, rp, false);
                 (block, dk)
             }
             Kv::Split { k1, k2, v } => {
@@ -302,19 +359,19 @@ fn run_task(
             rescale |= part.m[r] != m_new && part.m[r] != f32::NEG_INFINITY;
             part.m[r] = m_new;
         }
-        exp_inplace(&mut alpha);
+        exp_inplace(alpha);
         if rescale {
-            for (l, a) in part.l.iter_mut().zip(&alpha) {
+            for (l, a) in part.l.iter_mut().zip(alpha.iter()) {
                 *l *= a;
             }
             for row in part.ot.chunks_exact_mut(rp) {
-                for (o, a) in row.iter_mut().zip(&alpha) {
+                for (o, a) in row.iter_mut().zip(alpha.iter()) {
                     *o *= a;
                 }
             }
         }
         for row in st.chunks_exact_mut(rp) {
-            for (x, m) in row.iter_mut().zip(&m_use) {
+            for (x, m) in row.iter_mut().zip(m_use.iter()) {
                 *x -= m;
             }
         }
@@ -328,7 +385,6 @@ fn run_task(
         gemm(&mut part.ot, v, 1, sv, st, dv, w, rp, true);
         jb += w;
     }
-    part
 }
 
 /// The naive twin of [`flash_attention`]: per row, every visible score, the softmax, the
