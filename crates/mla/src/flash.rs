@@ -136,12 +136,17 @@ pub(crate) fn flash_attention(
             j0 = j1;
         }
     }
+    // Each row block's queries, transposed and scaled once for all its chunks.
+    let qts: Vec<Vec<f32>> = (0..blocks)
+        .into_par_iter()
+        .map(|b| transposed_queries(q, shape, b * tq, ((b + 1) * tq).min(t)))
+        .collect();
     let partials: Vec<Partial> = tasks
         .par_iter()
         .map(|&(b, j0, j1)| {
             let i0 = b * tq;
             let i1 = (i0 + tq).min(t);
-            run_task(q, kv, shape, i0, i1, j0, j1, kb, gemm)
+            run_task(&qts[b], kv, shape, i0, i1, j0, j1, kb, gemm)
         })
         .collect();
     // Combine each row block's chunks (consecutive in `tasks`).
@@ -187,10 +192,27 @@ fn combine(o: &mut [f32], parts: &[Partial], dv: usize) {
     }
 }
 
-/// Rows of positions `i0..i1` over keys `j0..j1`, in blocks of `kb` keys.
+/// `Qᵀ[dk, rp]` of the rows of positions `i0..i1`, scaled (once here instead of every score),
+/// the rows padded with zeros to `rp`, a multiple of 8.
+fn transposed_queries(q: &[f32], shape: &FlashShape, i0: usize, i1: usize) -> Vec<f32> {
+    let FlashShape { g, dk, scale, .. } = *shape;
+    let rows = (i1 - i0) * g;
+    let rp = rows.div_ceil(8) * 8;
+    let mut qt = vec![0.0f32; dk * rp];
+    for r in 0..rows {
+        let qr = &q[(i0 * g + r) * dk..(i0 * g + r + 1) * dk];
+        for (k, &x) in qr.iter().enumerate() {
+            qt[k * rp + r] = scale * x;
+        }
+    }
+    qt
+}
+
+/// Rows of positions `i0..i1` over keys `j0..j1`, in blocks of `kb` keys, with the rows'
+/// queries `qt` from [`transposed_queries`].
 #[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
 fn run_task(
-    q: &[f32], // [t·g, dk]
+    qt: &[f32], // [dk, rp]
     kv: Kv<'_>,
     shape: &FlashShape,
     i0: usize,
@@ -200,31 +222,20 @@ fn run_task(
     kb: usize,
     gemm: Gemm,
 ) -> Partial {
-    let FlashShape {
-        g, dk, dv, scale, ..
-    } = *shape;
+    let FlashShape { g, dk, dv, .. } = *shape;
     let rows = (i1 - i0) * g;
     let rp = rows.div_ceil(8) * 8; // rows padded to whole registers (padding rows are zero)
     SCRATCH.with(|scratch| {
         let scratch = &mut *scratch.borrow_mut();
         let widen = !matches!(kv, Kv::Latent(LatentRows::F32(_)) | Kv::Split { .. });
-        scratch.size(dk * rp, kb * rp, if widen { kb * dk } else { 0 }, rp);
+        scratch.size(kb * rp, if widen { kb * dk } else { 0 }, rp);
         let Scratch {
-            qt,
             st,
             keys,
             m_use,
             alpha,
             bm,
         } = scratch;
-        // Qᵀ[dk, rp], scaled once here instead of every score.
-        qt.fill(0.0);
-        for r in 0..rows {
-            let qr = &q[(i0 * g + r) * dk..(i0 * g + r + 1) * dk];
-            for (k, &x) in qr.iter().enumerate() {
-                qt[k * rp + r] = scale * x;
-            }
-        }
         let mut part = Partial {
             m: vec![f32::NEG_INFINITY; rp],
             l: vec![0.0; rp],
@@ -241,7 +252,6 @@ fn run_task(
 /// 147 KB at DeepSeek's shapes: allocating it per task costs page faults).
 #[derive(Default)]
 struct Scratch {
-    qt: Vec<f32>,    // [dk, rp]: the task's queries, transposed and scaled
     st: Vec<f32>,    // [kb, rp]: a block's scores, then probabilities
     keys: Vec<f32>,  // [kb, dk]: a block of latent rows widened to f32
     m_use: Vec<f32>, // [rp]
@@ -250,8 +260,7 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn size(&mut self, qt: usize, st: usize, keys: usize, rp: usize) {
-        self.qt.resize(qt, 0.0);
+    fn size(&mut self, st: usize, keys: usize, rp: usize) {
         self.st.resize(st, 0.0);
         self.keys.resize(keys, 0.0);
         for v in [&mut self.m_use, &mut self.alpha, &mut self.bm] {
