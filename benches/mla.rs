@@ -193,11 +193,23 @@ fn attention(c: &mut Criterion) {
 /// Decode attention against its bound, and the prefill crossover, on stderr.
 fn summary(up: &KvUpProjection) {
     let limits = common_limits::measure(5);
+    // The peak of the registers the attention's products use.
+    let peak = limits.wide_flops_per_s.unwrap_or(limits.flops_per_s);
     eprintln!(
-        "\nlimits (same run): read {:.1} GB/s, FMA peak {:.1} GFLOP/s on {} threads",
+        "\nlimits (same run): read {:.1} GB/s, FMA peak {:.1} GFLOP/s 8-wide{} on {} threads; \
+         the attention's products run {}",
         limits.read_bytes_per_s / 1e9,
         limits.flops_per_s / 1e9,
-        rayon::current_num_threads()
+        limits
+            .wide_flops_per_s
+            .map(|w| format!(", {:.1} GFLOP/s 16-wide", w / 1e9))
+            .unwrap_or_default(),
+        rayon::current_num_threads(),
+        if limits.wide_flops_per_s.is_some() {
+            "16-wide (AVX-512F)"
+        } else {
+            "8-wide"
+        }
     );
     let weights = (up
         .w_uk_t()
@@ -216,7 +228,7 @@ fn summary(up: &KvUpProjection) {
         let secs = common_limits::best_seconds(20, || {
             attention_absorbed(&mut out, &q, rows, up, &shape(1, cached)).expect("core");
         });
-        let flop_bound = absorbed_flops(1, cached) / limits.flops_per_s;
+        let flop_bound = absorbed_flops(1, cached) / peak;
         let bytes = (cached * (C + R) * 2) as f64 + weights;
         let byte_bound = bytes / limits.read_bytes_per_s;
         eprintln!(

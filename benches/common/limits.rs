@@ -1,6 +1,7 @@
 //! The machine's limits, measured in the same run as the kernels judged against them: DRAM read
 //! bandwidth (a parallel sum over 512 MiB, 16× the L3 of the Zen 3 these benches were first
-//! taken on) and peak f32 FLOP/s (12 independent 8-wide FMA chains per thread, no memory).
+//! taken on) and peak f32 FLOP/s (12 independent 8-wide FMA chains per thread, no memory; and
+//! 16-wide where the process may use AVX-512F).
 //! Included by `kernels.rs` and `mla.rs` with `#[path]`.
 
 use criterion::{Criterion, Throughput};
@@ -33,6 +34,15 @@ pub fn limits(c: &mut Criterion) {
     g.bench_function("fma_peak_all_threads", |b| {
         b.iter(|| probe::fma_peak(black_box(FMA_ITERS)))
     });
+    if probe::fma_peak_wide(1).is_some() {
+        g.throughput(Throughput::Elements(probe::fma_peak_wide_flops(
+            FMA_ITERS,
+            rayon::current_num_threads(),
+        )));
+        g.bench_function("fma_peak_avx512_all_threads", |b| {
+            b.iter(|| probe::fma_peak_wide(black_box(FMA_ITERS)))
+        });
+    }
     let one = probe::fma_peak_flops(FMA_ITERS, 1);
     g.throughput(Throughput::Elements(one));
     let pool = rayon::ThreadPoolBuilder::new()
@@ -50,8 +60,10 @@ pub fn limits(c: &mut Criterion) {
 pub struct Limits {
     /// DRAM read bandwidth, bytes per second.
     pub read_bytes_per_s: f64,
-    /// Peak f32 FLOP/s on every rayon thread.
+    /// Peak f32 FLOP/s on every rayon thread, 8-wide FMAs (AVX2).
     pub flops_per_s: f64,
+    /// The same with 16-wide FMAs, where the process may use AVX-512F.
+    pub wide_flops_per_s: Option<f64>,
 }
 
 /// Measures [`Limits`]: the best of `rounds` timings of each probe.
@@ -65,9 +77,17 @@ pub fn measure(rounds: usize) -> Limits {
     let fma = best_seconds(rounds, || {
         black_box(probe::fma_peak(black_box(FMA_ITERS)));
     });
+    let threads = rayon::current_num_threads();
+    let wide_flops_per_s = probe::fma_peak_wide(1).map(|_| {
+        let secs = best_seconds(rounds, || {
+            black_box(probe::fma_peak_wide(black_box(FMA_ITERS)));
+        });
+        probe::fma_peak_wide_flops(FMA_ITERS, threads) as f64 / secs
+    });
     Limits {
         read_bytes_per_s: (STREAM_LEN * 4) as f64 / read,
-        flops_per_s: probe::fma_peak_flops(FMA_ITERS, rayon::current_num_threads()) as f64 / fma,
+        flops_per_s: probe::fma_peak_flops(FMA_ITERS, threads) as f64 / fma,
+        wide_flops_per_s,
     }
 }
 

@@ -87,6 +87,21 @@ pub fn vnni() -> bool {
     })
 }
 
+/// Whether the f32 products that gain from wider registers (the blocked attention's
+/// [`crate::matmul_strided`]) may use AVX-512F's 512-bit registers: the process runs the AVX2
+/// kernels ([`isa`]), the CPU has AVX-512F (Intel since Skylake-SP, AMD since Zen 4), and
+/// [`ISA_ENV`] does not say `avx2`. Read once, on the first call.
+pub fn avx512() -> bool {
+    static AVX512: OnceLock<bool> = OnceLock::new();
+    *AVX512.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        let has = is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let has = false;
+        vnni_choice(std::env::var(ISA_ENV).ok().as_deref(), isa(), has)
+    })
+}
+
 /// Whether the CPU has AVX-VNNI (the VEX encoding of 256-bit `vpdpbusd`).
 pub(crate) fn vnni_vex() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -103,8 +118,8 @@ pub(crate) fn vnni_evex() -> bool {
     false
 }
 
-/// [`vnni`] for a value of [`ISA_ENV`], the process's instruction set and whether the CPU has
-/// AVX-VNNI.
+/// [`vnni`] (or [`avx512`]) for a value of [`ISA_ENV`], the process's instruction set and whether
+/// the CPU has the extension.
 fn vnni_choice(env: Option<&str>, isa: Isa, has_vnni: bool) -> bool {
     isa == Isa::Avx2 && has_vnni && env.map(str::trim) != Some("avx2")
 }

@@ -85,3 +85,47 @@ unsafe fn fma_chains_avx2(iters: usize, seed: f32) -> f32 {
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
     out.iter().sum()
 }
+
+/// Floating-point operations one call of [`fma_peak_wide`] performs with `iters` iterations on
+/// each of `threads` threads.
+pub fn fma_peak_wide_flops(iters: usize, threads: usize) -> u64 {
+    // 12 chains of 16-lane FMAs, 2 FLOPs each.
+    (iters as u64) * 12 * 16 * 2 * threads as u64
+}
+
+/// [`fma_peak`] with 16-wide FMAs on AVX-512F when [`crate::avx512()`] allows them (the peak the
+/// wide kernels are judged against); `None` where it does not.
+pub fn fma_peak_wide(iters: usize) -> Option<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::avx512() {
+        let threads = rayon::current_num_threads();
+        return Some(
+            (0..threads)
+                .into_par_iter()
+                // SAFETY: the CPU supports AVX-512F (checked by avx512()).
+                .map(|i| unsafe { fma_chains_avx512(iters, i as f32) })
+                .sum(),
+        );
+    }
+    let _ = iters;
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains_avx512(iters: usize, seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let a = _mm512_set1_ps(0.999_999);
+    let b = _mm512_set1_ps(1e-7);
+    let mut acc = [_mm512_set1_ps(seed); 12];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm512_fmadd_ps(*v, a, b);
+        }
+    }
+    let mut s = _mm512_setzero_ps();
+    for v in acc {
+        s = _mm512_add_ps(s, v);
+    }
+    _mm512_reduce_add_ps(s)
+}

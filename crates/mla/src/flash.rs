@@ -466,11 +466,12 @@ mod tests {
             .collect()
     }
 
-    /// Every product the kernel can run on: the dispatching one (AVX2 here when the CPU has
-    /// it), the portable one, and the naive twin.
-    fn gemms() -> [(&'static str, Gemm); 3] {
+    /// Every product the kernel can run on: the dispatching one (AVX-512 or AVX2 here when the
+    /// CPU has it), the AVX2 one, the portable one, and the naive twin.
+    fn gemms() -> [(&'static str, Gemm); 4] {
         [
             ("dispatch", deepblocks_core::matmul_strided),
+            ("avx2", deepblocks_core::matmul_strided_avx2),
             ("portable", matmul_strided_portable),
             ("naive", matmul_strided_naive),
         ]

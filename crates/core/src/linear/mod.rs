@@ -28,7 +28,9 @@ mod portable;
 mod strided;
 mod tiled;
 
-pub use strided::{matmul_strided, matmul_strided_naive, matmul_strided_portable};
+pub use strided::{
+    matmul_strided, matmul_strided_avx2, matmul_strided_naive, matmul_strided_portable,
+};
 
 use std::sync::OnceLock;
 

@@ -5,8 +5,10 @@
 //!
 //! The kernel is the outer-product form of a GEMM micro-kernel: a tile of 6 rows of `C` by 16
 //! columns (two AVX2 registers) is held in 12 accumulators while `p` runs over `k`; each step
-//! loads one row of `B` (two registers) and broadcasts six elements of `A`, for 12 FMAs. Nothing
-//! is packed: `A`'s elements are read in place at any strides, `B` is read as it is.
+//! loads one row of `B` (two registers) and broadcasts six elements of `A`, for 12 FMAs. Where
+//! the CPU has AVX-512F ([`crate::avx512()`]) the tile is 12 rows by 16 columns (one 512-bit
+//! register each, 12 FMAs per row of `B` loaded) or 6 rows by 32. Nothing is packed: `A`'s
+//! elements are read in place at any strides, `B` is read as it is.
 
 /// `c[i·n + j] (+)= Σ_p a[i·a_rs + p·a_cs] · b[p·n + j]` for `i < m`, `j < n`, `p < k`; with
 /// `accumulate` false `c` is overwritten. `A`'s strides are free (`a_rs = k, a_cs = 1` is a
@@ -28,6 +30,43 @@
 /// are a caller's invariant, not user data).
 #[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, strides, then every dimension
 pub fn matmul_strided(
+    c: &mut [f32],
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    check(c, a, a_rs, a_cs, b, m, k, n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::avx512() {
+        // SAFETY: the CPU has AVX-512F, and `check` bounded every index.
+        unsafe { avx512::matmul_strided(c, a, a_rs, a_cs, b, m, k, n, accumulate) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa() == crate::Isa::Avx2 {
+        // SAFETY: the CPU has AVX2 and FMA, and `check` bounded every index.
+        unsafe { avx2::matmul_strided(c, a, a_rs, a_cs, b, m, k, n, accumulate) };
+        return;
+    }
+    portable(c, a, a_rs, a_cs, b, m, k, n, accumulate);
+}
+
+/// [`matmul_strided`] on the AVX2 kernel whatever [`crate::avx512()`] says (the portable one on
+/// CPUs without AVX2), for tests that compare the implementations.
+///
+/// # Panics
+/// As [`matmul_strided`].
+#[allow(clippy::too_many_arguments)]
+#[doc(hidden)]
+pub fn matmul_strided_avx2(
     c: &mut [f32],
     a: &[f32],
     a_rs: usize,
@@ -307,6 +346,148 @@ mod avx2 {
                         acc += *a.add(i * a_rs + p * a_cs) * *b.add(p * n);
                     }
                     *c.add(i * n) = acc;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// [`super::matmul_strided`] on AVX-512F: tiles of up to 6 rows × 32 columns (two 512-bit
+    /// registers) while 32 or more columns remain, else up to 12 rows × 16 columns, the last
+    /// `n mod 16` columns under a mask.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `super::check` passed for these arguments.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn matmul_strided(
+        c: &mut [f32],
+        a: &[f32],
+        a_rs: usize,
+        a_cs: usize,
+        b: &[f32],
+        m: usize,
+        k: usize,
+        n: usize,
+        accumulate: bool,
+    ) {
+        let (cp, ap, bp) = (c.as_mut_ptr(), a.as_ptr(), b.as_ptr());
+        let t = Tile {
+            a_rs,
+            a_cs,
+            k,
+            n,
+            accumulate,
+        };
+        let mut j0 = 0;
+        while j0 < n {
+            let (two, mask) = if n - j0 >= 32 {
+                (true, u16::MAX)
+            } else {
+                (false, (u32::MAX >> (32 - (n - j0).min(16))) as u16)
+            };
+            let mr_max = if two { 6 } else { 12 };
+            let mut i0 = 0;
+            while i0 < m {
+                let mr = mr_max.min(m - i0);
+                // SAFETY: rows i0..i0 + mr < m and the tile's columns (32, or 16 under the mask)
+                // from j0 are inside `c` and `b`; A's indices are below the bound `check` proved.
+                unsafe {
+                    let a0 = ap.add(i0 * a_rs);
+                    let c0 = cp.add(i0 * n + j0);
+                    let b0 = bp.add(j0);
+                    match (two, mr) {
+                        (true, 6) => t.run::<6, 2>(c0, a0, b0, mask),
+                        (true, 5) => t.run::<5, 2>(c0, a0, b0, mask),
+                        (true, 4) => t.run::<4, 2>(c0, a0, b0, mask),
+                        (true, 3) => t.run::<3, 2>(c0, a0, b0, mask),
+                        (true, 2) => t.run::<2, 2>(c0, a0, b0, mask),
+                        (true, _) => t.run::<1, 2>(c0, a0, b0, mask),
+                        (false, 12) => t.run::<12, 1>(c0, a0, b0, mask),
+                        (false, 11) => t.run::<11, 1>(c0, a0, b0, mask),
+                        (false, 10) => t.run::<10, 1>(c0, a0, b0, mask),
+                        (false, 9) => t.run::<9, 1>(c0, a0, b0, mask),
+                        (false, 8) => t.run::<8, 1>(c0, a0, b0, mask),
+                        (false, 7) => t.run::<7, 1>(c0, a0, b0, mask),
+                        (false, 6) => t.run::<6, 1>(c0, a0, b0, mask),
+                        (false, 5) => t.run::<5, 1>(c0, a0, b0, mask),
+                        (false, 4) => t.run::<4, 1>(c0, a0, b0, mask),
+                        (false, 3) => t.run::<3, 1>(c0, a0, b0, mask),
+                        (false, 2) => t.run::<2, 1>(c0, a0, b0, mask),
+                        (false, _) => t.run::<1, 1>(c0, a0, b0, mask),
+                    }
+                }
+                i0 += mr;
+            }
+            j0 += if two { 32 } else { 16 };
+        }
+    }
+
+    /// The strides and sizes every tile of one call shares.
+    struct Tile {
+        a_rs: usize,
+        a_cs: usize,
+        k: usize,
+        n: usize,
+        accumulate: bool,
+    }
+
+    impl Tile {
+        /// `R` rows × `16·V` columns of `C` at `c` (the last register's lanes under `mask`), from
+        /// `A` at `a` and `B` at `b`.
+        ///
+        /// # Safety
+        /// AVX-512F; `c` and `b` start `R` rows × the tile's columns inside their matrices, `a`
+        /// the tile's first row of `A`.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn run<const R: usize, const V: usize>(
+            &self,
+            c: *mut f32,
+            a: *const f32,
+            b: *const f32,
+            mask: u16,
+        ) {
+            let Tile {
+                a_rs,
+                a_cs,
+                k,
+                n,
+                accumulate,
+            } = *self;
+            let lanes = |v: usize| if v + 1 == V { mask } else { u16::MAX };
+            // SAFETY: every pointer stays inside the tile the caller vouched for: rows < R of C
+            // and A, the masked columns of C and B, p < k.
+            unsafe {
+                let mut acc = [[_mm512_setzero_ps(); V]; R];
+                if accumulate {
+                    for (i, row) in acc.iter_mut().enumerate() {
+                        for (v, x) in row.iter_mut().enumerate() {
+                            *x = _mm512_maskz_loadu_ps(lanes(v), c.add(i * n + 16 * v));
+                        }
+                    }
+                }
+                for p in 0..k {
+                    let mut bv = [_mm512_setzero_ps(); V];
+                    for (v, x) in bv.iter_mut().enumerate() {
+                        *x = _mm512_maskz_loadu_ps(lanes(v), b.add(p * n + 16 * v));
+                    }
+                    let ap = a.add(p * a_cs);
+                    for (i, row) in acc.iter_mut().enumerate() {
+                        let x = _mm512_set1_ps(*ap.add(i * a_rs));
+                        for (v, y) in row.iter_mut().enumerate() {
+                            *y = _mm512_fmadd_ps(x, bv[v], *y);
+                        }
+                    }
+                }
+                for (i, row) in acc.iter().enumerate() {
+                    for (v, x) in row.iter().enumerate() {
+                        _mm512_mask_storeu_ps(c.add(i * n + 16 * v), lanes(v), *x);
+                    }
                 }
             }
         }
