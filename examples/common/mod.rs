@@ -107,6 +107,17 @@ pub fn threads(n: Option<usize>) -> Result<usize, String> {
     Ok(rayon::current_num_threads())
 }
 
+/// Writes `text` to stdout at once. A reader that has gone away (`| head`) ends the output
+/// quietly: a closed pipe is not the example's error.
+pub fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result,
+    }
+}
+
 /// `"1 thread"`, `"2 threads"`.
 pub fn threads_label(n: usize) -> String {
     format!("{n} thread{}", if n == 1 { "" } else { "s" })

@@ -59,7 +59,7 @@ pub use gpt3::{GPT3_175B, GPT3_FAMILY, Gpt3Config};
 pub use kv::{Bits, KvCache, KvLayout};
 pub use mla::{mla_accounting, mla_attention_dims, mla_kv_cache, mla_tree, mtp_tree};
 pub use model::{Accounting, Summary};
-pub use tree::{Component, InputEmbedding, Kind, Tensor, thousands};
+pub use tree::{BAR_WIDTH, Component, InputEmbedding, Kind, Tensor, thousands};
 
 // The README's example is a doctest too, so what crates.io shows is what runs.
 #[cfg(doctest)]
