@@ -72,9 +72,10 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     common::threads(args.threads)?;
-    let dir = args.model.clone().unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-shakespeare")
-    });
+    let dir = match &args.model {
+        Some(dir) => dir.clone(),
+        None => common::shipped_model()?,
+    };
     let dir = deepblocks::deepseek::resolve_model(&dir)?;
     let tokenizer = common::tokenizer(&dir)?;
     let model = common::load(

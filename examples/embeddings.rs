@@ -1,36 +1,41 @@
 //! The vector tools of deepblocks-embed: lookup, cosine similarity, nearest neighbours, analogy
 //! (`a − b + c`) and the tied unembedding.
 //!
-//! The shipped model does not exist yet, so by default the example builds a small embedding matrix
-//! of its own: 16 words over 11 interpretable features (royal, male, female, adult, young, animal,
-//! feline, canine, fruit, red, yellow) plus a little deterministic noise, stored in bf16 as a
-//! checkpoint would be. On it `king − man + woman` lands on `queen`, as in the word-vector
-//! literature. Point it at any Hugging Face model folder with `--model DIR` to read
-//! `model.embed_tokens.weight` instead; tokens are given as ids, or as words when the folder has a
-//! `tokenizer.json` (a word that is one token; DeepSeek's tokenizer keeps the leading space, so
-//! `" king"` is usually one token where `"king"` is not).
+//! By default the example builds a small embedding matrix of its own: 16 words over 11
+//! interpretable features (royal, male, female, adult, young, animal, feline, canine, fruit, red,
+//! yellow) plus a little deterministic noise, stored in bf16 as a checkpoint would be. On it
+//! `king − man + woman` lands on `queen`, as in the word-vector literature. With `--model` (a
+//! Hugging Face folder, a `.gguf` file or `ORG/NAME` in the local Hugging Face cache) it reads the
+//! model's `embed_tokens` instead; tokens are given as ids, or as words when the model has a
+//! tokenizer (a word that is one token; DeepSeek's tokenizer keeps the leading space, so
+//! `" king"` is usually one token where `"king"` is not). A vocabulary under 32,000 tokens gets
+//! a note on stderr that it is too small for meaningful neighbours (the shipped model has 4,096;
+//! the MLA models this repository runs have 102,400 to 163,840).
 //!
 //! ```text
 //! cargo run --release --example embeddings
 //! cargo run --release --example embeddings -- --model DIR --tokens 100,2000 --analogy 5,6,7
-//! cargo run --release --example embeddings -- --model DIR --tokens " king" --analogy " king, man, woman"
+//! cargo run --release --example embeddings -- --model models/tiny-shakespeare --tokens " king" --analogy " king, man, woman"
 //! ```
 
 mod common;
 
-use std::path::PathBuf;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
 use deepblocks::core::{DType, Weight};
-use deepblocks::deepseek::Model;
+use deepblocks::deepseek::LoadOptions;
 use deepblocks::embed::{Embedding, Embeddings, LmHead, Neighbour, Positions, cosine_similarity};
-use deepblocks::tokenize::{TOKENIZER_FILE, Tokenizer};
+use deepblocks::params::thousands;
+use deepblocks::tokenize::Tokenizer;
 
 #[derive(Parser)]
 #[command(about = "Cosine similarity, nearest neighbours and analogies over embedding rows")]
 struct Args {
-    /// A Hugging Face model folder; its `model.embed_tokens.weight` replaces the toy matrix.
+    /// A model (Hugging Face folder, .gguf file, or ORG/NAME in the local Hugging Face cache);
+    /// its token embedding replaces the toy matrix.
     #[arg(long)]
     model: Option<PathBuf>,
     /// With --model: tokens whose nearest neighbours to print, comma-separated: ids, or texts
@@ -104,23 +109,29 @@ fn name(id: u32) -> &'static str {
 
 fn toy(k: usize) -> Result<(), Box<dyn std::error::Error>> {
     let e = toy_embedding()?;
-    println!(
+    let mut out = String::new();
+    writeln!(
+        out,
         "Toy embedding E[V {}, h {}] in {} ({} bytes); features: {}",
         e.vocab_size(),
         e.hidden_size(),
         e.format(),
         e.weight().bytes(),
         FEATURES.join(", ")
-    );
+    )?;
 
-    println!("\nLookup: ids [king, kitten] → x[2, {}]", e.hidden_size());
+    writeln!(
+        out,
+        "\nLookup: ids [king, kitten] → x[2, {}]",
+        e.hidden_size()
+    )?;
     let x = e.lookup_nd(&[id_of("king"), id_of("kitten")])?;
     for (word, row) in ["king", "kitten"].iter().zip(x.rows()) {
         let cells: Vec<String> = row.iter().map(|v| format!("{v:5.2}")).collect();
-        println!("  {word:>8} [{}]", cells.join(" "));
+        writeln!(out, "  {word:>8} [{}]", cells.join(" "))?;
     }
 
-    println!("\nCosine similarity");
+    writeln!(out, "\nCosine similarity")?;
     for (a, b) in [
         ("king", "queen"),
         ("king", "man"),
@@ -130,20 +141,20 @@ fn toy(k: usize) -> Result<(), Box<dyn std::error::Error>> {
         ("apple", "banana"),
     ] {
         let s = cosine_similarity(&e.row(id_of(a))?, &e.row(id_of(b))?)?;
-        println!("  cos({a}, {b}) = {s:6.3}");
+        writeln!(out, "  cos({a}, {b}) = {s:6.3}")?;
     }
 
-    println!("\nNearest neighbours (k = {k})");
+    writeln!(out, "\nNearest neighbours (k = {k})")?;
     for word in ["king", "kitten", "apple"] {
         let n = e.neighbours(id_of(word), k)?;
         let list: Vec<String> = n
             .iter()
             .map(|n| format!("{} {:.3}", name(n.id), n.similarity))
             .collect();
-        println!("  {word:>8}: {}", list.join(", "));
+        writeln!(out, "  {word:>8}: {}", list.join(", "))?;
     }
 
-    println!("\nAnalogies a − b + c (inputs excluded)");
+    writeln!(out, "\nAnalogies a − b + c (inputs excluded)")?;
     for (a, b, c) in [
         ("king", "man", "woman"),
         ("prince", "boy", "girl"),
@@ -155,32 +166,50 @@ fn toy(k: usize) -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .map(|n| format!("{} {:.3}", name(n.id), n.similarity))
             .collect();
-        println!("  {a} − {b} + {c} = {}", list.join(", "));
+        writeln!(out, "  {a} − {b} + {c} = {}", list.join(", "))?;
     }
 
-    println!("\nTied unembedding: logits = x · Eᵀ for x = E[queen]");
+    writeln!(out, "\nTied unembedding: logits = x · Eᵀ for x = E[queen]")?;
     let m = Embeddings::new(e, LmHead::Tied)?;
     let x = m.embed_tokens().lookup_nd(&[id_of("queen")])?;
     let logits = m.logits_nd(x.view(), Positions::Last)?;
     let mut ranked: Vec<(usize, f32)> = logits.iter().copied().enumerate().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     for &(id, l) in ranked.iter().take(4) {
-        println!("  {:>8} {l:6.3}", name(id as u32));
+        writeln!(out, "  {:>8} {l:6.3}", name(id as u32))?;
     }
+    common::emit(&out)?;
     Ok(())
 }
 
-/// A token given as an id, or as a text the tokenizer encodes to exactly one token.
-fn resolve(arg: &str, tok: Option<&Tokenizer>) -> Result<u32, Box<dyn std::error::Error>> {
-    if let Ok(id) = arg.trim().parse::<u32>() {
-        return Ok(id);
+/// Vocabularies smaller than this get a note that their neighbours mean little.
+const SMALL_VOCAB: usize = 32_000;
+
+/// A token given as an id, or as a text the tokenizer encodes to exactly one token; either must
+/// be inside the vocabulary of `vocab` tokens.
+fn resolve(
+    arg: &str,
+    tok: Option<&Tokenizer>,
+    vocab: usize,
+) -> Result<u32, Box<dyn std::error::Error>> {
+    let id = if let Ok(id) = arg.trim().parse::<u32>() {
+        id
+    } else {
+        let tok =
+            tok.ok_or_else(|| format!("{arg:?} is not an id and the model has no tokenizer"))?;
+        match tok.encode(arg, false)?[..] {
+            [id] => id,
+            ref ids => {
+                return Err(format!("{arg:?} is {} tokens ({ids:?}), not one", ids.len()).into());
+            }
+        }
+    };
+    if id as usize >= vocab {
+        return Err(
+            format!("token {arg:?}: id {id} is past the vocabulary of {vocab} tokens").into(),
+        );
     }
-    let tok =
-        tok.ok_or_else(|| format!("{arg:?} is not an id and the folder has no {TOKENIZER_FILE}"))?;
-    match tok.encode(arg, false)?[..] {
-        [id] => Ok(id),
-        ref ids => Err(format!("{arg:?} is {} tokens ({ids:?}), not one", ids.len()).into()),
-    }
+    Ok(id)
 }
 
 /// A token for display: its text when there is a tokenizer, else its id.
@@ -198,20 +227,35 @@ fn list(n: &[Neighbour], tok: Option<&Tokenizer>) -> String {
         .join(", ")
 }
 
-fn model(dir: &PathBuf, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    // The model's own loader reads the checkpoint (memory-mapped: only the embedding is paged in).
-    let model = Model::load(dir)?;
-    let e = model.embeddings().embed_tokens();
-    let tok = if dir.join(TOKENIZER_FILE).is_file() {
-        Some(Tokenizer::from_dir(dir)?)
-    } else {
-        None
-    };
+fn model(path: &Path, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let path = deepblocks::deepseek::resolve_model(path)?;
+    // The model's own loader (memory-mapped: of the weights, only the embedding is read here).
+    let model = common::load(&path, LoadOptions::default())?;
+    let tok = common::tokenizer_if_any(&path)?;
     let tok = tok.as_ref();
-    println!(
+    let e = model.embeddings().embed_tokens();
+    let vocab = e.vocab_size();
+    // Every token is checked before anything is printed.
+    let tokens = args
+        .tokens
+        .iter()
+        .map(|a| resolve(a, tok, vocab))
+        .collect::<Result<Vec<_>, _>>()?;
+    let analogy = match &args.analogy[..] {
+        [] => None,
+        [a, b, c] => Some([
+            resolve(a, tok, vocab)?,
+            resolve(b, tok, vocab)?,
+            resolve(c, tok, vocab)?,
+        ]),
+        other => return Err(format!("--analogy takes three tokens, got {other:?}").into()),
+    };
+    let mut out = String::new();
+    writeln!(
+        out,
         "{}: embed_tokens [V {}, h {}] in {} ({:.1} MB){}",
-        dir.display(),
-        e.vocab_size(),
+        path.display(),
+        vocab,
         e.hidden_size(),
         e.format(),
         e.weight().bytes() as f64 / 1e6,
@@ -220,29 +264,34 @@ fn model(dir: &PathBuf, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         } else {
             ""
         }
-    );
-    for arg in &args.tokens {
-        let id = resolve(arg, tok)?;
-        println!(
+    )?;
+    for &id in &tokens {
+        writeln!(
+            out,
             "  nearest to {}: {}",
             label(id, tok),
             list(&e.neighbours(id, args.k)?, tok)
+        )?;
+    }
+    if let Some([a, b, c]) = analogy {
+        writeln!(
+            out,
+            "  {} − {} + {} = {}",
+            label(a, tok),
+            label(b, tok),
+            label(c, tok),
+            list(&e.analogy(a, b, c, args.k)?, tok)
+        )?;
+    }
+    if vocab < SMALL_VOCAB {
+        eprintln!(
+            "note: a vocabulary of {} tokens is too small for meaningful neighbours \
+             (DeepSeek-V2's has 102,400): read these as a demonstration of the tools, not of \
+             what the model learned",
+            thousands(vocab as u64)
         );
     }
-    match &args.analogy[..] {
-        [] => {}
-        [a, b, c] => {
-            let (a, b, c) = (resolve(a, tok)?, resolve(b, tok)?, resolve(c, tok)?);
-            println!(
-                "  {} − {} + {} = {}",
-                label(a, tok),
-                label(b, tok),
-                label(c, tok),
-                list(&e.analogy(a, b, c, args.k)?, tok)
-            );
-        }
-        other => return Err(format!("--analogy takes three tokens, got {other:?}").into()),
-    }
+    common::emit(&out)?;
     Ok(())
 }
 

@@ -21,12 +21,30 @@ use deepblocks::params::{GPT3_175B, GPT3_FAMILY, Gpt3Config, Kind, thousands};
 #[derive(Parser)]
 struct Args {}
 
-fn walkthrough_table(cfg: &Gpt3Config) -> deepblocks::params::Result<()> {
+/// `println!` into a `String` (written to stdout at once, by `common::emit`).
+macro_rules! outln {
+    ($out:expr) => {
+        $out.push('\n')
+    };
+    ($out:expr, $($arg:tt)*) => {{
+        $out.push_str(&format!($($arg)*));
+        $out.push('\n');
+    }};
+}
+
+fn walkthrough_table(out: &mut String, cfg: &Gpt3Config) -> deepblocks::params::Result<()> {
     let tree = cfg.walkthrough()?;
-    println!(
+    outln!(
+        out,
         "{} — walk-through convention (weight matrices only)\n\
          d_model {}, {} layers, {} heads of {}, MLP {}, vocabulary {}\n",
-        cfg.name, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.d_ff, cfg.vocab
+        cfg.name,
+        cfg.d_model,
+        cfg.n_layers,
+        cfg.n_heads,
+        cfg.d_head,
+        cfg.d_ff,
+        cfg.vocab
     );
     let rows: Vec<[String; 5]> = tree
         .children()
@@ -58,12 +76,13 @@ fn walkthrough_table(cfg: &Gpt3Config) -> deepblocks::params::Result<()> {
         thousands(tree.matrices()),
         thousands(tree.params()),
     ];
-    print_table(&header, &rows, &total);
+    print_table(out, &header, &rows, &total);
     Ok(())
 }
 
-fn family_table() -> deepblocks::params::Result<()> {
-    println!(
+fn family_table(out: &mut String) -> deepblocks::params::Result<()> {
+    outln!(
+        out,
         "\nGPT-3 family (Brown et al. 2020, Table 2.1; n_ctx 2048, vocabulary 50,257, d_ff = 4·d_model)\n\
          paper count: every parameter — embeddings, positions, biases, LayerNorms; unembedding tied\n"
     );
@@ -96,8 +115,9 @@ fn family_table() -> deepblocks::params::Result<()> {
             walk,
         ]);
     }
-    print_table(&header, &rows, &[]);
-    println!(
+    print_table(out, &header, &rows, &[]);
+    outln!(
+        out,
         "\n(*) n_heads × d_head ≠ d_model in the paper's row (XL: 24 × 128 = 3072 for 2048; 13B: \
          40 × 128 = 5120 for 5140),\n    so there is no per-head split to count; the paper count \
          uses d_model-wide attention, as GPT-2 does."
@@ -105,35 +125,41 @@ fn family_table() -> deepblocks::params::Result<()> {
     Ok(())
 }
 
-fn conventions() -> deepblocks::params::Result<()> {
+fn conventions(out: &mut String) -> deepblocks::params::Result<()> {
     let c = GPT3_175B;
     let walk = c.walkthrough()?;
     let full = c.full()?;
     let (v, d, l, n_ctx) = (c.vocab, c.d_model, c.n_layers, c.n_ctx);
     let biases = full.params_where(|k| k == Kind::Bias);
     let norms = full.params_where(|k| k == Kind::Norm);
-    println!("\nWhy the two 175B counts differ:");
-    println!(
+    outln!(out, "\nWhy the two 175B counts differ:");
+    outln!(
+        out,
         "  walk-through                         {:>19}",
         thousands(walk.params())
     );
-    println!(
+    outln!(
+        out,
         "  − separate unembedding (tied: V·d)   {:>19}",
         format!("−{}", thousands(v * d))
     );
-    println!(
+    outln!(
+        out,
         "  + learned positions (n_ctx·d)        {:>19}",
         format!("+{}", thousands(n_ctx * d))
     );
-    println!(
+    outln!(
+        out,
         "  + biases (9·d per layer)             {:>19}",
         format!("+{}", thousands(biases))
     );
-    println!(
+    outln!(
+        out,
         "  + LayerNorms (4·d per layer, + 2·d)  {:>19}",
         format!("+{}", thousands(norms))
     );
-    println!(
+    outln!(
+        out,
         "  = paper count                        {:>19}   ({} layers)",
         thousands(full.params()),
         l
@@ -145,14 +171,19 @@ fn conventions() -> deepblocks::params::Result<()> {
     Ok(())
 }
 
-fn print_table<const N: usize>(header: &[String], rows: &[[String; N]], total: &[String]) {
+fn print_table<const N: usize>(
+    out: &mut String,
+    header: &[String],
+    rows: &[[String; N]],
+    total: &[String],
+) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows.iter().map(|r| r.as_slice()).chain([total]) {
         for (w, cell) in widths.iter_mut().zip(r) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: &[String]| {
+    let mut line = |cells: &[String]| {
         let parts: Vec<String> = cells
             .iter()
             .zip(&widths)
@@ -166,7 +197,7 @@ fn print_table<const N: usize>(header: &[String], rows: &[[String; N]], total: &
                 }
             })
             .collect();
-        println!("{}", parts.join("  "));
+        outln!(out, "{}", parts.join("  "));
     };
     line(header);
     let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
@@ -182,10 +213,13 @@ fn print_table<const N: usize>(header: &[String], rows: &[[String; N]], total: &
 
 fn main() -> ExitCode {
     let Args {} = Args::parse();
-    let run = || -> deepblocks::params::Result<()> {
-        walkthrough_table(&GPT3_175B)?;
-        family_table()?;
-        conventions()
+    let run = || -> Result<(), Box<dyn std::error::Error>> {
+        let mut out = String::new();
+        walkthrough_table(&mut out, &GPT3_175B)?;
+        family_table(&mut out)?;
+        conventions(&mut out)?;
+        common::emit(&out)?;
+        Ok(())
     };
-    common::exit(run().map_err(Into::into))
+    common::exit(run())
 }

@@ -6,8 +6,8 @@
 //!     [--devices N --memory-gb G [--tp T] [--ep E] [--weight-bits B] [--batch S] [--reserve-gb R]]
 //! ```
 //!
-//! Prints the parameter tree (every tensor with its shape, copies, parameters, matrices and
-//! activated parameters per token), the totals, the KV cache per token and the forward FLOPs per
+//! Prints the parameter tree (every tensor with its shape, copies, parameters, share of the total
+//! as a percentage and a bar, matrices and activated parameters per token), the totals, the KV cache per token and the forward FLOPs per
 //! token at `--context` keys (default 4096). With `--devices` it adds the deployment sketch: the
 //! weight and KV bytes per device under tensor-parallel degree `--tp` and expert-parallel degree
 //! `--ep`, and the longest context that fits.
@@ -26,7 +26,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use deepblocks::config::AnyArchitecture;
 use deepblocks::params::{
-    Accounting, Bits, DeploymentPlan, DeploymentReport, InputEmbedding, Limit, MlaPath, thousands,
+    Accounting, Bits, Deployment, DeploymentPlan, DeploymentReport, InputEmbedding, Limit, MlaPath,
+    thousands,
 };
 
 #[derive(Parser)]
@@ -153,121 +154,193 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
 
-    print_text(&acc, args, kv_bits)?;
-    if let AnyArchitecture::Mla(arch) = &config.architecture
-        && let Some(mtp) = deepblocks::params::mtp_tree(arch)?
-    {
-        println!(
-            "multi-token prediction      {:>19}  ({}, {} layer(s) in the checkpoint, not in the total: inference skips them)",
-            thousands(mtp.params()),
-            short(mtp.params()),
-            arch.num_nextn_predict_layers
+    // Everything is computed before the first line is printed: an error leaves stdout empty.
+    let mtp = match &config.architecture {
+        AnyArchitecture::Mla(arch) => deepblocks::params::mtp_tree(arch)?
+            .map(|tree| (tree.params(), arch.num_nextn_predict_layers)),
+        _ => None,
+    };
+    let mut out = text(&acc, args, kv_bits)?;
+    if let Some((params, layers)) = mtp {
+        out += &format!(
+            "multi-token prediction      {:>19}  ({}, {layers} layer{} in the checkpoint, not in the total: inference skips {})\n",
+            thousands(params),
+            short(params),
+            if layers == 1 { "" } else { "s" },
+            if layers == 1 { "it" } else { "them" },
         );
     }
     if let Some((plan, d)) = deployment {
-        println!(
-            "\ndeployment: {} devices × {:.0} GB (reserve {:.0} GB), tensor parallel {}, expert parallel {}, \
-             {}-bit weights, {}-bit KV cache, {} sequence(s) per group",
-            plan.devices,
-            plan.memory_per_device as f64 / 1e9,
-            plan.reserve_per_device as f64 / 1e9,
-            plan.tensor_parallel,
-            plan.expert_parallel,
-            plan.weight_bits.get(),
-            plan.kv_bits.get(),
-            plan.batch
-        );
-        println!(
-            "  weights per device     {:>8.2} GB  (tensor-parallel {}, experts {}, replicated {} parameters)",
-            d.weight_bytes as f64 / 1e9,
-            thousands(d.tensor_parallel_params),
-            thousands(d.expert_params),
-            thousands(d.replicated_params)
-        );
-        println!(
-            "  KV cache per device    {:>8} bytes per token per sequence",
-            bytes(d.kv_bytes_per_token)
-        );
-        println!(
-            "  free for the cache     {:>8.2} GB",
-            d.free_bytes as f64 / 1e9
-        );
-        match d.limited_by {
-            Limit::Weights => println!(
-                "  longest context            none: the weights alone do not fit in {:.2} GB",
-                args.memory_gb
-            ),
-            Limit::Memory => println!(
-                "  longest context        {:>8} tokens, limited by memory (the model allows {})",
-                thousands(d.max_context),
-                thousands(acc.max_position_embeddings)
-            ),
-            Limit::ModelContext => println!(
-                "  longest context        {:>8} tokens, limited by max_position_embeddings (memory would hold {})",
-                thousands(d.max_context),
-                thousands(d.max_context_memory)
-            ),
-        }
+        out += &deployment_text(&acc, &plan, &d);
     }
+    common::emit(&out)?;
     Ok(())
 }
 
-fn print_text(acc: &Accounting, args: &Args, kv_bits: Bits) -> deepblocks::params::Result<()> {
-    println!("{}  ({})\n", acc.name, args.config.display());
-    print!("{}", acc.tree.table());
+/// `80`, `0.5`, `1.25`: GB with at most two decimals, trailing zeros dropped.
+fn gb_label(bytes: u64) -> String {
+    let s = format!("{:.2}", bytes as f64 / 1e9);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// `1 sequence`, `4 sequences`.
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", thousands(n), if n == 1 { one } else { many })
+}
+
+/// The deployment sketch, in sentences.
+fn deployment_text(acc: &Accounting, plan: &DeploymentPlan, d: &Deployment) -> String {
+    let mut out = String::new();
+    let one = plan.devices == 1;
+    let reserve = match (plan.reserve_per_device, one) {
+        (0, true) => "none of it held in reserve".to_string(),
+        (0, false) => "none held in reserve".to_string(),
+        (r, true) => format!("{} GB of it held in reserve", gb_label(r)),
+        (r, false) => format!("{} GB of each held in reserve", gb_label(r)),
+    };
+    out += &format!(
+        "\nDeployment sketch: {} of {} GB, {reserve}.\n",
+        plural(plan.devices, "device", "devices"),
+        gb_label(plan.memory_per_device)
+    );
+    let everywhere = if one {
+        "on the device"
+    } else {
+        "on every device"
+    };
+    let tp = match plan.tensor_parallel {
+        1 => format!("Attention, dense layers, embeddings and lm_head are whole {everywhere}"),
+        t => format!(
+            "Attention, dense layers, embeddings and lm_head are split {t} ways (tensor parallel)"
+        ),
+    };
+    let ep = match (acc.routed_experts, plan.expert_parallel) {
+        (0, _) => String::new(),
+        (e, 1) => format!("; all {e} routed experts are {everywhere}"),
+        (e, p) => format!(
+            "; the {e} routed experts are spread over {p} devices, {} on each (expert parallel)",
+            e / p
+        ),
+    };
+    out += &format!("{tp}{ep}.\n");
+    let bits = if plan.weight_bits == plan.kv_bits {
+        format!("{}-bit weights and KV cache", plan.weight_bits.get())
+    } else {
+        format!(
+            "{}-bit weights, {}-bit KV cache",
+            plan.weight_bits.get(),
+            plan.kv_bits.get()
+        )
+    };
+    let group = match plan.tensor_parallel {
+        1 if one => String::new(),
+        1 => " on each device".to_string(),
+        t => format!(" by each group of {t} tensor-parallel devices"),
+    };
+    out += &format!(
+        "{bits}; {} decoded at a time{group}.\n\n",
+        plural(plan.batch, "sequence", "sequences")
+    );
+    out += &format!(
+        "  weights per device     {:>10} GB  ({} tensor-parallel, {} expert and {} replicated parameters)\n",
+        format!("{:.2}", d.weight_bytes as f64 / 1e9),
+        thousands(d.tensor_parallel_params),
+        thousands(d.expert_params),
+        thousands(d.replicated_params)
+    );
+    out += &format!(
+        "  KV cache per device    {:>10} bytes for each token of each sequence\n",
+        bytes(d.kv_bytes_per_token)
+    );
+    out += &format!(
+        "  free for the cache     {:>10} GB\n",
+        format!("{:.2}", d.free_bytes as f64 / 1e9)
+    );
+    out += &match d.limited_by {
+        Limit::Weights => format!(
+            "  longest context              none: the weights alone ({:.2} GB per device) do not fit in {} GB{}\n",
+            d.weight_bytes as f64 / 1e9,
+            gb_label(plan.memory_per_device),
+            match plan.reserve_per_device {
+                0 => String::new(),
+                r => format!(" less the {} GB reserve", gb_label(r)),
+            }
+        ),
+        Limit::Memory => format!(
+            "  longest context        {:>10} tokens: memory runs out first (the model allows {})\n",
+            thousands(d.max_context),
+            thousands(acc.max_position_embeddings)
+        ),
+        Limit::ModelContext => format!(
+            "  longest context        {:>10} tokens: the model's max_position_embeddings (memory would hold {})\n",
+            thousands(d.max_context),
+            thousands(d.max_context_memory)
+        ),
+    };
+    out
+}
+
+/// The tree, the totals, the KV cache and the FLOPs, as text.
+fn text(acc: &Accounting, args: &Args, kv_bits: Bits) -> deepblocks::params::Result<String> {
+    let f = acc.flops_per_token(args.context, MlaPath::Expanded)?;
+    let absorbed = if acc.kv.layout.label() == "MLA" {
+        Some(acc.flops_per_token(args.context, MlaPath::Absorbed)?)
+    } else {
+        None
+    };
+    let mut out = format!("{}  ({})\n\n", acc.name, args.config.display());
+    out += &acc.tree.table();
     let total = acc.total();
     let act = acc.activated(InputEmbedding::Include);
     let excl = acc.activated(InputEmbedding::Exclude);
-    println!();
-    println!(
-        "total parameters            {:>19}  ({})",
+    out += "\n";
+    out += &format!(
+        "total parameters            {:>19}  ({})\n",
         thousands(total),
         short(total)
     );
-    println!(
-        "activated per token         {:>19}  ({}, embeddings included)",
+    out += &format!(
+        "activated per token         {:>19}  ({}, embeddings included)\n",
         thousands(act),
         short(act)
     );
-    println!(
-        "  without input embedding   {:>19}  ({}, as DeepSeek reports)",
+    out += &format!(
+        "  without input embedding   {:>19}  ({}, as DeepSeek reports)\n",
         thousands(excl),
         short(excl)
     );
-    println!(
-        "matrices                    {:>19}",
+    out += &format!(
+        "matrices                    {:>19}\n",
         thousands(acc.tree.matrices())
     );
     let kv = acc.kv;
-    println!(
-        "KV cache per token          {:>19}  elements ({} × {} layers); {} bytes at {} bits",
+    out += &format!(
+        "KV cache per token          {:>19}  elements ({} × {} layers); {} bytes at {} bits\n",
         thousands(kv.elements_per_token()),
         kv.layout.label(),
         kv.layers,
         bytes(kv.bytes_per_token(kv_bits)),
         kv_bits.get()
     );
-    let f = acc.flops_per_token(args.context, MlaPath::Expanded)?;
-    println!(
-        "forward FLOPs per token     {:>19}  at context {}: 2·N_matmul {} + attention {}",
+    out += &format!(
+        "forward FLOPs per token     {:>19}  at context {}: 2·N_matmul {} + attention {}\n",
         thousands(f.total),
         thousands(args.context),
         thousands(f.matmul),
         thousands(f.attention)
     );
-    if kv.layout.label() == "MLA" {
-        let g = acc.flops_per_token(args.context, MlaPath::Absorbed)?;
-        println!(
-            "  absorbed MLA              {:>19}  attention {}",
+    if let Some(g) = absorbed {
+        out += &format!(
+            "  absorbed MLA              {:>19}  attention {}\n",
             thousands(g.total),
             thousands(g.attention)
         );
     }
-    println!(
-        "configured context          {:>19}",
+    out += &format!(
+        "configured context          {:>19}\n",
         thousands(acc.max_position_embeddings)
     );
-    Ok(())
+    Ok(out)
 }
 
 fn main() -> ExitCode {

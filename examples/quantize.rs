@@ -71,21 +71,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         },
     };
     let model_path = deepblocks::deepseek::resolve_model(&args.model)?;
-    let has_tokenizer = if model_path.extension().is_some_and(|e| e == "gguf") {
-        let file = deepblocks::core::gguf::GgufFile::open(&model_path)?;
-        file.get("tokenizer.ggml.tokens").is_some()
-    } else {
-        model_path.join("tokenizer.json").is_file()
-    };
-    let tokenizer = if has_tokenizer {
-        Some(common::tokenizer(&args.model)?)
-    } else {
+    let tokenizer = common::tokenizer_if_any(&model_path)?;
+    if tokenizer.is_none() {
         eprintln!(
             "note: {} has no tokenizer; writing tokenizer.ggml.model = \"none\"",
             args.model.display()
         );
-        None
-    };
+    }
     let model = common::load(&args.model, options)?;
     let name = args.name.unwrap_or_else(|| {
         args.model

@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -58,7 +59,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(1);
 
-    println!("The cat sat on the ___   (logits: {:?})", args.logits);
+    // Every distribution (and draw) first: a bad temperature is an error before anything prints.
+    let mut panels = Vec::with_capacity(args.temperatures.len());
     for &t in &args.temperatures {
         let config = SamplingConfig {
             temperature: t,
@@ -66,15 +68,6 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             ..SamplingConfig::default()
         };
         let p = distribution(&config, &args.logits, &[])?;
-        let entropy = p
-            .iter()
-            .filter(|&&v| v > 0.0)
-            .map(|&v| -v * v.log2())
-            .sum::<f64>()
-            .max(0.0);
-        let kind = if t == 0.0 { " (greedy)" } else { "" };
-        println!();
-        println!("T = {t}{kind}   entropy {entropy:.2} bits");
         // Empirical frequencies from the seeded sampler, as a check on the bars.
         let mut counts = vec![0usize; p.len()];
         if args.draws > 0 {
@@ -83,6 +76,21 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 counts[s.sample(&args.logits, &[])?.token as usize] += 1;
             }
         }
+        panels.push((t, p, counts));
+    }
+
+    let mut out = String::new();
+    writeln!(out, "The cat sat on the ___   (logits: {:?})", args.logits)?;
+    for (t, p, counts) in panels {
+        let entropy = p
+            .iter()
+            .filter(|&&v| v > 0.0)
+            .map(|&v| -v * v.log2())
+            .sum::<f64>()
+            .max(0.0);
+        let kind = if t == 0.0 { " (greedy)" } else { "" };
+        writeln!(out)?;
+        writeln!(out, "T = {t}{kind}   entropy {entropy:.2} bits")?;
         for (i, &pi) in p.iter().enumerate() {
             let filled = (pi * WIDTH as f64).round() as usize;
             let bar: String = "█".repeat(filled) + &"·".repeat(WIDTH - filled);
@@ -94,13 +102,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 String::new()
             };
-            println!(
+            writeln!(
+                out,
                 "  {:>w$} {bar} {:5.1}%{drawn}",
                 labels[i],
                 100.0 * pi,
                 w = label_width
-            );
+            )?;
         }
     }
+    common::emit(&out)?;
     Ok(())
 }

@@ -67,6 +67,22 @@ pub fn load(dir: &Path, options: LoadOptions) -> Result<Model, deepblocks::deeps
     Ok(model)
 }
 
+/// The model the examples use without `--model`: the small one shipped in `models/` of the
+/// repository. The crates.io package leaves `models/` out; there the error says so.
+pub fn shipped_model() -> Result<std::path::PathBuf, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny-shakespeare");
+    if dir.join("config.json").is_file() {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "the shipped model is not in this copy of deepblocks ({} is absent: the crates.io \
+             package leaves models/ out); pass --model, or run from a clone of \
+             https://github.com/deepblocks/deepblocks",
+            dir.display()
+        ))
+    }
+}
+
 /// The tokenizer of a model: a folder's `tokenizer.json` (and `tokenizer_config.json`), or a
 /// `.gguf` file's `tokenizer.ggml.*` vocabulary (`ORG/NAME` resolved as [`load`] does).
 pub fn tokenizer(
@@ -78,6 +94,26 @@ pub fn tokenizer(
         Ok(deepblocks::deepseek::tokenizer_from_gguf(&file)?)
     } else {
         Ok(deepblocks::tokenize::Tokenizer::from_dir(path)?)
+    }
+}
+
+/// The tokenizer of a model when it has one (a folder's `tokenizer.json`, a `.gguf` file's
+/// `tokenizer.ggml.tokens`), else `None`; `path` already resolved ([`resolve_model`]).
+///
+/// [`resolve_model`]: deepblocks::deepseek::resolve_model
+pub fn tokenizer_if_any(
+    path: &Path,
+) -> Result<Option<deepblocks::tokenize::Tokenizer>, Box<dyn std::error::Error>> {
+    let has = if path.extension().is_some_and(|e| e == "gguf") {
+        let file = deepblocks::core::gguf::GgufFile::open(path)?;
+        file.get("tokenizer.ggml.tokens").is_some()
+    } else {
+        path.join(deepblocks::tokenize::TOKENIZER_FILE).is_file()
+    };
+    if has {
+        tokenizer(path).map(Some)
+    } else {
+        Ok(None)
     }
 }
 
@@ -114,6 +150,17 @@ pub fn threads(n: Option<usize>) -> Result<usize, String> {
             .map_err(|e| format!("--threads {n}: {e}"))?;
     }
     Ok(rayon::current_num_threads())
+}
+
+/// Writes `text` to stdout at once. A reader that has gone away (`| head`) ends the output
+/// quietly: a closed pipe is not the example's error.
+pub fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result,
+    }
 }
 
 /// `"1 thread"`, `"2 threads"`.

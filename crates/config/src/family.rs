@@ -83,9 +83,11 @@ impl Family {
     /// How the family's reference code turns the chosen experts' scores into weights: DeepSeek's
     /// `modeling_deepseek.py` for V2 (normalise when `norm_topk_prob`, otherwise scale by
     /// `routed_scaling_factor`, never both). transformers 5's `deepseek_v2` departs from it (it
-    /// never normalises); DeepSeek's rule is the one followed (`docs/moe.md`). For V3 and Kimi
+    /// never normalises); DeepSeek's rule is the one followed ([`docs/moe.md`]). For V3 and Kimi
     /// K2, transformers 5's `DeepseekV3TopkRouter`: normalise whenever `norm_topk_prob`, then
     /// scale.
+    ///
+    /// [`docs/moe.md`]: https://github.com/deepblocks/deepblocks/blob/main/docs/moe.md
     pub const fn weighting(self) -> WeightingRule {
         match self {
             Family::DeepseekV2 => WeightingRule::NormalizeOrScale,

@@ -70,3 +70,8 @@ pub use read::Parsed;
 pub use deepblocks_rope::{
     DynamicNtkScaling, LinearScaling, Llama3Scaling, RopeScaling, YarnScaling,
 };
+
+// The README's example is a doctest too, so what crates.io shows is what runs.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -18,7 +18,7 @@
 //!   which `DEEPBLOCKS_ISA=portable` overrides so the portable kernels can be tested anywhere; and
 //!   [`vnni()`], whether the block formats' many-row products may use VNNI (AVX-VNNI or AVX-512 VNNI).
 //!
-//! Conventions (see `DESIGN.md`): kernels are functions over slices, output first, dimensions
+//! Conventions (see [docs/design.md]): kernels are functions over slices, output first, dimensions
 //! explicit; accumulation is in f32; every fast kernel has a plain `*_naive` twin.
 //!
 //! ```
@@ -35,6 +35,8 @@
 //! assert_eq!(silu(0.0), 0.0);
 //! # Ok::<(), deepblocks_core::Error>(())
 //! ```
+//!
+//! [docs/design.md]: https://github.com/deepblocks/deepblocks/blob/main/docs/design.md
 
 #![deny(missing_docs)]
 
@@ -72,3 +74,8 @@ pub use weight::{Buffer, Fp8Data, Weight, WeightData, WeightFormat, narrow, wide
 
 /// Re-exported so users name the same `bf16`/`f16` types the weights use.
 pub use half;
+
+// The README's example is a doctest too, so what crates.io shows is what runs.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

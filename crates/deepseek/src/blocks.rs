@@ -22,7 +22,9 @@ use deepblocks_rope::{Layout, RopeConfig, softmax_scale};
 use crate::Result;
 
 /// The RoPE pair layout of the checkpoint: interleaved pairs (`rope_interleave`, DeepSeek's
-/// layout and every DeepSeek-V2 checkpoint's, `docs/rope.md`) or halves.
+/// layout and every DeepSeek-V2 checkpoint's, [`docs/rope.md`]) or halves.
+///
+/// [`docs/rope.md`]: https://github.com/deepblocks/deepblocks/blob/main/docs/rope.md
 pub fn rope_layout(arch: &Architecture) -> Layout {
     if arch.rope_interleave {
         Layout::Interleaved

@@ -26,7 +26,7 @@
 //!   a full context.
 //!
 //! Matches transformers' `DeepseekV2ForCausalLM` to ≤ 1e-4 on f32 weights (the golden tests in
-//! `crates/deepseek/tests`).
+//! [`crates/deepseek/tests`]).
 //!
 //! ```
 //! use deepblocks_deepseek::{Architecture, DType, blocks};
@@ -36,6 +36,8 @@
 //! assert!(!v2.is_moe_layer(0) && v2.is_moe_layer(1));
 //! # Ok::<(), deepblocks_deepseek::Error>(())
 //! ```
+//!
+//! [`crates/deepseek/tests`]: https://github.com/deepblocks/deepblocks/tree/main/crates/deepseek/tests
 
 #![deny(missing_docs)]
 
@@ -71,3 +73,8 @@ pub use deepblocks_mla::{
 };
 pub use deepblocks_moe::Weighting;
 pub use deepblocks_sample::SamplingConfig;
+
+// The README's example is a doctest too, so what crates.io shows is what runs.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,6 +1,8 @@
 //! Perplexity: the next-token negative log-likelihood of a text, scored in consecutive windows
-//! through the latent cache (one prefill per window), as `scripts/train_tiny.py` scores its
+//! through the latent cache (one prefill per window), as [`scripts/train_tiny.py`] scores its
 //! held-out text.
+//!
+//! [`scripts/train_tiny.py`]: https://github.com/deepblocks/deepblocks/blob/main/scripts/train_tiny.py
 
 use deepblocks_embed::Positions;
 
@@ -80,12 +82,14 @@ impl Model {
 
     /// The NLL of `tokens` scored in consecutive, non-overlapping windows of `window` tokens
     /// (`window − 1` predictions each: the first token of a window is context only); a last
-    /// window shorter than that is not scored, as `scripts/train_tiny.py` does.
+    /// window shorter than that is not scored, as [`scripts/train_tiny.py`] does.
     /// `progress(done, total)` is called after each window.
     ///
     /// # Errors
     /// [`Error::Window`] when `window` is below 2 or past `max_position_embeddings`;
     /// [`Error::TooFewTokens`] when `tokens` holds no whole window; as [`Model::window_nll`].
+    ///
+    /// [`scripts/train_tiny.py`]: https://github.com/deepblocks/deepblocks/blob/main/scripts/train_tiny.py
     pub fn perplexity(
         &self,
         tokens: &[u32],

@@ -49,3 +49,8 @@ pub use embedding::Embedding;
 pub use error::{Error, Result};
 pub use unembed::{Embeddings, LmHead, Positions, unembed, unembed_naive};
 pub use vectors::{Neighbour, cosine_similarity};
+
+// The README's example is a doctest too, so what crates.io shows is what runs.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

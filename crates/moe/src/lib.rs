@@ -27,7 +27,7 @@
 //! - [`stats`]: tokens per expert and the expert-, device- and communication-balance losses of
 //!   §2.2.3.
 //!
-//! The worked example of `docs/moe.md`: DeepSeek-V2's routing (8 experts in 4 groups, 2 groups
+//! The worked example of [`docs/moe.md`]: DeepSeek-V2's routing (8 experts in 4 groups, 2 groups
 //! kept, k = 3, ρ = 16) on logits given directly through an identity gate.
 //!
 //! ```
@@ -53,6 +53,8 @@
 //! }
 //! # Ok::<(), deepblocks_moe::Error>(())
 //! ```
+//!
+//! [`docs/moe.md`]: https://github.com/deepblocks/deepblocks/blob/main/docs/moe.md
 
 #![deny(missing_docs)]
 
@@ -71,3 +73,8 @@ pub use router::{
     NORM_EPS, Router, RouterConfig, Routing, Scoring, TopkMethod, Weighting, route_scores,
     route_scores_naive,
 };
+
+// The README's example is a doctest too, so what crates.io shows is what runs.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -295,3 +295,8 @@ pub fn rms_norm_bf16_naive(out: &mut [bf16], x: &[bf16], w: &[f32], eps: f32, t:
         }
     }
 }
+
+// The README's example is a doctest too, so what crates.io shows is what runs.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -8,7 +8,7 @@
 //! reads from their `config.json` — the same description the model runs from, so the count and
 //! the running model agree by construction.
 //!
-//! The formulas (derivations and printed tables in `docs/params.md`):
+//! The formulas (derivations and printed tables in [`docs/params.md`]):
 //!
 //! - a tensor of shape `[o, i]` repeated `c` times holds `c·o·i` parameters and `c` matrices; a
 //!   model is the sum of its tensors ([`Component`]).
@@ -28,14 +28,16 @@
 //! let gpt3 = GPT3_175B.walkthrough()?;
 //! assert_eq!((gpt3.params(), gpt3.matrices()), (175_181_291_520, 27_938));
 //!
-//! // DeepSeek-V2 from its config.json: 236B total, 21B activated per token.
-//! let v2 = Architecture::from_json_str(include_str!("../../../testdata/configs/deepseek-v2.json"))?;
-//! let tree = mla_tree(&v2.architecture)?;
+//! // DeepSeek-V2 (the description deepblocks-config reads from its config.json): 236B total,
+//! // 21B activated per token.
+//! let tree = mla_tree(&Architecture::deepseek_v2())?;
 //! assert_eq!(tree.params(), 235_741_434_880);
 //! assert_eq!(tree.activated(InputEmbedding::Include), 21_375_800_320);
 //! assert_eq!(tree.activated(InputEmbedding::Exclude), 20_851_512_320);
 //! # Ok::<(), deepblocks_params::Error>(())
 //! ```
+//!
+//! [`docs/params.md`]: https://github.com/deepblocks/deepblocks/blob/main/docs/params.md
 
 #![deny(missing_docs)]
 
@@ -57,4 +59,9 @@ pub use gpt3::{GPT3_175B, GPT3_FAMILY, Gpt3Config};
 pub use kv::{Bits, KvCache, KvLayout};
 pub use mla::{mla_accounting, mla_attention_dims, mla_kv_cache, mla_tree, mtp_tree};
 pub use model::{Accounting, Summary};
-pub use tree::{Component, InputEmbedding, Kind, Tensor, thousands};
+pub use tree::{BAR_WIDTH, Component, InputEmbedding, Kind, Tensor, thousands};
+
+// The README's example is a doctest too, so what crates.io shows is what runs.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -289,38 +289,62 @@ impl Component {
     }
 
     /// The tree as a text table: one row per component, indented by depth, with the shape and
-    /// copies of each tensor, its parameters, matrices and activated parameters per token
-    /// (embeddings included).
+    /// copies of each tensor, its parameters, its share of this component's parameters (as a
+    /// percentage and as a bar of [`BAR_WIDTH`] cells for the whole, in eighths of a cell), its
+    /// matrices and the parameters it activates per token (embeddings included).
+    ///
+    /// ```
+    /// use deepblocks_params::{Component, Kind};
+    ///
+    /// let big = Component::tensor("big", Kind::Linear, &[3, 100], 1)?;
+    /// let small = Component::tensor("small", Kind::Norm, &[100], 1)?;
+    /// let table = Component::group("model", vec![big, small])?.table();
+    /// let rows: Vec<&str> = table.lines().collect();
+    /// assert!(rows[0].starts_with("component  shape     copies  parameters   share"));
+    /// // 300 of 400 parameters: 75% of the 30 cells is 22½.
+    /// assert!(rows[3].contains(&format!(" 75.0%  {}▌ ", "█".repeat(22))));
+    /// assert!(rows[4].contains(&format!(" 25.0%  {}▌ ", "█".repeat(7))));
+    /// # Ok::<(), deepblocks_params::Error>(())
+    /// ```
     pub fn table(&self) -> String {
         let mut rows = Vec::new();
-        self.collect_rows(0, &mut rows);
+        self.collect_rows(0, self.params, &mut rows);
         let header = [
             "component",
             "shape",
             "copies",
             "parameters",
+            "share",
+            "",
             "matrices",
             "activated/token",
         ];
-        let mut widths = header.map(str::len);
+        let mut widths = header.map(|h| h.chars().count());
         for r in &rows {
             for (w, cell) in widths.iter_mut().zip(r) {
                 *w = (*w).max(cell.chars().count());
             }
         }
+        // Left-aligned: the names, the shape and the bar; the numbers right-aligned.
+        let left = [true, true, false, false, false, true, false, false];
         let mut out = String::new();
         let line = |cells: &[String], out: &mut String| {
+            let mut text = String::new();
             for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-                let pad = w - cell.chars().count();
-                if i == 0 || i == 1 {
-                    out.push_str(cell);
-                    out.push_str(&" ".repeat(pad));
+                let pad = " ".repeat(w - cell.chars().count());
+                if left[i] {
+                    text.push_str(cell);
+                    text.push_str(&pad);
                 } else {
-                    out.push_str(&" ".repeat(pad));
-                    out.push_str(cell);
+                    text.push_str(&pad);
+                    text.push_str(cell);
                 }
-                out.push_str(if i + 1 < cells.len() { "  " } else { "\n" });
+                if i + 1 < cells.len() {
+                    text.push_str("  ");
+                }
             }
+            out.push_str(text.trim_end());
+            out.push('\n');
         };
         line(&header.map(String::from), &mut out);
         let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
@@ -331,7 +355,7 @@ impl Component {
         out
     }
 
-    fn collect_rows(&self, depth: usize, rows: &mut Vec<[String; 6]>) {
+    fn collect_rows(&self, depth: usize, total: u64, rows: &mut Vec<[String; 8]>) {
         let (shape, copies) = match self.as_tensor() {
             Some(t) => {
                 let dims: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
@@ -348,18 +372,50 @@ impl Component {
             }
             None => (String::new(), String::new()),
         };
+        let share = if total == 0 {
+            0.0
+        } else {
+            self.params as f64 / total as f64
+        };
         rows.push([
             format!("{}{}", "  ".repeat(depth), self.name),
             shape,
             copies,
             thousands(self.params),
+            percent(share),
+            bar(share),
             thousands(self.matrices),
             thousands(self.activated),
         ]);
         for c in self.children() {
-            c.collect_rows(depth + 1, rows);
+            c.collect_rows(depth + 1, total, rows);
         }
     }
+}
+
+/// Cells of [`Component::table`]'s bar for the whole model.
+pub const BAR_WIDTH: usize = 30;
+
+/// `share` of the whole as a percentage with one decimal; `<0.1%` for a non-zero share that would
+/// print as 0.0%.
+fn percent(share: f64) -> String {
+    if share > 0.0 && share < 0.0005 {
+        "<0.1%".to_string()
+    } else {
+        format!("{:.1}%", 100.0 * share)
+    }
+}
+
+/// `share` of [`BAR_WIDTH`] cells in full blocks and a last partial block, rounded to eighths of
+/// a cell (empty below half an eighth).
+fn bar(share: f64) -> String {
+    const PARTIAL: [char; 8] = [' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉'];
+    let eighths = (share.clamp(0.0, 1.0) * (BAR_WIDTH * 8) as f64).round() as usize;
+    let mut s = "█".repeat(eighths / 8);
+    if !eighths.is_multiple_of(8) {
+        s.push(PARTIAL[eighths % 8]);
+    }
+    s
 }
 
 /// The JSON form of a component: `name`, `params`, `matrices`, `activated` (embeddings

@@ -10,7 +10,9 @@ pub const MAX_EXACT_POSITION: usize = 1 << 24;
 ///
 /// Both layouts compute the same rotation of the same pairs; they differ only in where pair `i`
 /// lives inside the head. A checkpoint trained with one layout must be run with that layout (or
-/// its projection weights permuted): this is the layout pitfall described in `docs/rope.md`.
+/// its projection weights permuted): this is the layout pitfall described in [`docs/rope.md`].
+///
+/// [`docs/rope.md`]: https://github.com/deepblocks/deepblocks/blob/main/docs/rope.md
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Layout {
     /// Pair `i` is `(x[2i], x[2i+1])`, read as the complex number `x[2i] + i·x[2i+1]`.

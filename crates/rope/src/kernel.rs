@@ -245,7 +245,9 @@ enum Heads<'a> {
 /// Rotates one token's heads with its rows `c[r/2]`, `s[r/2]`. Portable code the compiler
 /// vectorises for the baseline ISA; no CPU detection here (the one detection lives in
 /// deepblocks-core, which this crate does not depend on). RoPE is O(t·n·r), far below a layer's
-/// matmuls (`docs/performance.md`).
+/// matmuls ([`docs/performance.md`]).
+///
+/// [`docs/performance.md`]: https://github.com/deepblocks/deepblocks/blob/main/docs/performance.md
 fn token_dispatch(heads: Heads<'_>, c: &[f32], s: &[f32], r: usize, layout: Layout) {
     token(heads, c, s, r, layout);
 }

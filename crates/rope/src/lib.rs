@@ -54,8 +54,10 @@
 //! # Ok::<(), deepblocks_rope::Error>(())
 //! ```
 //!
-//! See `docs/rope.md` for the formulas, the frequency table of DeepSeek-V2 before and after YaRN,
+//! See [`docs/rope.md`] for the formulas, the frequency table of DeepSeek-V2 before and after YaRN,
 //! the layout pitfall and the precision discussion.
+//!
+//! [`docs/rope.md`]: https://github.com/deepblocks/deepblocks/blob/main/docs/rope.md
 
 #![deny(missing_docs)]
 
@@ -75,3 +77,8 @@ pub use kernel::{
     rope_apply_naive,
 };
 pub use table::{CosSin, RopeTable, softmax_scale};
+
+// The README's example is a doctest too, so what crates.io shows is what runs.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

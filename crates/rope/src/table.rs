@@ -31,7 +31,9 @@ const ROWS_PER_TASK: usize = 1024;
 /// `position · θ_i` by up to half an ulp of the angle plus `position` times the rounding of
 /// `inv_freq_i`: about 4·10⁻³ rad at position 10⁵ for the fastest pairs. That is the model's
 /// own convention (DeepSeek's and transformers' code compute the same f32 products), so the
-/// table reproduces it rather than "fixing" it; see `docs/rope.md`.
+/// table reproduces it rather than "fixing" it; see [`docs/rope.md`].
+///
+/// [`docs/rope.md`]: https://github.com/deepblocks/deepblocks/blob/main/docs/rope.md
 #[derive(Debug, Clone)]
 pub struct RopeTable {
     config: RopeConfig,

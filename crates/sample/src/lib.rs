@@ -60,3 +60,8 @@ pub use process::{
     rank_order, softmax_portable, top_k_mask, top_k_mask_naive, top_p_mask, top_p_mask_naive,
 };
 pub use sampler::{Sample, Sampler, distribution, sample_with_uniform};
+
+// The README's example is a doctest too, so what crates.io shows is what runs.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

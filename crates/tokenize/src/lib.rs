@@ -83,3 +83,8 @@ pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
         })
         .collect()
 }
+
+// The README's example is a doctest too, so what crates.io shows is what runs.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -7,8 +7,11 @@
 //! the special tokens (`bos_token`, `eos_token`, ...) and `add_generation_prompt`. [`ChatTemplate`]
 //! does the same with minijinja, with Python's string and dict methods (`split`, `strip`,
 //! `items`, ...) from minijinja-contrib's `pycompat`. Tested byte for byte against transformers on
-//! DeepSeek-V2-Chat's and DeepSeek-V3/R1's templates (`testdata/tokenize/chat/`, from
-//! `scripts/tokenizer/chat_templates.py`).
+//! DeepSeek-V2-Chat's and DeepSeek-V3/R1's templates ([`testdata/tokenize/chat/`], from
+//! [`scripts/tokenizer/chat_templates.py`]).
+//!
+//! [`testdata/tokenize/chat/`]: https://github.com/deepblocks/deepblocks/tree/main/testdata/tokenize/chat
+//! [`scripts/tokenizer/chat_templates.py`]: https://github.com/deepblocks/deepblocks/blob/main/scripts/tokenizer/chat_templates.py
 
 use minijinja::{Environment, ErrorKind, Value as JinjaValue};
 use serde_json::Value;

@@ -167,8 +167,7 @@ impl Tokenizer {
     /// boundary is encoded in one piece.
     ///
     /// ```
-    /// # let tokenizer = deepblocks_tokenize::Tokenizer::from_file(
-    /// #     concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/tokenize/tokenizer.json"))?;
+    /// # let tokenizer = deepblocks_tokenize::Tokenizer::byte_level(&[])?;
     /// let text = "First Citizen:\nBefore we proceed any further, hear me speak.\n".repeat(50);
     /// assert_eq!(tokenizer.encode_in_pieces(&text, 256)?, tokenizer.encode(&text, false)?);
     /// # Ok::<(), deepblocks_tokenize::Error>(())

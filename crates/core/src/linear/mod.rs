@@ -412,11 +412,24 @@ impl OutPtr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deepblocks_testkit::det_values as det;
     #[cfg(feature = "ndarray")]
     use ndarray::Array2;
 
     use crate::{DType, Error};
+
+    /// Deterministic values in [-1, 1) (xorshift; no dev-dependency, so the packaged crate's
+    /// unit tests build on their own).
+    fn det(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
 
     #[test]
     fn every_path_matches_naive_on_awkward_sizes() {

@@ -8,9 +8,11 @@
 //!
 //! The conversions are bit-identical to torch's (`tensor.to(torch.float8_e4m3fn)` rounds to
 //! nearest, ties to even, and saturates: magnitudes past 448 and infinities become ±448, NaN stays
-//! NaN), tested on fixtures `scripts/golden/fp8.py` writes with torch 2.15. The quantizer is the block-absmax rule of
+//! NaN), tested on fixtures [`scripts/golden/fp8.py`] writes with torch 2.15. The quantizer is the block-absmax rule of
 //! DeepSeek-V3's and transformers' FP8 code: `scale = amax / 448`, `code = e4m3(x / scale)`
 //! (clamped to ±448 first; an all-zero block gets scale 1).
+//!
+//! [`scripts/golden/fp8.py`]: https://github.com/deepblocks/deepblocks/blob/main/scripts/golden/fp8.py
 
 use std::fmt;
 

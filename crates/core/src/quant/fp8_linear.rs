@@ -279,8 +279,12 @@ mod avx2 {
             let mut c = c0;
             while c + 16 <= c1 {
                 if c % 64 == 0 {
-                    // A hint: it reads nothing and cannot fault.
-                    _mm_prefetch::<_MM_HINT_T0>(codes.wrapping_add(c + PREFETCH_BYTES).cast());
+                    // SAFETY: a hint: it reads nothing and cannot fault. (Newer Rust makes it a
+                    // safe call in this target-feature context; 1.89, the minimum, does not.)
+                    #[allow(unused_unsafe)]
+                    unsafe {
+                        _mm_prefetch::<_MM_HINT_T0>(codes.wrapping_add(c + PREFETCH_BYTES).cast())
+                    };
                 }
                 // SAFETY: columns c..c + 16 are inside the row (c + 16 ≤ k).
                 let (wl, wh) = unsafe { widen16(codes.add(c)) };

@@ -11,12 +11,14 @@
 //! | `Q6_K` | 256 | 210: 128 bytes of low nibbles, 64 of high bit pairs, 16 × i8 scales, `d` f16 | 6.5625 | `d·sc_j · (q − 32)` in sub-block `j` of 16 |
 //!
 //! Each format has a reference dequantizer (bit-identical to gguf-py's `gguf.quants`, tested on
-//! fixtures `scripts/golden/quants.py` writes with it) and a quantizer (bit-identical to ggml's
+//! fixtures [`scripts/golden/quants.py`] writes with it) and a quantizer (bit-identical to ggml's
 //! reference `quantize_row_*_ref` for the 32-blocks).
 //!
 //! Beside them, [`fp8`]: FP8 E4M3 codes, one byte per weight, with an f32 scale per
 //! `[rows, cols]` block of the matrix (DeepSeek-V3's `weight_scale_inv`), a
 //! [`crate::WeightFormat::Fp8`] rather than a row-of-blocks format.
+//!
+//! [`scripts/golden/quants.py`]: https://github.com/deepblocks/deepblocks/blob/main/scripts/golden/quants.py
 
 pub mod act;
 pub(crate) mod dot;
