@@ -247,9 +247,9 @@ fn the_computation_is_what_the_loader_holds() {
     }
 }
 
-/// f32 latent cache bytes per token: `(c + r) · l · 4`.
+/// Latent cache bytes per token in the default element type (bf16): `(c + r) · l · 2`.
 fn cache_bytes_per_token(arch: &Architecture) -> u64 {
-    blocks::cache_config(arch).values_per_token() as u64 * 4
+    blocks::cache_config(arch, deepblocks::deepseek::DEFAULT_CACHE_DTYPE).bytes_per_token() as u64
 }
 
 #[test]

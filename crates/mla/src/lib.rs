@@ -70,8 +70,10 @@
 //! # Ok::<(), deepblocks_mla::Error>(())
 //! ```
 //!
-//! See `docs/mla.md` for the equations mapped to the code, the absorption algebra, and KV-cache
+//! See [`docs/mla.md`] for the equations mapped to the code, the absorption algebra, and KV-cache
 //! sizes for MHA / GQA / MQA / MLA.
+//!
+//! [`docs/mla.md`]: https://github.com/deepblocks/deepblocks/blob/main/docs/mla.md
 
 #![deny(missing_docs)]
 
@@ -96,3 +98,8 @@ pub use deepblocks_norm::{RmsNorm, RmsNormConfig};
 pub use deepblocks_rope::{
     CosSin, Layout, RopeConfig, RopeScaling, RopeTable, YarnScaling, softmax_scale,
 };
+
+// The README's example is a doctest too, so what crates.io shows is what runs.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
