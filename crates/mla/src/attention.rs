@@ -239,8 +239,10 @@ impl AttentionPath {
     pub fn resolve(self, shape: &AttentionShape) -> AttentionPath {
         match self {
             AttentionPath::Auto => {
+                // Both cores run at about the same rate per multiply-add (docs/mla.md, "Which
+                // core, when"), so the counts decide as they are.
                 let (naive, absorbed) = shape.costs();
-                if naive * NAIVE_COST_FACTOR < absorbed {
+                if naive < absorbed {
                     AttentionPath::Naive
                 } else {
                     AttentionPath::Absorbed
@@ -507,12 +509,6 @@ impl AttentionShape {
         (naive, absorbed)
     }
 }
-
-/// How much slower per multiply-add the naive core runs than the absorbed one on the bench
-/// shapes (its expansion is an sgemm, its attention has `d + r` and `v` wide products instead of
-/// `c + r` and `c`); [`AttentionPath::Auto`] takes the naive core only when its count times
-/// this is below the absorbed core's. Measured in `docs/mla.md` ("Which core, when").
-const NAIVE_COST_FACTOR: f64 = 1.0;
 
 /// The naive attention core (report eq. 10, 11, 16–18; DeepSeek's `model.py` with
 /// `attn_impl = "naive"`): every cached latent is expanded, `[k^C_h | v^C_h]_j = W_h c_j` (head
