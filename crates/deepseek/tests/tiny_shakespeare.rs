@@ -40,15 +40,21 @@ fn mean_nll(model: &Model, windows: &[Vec<u32>]) -> f64 {
     nll.mean()
 }
 
-#[test]
-fn held_out_perplexity_equals_transformers() {
-    let g = Golden::load("tiny_shakespeare_ppl");
+/// The golden's held-out windows of token ids.
+fn held_out_windows(g: &Golden) -> Vec<Vec<u32>> {
     let (shape, tokens) = g.get("tokens");
     let windows: Vec<Vec<u32>> = tokens
         .chunks(shape[1])
         .map(|w| w.iter().map(|&t| t as u32).collect())
         .collect();
     assert_eq!(windows.len(), shape[0]);
+    windows
+}
+
+#[test]
+fn held_out_perplexity_equals_transformers() {
+    let g = Golden::load("tiny_shakespeare_ppl");
+    let windows = held_out_windows(&g);
     let model = load();
     let ours = mean_nll(&model, &windows).exp();
     // The recorded perplexity at full precision (the f64 `nll` tensor holds the same number).
@@ -72,11 +78,7 @@ fn held_out_perplexity_equals_transformers() {
 #[test]
 fn a_bf16_cache_keeps_the_held_out_perplexity() {
     let g = Golden::load("tiny_shakespeare_ppl");
-    let (shape, tokens) = g.get("tokens");
-    let windows: Vec<Vec<u32>> = tokens
-        .chunks(shape[1])
-        .map(|w| w.iter().map(|&t| t as u32).collect())
-        .collect();
+    let windows = held_out_windows(&g);
     let model = load_with_cache(DType::BF16);
     let ours = mean_nll(&model, &windows).exp();
     let theirs: f64 = g.meta("perplexity");
@@ -129,11 +131,7 @@ fn held_out_perplexity_by_recipe() {
     use deepblocks_core::WeightFormat;
     use deepblocks_deepseek::Recipe;
     let g = Golden::load("tiny_shakespeare_ppl");
-    let (shape, tokens) = g.get("tokens");
-    let windows: Vec<Vec<u32>> = tokens
-        .chunks(shape[1])
-        .map(|w| w.iter().map(|&t| t as u32).collect())
-        .collect();
+    let windows = held_out_windows(&g);
     let base = mean_nll(&load(), &windows).exp();
     for (recipe, bound) in [
         (Recipe::Q8_0, 0.005),
@@ -141,8 +139,10 @@ fn held_out_perplexity_by_recipe() {
         (Recipe::Q4_K_M, 0.10),
         (Recipe::Fp8, 0.01),
     ] {
+        // The f32 cache of `load()`: the recipe is all that differs.
         let options = LoadOptions {
             quant: Some(recipe),
+            cache_dtype: DType::F32,
             ..LoadOptions::default()
         };
         let model = Model::load_with(model_dir(), &options).unwrap();

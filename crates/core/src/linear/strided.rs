@@ -40,23 +40,7 @@ pub fn matmul_strided(
     n: usize,
     accumulate: bool,
 ) {
-    check(c, a, a_rs, a_cs, b, m, k, n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::avx512() {
-        // SAFETY: the CPU has AVX-512F, and `check` bounded every index.
-        unsafe { avx512::matmul_strided(c, a, a_rs, a_cs, b, m, k, n, accumulate) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::isa() == crate::Isa::Avx2 {
-        // SAFETY: the CPU has AVX2 and FMA, and `check` bounded every index.
-        unsafe { avx2::matmul_strided(c, a, a_rs, a_cs, b, m, k, n, accumulate) };
-        return;
-    }
-    portable(c, a, a_rs, a_cs, b, m, k, n, accumulate);
+    strided_on(Path::Best, c, a, a_rs, a_cs, b, m, k, n, accumulate);
 }
 
 /// [`matmul_strided`] on the AVX2 kernel whatever [`crate::avx512()`] says (the portable one on
@@ -77,17 +61,7 @@ pub fn matmul_strided_avx2(
     n: usize,
     accumulate: bool,
 ) {
-    check(c, a, a_rs, a_cs, b, m, k, n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::isa() == crate::Isa::Avx2 {
-        // SAFETY: the CPU has AVX2 and FMA, and `check` bounded every index.
-        unsafe { avx2::matmul_strided(c, a, a_rs, a_cs, b, m, k, n, accumulate) };
-        return;
-    }
-    portable(c, a, a_rs, a_cs, b, m, k, n, accumulate);
+    strided_on(Path::Avx2, c, a, a_rs, a_cs, b, m, k, n, accumulate);
 }
 
 /// [`matmul_strided`] on the portable path whatever the CPU (what [`matmul_strided`] runs
@@ -108,7 +82,48 @@ pub fn matmul_strided_portable(
     n: usize,
     accumulate: bool,
 ) {
+    strided_on(Path::Portable, c, a, a_rs, a_cs, b, m, k, n, accumulate);
+}
+
+/// The kernels a call may use: the best the CPU and [`crate::isa()`] allow, at most AVX2, or the
+/// portable one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Best,
+    Avx2,
+    Portable,
+}
+
+/// Checks the arguments, then runs the fastest kernel `path` allows.
+#[allow(clippy::too_many_arguments)]
+fn strided_on(
+    path: Path,
+    c: &mut [f32],
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
     check(c, a, a_rs, a_cs, b, m, k, n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if path == Path::Best && crate::avx512() {
+        // SAFETY: the CPU has AVX-512F, and `check` bounded every index.
+        unsafe { avx512::matmul_strided(c, a, a_rs, a_cs, b, m, k, n, accumulate) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if path != Path::Portable && crate::isa() == crate::Isa::Avx2 {
+        // SAFETY: the CPU has AVX2 and FMA, and `check` bounded every index.
+        unsafe { avx2::matmul_strided(c, a, a_rs, a_cs, b, m, k, n, accumulate) };
+        return;
+    }
     portable(c, a, a_rs, a_cs, b, m, k, n, accumulate);
 }
 
