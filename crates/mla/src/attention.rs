@@ -535,6 +535,9 @@ pub fn attention_naive(
     shape: &AttentionShape,
 ) -> Result<()> {
     check_kernel(out, q, kv, kv_up, shape)?;
+    if out.is_empty() {
+        return Ok(()); // no queries, heads or value features
+    }
     let AttentionShape {
         t,
         s,
@@ -625,6 +628,9 @@ pub fn attention_absorbed(
     shape: &AttentionShape,
 ) -> Result<()> {
     check_kernel(out, q, kv, kv_up, shape)?;
+    if out.is_empty() {
+        return Ok(()); // no queries, heads or value features
+    }
     let AttentionShape {
         t,
         s,

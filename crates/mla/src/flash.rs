@@ -115,6 +115,10 @@ pub(crate) fn flash_attention(
     gemm: Gemm,
 ) {
     let FlashShape { t, g, s, dv, .. } = *shape;
+    if out.is_empty() || dv == 0 {
+        out.fill(0.0); // no rows, or values of no width: nothing to mix
+        return;
+    }
     let p0 = s - t;
     let tq = (blocking.rows / g).max(1); // positions per row block
     let blocks = t.div_ceil(tq);

@@ -941,6 +941,43 @@ fn attention_cores_check_their_slices() {
     assert!(err.to_string().contains("kv_b_proj"), "{err}");
 }
 
+/// Shapes with a zero dimension (no queries, no heads, no value features, a latent of no width)
+/// compute nothing and panic nowhere: each core returns its empty or zero output.
+#[test]
+fn attention_cores_take_degenerate_shapes() {
+    for (t, s, n, c, v) in [
+        (0, 0, 2, 3, 2),
+        (0, 3, 2, 3, 2),
+        (2, 3, 0, 3, 2),
+        (2, 3, 2, 3, 0),
+        (2, 3, 2, 0, 2),
+    ] {
+        let (d, r) = (2, 2);
+        let shape = AttentionShape {
+            t,
+            s,
+            n,
+            d,
+            r,
+            v,
+            c,
+            softmax_scale: 0.5,
+        };
+        let kv_b = Weight::from_f32(vec![0.1; n * (d + v) * c], n * (d + v), c).unwrap();
+        let up = KvUpProjection::new(kv_b, n, d, v).unwrap();
+        let rows = vec![0.3; s * (c + r)];
+        let q = vec![0.2; t * n * (d + r)];
+        for core in [attention_naive as Core, attention_absorbed] {
+            let mut out = vec![f32::NAN; t * n * v];
+            core(&mut out, &q, LatentRows::F32(&rows), &up, &shape).unwrap();
+            assert!(
+                out.iter().all(|x| x.is_finite()),
+                "{t} {s} {n} {c} {v}: {out:?}"
+            );
+        }
+    }
+}
+
 /// What the layer caches, recomputed from its weights with the naive kernels (not the layer's
 /// code): `c_kv` is `kv_a_layernorm(first c of kv_a_proj_with_mqa(x))`, `k_pe` the last `r`
 /// rotated at each token's position.
