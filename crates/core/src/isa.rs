@@ -4,8 +4,9 @@
 //! `DEEPBLOCKS_ISA=portable` in the environment forces the portable kernels on any CPU (CI runs
 //! the core and model tests a second time that way, so the path every non-x86 user runs is
 //! tested on every commit); `DEEPBLOCKS_ISA=avx2` asks for AVX2 and gets it when the CPU has
-//! AVX2, FMA and F16C, without the AVX-VNNI extension of the integer kernels even where the CPU
-//! has it ([`vnni`]; CI and the benches measure the plain AVX2 kernels that way). Unset, empty, `auto` or any other value: the best the CPU has. The
+//! AVX2, FMA and F16C, without the AVX-VNNI extension of the integer kernels, AVX-512 or the AMX tile
+//! unit even where the CPU has them ([`vnni`], [`avx512`], [`amx`]; CI and the benches measure the
+//! plain AVX2 kernels that way); `DEEPBLOCKS_ISA=avx512` keeps AVX-512 and VNNI but not the tile unit. Unset, empty, `auto` or any other value: the best the CPU has. The
 //! variable is read on the first kernel call of the process.
 
 use std::fmt;
@@ -100,6 +101,57 @@ pub fn avx512() -> bool {
         let has = false;
         vnni_choice(std::env::var(ISA_ENV).ok().as_deref(), isa(), has)
     })
+}
+
+/// Whether the bf16 products of blocked attention over a bf16 cache may run on the AMX tile unit
+/// ([`crate::matmul_bf16_pairs`]): [`avx512`] holds, the CPU has AMX-TILE, AMX-BF16 and
+/// AVX-512BW (Intel since Sapphire Rapids), Linux granted the process the tile state
+/// (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), and [`ISA_ENV`] does not say `avx512` (AVX-512 without
+/// the tile unit, for comparisons). Read once, on the first call.
+pub fn amx() -> bool {
+    static AMX: OnceLock<bool> = OnceLock::new();
+    *AMX.get_or_init(|| {
+        let env = std::env::var(ISA_ENV).ok();
+        avx512() && env.as_deref().map(str::trim) != Some("avx512") && amx_granted()
+    })
+}
+
+/// The CPU has the tile unit with bf16 products and the kernel lets this process use it.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn amx_granted() -> bool {
+    // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
+    // SAFETY: CPUID exists on every x86-64 CPU (the call is safe from Rust 1.94, unsafe before).
+    #[allow(unused_unsafe)]
+    let leaf7 = unsafe { std::arch::x86_64::__cpuid_count(7, 0) };
+    let cpu = leaf7.edx & (1 << 22) != 0
+        && leaf7.edx & (1 << 24) != 0
+        && is_x86_feature_detected!("avx512bw");
+    if !cpu {
+        return false;
+    }
+    // arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA): 0 once the kernel has granted it.
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: a system call with plain integer arguments; it changes no memory of ours.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack)
+        );
+    }
+    ret == 0
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn amx_granted() -> bool {
+    false
 }
 
 /// Whether the CPU has AVX-VNNI (the VEX encoding of 256-bit `vpdpbusd`).

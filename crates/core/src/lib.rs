@@ -55,13 +55,14 @@ mod weight;
 
 pub use dtype::{DType, Element, Plain};
 pub use error::{Error, Result};
-pub use isa::{ISA_ENV, Isa, avx512, isa, vnni};
+pub use isa::{ISA_ENV, Isa, amx, avx512, isa, vnni};
 #[cfg(feature = "ndarray")]
 pub use linear::linear_nd;
 pub use linear::{
-    GEMV_MAX_ROWS, TILED_MAX_ROWS, kernel_isa, linear, linear_gemm, linear_gemv, linear_naive,
-    linear_tiled, matmul, matmul_bt, matmul_bt_naive, matmul_naive, matmul_strided,
-    matmul_strided_avx2, matmul_strided_naive, matmul_strided_portable,
+    GEMV_MAX_ROWS, TILE, TILE_K, TILED_MAX_ROWS, kernel_isa, linear, linear_gemm, linear_gemv,
+    linear_naive, linear_tiled, matmul, matmul_bf16_pairs, matmul_bf16_pairs_naive, matmul_bt,
+    matmul_bt_naive, matmul_naive, matmul_strided, matmul_strided_avx2, matmul_strided_naive,
+    matmul_strided_portable, pairs_into, prefetch_l2, split_bf16, split_bf16_transposed,
 };
 pub use ops::{
     dot, dot_naive, exp_f32, exp_inplace, exp_inplace_naive, first_non_finite,

@@ -2,12 +2,12 @@
 
 use std::sync::OnceLock;
 
-use deepblocks_core::{Weight, WeightFormat, linear, matmul_strided};
+use deepblocks_core::{Weight, WeightFormat, linear};
 use deepblocks_norm::RmsNorm;
 use deepblocks_rope::{CosSin, RopeTable};
 use rayon::prelude::*;
 
-use crate::flash::{Blocking, FlashShape, Kv, Strided, flash_attention};
+use crate::flash::{Blocking, FlashShape, Kv, Products, Strided, flash_attention};
 use crate::{Error, LatentCache, LatentRows, Result};
 
 /// How the query is produced (`q_lora_rank` in the checkpoint config).
@@ -593,7 +593,7 @@ pub fn attention_naive(
             keys,
             &flash,
             Blocking::default_for_threads(),
-            matmul_strided,
+            Products::best(),
         );
         for i in 0..t {
             out[(i * n + head) * v..(i * n + head + 1) * v]
@@ -681,7 +681,7 @@ pub fn attention_absorbed(
         Kv::Latent(kv),
         &flash,
         Blocking::default_for_threads(),
-        matmul_strided,
+        Products::best(),
     );
     // Per head: o[t, v] = o_lat_h[t, c] · W_UV_hᵀ.
     let heads: Vec<Vec<f32>> = (0..n)

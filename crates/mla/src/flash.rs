@@ -23,7 +23,11 @@
 //! blocks, each over all its keys; a decode step gives one row block, its keys split into
 //! chunks. Chunks of one row block are combined with `e^(m_chunk − m)` weights.
 
-use deepblocks_core::{exp_f32, exp_inplace};
+use deepblocks_core::half::bf16;
+use deepblocks_core::{
+    TILE, TILE_K, exp_f32, exp_inplace, matmul_bf16_pairs, pairs_into, split_bf16,
+    split_bf16_transposed,
+};
 use rayon::prelude::*;
 
 use crate::LatentRows;
@@ -31,6 +35,44 @@ use crate::LatentRows;
 /// The product the kernel runs its two matrix products with (the dispatching kernel, or one
 /// implementation for tests): the signature of [`deepblocks_core::matmul_strided`].
 pub(crate) type Gemm = fn(&mut [f32], &[f32], usize, usize, &[f32], usize, usize, usize, bool);
+
+/// What the kernel runs its two products on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Products {
+    /// f32 products ([`Gemm`]) on f32 keys, or on a block of bf16/f16 rows widened to f32.
+    F32(Gemm),
+    /// bf16 tile products ([`deepblocks_core::matmul_bf16_pairs`]) straight from a bf16 latent
+    /// cache whose widths fit the tiles (`dk` a multiple of 32, `dv` of 16), the queries and the
+    /// probabilities passed as two bf16 parts each; [`Products::F32`] with the [`Gemm`] for any
+    /// other rows.
+    Tiles(Gemm),
+}
+
+impl Products {
+    /// What the attention cores run: tiles where the CPU has the AMX unit
+    /// ([`deepblocks_core::amx`]), the dispatching f32 product otherwise.
+    pub fn best() -> Products {
+        if deepblocks_core::amx() {
+            Products::Tiles(deepblocks_core::matmul_strided)
+        } else {
+            Products::F32(deepblocks_core::matmul_strided)
+        }
+    }
+
+    /// Whether these products run on tiles for these keys and shape.
+    fn tiles(self, kv: Kv<'_>, shape: &FlashShape) -> bool {
+        matches!(self, Products::Tiles(_))
+            && matches!(kv, Kv::Latent(LatentRows::BF16(_)))
+            && shape.dk % TILE_K == 0
+            && shape.dv % TILE == 0
+    }
+
+    fn gemm(self) -> Gemm {
+        match self {
+            Products::F32(g) | Products::Tiles(g) => g,
+        }
+    }
+}
 
 /// The sizes of one call.
 #[derive(Debug, Clone, Copy)]
@@ -112,9 +154,10 @@ pub(crate) fn flash_attention(
     kv: Kv<'_>,
     shape: &FlashShape,
     blocking: Blocking,
-    gemm: Gemm,
+    products: Products,
 ) {
     let FlashShape { t, g, s, dv, .. } = *shape;
+    let tiles = products.tiles(kv, shape);
     if out.is_empty() || dv == 0 {
         out.fill(0.0); // no rows, or values of no width: nothing to mix
         return;
@@ -140,17 +183,33 @@ pub(crate) fn flash_attention(
             j0 = j1;
         }
     }
-    // Each row block's queries, transposed and scaled once for all its chunks.
-    let qts: Vec<Vec<f32>> = (0..blocks)
+    // Each row block's queries, transposed and scaled once for all its chunks (and for tiles,
+    // split into two bf16 parts in the pair layout).
+    let qts: Vec<Queries> = (0..blocks)
         .into_par_iter()
-        .map(|b| transposed_queries(q, shape, b * tq, ((b + 1) * tq).min(t)))
+        .map(|b| {
+            let qt = transposed_queries(q, shape, b * tq, ((b + 1) * tq).min(t), tiles);
+            if tiles {
+                Queries::Tiles(query_pairs(&qt, shape.dk))
+            } else {
+                Queries::F32(qt)
+            }
+        })
         .collect();
     let partials: Vec<Partial> = tasks
         .par_iter()
         .map(|&(b, j0, j1)| {
             let i0 = b * tq;
             let i1 = (i0 + tq).min(t);
-            run_task(&qts[b], kv, shape, i0, i1, j0, j1, kb, gemm)
+            match (&qts[b], kv) {
+                (Queries::Tiles(qp), Kv::Latent(LatentRows::BF16(rows))) => {
+                    run_task_tiles(qp, rows, shape, i0, i1, j0, j1, kb)
+                }
+                (Queries::F32(qt), _) => {
+                    run_task(qt, kv, shape, i0, i1, j0, j1, kb, products.gemm())
+                }
+                _ => unreachable!("tiles are chosen for bf16 latent rows only"),
+            }
         })
         .collect();
     // Combine each row block's chunks (consecutive in `tasks`).
@@ -196,12 +255,32 @@ fn combine(o: &mut [f32], parts: &[Partial], dv: usize) {
     }
 }
 
+/// A row block's queries as the products take them.
+enum Queries {
+    /// `Qᵀ[dk, rp]`.
+    F32(Vec<f32>),
+    /// `Qᵀ = hi + lo`, each `[dk, rp]` in the pair layout.
+    Tiles([Vec<bf16>; 2]),
+}
+
+/// The rows of a block padded to whole registers (8 lanes) or whole tiles (16 rows).
+fn padded(rows: usize, tiles: bool) -> usize {
+    let unit = if tiles { TILE } else { 8 };
+    rows.div_ceil(unit) * unit
+}
+
 /// `Qᵀ[dk, rp]` of the rows of positions `i0..i1`, scaled (once here instead of every score),
-/// the rows padded with zeros to `rp`, a multiple of 8.
-fn transposed_queries(q: &[f32], shape: &FlashShape, i0: usize, i1: usize) -> Vec<f32> {
+/// the rows padded with zeros to `rp` ([`padded`]).
+fn transposed_queries(
+    q: &[f32],
+    shape: &FlashShape,
+    i0: usize,
+    i1: usize,
+    tiles: bool,
+) -> Vec<f32> {
     let FlashShape { g, dk, scale, .. } = *shape;
     let rows = (i1 - i0) * g;
-    let rp = rows.div_ceil(8) * 8;
+    let rp = padded(rows, tiles);
     let mut qt = vec![0.0f32; dk * rp];
     for r in 0..rows {
         let qr = &q[(i0 * g + r) * dk..(i0 * g + r + 1) * dk];
@@ -210,6 +289,18 @@ fn transposed_queries(q: &[f32], shape: &FlashShape, i0: usize, i1: usize) -> Ve
         }
     }
     qt
+}
+
+/// `Qᵀ[dk, rp]` as two bf16 parts in the pair layout, the `B` of the scores' tile product.
+fn query_pairs(qt: &[f32], dk: usize) -> [Vec<bf16>; 2] {
+    let rp = qt.len() / dk;
+    let (mut hi, mut lo) = (vec![bf16::ZERO; qt.len()], vec![bf16::ZERO; qt.len()]);
+    split_bf16(&mut hi, &mut lo, qt);
+    [hi, lo].map(|part| {
+        let mut pairs = vec![bf16::ZERO; part.len()];
+        pairs_into(&mut pairs, &part, rp, dk, rp);
+        pairs
+    })
 }
 
 /// Rows of positions `i0..i1` over keys `j0..j1`, in blocks of `kb` keys, with the rows'
@@ -228,7 +319,7 @@ fn run_task(
 ) -> Partial {
     let FlashShape { g, dk, dv, .. } = *shape;
     let rows = (i1 - i0) * g;
-    let rp = rows.div_ceil(8) * 8; // rows padded to whole registers (padding rows are zero)
+    let rp = padded(rows, false); // rows padded to whole registers (padding rows are zero)
     SCRATCH.with(|scratch| {
         let scratch = &mut *scratch.borrow_mut();
         let widen = !matches!(kv, Kv::Latent(LatentRows::F32(_)) | Kv::Split { .. });
@@ -345,59 +436,203 @@ fn blocks(
                 (&v.data[jb * v.stride..], v.stride)
             }
         };
-        // Causal mask: key j is after the positions of rows r < g·(j − p0 − i0).
-        for (jj, row) in st.chunks_exact_mut(rp).enumerate() {
-            let j = jb + jj;
-            if j > p0 + i0 {
-                row[..(g * (j - p0 - i0)).min(rows)].fill(f32::NEG_INFINITY);
-            }
-        }
-        // Online softmax, across rows.
-        bm.fill(f32::NEG_INFINITY);
-        for row in st.chunks_exact(rp) {
-            for (m, &x) in bm.iter_mut().zip(row) {
-                *m = m.max(x);
-            }
-        }
-        let mut rescale = false;
-        for r in 0..rp {
-            let m_new = part.m[r].max(bm[r]);
-            // A row that has seen no key yet keeps m = −∞; its probabilities are e^(−∞) = 0.
-            m_use[r] = if m_new == f32::NEG_INFINITY {
-                0.0
-            } else {
-                m_new
-            };
-            alpha[r] = part.m[r] - m_use[r];
-            rescale |= part.m[r] != m_new && part.m[r] != f32::NEG_INFINITY;
-            part.m[r] = m_new;
-        }
-        exp_inplace(alpha);
-        if rescale {
-            for (l, a) in part.l.iter_mut().zip(alpha.iter()) {
-                *l *= a;
-            }
+        mask(st, rp, jb, p0 + i0, g, rows);
+        if online_softmax(part, st, m_use, alpha, bm) {
             for row in part.ot.chunks_exact_mut(rp) {
                 for (o, a) in row.iter_mut().zip(alpha.iter()) {
                     *o *= a;
                 }
             }
         }
-        for row in st.chunks_exact_mut(rp) {
-            for (x, m) in row.iter_mut().zip(m_use.iter()) {
-                *x -= m;
-            }
-        }
-        exp_inplace(st);
-        for row in st.chunks_exact(rp) {
-            for (l, &p) in part.l.iter_mut().zip(row) {
-                *l += p;
-            }
-        }
         // Oᵀ[dv, rp] += V_blockᵀ · P.
         gemm(&mut part.ot, v, 1, sv, st, dv, w, rp, true);
         jb += w;
     }
+}
+
+/// Causal mask of a block of scores `st[w, rp]` whose first key is `jb`: key `j` is after the
+/// positions of rows `r < g·(j − p)`, `p` the position of the block's first row.
+fn mask(st: &mut [f32], rp: usize, jb: usize, p: usize, g: usize, rows: usize) {
+    for (jj, row) in st.chunks_exact_mut(rp).enumerate() {
+        let j = jb + jj;
+        if j > p {
+            row[..(g * (j - p)).min(rows)].fill(f32::NEG_INFINITY);
+        }
+    }
+}
+
+/// One block's step of the online softmax, across rows: the scores `st[w, rp]` become
+/// `e^(S − m')`, the running maxima `m` and sums `l` move to the block's, and `alpha` holds
+/// `e^(m − m')`. True when the values already mixed must be rescaled by `alpha`.
+fn online_softmax(
+    part: &mut Partial,
+    st: &mut [f32],    // [w, rp]
+    m_use: &mut [f32], // [rp]
+    alpha: &mut [f32], // [rp]
+    bm: &mut [f32],    // [rp]
+) -> bool {
+    let rp = bm.len();
+    bm.fill(f32::NEG_INFINITY);
+    for row in st.chunks_exact(rp) {
+        for (m, &x) in bm.iter_mut().zip(row) {
+            *m = m.max(x);
+        }
+    }
+    let mut rescale = false;
+    for r in 0..rp {
+        let m_new = part.m[r].max(bm[r]);
+        // A row that has seen no key yet keeps m = −∞; its probabilities are e^(−∞) = 0.
+        m_use[r] = if m_new == f32::NEG_INFINITY {
+            0.0
+        } else {
+            m_new
+        };
+        alpha[r] = part.m[r] - m_use[r];
+        rescale |= part.m[r] != m_new && part.m[r] != f32::NEG_INFINITY;
+        part.m[r] = m_new;
+    }
+    exp_inplace(alpha);
+    if rescale {
+        for (l, a) in part.l.iter_mut().zip(alpha.iter()) {
+            *l *= a;
+        }
+    }
+    for row in st.chunks_exact_mut(rp) {
+        for (x, m) in row.iter_mut().zip(m_use.iter()) {
+            *x -= m;
+        }
+    }
+    exp_inplace(st);
+    for row in st.chunks_exact(rp) {
+        for (l, &p) in part.l.iter_mut().zip(row) {
+            *l += p;
+        }
+    }
+    rescale
+}
+
+/// [`run_task`] on tiles ([`Products::Tiles`]) over bf16 latent rows: per block of `kb` keys
+/// (padded to whole tiles with zero keys, masked),
+///
+/// ```text
+/// Sᵀ[w, rp] = K_block · (Qᵀ_hi + Qᵀ_lo)          one tile product from the cache as it is
+/// P = online softmax of Sᵀ, transposed: P_hi + P_lo [rp, w]
+/// O[rp, dv] = α O + (P_hi + P_lo) · V_block       V_block in the pair layout
+/// ```
+///
+/// and `O` transposed into the partial's `Oᵀ` at the end.
+#[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
+fn run_task_tiles(
+    qp: &[Vec<bf16>; 2], // [dk, rp] each, pair layout
+    latent: &[bf16],     // [s, dk]
+    shape: &FlashShape,
+    i0: usize,
+    i1: usize,
+    j0: usize,
+    j1: usize,
+    kb: usize,
+) -> Partial {
+    let FlashShape {
+        t, g, s, dk, dv, ..
+    } = *shape;
+    let p0 = s - t;
+    let rows = (i1 - i0) * g;
+    let rp = padded(rows, true);
+    let kbp = kb.div_ceil(TILE_K) * TILE_K;
+    TILE_SCRATCH.with(|scratch| {
+        let sc = &mut *scratch.borrow_mut();
+        sc.size(kbp, rp, dk, dv);
+        let mut part = Partial {
+            m: vec![f32::NEG_INFINITY; rp],
+            l: vec![0.0; rp],
+            ot: vec![0.0; dv * rp],
+        };
+        let TileScratch {
+            st,
+            padded_keys,
+            p_hi,
+            p_lo,
+            v_pairs,
+            o,
+            m_use,
+            alpha,
+            bm,
+        } = sc;
+        o.fill(0.0);
+        let mut jb = j0;
+        while jb < j1 {
+            let w = kb.min(j1 - jb);
+            let wp = w.div_ceil(TILE_K) * TILE_K;
+            // A whole block is read in place; a partial one is copied beside zero keys.
+            let block: &[bf16] = if w == wp {
+                &latent[jb * dk..(jb + w) * dk]
+            } else {
+                padded_keys[..w * dk].copy_from_slice(&latent[jb * dk..(jb + w) * dk]);
+                padded_keys[w * dk..wp * dk].fill(bf16::ZERO);
+                &padded_keys[..wp * dk]
+            };
+            // The values in the pair layout first: this reads the block's rows front to back, as
+            // the hardware prefetches, so the tiles of the scores then find them in cache (read
+            // 64 bytes of 16 rows at a time from memory, they wait on every load).
+            let v_pairs = &mut v_pairs[..wp * dv];
+            pairs_into(v_pairs, block, dk, wp, dv);
+            let st = &mut st[..wp * rp];
+            matmul_bf16_pairs(st, rp, &[block], dk, &[&qp[0], &qp[1]], wp, rp, dk, false);
+            st[w * rp..].fill(f32::NEG_INFINITY); // the zero keys
+            mask(st, rp, jb, p0 + i0, g, rows);
+            if online_softmax(&mut part, st, m_use, alpha, bm) {
+                for (row, a) in o.chunks_exact_mut(dv).zip(alpha.iter()) {
+                    for x in row {
+                        *x *= a;
+                    }
+                }
+            }
+            // P[rp, wp] = (the probabilities [wp, rp])ᵀ as two parts.
+            let (p_hi, p_lo) = (&mut p_hi[..rp * wp], &mut p_lo[..rp * wp]);
+            split_bf16_transposed(p_hi, p_lo, st, wp, rp);
+            matmul_bf16_pairs(o, dv, &[p_hi, p_lo], wp, &[v_pairs], rp, dv, wp, true);
+            jb += w;
+        }
+        for (r, row) in o.chunks_exact(dv).enumerate() {
+            for (c, &x) in row.iter().enumerate() {
+                part.ot[c * rp + r] = x;
+            }
+        }
+        part
+    })
+}
+
+/// The buffers of one tile task, kept per thread between tasks.
+#[derive(Default)]
+struct TileScratch {
+    st: Vec<f32>,           // [kbp, rp]: a block's scores, then probabilities
+    padded_keys: Vec<bf16>, // [kbp, dk]: a partial block beside zero keys
+    p_hi: Vec<bf16>,        // [rp, kbp]
+    p_lo: Vec<bf16>,        // [rp, kbp]
+    v_pairs: Vec<bf16>,     // [kbp, dv] in the pair layout
+    o: Vec<f32>,            // [rp, dv]
+    m_use: Vec<f32>,        // [rp]
+    alpha: Vec<f32>,        // [rp]
+    bm: Vec<f32>,           // [rp]
+}
+
+impl TileScratch {
+    fn size(&mut self, kbp: usize, rp: usize, dk: usize, dv: usize) {
+        self.st.resize(kbp * rp, 0.0);
+        self.padded_keys.resize(kbp * dk, bf16::ZERO);
+        self.p_hi.resize(rp * kbp, bf16::ZERO);
+        self.p_lo.resize(rp * kbp, bf16::ZERO);
+        self.v_pairs.resize(kbp * dv, bf16::ZERO);
+        self.o.resize(rp * dv, 0.0);
+        for v in [&mut self.m_use, &mut self.alpha, &mut self.bm] {
+            v.resize(rp, 0.0);
+        }
+    }
+}
+
+thread_local! {
+    static TILE_SCRATCH: std::cell::RefCell<TileScratch> =
+        std::cell::RefCell::new(TileScratch::default());
 }
 
 /// The naive twin of [`flash_attention`]: per row, every visible score, the softmax, the
@@ -481,6 +716,17 @@ mod tests {
         ]
     }
 
+    /// Every way the kernel can run its products: each [`gemms`] in f32, and the tiles (on the
+    /// tile unit where the CPU has one, on their plain twin elsewhere).
+    fn products() -> Vec<(&'static str, Products)> {
+        let mut all: Vec<_> = gemms()
+            .into_iter()
+            .map(|(name, g)| (name, Products::F32(g)))
+            .collect();
+        all.push(("tiles", Products::Tiles(deepblocks_core::matmul_strided)));
+        all
+    }
+
     fn check(
         got: &[f32],
         want: &[f32],
@@ -541,10 +787,46 @@ mod tests {
             let shape = shape_for(dv);
             let mut want = vec![f32::NAN; t * g * dv];
             flash_attention_naive(&mut want, &q, kv, &shape);
-            for (name, gemm) in gemms() {
+            for (name, products) in products() {
                 let mut got = vec![f32::NAN; t * g * dv];
-                flash_attention(&mut got, &q, kv, &shape, blocking, gemm);
+                flash_attention(&mut got, &q, kv, &shape, blocking, products);
                 check(&got, &want, name)?;
+            }
+        }
+
+        /// On tile-shaped widths (keys a multiple of 32 wide, values of 16) over a bf16 cache, the
+        /// tile path ([`Products::Tiles`]: queries and probabilities in two bf16 parts) equals
+        /// the naive twin to about 16 bits: partial blocks, chunk boundaries, padding rows,
+        /// prefill and decode.
+        #[test]
+        fn tile_products_equal_the_naive_twin(
+            seed in 0u64..10_000,
+            g in 1usize..20,
+            (s, back) in (1usize..150, 0usize..150),
+            (dkt, dvt) in (1usize..3, 1usize..3),
+            (kb, rows, min_chunk, tasks) in (1usize..100, 1usize..40, 1usize..80, 1usize..7),
+        ) {
+            let t = s - back.min(s - 1);
+            let (dk, dv) = (32 * dkt, 16 * dvt);
+            let shape = FlashShape { t, g, s, dk, dv, scale: 0.3 };
+            let q = values(t * g * dk, seed, 1.5);
+            let latent: Vec<bf16> = values(s * dk, seed + 1, 1.0)
+                .iter()
+                .map(|&x| bf16::from_f32(x))
+                .collect();
+            let kv = Kv::Latent(LatentRows::BF16(&latent));
+            let blocking = Blocking { rows, kb, min_chunk, tasks };
+            let mut want = vec![f32::NAN; t * g * dv];
+            flash_attention_naive(&mut want, &q, kv, &shape);
+            let mut got = vec![f32::NAN; t * g * dv];
+            let tiles = Products::Tiles(deepblocks_core::matmul_strided);
+            proptest::prop_assert!(tiles.tiles(kv, &shape));
+            flash_attention(&mut got, &q, kv, &shape, blocking, tiles);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                proptest::prop_assert!(
+                    (g - w).abs() <= 1e-4 + 1e-4 * w.abs(),
+                    "element {}: {} vs {}", i, g, w
+                );
             }
         }
 

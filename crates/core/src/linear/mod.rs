@@ -27,9 +27,14 @@ mod gemv;
 mod portable;
 mod strided;
 mod tiled;
+mod tiles;
 
 pub use strided::{
     matmul_strided, matmul_strided_avx2, matmul_strided_naive, matmul_strided_portable,
+};
+pub use tiles::{
+    TILE, TILE_K, matmul_bf16_pairs, matmul_bf16_pairs_naive, pairs_into, prefetch_l2, split_bf16,
+    split_bf16_transposed,
 };
 
 use std::sync::OnceLock;
