@@ -193,10 +193,13 @@ fn attention(c: &mut Criterion) {
 /// Decode attention against its bound, and the prefill crossover, on stderr.
 fn summary(up: &KvUpProjection) {
     let limits = common_limits::measure(5);
-    // The peak of the registers the attention's products use.
+    // The peak of the registers the attention's products use: the tile unit's for the scores and
+    // the mix where they run on it (twice their multiply-adds: queries and probabilities go in
+    // as two bf16 parts), the FMAs' for the rest.
     let peak = limits.wide_flops_per_s.unwrap_or(limits.flops_per_s);
+    let tiles = shape(1, 1).tiles(DType::BF16);
     eprintln!(
-        "\nlimits (same run): read {:.1} GB/s, FMA peak {:.1} GFLOP/s 8-wide{} on {} threads; \
+        "\nlimits (same run): read {:.1} GB/s, FMA peak {:.1} GFLOP/s 8-wide{}{} on {} threads; \
          the attention's products run {}",
         limits.read_bytes_per_s / 1e9,
         limits.flops_per_s / 1e9,
@@ -204,13 +207,28 @@ fn summary(up: &KvUpProjection) {
             .wide_flops_per_s
             .map(|w| format!(", {:.1} GFLOP/s 16-wide", w / 1e9))
             .unwrap_or_default(),
+        limits
+            .tile_flops_per_s
+            .map(|w| format!(", bf16 tiles {:.0} GFLOP/s", w / 1e9))
+            .unwrap_or_default(),
         rayon::current_num_threads(),
-        if limits.wide_flops_per_s.is_some() {
+        if tiles {
+            "on the AMX tile unit (scores and mix), FMAs elsewhere"
+        } else if limits.wide_flops_per_s.is_some() {
             "16-wide (AVX-512F)"
         } else {
             "8-wide"
         }
     );
+    // Seconds of arithmetic at peak for the absorbed core's `t` queries over `s` tokens.
+    let flop_bound = |t: usize, s: usize| match limits.tile_flops_per_s {
+        Some(tile_peak) if tiles => {
+            let sh = shape(t, s); // W_UK and W_UV folds, f32:
+            let folds = 2.0 * (sh.t * sh.n * (sh.d + sh.v) * sh.c) as f64;
+            folds / peak + 2.0 * (absorbed_flops(t, s) - folds) / tile_peak
+        }
+        _ => absorbed_flops(t, s) / peak,
+    };
     let weights = (up
         .w_uk_t()
         .iter()
@@ -228,7 +246,7 @@ fn summary(up: &KvUpProjection) {
         let secs = common_limits::best_seconds(20, || {
             attention_absorbed(&mut out, &q, rows, up, &shape(1, cached)).expect("core");
         });
-        let flop_bound = absorbed_flops(1, cached) / peak;
+        let flop_bound = flop_bound(1, cached);
         let bytes = (cached * (C + R) * 2) as f64 + weights;
         let byte_bound = bytes / limits.read_bytes_per_s;
         eprintln!(
@@ -275,7 +293,7 @@ fn summary(up: &KvUpProjection) {
             } else {
                 "absorbed"
             },
-            AttentionPath::Auto.resolve(&sh)
+            AttentionPath::Auto.resolve_for(&sh, DType::BF16)
         );
     }
 }

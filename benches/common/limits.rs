@@ -1,7 +1,7 @@
 //! The machine's limits, measured in the same run as the kernels judged against them: DRAM read
 //! bandwidth (a parallel sum over 512 MiB, 16× the L3 of the Zen 3 these benches were first
 //! taken on) and peak f32 FLOP/s (12 independent 8-wide FMA chains per thread, no memory; and
-//! 16-wide where the process may use AVX-512F).
+//! 16-wide where the process may use AVX-512F; bf16 tile products where it may use AMX).
 //! Included by `kernels.rs` and `mla.rs` with `#[path]`.
 
 use criterion::{Criterion, Throughput};
@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 const STREAM_LEN: usize = 128 << 20;
 /// Iterations of the FMA probe per thread.
 const FMA_ITERS: usize = 1 << 20;
+/// Iterations of the tile probe per thread (four 16 × 16 × 32 products each).
+#[allow(dead_code)]
+const TILE_ITERS: usize = 1 << 16;
 
 /// `limits/stream_read_512MiB`, `limits/fma_peak_all_threads`, `limits/fma_peak_one_thread`.
 pub fn limits(c: &mut Criterion) {
@@ -64,6 +67,9 @@ pub struct Limits {
     pub flops_per_s: f64,
     /// The same with 16-wide FMAs, where the process may use AVX-512F.
     pub wide_flops_per_s: Option<f64>,
+    /// Peak bf16-product FLOP/s of the AMX tile unit on every rayon thread, where the process
+    /// may use it.
+    pub tile_flops_per_s: Option<f64>,
 }
 
 /// Measures [`Limits`]: the best of `rounds` timings of each probe.
@@ -84,10 +90,17 @@ pub fn measure(rounds: usize) -> Limits {
         });
         probe::fma_peak_wide_flops(FMA_ITERS, threads) as f64 / secs
     });
+    let tile_flops_per_s = probe::tile_peak(1).map(|_| {
+        let secs = best_seconds(rounds, || {
+            black_box(probe::tile_peak(black_box(TILE_ITERS)));
+        });
+        probe::tile_peak_flops(TILE_ITERS, threads) as f64 / secs
+    });
     Limits {
         read_bytes_per_s: (STREAM_LEN * 4) as f64 / read,
         flops_per_s: probe::fma_peak_flops(FMA_ITERS, threads) as f64 / fma,
         wide_flops_per_s,
+        tile_flops_per_s,
     }
 }
 

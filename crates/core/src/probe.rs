@@ -129,3 +129,28 @@ unsafe fn fma_chains_avx512(iters: usize, seed: f32) -> f32 {
     }
     _mm512_reduce_add_ps(s)
 }
+
+/// Floating-point operations one call of [`tile_peak`] performs with `iters` iterations on each
+/// of `threads` threads.
+pub fn tile_peak_flops(iters: usize, threads: usize) -> u64 {
+    // Four 16 × 16 × 32 tile products per iteration, 2 FLOPs per multiply-add.
+    (iters as u64) * 4 * 16 * 16 * 32 * 2 * threads as u64
+}
+
+/// Runs `iters` iterations of four independent bf16 tile products (`tdpbf16ps`, no memory
+/// traffic) on every rayon thread when [`crate::amx()`] allows the tile unit (the peak the tile
+/// kernels are judged against), and returns a value that depends on them; `None` where it
+/// does not. Its FLOP count is [`tile_peak_flops`]`(iters, rayon::current_num_threads())`.
+pub fn tile_peak(iters: usize) -> Option<f32> {
+    if crate::amx() {
+        let threads = rayon::current_num_threads();
+        return Some(
+            (0..threads)
+                .into_par_iter()
+                .map(|_| crate::linear::tile_products_loop(iters))
+                .sum(),
+        );
+    }
+    let _ = iters;
+    None
+}

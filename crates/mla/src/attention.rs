@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use deepblocks_core::{Weight, WeightFormat, linear};
+use deepblocks_core::{DType, Weight, WeightFormat, linear};
 use deepblocks_norm::RmsNorm;
 use deepblocks_rope::{CosSin, RopeTable};
 use rayon::prelude::*;
@@ -225,6 +225,13 @@ pub enum AttentionPath {
     Auto,
 }
 
+/// How many times faster per multiply-add the absorbed core's attention (scores and mix) runs on
+/// the AMX tile unit than the f32 products: 2, measured on a Sapphire Rapids host with
+/// `cargo bench --bench mla` (decode steps over 4,096–32,768 cached tokens and prompts of 16–256
+/// tokens over 4,096; docs/mla.md). The tiles' own rate is far higher; reading the cache and
+/// the softmax between the products bound it.
+pub const TILE_SPEEDUP: f64 = 2.0;
+
 impl AttentionPath {
     /// The core this path runs for a call of `shape`: itself, or for [`AttentionPath::Auto`] the
     /// cheaper one.
@@ -242,6 +249,37 @@ impl AttentionPath {
                 // Both cores run at about the same rate per multiply-add (docs/mla.md, "Which
                 // core, when"), so the counts decide as they are.
                 let (naive, absorbed) = shape.costs();
+                if naive < absorbed {
+                    AttentionPath::Naive
+                } else {
+                    AttentionPath::Absorbed
+                }
+            }
+            path => path,
+        }
+    }
+
+    /// [`AttentionPath::resolve`] for a latent cache of `cache_dtype`: where the absorbed core's
+    /// scores and mix run on the AMX tile unit ([`AttentionShape::tiles`]) their multiply-adds
+    /// count [`TILE_SPEEDUP`] times less. What a forward pass runs.
+    ///
+    /// ```
+    /// use deepblocks_mla::{AttentionPath, AttentionShape, DType};
+    /// let lite = |t, s| AttentionShape { t, s, n: 16, d: 128, r: 64, v: 128, c: 512, softmax_scale: 0.07 };
+    /// let step = lite(1, 4096);
+    /// assert_eq!(AttentionPath::Auto.resolve_for(&step, DType::BF16), AttentionPath::Absorbed);
+    /// assert_eq!(AttentionPath::Auto.resolve_for(&lite(4096, 4096), DType::F32), AttentionPath::Naive);
+    /// ```
+    pub fn resolve_for(self, shape: &AttentionShape, cache_dtype: DType) -> AttentionPath {
+        match self {
+            AttentionPath::Auto => {
+                let (naive, absorbed) = shape.costs();
+                let absorbed = if shape.tiles(cache_dtype) {
+                    let folds = shape.costs_folds();
+                    folds + (absorbed - folds) / TILE_SPEEDUP
+                } else {
+                    absorbed
+                };
                 if naive < absorbed {
                     AttentionPath::Naive
                 } else {
@@ -507,6 +545,23 @@ impl AttentionShape {
         let naive = s * n * (d + v) * c + pairs * n * (d + r + v);
         let absorbed = t * n * (d + v) * c + pairs * n * (2.0 * c + r);
         (naive, absorbed)
+    }
+
+    /// The absorbed core's multiply-adds outside its attention: folding `W_UK` into the queries
+    /// and `W_UV` into the outputs, `t·n·(d + v)·c` (f32 products whatever the cache).
+    fn costs_folds(&self) -> f64 {
+        (self.t * self.n * (self.d + self.v) * self.c) as f64
+    }
+
+    /// Whether the absorbed core's scores and mix run on the AMX tile unit for a latent cache of
+    /// `cache_dtype`: the CPU has it ([`deepblocks_core::amx`]), the cache is bf16, and the
+    /// latent row (`c + r`) is a whole number of 32-element tiles and `c` of 16 (DeepSeek-V2/V3's
+    /// 512 + 64 is).
+    pub fn tiles(&self, cache_dtype: DType) -> bool {
+        deepblocks_core::amx()
+            && cache_dtype == DType::BF16
+            && (self.c + self.r) % deepblocks_core::TILE_K == 0
+            && self.c % deepblocks_core::TILE == 0
     }
 }
 
@@ -953,7 +1008,7 @@ impl Mla {
             softmax_scale: cfg.softmax_scale,
         };
         let mut o = vec![0.0f32; t * n * v]; // [t, n, v]
-        let core = match path.resolve(&shape) {
+        let core = match path.resolve_for(&shape, cache.rows().dtype()) {
             AttentionPath::Naive => attention_naive,
             _ => attention_absorbed,
         };

@@ -84,7 +84,7 @@ mod flash;
 
 pub use attention::{
     AttentionPath, AttentionShape, KvB, KvUpProjection, Mla, MlaConfig, MlaWeights, QProj,
-    QProjConfig, attention_absorbed, attention_naive,
+    QProjConfig, TILE_SPEEDUP, attention_absorbed, attention_naive,
 };
 pub use cache::{
     DEFAULT_CACHE_DTYPE, LatentCache, LatentRows, MlaCache, MlaCacheConfig, cache_dtype,

@@ -880,6 +880,45 @@ proptest! {
     }
 }
 
+/// On a bf16 cache whose widths fit the AMX tiles (`c + r` a multiple of 32, `c` of 16) the
+/// absorbed core runs on the tile unit where the CPU has one (queries and probabilities in two
+/// bf16 parts each) and still equals the f64 reference: prefill, decode and a partial prompt over
+/// more keys than one block, several chunks.
+#[test]
+fn absorbed_attention_on_tile_shaped_widths_equals_the_reference() {
+    let (n, d, r, v, c, s) = (3, 4, 32, 4, 32, 150);
+    for t in [1, 7, s] {
+        let shape = AttentionShape {
+            t,
+            s,
+            n,
+            d,
+            r,
+            v,
+            c,
+            softmax_scale: ((d + r) as f32).powf(-0.5),
+        };
+        assert_eq!(shape.tiles(DType::BF16), deepblocks_core::amx());
+        let q = values(t * n * (d + r), 11, 1.5);
+        let rows = latent_rows(&values(s * c, 12, 1.0), &values(s * r, 13, 1.0), s);
+        let rows_bf16: Vec<half::bf16> = rows.iter().map(|&x| half::bf16::from_f32(x)).collect();
+        let held: Vec<f32> = rows_bf16.iter().map(|x| x.to_f32()).collect();
+        let c_kv: Vec<f32> = (0..s)
+            .flat_map(|j| held[j * (c + r)..j * (c + r) + c].to_vec())
+            .collect();
+        let k_pe: Vec<f32> = (0..s)
+            .flat_map(|j| held[j * (c + r) + c..(j + 1) * (c + r)].to_vec())
+            .collect();
+        let kv_b = Weight::from_f32(values(n * (d + v) * c, 14, 0.8), n * (d + v), c).unwrap();
+        let want = attention_reference(&q, &c_kv, &k_pe, &kv_b, &shape);
+        let up = KvUpProjection::new(kv_b, n, d, v).unwrap();
+        let mut got = vec![f32::NAN; t * n * v];
+        attention_absorbed(&mut got, &q, LatentRows::BF16(&rows_bf16), &up, &shape).unwrap();
+        let rep = close_report(&got, &want, 1e-4, 1e-4);
+        assert_eq!(rep.violations, 0, "t {t}: {rep}");
+    }
+}
+
 #[test]
 fn attention_cores_check_their_slices() {
     let shape = AttentionShape {

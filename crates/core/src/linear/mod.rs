@@ -32,6 +32,7 @@ mod tiles;
 pub use strided::{
     matmul_strided, matmul_strided_avx2, matmul_strided_naive, matmul_strided_portable,
 };
+pub(crate) use tiles::tile_products_loop;
 pub use tiles::{
     TILE, TILE_K, matmul_bf16_pairs, matmul_bf16_pairs_naive, pairs_into, prefetch_l2, split_bf16,
     split_bf16_transposed,

@@ -227,6 +227,22 @@ fn check(
     assert!(b.iter().all(|x| x.len() >= k * n), "matmul_bf16_pairs: b");
 }
 
+/// `iters` rounds of four independent tile products, for the peak probe
+/// ([`crate::probe::tile_peak`]); the first element of the first product's tile. 0 where the
+/// tile unit is not allowed ([`crate::amx()`]).
+pub(crate) fn tile_products_loop(iters: usize) -> f32 {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    if crate::amx() {
+        let a = vec![bf16::from_f32(1e-3); TILE * TILE_K];
+        let mut c = vec![0.0f32; TILE * TILE];
+        // SAFETY: `amx()` checked the CPU and the permission; the tiles are 1 KB each.
+        unsafe { amx::products_loop(&mut c, &a, iters) };
+        return c[0];
+    }
+    let _ = iters;
+    0.0
+}
+
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod amx {
     //! The tile kernel. Tile registers: `tmm0..3` four tiles of `C`, `tmm4`/`tmm5` the parts of
@@ -480,6 +496,28 @@ mod amx {
                     _mm512_i32scatter_epi32::<4>(lo.as_mut_ptr() as *mut _, at, pair(l0, l1));
                 }
             }
+        }
+    }
+
+    /// `iters` rounds of `tmm0..3 += tmm4 · tmm6` with `tmm4 = tmm6 = a`; `c` = `tmm0`.
+    ///
+    /// # Safety
+    /// As [`matmul`]; `a` and `c` hold a whole tile each.
+    pub(super) unsafe fn products_loop(c: &mut [f32], a: &[bf16], iters: usize) {
+        unsafe {
+            asm!("ldtilecfg [{0}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+            for t in 0..4 {
+                zero_c(t);
+            }
+            load_a(0, a.as_ptr(), 64);
+            load_b(0, a.as_ptr(), 64);
+            for _ in 0..iters {
+                for t in 0..4 {
+                    dots(t, 1, 1);
+                }
+            }
+            store_c(0, c.as_mut_ptr(), 64);
+            asm!("tilerelease", options(nostack, nomem));
         }
     }
 
