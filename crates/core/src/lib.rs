@@ -62,7 +62,7 @@ pub use linear::{
     GEMV_MAX_ROWS, TILE, TILE_K, TILED_MAX_ROWS, kernel_isa, linear, linear_gemm, linear_gemv,
     linear_naive, linear_tiled, matmul, matmul_bf16_pairs, matmul_bf16_pairs_naive, matmul_bt,
     matmul_bt_naive, matmul_naive, matmul_strided, matmul_strided_avx2, matmul_strided_naive,
-    matmul_strided_portable, pairs_into, prefetch_l2, split_bf16, split_bf16_transposed,
+    matmul_strided_portable, pairs_into, split_bf16, split_bf16_transposed,
 };
 pub use ops::{
     dot, dot_naive, exp_f32, exp_inplace, exp_inplace_naive, first_non_finite,

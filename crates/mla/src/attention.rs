@@ -560,8 +560,8 @@ impl AttentionShape {
     pub fn tiles(&self, cache_dtype: DType) -> bool {
         deepblocks_core::amx()
             && cache_dtype == DType::BF16
-            && (self.c + self.r) % deepblocks_core::TILE_K == 0
-            && self.c % deepblocks_core::TILE == 0
+            && (self.c + self.r).is_multiple_of(deepblocks_core::TILE_K)
+            && self.c.is_multiple_of(deepblocks_core::TILE)
     }
 }
 

@@ -63,8 +63,8 @@ impl Products {
     fn tiles(self, kv: Kv<'_>, shape: &FlashShape) -> bool {
         matches!(self, Products::Tiles(_))
             && matches!(kv, Kv::Latent(LatentRows::BF16(_)))
-            && shape.dk % TILE_K == 0
-            && shape.dv % TILE == 0
+            && shape.dk.is_multiple_of(TILE_K)
+            && shape.dv.is_multiple_of(TILE)
     }
 
     fn gemm(self) -> Gemm {

@@ -34,7 +34,7 @@ pub use strided::{
 };
 pub(crate) use tiles::tile_products_loop;
 pub use tiles::{
-    TILE, TILE_K, matmul_bf16_pairs, matmul_bf16_pairs_naive, pairs_into, prefetch_l2, split_bf16,
+    TILE, TILE_K, matmul_bf16_pairs, matmul_bf16_pairs_naive, pairs_into, split_bf16,
     split_bf16_transposed,
 };
 

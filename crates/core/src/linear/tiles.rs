@@ -58,7 +58,7 @@ pub fn split_bf16_transposed(hi: &mut [bf16], lo: &mut [bf16], x: &[f32], k: usi
         "split_bf16_transposed lengths"
     );
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    if crate::amx() && n % 16 == 0 && k % 2 == 0 {
+    if crate::amx() && n.is_multiple_of(16) && k.is_multiple_of(2) {
         // SAFETY: `amx()` implies AVX-512F; the lengths were checked above.
         unsafe { amx::split_transposed_avx512(hi, lo, x, k, n) };
         return;
@@ -73,35 +73,22 @@ pub fn split_bf16_transposed(hi: &mut [bf16], lo: &mut [bf16], x: &[f32], k: usi
     }
 }
 
-/// Asks the CPU to bring the cache lines of `data` into its L2 cache (a hint: it changes no
-/// value, and does nothing where the architecture has no such hint).
-pub fn prefetch_l2<T>(data: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-        let p = data.as_ptr().cast::<i8>();
-        for off in (0..std::mem::size_of_val(data)).step_by(64) {
-            // SAFETY: a prefetch never faults; the address lies inside `data`.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(off)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
-}
-
 /// `dst` = rows `0..k` of the row-major `src` (rows `lds` apart, columns `0..n`) in the pair
 /// layout: `dst[(p / 2)·2n + 2j + p % 2] = src[p·lds + j]`; `k` even.
 ///
 /// # Panics
 /// If `k` is odd, `dst` is not `k·n` long or `src` ends before row `k − 1`'s column `n − 1`.
 pub fn pairs_into(dst: &mut [bf16], src: &[bf16], lds: usize, k: usize, n: usize) {
-    assert!(k % 2 == 0 && dst.len() == k * n, "pairs_into shape");
+    assert!(
+        k.is_multiple_of(2) && dst.len() == k * n,
+        "pairs_into shape"
+    );
     if k == 0 || n == 0 {
         return;
     }
     assert!(src.len() >= (k - 1) * lds + n, "pairs_into source");
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    if crate::amx() && n % 32 == 0 {
+    if crate::amx() && n.is_multiple_of(32) {
         // SAFETY: `amx()` implies AVX-512BW; the lengths were checked above.
         unsafe { amx::pairs_into_avx512(dst, src, lds, k, n) };
         return;
@@ -206,7 +193,7 @@ fn check(
     k: usize,
 ) {
     assert!(
-        m % TILE == 0 && n % TILE == 0 && k % TILE_K == 0,
+        m.is_multiple_of(TILE) && n.is_multiple_of(TILE) && k.is_multiple_of(TILE_K),
         "matmul_bf16_pairs: m {m}, n {n}, k {k} are not whole tiles"
     );
     assert!(
@@ -291,6 +278,7 @@ mod amx {
     }
 
     unsafe fn load_c(t: usize, p: *const f32, stride: usize) {
+        // SAFETY: the caller's: 16 rows of 64 bytes, `stride` apart, from `p`, and tiles configured.
         unsafe {
             match t {
                 0 => load!("0", p, stride),
@@ -301,6 +289,7 @@ mod amx {
         }
     }
     unsafe fn zero_c(t: usize) {
+        // SAFETY: the caller's: the tiles are configured (registers only, no memory).
         unsafe {
             match t {
                 0 => asm!("tilezero tmm0", options(nostack, nomem)),
@@ -311,6 +300,7 @@ mod amx {
         }
     }
     unsafe fn store_c(t: usize, p: *mut f32, stride: usize) {
+        // SAFETY: the caller's: 16 rows of 64 bytes, `stride` apart, from `p`, and tiles configured.
         unsafe {
             match t {
                 0 => store!("0", p, stride),
@@ -321,6 +311,7 @@ mod amx {
         }
     }
     unsafe fn load_a(part: usize, p: *const bf16, stride: usize) {
+        // SAFETY: the caller's: 16 rows of 64 bytes, `stride` apart, from `p`, and tiles configured.
         unsafe {
             match part {
                 0 => load!("4", p, stride),
@@ -329,6 +320,7 @@ mod amx {
         }
     }
     unsafe fn load_b(part: usize, p: *const bf16, stride: usize) {
+        // SAFETY: the caller's: 16 rows of 64 bytes, `stride` apart, from `p`, and tiles configured.
         unsafe {
             match part {
                 0 => load!("6", p, stride),
@@ -338,6 +330,7 @@ mod amx {
     }
     /// `C[t] += Σ` over the loaded parts (`na` of `A`, `nb` of `B`).
     unsafe fn dots(t: usize, na: usize, nb: usize) {
+        // SAFETY: the caller's: the tiles are configured (registers only, no memory).
         unsafe {
             macro_rules! all {
                 ($c:literal) => {{
@@ -384,6 +377,7 @@ mod amx {
         let (na, nb) = (a.len(), b.len());
         let (sc, sa, sb) = (ldc * 4, lda * 2, 2 * n * 2);
         let cp = c.as_mut_ptr();
+        // SAFETY: the caller's contract; every tile read or written lies inside the checked slices.
         unsafe {
             asm!("ldtilecfg [{0}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
             let along_n = n >= m;
@@ -479,6 +473,7 @@ mod amx {
             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
             _mm512_set1_epi32((k / 2) as i32),
         );
+        // SAFETY: the caller's: `x`, `hi` and `lo` are `k·n`; every pair scattered is below `k·n`.
         unsafe {
             for p in (0..k).step_by(2) {
                 for j0 in (0..n).step_by(16) {
@@ -504,6 +499,7 @@ mod amx {
     /// # Safety
     /// As [`matmul`]; `a` and `c` hold a whole tile each.
     pub(super) unsafe fn products_loop(c: &mut [f32], a: &[bf16], iters: usize) {
+        // SAFETY: the caller's contract; one tile read from `a`, one written to `c`.
         unsafe {
             asm!("ldtilecfg [{0}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
             for t in 0..4 {
@@ -539,6 +535,7 @@ mod amx {
         let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
         let s = src.as_ptr() as *const u16;
         let d = dst.as_mut_ptr() as *mut u16;
+        // SAFETY: the caller's: rows 0..k of `src` hold `n` columns `lds` apart; `dst` is `k·n`.
         unsafe {
             for pp in 0..k / 2 {
                 let (r0, r1) = (s.add(2 * pp * lds), s.add((2 * pp + 1) * lds));
