@@ -105,8 +105,9 @@ pub fn avx512() -> bool {
 
 /// Whether the bf16 products of blocked attention over a bf16 cache may run on the AMX tile unit
 /// ([`crate::matmul_bf16_pairs`]): [`avx512`] holds, the CPU has AMX-TILE, AMX-BF16 and
-/// AVX-512BW (Intel since Sapphire Rapids), Linux granted the process the tile state
-/// (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), and [`ISA_ENV`] does not say `avx512` (AVX-512 without
+/// AVX-512BW (Intel since Sapphire Rapids), Linux grants the process the tile state when this
+/// asks for it on the first call (`arch_prctl(ARCH_REQ_XCOMP_PERM)`: process-wide, it raises the
+/// signal frame every thread needs), and [`ISA_ENV`] does not say `avx512` (AVX-512 without
 /// the tile unit, for comparisons). Read once, on the first call.
 pub fn amx() -> bool {
     static AMX: OnceLock<bool> = OnceLock::new();

@@ -1,6 +1,7 @@
 //! Machine limits measured by the benchmarks, in the same run as the kernels they judge: a
 //! streaming read of a buffer larger than the last-level cache (DRAM read bandwidth) and an
-//! FMA loop that never touches memory (peak f32 FLOP/s).
+//! FMA loop that never touches memory (peak f32 FLOP/s), and where the process may use it, a loop of
+//! AMX tile products (peak bf16 FLOP/s of the tile unit).
 
 use rayon::prelude::*;
 

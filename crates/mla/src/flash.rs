@@ -17,7 +17,8 @@
 //! ever formed, whatever `t` and `s`. The two products are
 //! [`matmul_strided`](deepblocks_core::matmul_strided) with the rows along
 //! the contiguous axis, so the softmax's steps run across rows eight lanes at a time. A latent
-//! cache in bf16 or f16 is widened to f32 one key block at a time.
+//! cache in bf16 or f16 is widened to f32 one key block at a time — except where the products run
+//! on the AMX tile unit ([`Products::Tiles`], [`run_task_tiles`]): a bf16 cache is read as it is.
 //!
 //! Work is split into tasks of (a block of rows, a chunk of keys): a prompt gives many row
 //! blocks, each over all its keys; a decode step gives one row block, its keys split into
@@ -512,10 +513,10 @@ fn online_softmax(
 }
 
 /// [`run_task`] on tiles ([`Products::Tiles`]) over bf16 latent rows: per block of `kb` keys
-/// (padded to whole tiles with zero keys, masked),
+/// (a partial block copied beside zero keys, whole tiles, the zero keys masked),
 ///
 /// ```text
-/// Sᵀ[w, rp] = K_block · (Qᵀ_hi + Qᵀ_lo)          one tile product from the cache as it is
+/// Sᵀ[w, rp] = K_block · (Qᵀ_hi + Qᵀ_lo)          two tile products a tile, K read where it lies
 /// P = online softmax of Sᵀ, transposed: P_hi + P_lo [rp, w]
 /// O[rp, dv] = α O + (P_hi + P_lo) · V_block       V_block in the pair layout
 /// ```

@@ -53,12 +53,18 @@ pub fn split_bf16(hi: &mut [bf16], lo: &mut [bf16], x: &[f32]) {
 /// # Panics
 /// If `x`, `hi` or `lo` is not `k·n` long.
 pub fn split_bf16_transposed(hi: &mut [bf16], lo: &mut [bf16], x: &[f32], k: usize, n: usize) {
+    let len = k.checked_mul(n);
     assert!(
-        x.len() == k * n && hi.len() == k * n && lo.len() == k * n,
+        len.is_some_and(|len| x.len() == len && hi.len() == len && lo.len() == len),
         "split_bf16_transposed lengths"
     );
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    if crate::amx() && n.is_multiple_of(16) && k.is_multiple_of(2) {
+    if crate::amx()
+        && n.is_multiple_of(16)
+        && k.is_multiple_of(2)
+        && x.len() / 2 <= i32::MAX as usize
+    {
+        // (The vector path scatters pairs at 32-bit indices.)
         // SAFETY: `amx()` implies AVX-512F; the lengths were checked above.
         unsafe { amx::split_transposed_avx512(hi, lo, x, k, n) };
         return;
@@ -80,13 +86,16 @@ pub fn split_bf16_transposed(hi: &mut [bf16], lo: &mut [bf16], x: &[f32], k: usi
 /// If `k` is odd, `dst` is not `k·n` long or `src` ends before row `k − 1`'s column `n − 1`.
 pub fn pairs_into(dst: &mut [bf16], src: &[bf16], lds: usize, k: usize, n: usize) {
     assert!(
-        k.is_multiple_of(2) && dst.len() == k * n,
+        k.is_multiple_of(2) && k.checked_mul(n) == Some(dst.len()),
         "pairs_into shape"
     );
     if k == 0 || n == 0 {
         return;
     }
-    assert!(src.len() >= (k - 1) * lds + n, "pairs_into source");
+    assert!(
+        extent(k, lds, n).is_some_and(|end| src.len() >= end),
+        "pairs_into source"
+    );
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     if crate::amx() && n.is_multiple_of(32) {
         // SAFETY: `amx()` implies AVX-512BW; the lengths were checked above.
@@ -147,8 +156,9 @@ pub fn matmul_bf16_pairs(
     matmul_bf16_pairs_naive(c, ldc, a, lda, b, m, n, k, accumulate);
 }
 
-/// The plain twin of [`matmul_bf16_pairs`]: every product in f32 (a product of two bf16 is exact
-/// in f32), summed in order of `p`.
+/// The plain twin of [`matmul_bf16_pairs`]: per `p`, the parts of each side summed in f32 and
+/// multiplied, summed in order of `p` (the tile unit multiplies part by part, each product of two
+/// bf16 exact, and flushes subnormal inputs to zero: the two agree to f32 rounding).
 ///
 /// # Panics
 /// As [`matmul_bf16_pairs`].
@@ -203,15 +213,26 @@ fn check(
     if m == 0 || n == 0 {
         return;
     }
+    // Every length in checked arithmetic: a wrapped product would let the tiles past the slices.
     assert!(
-        ldc >= n && c.len() >= (m - 1) * ldc + n,
+        ldc >= n && extent(m, ldc, n).is_some_and(|end| c.len() >= end),
         "matmul_bf16_pairs: c"
     );
     assert!(
-        lda >= k && a.iter().all(|x| x.len() >= (m - 1) * lda + k),
+        lda >= k && extent(m, lda, k).is_some_and(|end| a.iter().all(|x| x.len() >= end)),
         "matmul_bf16_pairs: a"
     );
-    assert!(b.iter().all(|x| x.len() >= k * n), "matmul_bf16_pairs: b");
+    assert!(
+        k.checked_mul(n)
+            .is_some_and(|len| b.iter().all(|x| x.len() >= len)),
+        "matmul_bf16_pairs: b"
+    );
+}
+
+/// `(rows − 1)·stride + width`, the elements `rows ≥ 1` rows of `width` span `stride` apart;
+/// `None` where that overflows.
+fn extent(rows: usize, stride: usize, width: usize) -> Option<usize> {
+    (rows - 1).checked_mul(stride)?.checked_add(width)
 }
 
 /// `iters` rounds of four independent tile products, for the peak probe
@@ -234,6 +255,13 @@ pub(crate) fn tile_products_loop(iters: usize) -> f32 {
 mod amx {
     //! The tile kernel. Tile registers: `tmm0..3` four tiles of `C`, `tmm4`/`tmm5` the parts of
     //! `A`, `tmm6`/`tmm7` those of `B`; every tile is 16 rows of 64 bytes.
+    //!
+    //! Each load, product and store is its own `asm!` block, and the tile registers carry values
+    //! from one block to the next. Rust's rules leave registers a block does not take as inputs
+    //! undefined on entry; this relies on the compiler never using the tile registers itself (it
+    //! only does for AMX intrinsics, which nothing here calls) and on nothing between the
+    //! blocks of one call running AMX code. A kernel in one `asm!` block per call would not rely
+    //! on it.
 
     use super::{TILE, TILE_K};
     use half::bf16;
@@ -356,8 +384,8 @@ mod amx {
     }
 
     /// See [`super::matmul_bf16_pairs`]. Up to four tiles of `C` share each load of the other
-    /// side: along `n` when `n` is the longer side (the mix: many value columns), along `m`
-    /// otherwise (the scores: many keys).
+    /// side: along `n` when `n ≥ m` (the mix: 512 value columns against 16 rows), along `m`
+    /// otherwise (the scores of a decode step: 64 keys against 16 rows).
     ///
     /// # Safety
     /// The CPU has AMX-TILE and AMX-BF16 and the kernel granted this process their state; the
@@ -664,6 +692,26 @@ mod tests {
             let err = (hi[i].to_f32() + lo[i].to_f32() - x[i]).abs();
             assert!(err <= x[i].abs() * 2f32.powi(-16), "{}: {err}", x[i]);
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "matmul_bf16_pairs: c")]
+    fn a_stride_whose_extent_wraps_is_refused() {
+        // 31·ldc = 2⁶⁴ + 15: unchecked, 31·ldc + 16 wraps to 31, a 32-element `c` would pass and
+        // the tiles would be stored far outside it.
+        let ldc = (1u128 << 64).div_ceil(31) as usize;
+        assert_eq!(ldc.wrapping_mul(31).wrapping_add(16), 31);
+        let a = vec![bf16::ZERO; 32 * 32];
+        let b = vec![bf16::ZERO; 32 * 16];
+        let mut c = vec![0.0; 32];
+        matmul_bf16_pairs(&mut c, ldc, &[&a], 32, &[&b], 32, 16, 32, false);
+    }
+
+    #[test]
+    #[should_panic(expected = "pairs_into shape")]
+    fn a_pair_layout_whose_size_wraps_is_refused() {
+        let mut dst: Vec<bf16> = Vec::new();
+        pairs_into(&mut dst, &[], 1 << 63, 2, 1 << 63);
     }
 
     #[test]
