@@ -168,6 +168,21 @@ pub fn threads_label(n: usize) -> String {
     format!("{n} thread{}", if n == 1 { "" } else { "s" })
 }
 
+/// The kernels this process runs, for figures printed beside them: the instruction set, and the
+/// extensions it may use (`DEEPBLOCKS_ISA` turns them off).
+#[allow(dead_code)] // not every example prints it
+pub fn kernels_label() -> String {
+    use deepblocks::core::{amx, avx512, isa, vnni};
+    let mut label = isa().name().to_string();
+    for (on, name) in [(vnni(), "vnni"), (avx512(), "avx512f"), (amx(), "amx-bf16")] {
+        if on {
+            label.push('+');
+            label.push_str(name);
+        }
+    }
+    label
+}
+
 /// The exit of an example: success, or the error's message on stderr and status 1.
 pub fn exit(result: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
     match result {
