@@ -20,9 +20,9 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use deepblocks::mla::{
-    AttentionPath, AttentionShape, DType, KvUpProjection, Layout, Mla, MlaCache, MlaCacheConfig,
-    MlaConfig, MlaWeights, QProj, QProjConfig, RmsNorm, RmsNormConfig, RopeConfig, RopeTable,
-    Weight, attention_absorbed, attention_naive,
+    AttentionPath, AttentionShape, CacheDType, DType, KvUpProjection, Layout, Mla, MlaCache,
+    MlaCacheConfig, MlaConfig, MlaWeights, QProj, QProjConfig, RmsNorm, RmsNormConfig, RopeConfig,
+    RopeTable, Weight, attention_absorbed, attention_naive,
 };
 use deepblocks_testkit::det_values;
 use std::hint::black_box;
@@ -81,7 +81,7 @@ fn build(d: usize, v: usize) -> Mla {
 }
 
 /// A one-layer cache in `dtype` holding `cached` tokens.
-fn filled_cache(cached: usize, dtype: DType) -> MlaCache {
+fn filled_cache(cached: usize, dtype: CacheDType) -> MlaCache {
     let sizes = MlaCacheConfig {
         num_layers: 1,
         kv_lora_rank: C,
@@ -130,7 +130,7 @@ fn decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("mla_decode_v2_lite");
     g.sample_size(10).warm_up_time(Duration::from_millis(500));
     for cached in DEPTHS {
-        let mut cache = filled_cache(cached, DType::BF16);
+        let mut cache = filled_cache(cached, CacheDType::BF16);
         let paths: &[AttentionPath] = if cached <= 4096 {
             &[AttentionPath::Absorbed, AttentionPath::Naive]
         } else {
@@ -176,7 +176,7 @@ fn attention(c: &mut Criterion) {
     g.sample_size(10).warm_up_time(Duration::from_millis(500));
     for cached in DEPTHS {
         g.throughput(Throughput::Elements(absorbed_flops(1, cached) as u64));
-        for dtype in [DType::BF16, DType::F32] {
+        for dtype in [CacheDType::BF16, CacheDType::F32, CacheDType::Q8_0] {
             let cache = filled_cache(cached, dtype);
             let rows = cache.layer(0).expect("layer 0").rows();
             g.bench_function(BenchmarkId::new(format!("absorbed_{dtype}"), cached), |b| {
@@ -197,7 +197,7 @@ fn summary(up: &KvUpProjection) {
     // the mix where they run on it (twice their multiply-adds: queries and probabilities go in
     // as two bf16 parts), the FMAs' for the rest.
     let peak = limits.wide_flops_per_s.unwrap_or(limits.flops_per_s);
-    let tiles = shape(1, 1).tiles(DType::BF16);
+    let tiles = shape(1, 1).tiles(CacheDType::BF16);
     eprintln!(
         "\nlimits (same run): read {:.1} GB/s, FMA peak {:.1} GFLOP/s 8-wide{}{} on {} threads; \
          the attention's products run {}",
@@ -240,14 +240,16 @@ fn summary(up: &KvUpProjection) {
     eprintln!("|---:|---:|---:|---:|---:|");
     let q = values(N * 192, 8);
     let mut out = vec![0.0f32; N * 128];
+    let mut bf16_secs = Vec::new();
     for cached in DEPTHS {
-        let cache = filled_cache(cached, DType::BF16);
+        let cache = filled_cache(cached, CacheDType::BF16);
         let rows = cache.layer(0).expect("layer 0").rows();
         let secs = common_limits::best_seconds(20, || {
             attention_absorbed(&mut out, &q, rows, up, &shape(1, cached)).expect("core");
         });
+        bf16_secs.push(secs);
         let flop_bound = flop_bound(1, cached);
-        let bytes = (cached * (C + R) * 2) as f64 + weights;
+        let bytes = cache.bytes() as f64 + weights;
         let byte_bound = bytes / limits.read_bytes_per_s;
         eprintln!(
             "| {cached} | {:.3} ms | {:.3} ms | {:.3} ms | {:.0}% |",
@@ -255,6 +257,31 @@ fn summary(up: &KvUpProjection) {
             flop_bound * 1e3,
             byte_bound * 1e3,
             100.0 * flop_bound.max(byte_bound) / secs
+        );
+    }
+    eprintln!(
+        "decode step, attention core (absorbed), q8_0 cache (scores {}):",
+        if deepblocks::core::vnni() {
+            "in integers, VNNI"
+        } else {
+            "on rows widened to f32"
+        }
+    );
+    eprintln!("| cached | time | byte bound | fraction of byte bound | bf16 time / q8_0 time |");
+    eprintln!("|---:|---:|---:|---:|---:|");
+    for (cached, bf16) in DEPTHS.into_iter().zip(bf16_secs) {
+        let cache = filled_cache(cached, CacheDType::Q8_0);
+        let rows = cache.layer(0).expect("layer 0").rows();
+        let secs = common_limits::best_seconds(20, || {
+            attention_absorbed(&mut out, &q, rows, up, &shape(1, cached)).expect("core");
+        });
+        let byte_bound = (cache.bytes() as f64 + weights) / limits.read_bytes_per_s;
+        eprintln!(
+            "| {cached} | {:.3} ms | {:.3} ms | {:.0}% | {:.2} |",
+            secs * 1e3,
+            byte_bound * 1e3,
+            100.0 * byte_bound / secs,
+            bf16 / secs
         );
     }
     eprintln!("prefill (t new tokens over s cached, bf16 cache): naive vs absorbed core");
@@ -272,7 +299,7 @@ fn summary(up: &KvUpProjection) {
         (512, 4096),
         (1024, 4096),
     ] {
-        let cache = filled_cache(s, DType::BF16);
+        let cache = filled_cache(s, CacheDType::BF16);
         let rows = cache.layer(0).expect("layer 0").rows();
         let q = values(t * N * 192, 9);
         let mut out = vec![0.0f32; t * N * 128];
@@ -293,7 +320,7 @@ fn summary(up: &KvUpProjection) {
             } else {
                 "absorbed"
             },
-            AttentionPath::Auto.resolve_for(&sh, DType::BF16)
+            AttentionPath::Auto.resolve_for(&sh, CacheDType::BF16)
         );
     }
 }

@@ -31,7 +31,7 @@ struct Args {
     #[arg(long)]
     dtype: Option<String>,
     /// The latent KV cache's element type: f32 (the default here: exact latents, for
-    /// comparing logits), bf16 (what generation uses by default) or f16.
+    /// comparing logits), bf16 (what generation uses by default), f16 or q8_0.
     #[arg(long, value_name = "DTYPE")]
     kv_cache: Option<String>,
     /// Token ids, comma-separated.
@@ -54,7 +54,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             check_weights: true,
             quant: args.quant.as_deref().map(Recipe::from_name).transpose()?,
             dtype: common::dtype(args.dtype.as_deref())?,
-            cache_dtype: common::kv_cache(args.kv_cache.as_deref(), deepblocks::core::DType::F32)?,
+            cache_dtype: common::kv_cache(
+                args.kv_cache.as_deref(),
+                deepblocks::mla::CacheDType::F32,
+            )?,
             ..LoadOptions::default()
         },
     )?;

@@ -127,12 +127,12 @@ pub fn dtype(name: Option<&str>) -> Result<Option<deepblocks::core::DType>, Stri
     .transpose()
 }
 
-/// The latent cache's element type from `--kv-cache NAME` (`bf16`, `f32` or `f16`), else
-/// `default`; another name is an error naming it.
+/// The latent cache's element type from `--kv-cache NAME` (`bf16`, `f32`, `f16` or `q8_0`),
+/// else `default`; another name is an error naming it.
 pub fn kv_cache(
     name: Option<&str>,
-    default: deepblocks::core::DType,
-) -> Result<deepblocks::core::DType, deepblocks::mla::Error> {
+    default: deepblocks::mla::CacheDType,
+) -> Result<deepblocks::mla::CacheDType, deepblocks::mla::Error> {
     name.map_or(Ok(default), deepblocks::mla::cache_dtype)
 }
 

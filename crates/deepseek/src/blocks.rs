@@ -13,8 +13,7 @@ use deepblocks_config::{
     Architecture, DeepSeekMoe, QueryProjection, RoutingRule, ScoringFunc, TopkSelection,
     WeightingRule,
 };
-use deepblocks_core::DType;
-use deepblocks_mla::{MlaCacheConfig, MlaConfig, QProjConfig};
+use deepblocks_mla::{CacheDType, MlaCacheConfig, MlaConfig, QProjConfig};
 use deepblocks_moe::{MoeConfig, RouterConfig, Scoring, TopkMethod, Weighting};
 use deepblocks_norm::RmsNormConfig;
 use deepblocks_rope::{Layout, RopeConfig, softmax_scale};
@@ -89,7 +88,8 @@ pub fn latent_norm_config(hidden: usize) -> RmsNormConfig {
 }
 
 /// The latent cache's sizes, for latents kept in `dtype`.
-pub fn cache_config(arch: &Architecture, dtype: DType) -> MlaCacheConfig {
+pub fn cache_config(arch: &Architecture, dtype: impl Into<CacheDType>) -> MlaCacheConfig {
+    let dtype = dtype.into();
     MlaCacheConfig {
         num_layers: arch.num_hidden_layers,
         kv_lora_rank: arch.attention.kv_lora_rank,
@@ -170,7 +170,7 @@ mod tests {
             mla_config(&arch).unwrap().validate().unwrap();
             rope_config(&arch).validate().unwrap();
             norm_config(&arch, arch.hidden_size).validate().unwrap();
-            cache_config(&arch, DType::BF16).validate().unwrap();
+            cache_config(&arch, CacheDType::BF16).validate().unwrap();
             let moe = arch.moe().unwrap();
             router_config(moe, None).validate().unwrap();
             assert_eq!(

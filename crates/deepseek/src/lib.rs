@@ -69,7 +69,7 @@ pub use deepblocks_core::Access;
 pub use deepblocks_core::DType;
 pub use deepblocks_embed::Positions;
 pub use deepblocks_mla::{
-    AttentionPath, DEFAULT_CACHE_DTYPE, MlaCache, MlaCacheConfig, cache_dtype,
+    AttentionPath, CacheDType, DEFAULT_CACHE_DTYPE, MlaCache, MlaCacheConfig, cache_dtype,
 };
 pub use deepblocks_moe::Weighting;
 pub use deepblocks_sample::SamplingConfig;

@@ -2,12 +2,10 @@
 
 use deepblocks_config::Architecture;
 use deepblocks_embed::{Embeddings, LmHead, Positions};
-use deepblocks_mla::{AttentionPath, Mla, MlaCache, MlaCacheConfig};
+use deepblocks_mla::{AttentionPath, CacheDType, Mla, MlaCache, MlaCacheConfig};
 use deepblocks_moe::{Mlp, Moe};
 use deepblocks_norm::RmsNorm;
 use deepblocks_rope::{RopeScaling, RopeTable};
-
-use deepblocks_core::DType;
 
 use crate::{Error, LoadOptions, LoadReport, Result, blocks};
 
@@ -92,7 +90,7 @@ pub struct Model {
     pub(crate) norm: RmsNorm, // model.norm [h]
     rope: RopeTable,          // cos/sin [positions, r/2], shared by every layer
     prefill_attention: AttentionPath,
-    cache_dtype: DType, // what new_cache keeps the latents in
+    cache_dtype: CacheDType, // what new_cache keeps the latents in
     report: LoadReport,
 }
 

@@ -260,7 +260,7 @@ fn a_converted_v3_file_routes_as_deepseek_v3() {
         }
     );
     let f32_cache = LoadOptions {
-        cache_dtype: deepblocks_deepseek::DType::F32,
+        cache_dtype: deepblocks_deepseek::CacheDType::F32,
         ..LoadOptions::default()
     };
     let model = Model::load_gguf(&path, &f32_cache).unwrap();

@@ -27,7 +27,7 @@ fn golden(variant: &str) -> (Vec<u32>, Golden) {
 /// `a_bf16_cache_moves_the_golden_logits_within_its_bound`).
 fn quiet() -> LoadOptions {
     LoadOptions {
-        cache_dtype: DType::F32,
+        cache_dtype: deepblocks_deepseek::CacheDType::F32,
         ..LoadOptions::default()
     }
 }
@@ -873,7 +873,10 @@ fn a_bf16_cache_moves_the_golden_logits_within_its_bound() {
                 ..LoadOptions::default()
             };
             let model = Model::load_with(dir(variant), &options).unwrap();
-            assert_eq!(model.new_cache(1).unwrap().dtype(), DType::BF16);
+            assert_eq!(
+                model.new_cache(1).unwrap().dtype(),
+                deepblocks_deepseek::CacheDType::BF16
+            );
             for (how, got) in [
                 ("prefill", all_logits(&model, &ids)),
                 ("decode", stepwise_logits(&model, &ids, 3)),

@@ -2,7 +2,7 @@
 //! one transformers recorded when the model was trained (scripts/train_tiny.py), and text
 //! generation streams what the tokenizer decodes.
 
-use deepblocks_deepseek::{DType, GenerateOptions, LoadOptions, Model, SamplingConfig};
+use deepblocks_deepseek::{CacheDType, GenerateOptions, LoadOptions, Model, SamplingConfig};
 use deepblocks_testkit::{Golden, testdata_dir};
 use deepblocks_tokenize::Tokenizer;
 
@@ -11,7 +11,7 @@ fn model_dir() -> std::path::PathBuf {
 }
 
 /// The shipped model with its latent cache in `cache_dtype`.
-fn load_with_cache(cache_dtype: DType) -> Model {
+fn load_with_cache(cache_dtype: CacheDType) -> Model {
     let options = LoadOptions {
         cache_dtype,
         ..LoadOptions::default()
@@ -20,7 +20,7 @@ fn load_with_cache(cache_dtype: DType) -> Model {
 }
 
 fn load() -> Model {
-    load_with_cache(DType::F32)
+    load_with_cache(CacheDType::F32)
 }
 
 /// Mean next-token negative log-likelihood over the windows (`Model::perplexity`, the function
@@ -79,7 +79,7 @@ fn held_out_perplexity_equals_transformers() {
 fn a_bf16_cache_keeps_the_held_out_perplexity() {
     let g = Golden::load("tiny_shakespeare_ppl");
     let windows = held_out_windows(&g);
-    let model = load_with_cache(DType::BF16);
+    let model = load_with_cache(CacheDType::BF16);
     let ours = mean_nll(&model, &windows).exp();
     let theirs: f64 = g.meta("perplexity");
     let rel = (ours - theirs) / theirs;
@@ -142,7 +142,7 @@ fn held_out_perplexity_by_recipe() {
         // The f32 cache of `load()`: the recipe is all that differs.
         let options = LoadOptions {
             quant: Some(recipe),
-            cache_dtype: DType::F32,
+            cache_dtype: CacheDType::F32,
             ..LoadOptions::default()
         };
         let model = Model::load_with(model_dir(), &options).unwrap();

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use deepblocks_config::{Family, ScoringFunc, TopkSelection, WeightingRule};
-use deepblocks_deepseek::{AttentionPath, DType, Error, LoadOptions, Model, Positions};
+use deepblocks_deepseek::{AttentionPath, CacheDType, Error, LoadOptions, Model, Positions};
 use deepblocks_testkit::{Golden, assert_close, close_report, testdata_dir};
 
 fn dir(variant: &str) -> PathBuf {
@@ -23,7 +23,7 @@ fn check_variant(variant: &str) -> Model {
     for path in [AttentionPath::Absorbed, AttentionPath::Naive] {
         let options = LoadOptions {
             prefill_attention: path,
-            cache_dtype: DType::F32,
+            cache_dtype: CacheDType::F32,
             ..LoadOptions::default()
         };
         let model = Model::load_with(dir(variant), &options).unwrap();
@@ -284,7 +284,7 @@ fn an_fp8_checkpoint_dequantizes_on_request() {
     let ids: Vec<u32> = g.data("input_ids").iter().map(|&v| v as u32).collect();
     let options = LoadOptions {
         dtype: Some(deepblocks_core::DType::F32),
-        cache_dtype: DType::F32,
+        cache_dtype: CacheDType::F32,
         ..LoadOptions::default()
     };
     let model = Model::load_with(dir("v3_fp8_blocks"), &options).unwrap();

@@ -2,13 +2,13 @@
 
 use std::sync::OnceLock;
 
-use deepblocks_core::{DType, Weight, WeightFormat, linear};
+use deepblocks_core::{Weight, WeightFormat, linear};
 use deepblocks_norm::RmsNorm;
 use deepblocks_rope::{CosSin, RopeTable};
 use rayon::prelude::*;
 
 use crate::flash::{Blocking, FlashShape, Kv, Products, Strided, flash_attention};
-use crate::{Error, LatentCache, LatentRows, Result};
+use crate::{CacheDType, Error, LatentCache, LatentRows, Result};
 
 /// How the query is produced (`q_lora_rank` in the checkpoint config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,7 +271,12 @@ impl AttentionPath {
     /// assert_eq!(AttentionPath::Auto.resolve_for(&step, DType::BF16), AttentionPath::Absorbed);
     /// assert_eq!(AttentionPath::Auto.resolve_for(&lite(4096, 4096), DType::F32), AttentionPath::Naive);
     /// ```
-    pub fn resolve_for(self, shape: &AttentionShape, cache_dtype: DType) -> AttentionPath {
+    pub fn resolve_for(
+        self,
+        shape: &AttentionShape,
+        cache_dtype: impl Into<CacheDType>,
+    ) -> AttentionPath {
+        let cache_dtype = cache_dtype.into();
         match self {
             AttentionPath::Auto => {
                 let (naive, absorbed) = shape.costs();
@@ -513,6 +518,19 @@ impl AttentionShape {
                 width,
             });
         }
+        if let LatentRows::Q8_0 {
+            codes,
+            scales,
+            width: rows_width,
+        } = kv
+            && (rows_width != width || !kv.is_consistent())
+        {
+            return Err(Error::LatentScales {
+                codes: codes.len(),
+                scales: scales.len(),
+                width,
+            });
+        }
         Ok(())
     }
 
@@ -558,9 +576,9 @@ impl AttentionShape {
     /// `cache_dtype`: the CPU has it ([`deepblocks_core::amx`]), the cache is bf16, and the
     /// latent row (`c + r`) is a whole number of 32-element tiles and `c` of 16 (DeepSeek-V2/V3's
     /// 512 + 64 is).
-    pub fn tiles(&self, cache_dtype: DType) -> bool {
+    pub fn tiles(&self, cache_dtype: impl Into<CacheDType>) -> bool {
         deepblocks_core::amx()
-            && cache_dtype == DType::BF16
+            && cache_dtype.into() == CacheDType::BF16
             && (self.c + self.r).is_multiple_of(deepblocks_core::TILE_K)
             && self.c.is_multiple_of(deepblocks_core::TILE)
     }
@@ -581,7 +599,8 @@ impl AttentionShape {
 ///
 /// # Errors
 /// A core length error naming `out` or `q` when it does not match `shape`;
-/// [`Error::LatentRows`] when `kv` is not `s·(c + r)` long; [`Error::QueriesPastCache`] when
+/// [`Error::LatentRows`] when `kv` is not `s·(c + r)` long; [`Error::LatentScales`] when `Q8_0`
+/// rows are not whole rows of `c + r` codes with a scale per 32; [`Error::QueriesPastCache`] when
 /// `t > s`; a shape error naming `kv_b_proj` when `kv_up` is for other sizes.
 pub fn attention_naive(
     out: &mut [f32],

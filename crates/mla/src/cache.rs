@@ -1,43 +1,127 @@
 //! The latent KV cache: per layer and per token only the normalised latent `c_KV` (`c` values) and
 //! the rotated shared key `k_pe` (`r` values) — never per-head keys or values — kept side by side
-//! as one row `[c_KV | k_pe]` of `c + r` elements, in f32, bf16 or f16.
+//! as one row `[c_KV | k_pe]` of `c + r` elements, in f32, bf16, f16 or 8-bit `Q8_0` blocks.
+
+use std::fmt;
 
 use deepblocks_core::half::{bf16, f16};
+use deepblocks_core::quant::q8_rows::{
+    Q8_BLOCK, q8_dequantize_into, q8_quantize_into, q8_row_codes,
+};
 use deepblocks_core::{DType, Element, widen_into};
 
 use crate::{Error, Result};
 
+/// What a latent cache keeps its rows in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)] // Q8_0 is the format's own name
+pub enum CacheDType {
+    /// f32: the latents exactly, for reference runs.
+    F32,
+    /// bf16 (the default): half the bytes of f32.
+    BF16,
+    /// f16.
+    F16,
+    /// 8-bit codes with an f32 scale per 32 values: the values of GGUF's `Q8_0` (and of
+    /// llama.cpp's `q8_0` KV cache), 1.125 bytes a value — 56% of bf16's bytes. Where the CPU has
+    /// VNNI the scores are integer products with the queries quantized the same way
+    /// ([`deepblocks_core::quant::q8_rows`]); elsewhere the rows are widened to f32. A row whose
+    /// width `c + r` is not a multiple of 32 ends in a short block (DeepSeek's 512 + 64 has none).
+    Q8_0,
+}
+
+impl CacheDType {
+    /// Every cache type.
+    pub const ALL: [CacheDType; 4] = [
+        CacheDType::F32,
+        CacheDType::BF16,
+        CacheDType::F16,
+        CacheDType::Q8_0,
+    ];
+
+    /// Its name: `F32`, `BF16`, `F16`, `Q8_0`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CacheDType::F32 => "F32",
+            CacheDType::BF16 => "BF16",
+            CacheDType::F16 => "F16",
+            CacheDType::Q8_0 => "Q8_0",
+        }
+    }
+
+    /// The float type of the rows, `None` for [`CacheDType::Q8_0`].
+    pub const fn float(self) -> Option<DType> {
+        match self {
+            CacheDType::F32 => Some(DType::F32),
+            CacheDType::BF16 => Some(DType::BF16),
+            CacheDType::F16 => Some(DType::F16),
+            CacheDType::Q8_0 => None,
+        }
+    }
+
+    /// Bytes of one cached row of `width` values (saturating): `width · size` for the floats;
+    /// for [`CacheDType::Q8_0`] a code per value and an f32 scale per block, in whole blocks of
+    /// 32 (576 values: 648 bytes).
+    pub fn row_bytes(self, width: usize) -> usize {
+        match self.float() {
+            Some(d) => width.saturating_mul(d.size_bytes()),
+            None => width.div_ceil(Q8_BLOCK).saturating_mul(Q8_BLOCK + 4),
+        }
+    }
+}
+
+impl From<DType> for CacheDType {
+    fn from(d: DType) -> CacheDType {
+        match d {
+            DType::F32 => CacheDType::F32,
+            DType::BF16 => CacheDType::BF16,
+            DType::F16 => CacheDType::F16,
+        }
+    }
+}
+
+impl fmt::Display for CacheDType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The element type a cache keeps by default: bf16, half the bytes of f32 for every step to read
 /// (the latent is rounded once, when it is appended; `docs/mla.md` states what that does to the
-/// logits). [`DType::F32`] keeps the latents exactly, for reference runs.
-pub const DEFAULT_CACHE_DTYPE: DType = DType::BF16;
+/// logits). [`CacheDType::F32`] keeps the latents exactly, for reference runs;
+/// [`CacheDType::Q8_0`] takes 56% of bf16's bytes.
+pub const DEFAULT_CACHE_DTYPE: CacheDType = CacheDType::BF16;
 
-/// The cache element type named `name` (`f32`, `bf16` or `f16`, any case), as a command line
-/// gives it.
+/// The cache element type named `name` (`f32`, `bf16`, `f16` or `q8_0`, any case), as a command
+/// line gives it.
 ///
 /// ```
-/// use deepblocks_mla::{DType, cache_dtype};
-/// assert_eq!(cache_dtype("bf16")?, DType::BF16);
-/// assert!(cache_dtype("q8_0").unwrap_err().to_string().contains("q8_0"));
+/// use deepblocks_mla::{CacheDType, cache_dtype};
+/// assert_eq!(cache_dtype("bf16")?, CacheDType::BF16);
+/// assert_eq!(cache_dtype("q8_0")?, CacheDType::Q8_0);
+/// assert!(cache_dtype("q4_0").unwrap_err().to_string().contains("q4_0"));
 /// # Ok::<(), deepblocks_mla::Error>(())
 /// ```
 ///
 /// # Errors
 /// [`Error::CacheDType`] naming a type the cache cannot hold.
-pub fn cache_dtype(name: &str) -> Result<DType> {
-    DType::from_name(name).ok_or_else(|| Error::CacheDType {
-        name: name.to_string(),
-    })
+pub fn cache_dtype(name: &str) -> Result<CacheDType> {
+    CacheDType::ALL
+        .into_iter()
+        .find(|d| d.name().eq_ignore_ascii_case(name.trim()))
+        .ok_or_else(|| Error::CacheDType {
+            name: name.to_string(),
+        })
 }
 
 /// The sizes of a model's latent KV cache, and the element type it keeps.
 ///
 /// ```
-/// use deepblocks_mla::{DType, MlaCacheConfig};
+/// use deepblocks_mla::{CacheDType, MlaCacheConfig};
 /// // DeepSeek-V2: 60 layers of c 512 + r 64 per token, 163,840 positions, bf16.
 /// let v2 = MlaCacheConfig {
 ///     num_layers: 60, kv_lora_rank: 512, qk_rope_head_dim: 64, max_positions: 163_840,
-///     dtype: DType::BF16,
+///     dtype: CacheDType::BF16,
 /// };
 /// assert_eq!(v2.values_per_token(), 34_560);
 /// assert_eq!(v2.bytes_per_token(), 69_120);
@@ -52,9 +136,9 @@ pub struct MlaCacheConfig {
     pub qk_rope_head_dim: usize,
     /// The most tokens the cache may hold (`max_position_embeddings`).
     pub max_positions: usize,
-    /// The element type of the cached rows ([`DEFAULT_CACHE_DTYPE`] for models). Any of the
-    /// three serves any model: the attention widens a block of rows to f32 as it reads them.
-    pub dtype: DType,
+    /// The element type of the cached rows ([`DEFAULT_CACHE_DTYPE`] for models). Any of them
+    /// serves any model ([`CacheDType::Q8_0`] when `c + r` is a multiple of 32).
+    pub dtype: CacheDType,
 }
 
 impl MlaCacheConfig {
@@ -66,10 +150,12 @@ impl MlaCacheConfig {
             .saturating_mul(self.num_layers)
     }
 
-    /// `(c + r) · l · size_of(dtype)`: bytes one token leaves in the whole cache (saturating).
+    /// Bytes one token leaves in the whole cache (saturating): `l` rows of `c + r` values
+    /// ([`CacheDType::row_bytes`]).
     pub fn bytes_per_token(&self) -> usize {
-        self.values_per_token()
-            .saturating_mul(self.dtype.size_bytes())
+        self.dtype
+            .row_bytes(self.kv_lora_rank.saturating_add(self.qk_rope_head_dim))
+            .saturating_mul(self.num_layers)
     }
 
     /// Checks the sizes.
@@ -110,6 +196,17 @@ pub enum LatentRows<'a> {
     BF16(&'a [bf16]),
     /// f16 rows.
     F16(&'a [f16]),
+    /// `Q8_0` rows ([`deepblocks_core::quant::q8_rows`]): each row's `width` codes padded to
+    /// whole blocks of 32 (`stride` = `width` rounded up), code `i` of the run worth
+    /// `scales[i / 32] · (codes[i] − 128)`.
+    Q8_0 {
+        /// `[len, stride]`: the codes offset by 128.
+        codes: &'a [u8],
+        /// `[len, stride / 32]`: the blocks' scales.
+        scales: &'a [f32],
+        /// Values per row, `c + r`.
+        width: usize,
+    },
 }
 
 impl<'a> LatentRows<'a> {
@@ -119,6 +216,9 @@ impl<'a> LatentRows<'a> {
             LatentRows::F32(x) => x.len(),
             LatentRows::BF16(x) => x.len(),
             LatentRows::F16(x) => x.len(),
+            LatentRows::Q8_0 { codes, width, .. } => {
+                codes.len() / q8_row_codes(*width).max(1) * width
+            }
         }
     }
 
@@ -128,15 +228,34 @@ impl<'a> LatentRows<'a> {
     }
 
     /// The element type.
-    pub fn dtype(&self) -> DType {
+    pub fn dtype(&self) -> CacheDType {
         match self {
-            LatentRows::F32(_) => DType::F32,
-            LatentRows::BF16(_) => DType::BF16,
-            LatentRows::F16(_) => DType::F16,
+            LatentRows::F32(_) => CacheDType::F32,
+            LatentRows::BF16(_) => CacheDType::BF16,
+            LatentRows::F16(_) => CacheDType::F16,
+            LatentRows::Q8_0 { .. } => CacheDType::Q8_0,
         }
     }
 
-    /// `out[i] = self[start + i]` widened to f32, for `out.len()` elements.
+    /// Whether the parts agree: a `Q8_0` view holds whole rows of codes and one scale per 32
+    /// codes (the other types have one part).
+    pub(crate) fn is_consistent(&self) -> bool {
+        match self {
+            LatentRows::Q8_0 {
+                codes,
+                scales,
+                width,
+            } => {
+                let stride = q8_row_codes(*width);
+                stride > 0
+                    && codes.len().is_multiple_of(stride)
+                    && scales.len() == codes.len() / Q8_BLOCK
+            }
+            _ => true,
+        }
+    }
+
+    /// `out[i] = self[start + i]` widened (or dequantized) to f32, for `out.len()` elements.
     ///
     /// # Panics
     /// If `start + out.len()` passes the end (an internal invariant of the callers).
@@ -146,6 +265,22 @@ impl<'a> LatentRows<'a> {
             LatentRows::F32(x) => out.copy_from_slice(&x[start..end]),
             LatentRows::BF16(x) => widen_into(out, &x[start..end]),
             LatentRows::F16(x) => widen_into(out, &x[start..end]),
+            LatentRows::Q8_0 {
+                codes,
+                scales,
+                width,
+            } => {
+                // Row by row: the codes of value v are at (v / width)·stride + v % width.
+                let stride = q8_row_codes(*width);
+                let (mut v, mut done) = (start, 0);
+                while done < out.len() {
+                    let (row, col) = (v / width, v % width);
+                    let n = (width - col).min(out.len() - done);
+                    q8_dequantize_into(&mut out[done..done + n], codes, scales, row * stride + col);
+                    v += n;
+                    done += n;
+                }
+            }
         }
     }
 
@@ -167,46 +302,79 @@ enum Rows {
     F32(Vec<f32>),
     BF16(Vec<bf16>),
     F16(Vec<f16>),
+    Q8_0 {
+        codes: Vec<u8>,   // [len, stride]: stride = c + r in whole blocks
+        scales: Vec<f32>, // [len, stride / 32]
+        width: usize,     // c + r
+    },
 }
 
-/// Runs `$body` with `$v` bound to the vector of whichever element type `$rows` holds.
+/// Runs `$body` with `$v` bound to the vector of whichever float type `$rows` holds, or
+/// `$q8` with `$codes`, `$scales` and `$width` bound for `Q8_0` rows.
 macro_rules! with_rows {
-    ($rows:expr, $v:ident => $body:expr) => {
+    ($rows:expr, $v:ident => $body:expr, $codes:ident, $scales:ident, $width:ident => $q8:expr) => {
         match $rows {
             Rows::F32($v) => $body,
             Rows::BF16($v) => $body,
             Rows::F16($v) => $body,
+            Rows::Q8_0 {
+                codes: $codes,
+                scales: $scales,
+                width: $width,
+            } => $q8,
         }
     };
 }
 
 impl Rows {
-    fn new(dtype: DType) -> Rows {
+    /// Empty rows of `width` values.
+    fn new(dtype: CacheDType, width: usize) -> Rows {
         match dtype {
-            DType::F32 => Rows::F32(Vec::new()),
-            DType::BF16 => Rows::BF16(Vec::new()),
-            DType::F16 => Rows::F16(Vec::new()),
+            CacheDType::F32 => Rows::F32(Vec::new()),
+            CacheDType::BF16 => Rows::BF16(Vec::new()),
+            CacheDType::F16 => Rows::F16(Vec::new()),
+            CacheDType::Q8_0 => Rows::Q8_0 {
+                codes: Vec::new(),
+                scales: Vec::new(),
+                width,
+            },
         }
     }
 
+    /// Values held (rows · width).
     fn len(&self) -> usize {
-        with_rows!(self, v => v.len())
+        with_rows!(self, v => v.len(), codes, _s, width => codes.len() / q8_row_codes(*width) * width)
     }
 
+    /// Values there is room for (rows · width).
     fn capacity(&self) -> usize {
-        with_rows!(self, v => v.capacity())
+        with_rows!(self, v => v.capacity(), codes, scales, width => {
+            let stride = q8_row_codes(*width);
+            let rows = (codes.capacity() / stride).min(scales.capacity() / (stride / Q8_BLOCK));
+            rows * width
+        })
     }
 
+    /// Room for `more` more values (a whole number of rows).
     fn try_reserve_exact(&mut self, more: usize) -> std::result::Result<(), ()> {
-        with_rows!(self, v => v.try_reserve_exact(more).map_err(|_| ()))
+        with_rows!(self, v => v.try_reserve_exact(more).map_err(|_| ()), codes, scales, width => {
+            let (rows, stride) = (more / *width, q8_row_codes(*width));
+            codes.try_reserve_exact(rows * stride).map_err(|_| ())?;
+            scales.try_reserve_exact(rows * (stride / Q8_BLOCK)).map_err(|_| ())
+        })
     }
 
+    /// Keeps the first `len` values (a whole number of rows).
     fn truncate(&mut self, len: usize) {
-        with_rows!(self, v => v.truncate(len))
+        with_rows!(self, v => v.truncate(len), codes, scales, width => {
+            let (rows, stride) = (len / *width, q8_row_codes(*width));
+            codes.truncate(rows * stride);
+            scales.truncate(rows * (stride / Q8_BLOCK));
+        })
     }
 
-    /// Appends the rows `[c_kv_i | k_pe_i]` of `c_kv[t, c]` and `k_pe[t, r]`, narrowing to the element type (round to nearest
-    /// even).
+    /// Appends the rows `[c_kv_i | k_pe_i]` of `c_kv[t, c]` and `k_pe[t, r]`, narrowing to the
+    /// element type (round to nearest even) or quantizing (`Q8_0`: ggml's quantizer).
     /// `c, r ≥ 1` ([`MlaCacheConfig::validate`]).
     fn push(&mut self, c_kv: &[f32], k_pe: &[f32], c: usize, r: usize) {
         fn push<T: Element>(v: &mut Vec<T>, c_kv: &[f32], k_pe: &[f32], c: usize, r: usize) {
@@ -214,7 +382,18 @@ impl Rows {
                 v.extend(ck.iter().chain(kp).map(|&x| T::from_f32(x)));
             }
         }
-        with_rows!(self, v => push(v, c_kv, k_pe, c, r))
+        with_rows!(self, v => push(v, c_kv, k_pe, c, r), codes, scales, width => {
+            let stride = q8_row_codes(*width);
+            let mut row = vec![0.0f32; *width];
+            for (ck, kp) in c_kv.chunks_exact(c).zip(k_pe.chunks_exact(r)) {
+                row[..c].copy_from_slice(ck);
+                row[c..].copy_from_slice(kp);
+                let (n, m) = (codes.len(), scales.len());
+                codes.resize(n + stride, 0);
+                scales.resize(m + stride / Q8_BLOCK, 0.0);
+                q8_quantize_into(&mut codes[n..], &mut scales[m..], &row);
+            }
+        })
     }
 
     fn view(&self) -> LatentRows<'_> {
@@ -222,6 +401,15 @@ impl Rows {
             Rows::F32(v) => LatentRows::F32(v),
             Rows::BF16(v) => LatentRows::BF16(v),
             Rows::F16(v) => LatentRows::F16(v),
+            Rows::Q8_0 {
+                codes,
+                scales,
+                width,
+            } => LatentRows::Q8_0 {
+                codes,
+                scales,
+                width: *width,
+            },
         }
     }
 }
@@ -244,7 +432,7 @@ impl LatentCache {
     pub(crate) fn new(
         c: usize,
         r: usize,
-        dtype: DType,
+        dtype: CacheDType,
         capacity: usize,
         max_positions: usize,
     ) -> Result<Self> {
@@ -252,7 +440,7 @@ impl LatentCache {
             c,
             r,
             max_positions,
-            rows: Rows::new(dtype),
+            rows: Rows::new(dtype, c + r),
         };
         cache.reserve_tokens(capacity.min(max_positions))?;
         Ok(cache)
@@ -267,7 +455,7 @@ impl LatentCache {
             .try_reserve_exact(more)
             .map_err(|()| Error::CacheAlloc {
                 tokens,
-                bytes: tokens * width * self.dtype().size_bytes(),
+                bytes: tokens.saturating_mul(self.dtype().row_bytes(width)),
             })
     }
 
@@ -287,7 +475,7 @@ impl LatentCache {
     }
 
     /// The element type of the cached rows.
-    pub fn dtype(&self) -> DType {
+    pub fn dtype(&self) -> CacheDType {
         self.rows.view().dtype()
     }
 
@@ -367,14 +555,14 @@ impl LatentCache {
         Ok(())
     }
 
-    /// Bytes held by the cached tokens: `len · (c + r) · size_of(dtype)`.
+    /// Bytes held by the cached tokens: `len` rows of [`CacheDType::row_bytes`]`(c + r)`.
     pub fn bytes(&self) -> usize {
-        self.rows.len() * self.dtype().size_bytes()
+        self.len() * self.dtype().row_bytes(self.c + self.r)
     }
 
     /// Bytes reserved (capacity, not length).
     pub fn capacity_bytes(&self) -> usize {
-        self.rows.capacity() * self.dtype().size_bytes()
+        self.rows.capacity() / (self.c + self.r) * self.dtype().row_bytes(self.c + self.r)
     }
 }
 
@@ -386,10 +574,10 @@ impl LatentCache {
 /// reservation beyond what [`MlaCache::with_capacity`] asks for).
 ///
 /// ```
-/// use deepblocks_mla::{DType, MlaCache, MlaCacheConfig};
+/// use deepblocks_mla::{CacheDType, MlaCache, MlaCacheConfig};
 /// let config = MlaCacheConfig {
 ///     num_layers: 2, kv_lora_rank: 512, qk_rope_head_dim: 64, max_positions: 4096,
-///     dtype: DType::BF16,
+///     dtype: CacheDType::BF16,
 /// };
 /// let mut cache = MlaCache::new(config)?;
 /// for l in 0..2 {
@@ -440,7 +628,7 @@ impl MlaCache {
     }
 
     /// The element type of its rows.
-    pub fn dtype(&self) -> DType {
+    pub fn dtype(&self) -> CacheDType {
         self.config.dtype
     }
 
@@ -576,8 +764,8 @@ impl MlaCache {
         }
     }
 
-    /// Bytes held by the cached tokens over all layers: `len · (c + r) · layers ·
-    /// size_of(dtype)`.
+    /// Bytes held by the cached tokens over all layers: `len · layers` rows of
+    /// [`CacheDType::row_bytes`]`(c + r)`.
     pub fn bytes(&self) -> usize {
         self.layers.iter().map(LatentCache::bytes).sum()
     }

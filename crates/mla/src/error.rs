@@ -129,7 +129,7 @@ pub enum Error {
         expected: usize,
     },
     /// A cache element type that is not one the cache can hold.
-    #[error("KV cache dtype {name:?} is not supported: use f32, bf16 or f16")]
+    #[error("KV cache dtype {name:?} is not supported: use f32, bf16, f16 or q8_0")]
     CacheDType {
         /// The name given.
         name: String,
@@ -142,6 +142,21 @@ pub enum Error {
         /// Cached tokens `s` of the call.
         s: usize,
         /// `c + r`.
+        width: usize,
+    },
+    /// `Q8_0` latent rows that are not whole rows of `c + r` codes with one scale per 32 codes
+    /// (or were made for another width).
+    #[error(
+        "Q8_0 latent rows of width {width}: {codes} codes and {scales} scales are not whole \
+         rows of {} codes with one scale per 32",
+        width.div_ceil(32) * 32
+    )]
+    LatentScales {
+        /// Codes given.
+        codes: usize,
+        /// Scales given.
+        scales: usize,
+        /// Values per row, `c + r`.
         width: usize,
     },
     /// `truncate` was asked to grow the cache.

@@ -25,6 +25,7 @@
 //! chunks. Chunks of one row block are combined with `e^(m_chunk − m)` weights.
 
 use deepblocks_core::half::bf16;
+use deepblocks_core::quant::q8_rows::{Q8_BLOCK, Q8Queries, q8_mix, q8_scores};
 use deepblocks_core::{
     TILE, TILE_K, exp_f32, exp_inplace, matmul_bf16_pairs, pairs_into, split_bf16,
     split_bf16_transposed,
@@ -186,12 +187,16 @@ pub(crate) fn flash_attention(
     }
     // Each row block's queries, transposed and scaled once for all its chunks (and for tiles,
     // split into two bf16 parts in the pair layout).
+    let q8 = integer_scores(kv);
     let qts: Vec<Queries> = (0..blocks)
         .into_par_iter()
         .map(|b| {
             let qt = transposed_queries(q, shape, b * tq, ((b + 1) * tq).min(t), tiles);
             if tiles {
                 Queries::Tiles(query_pairs(&qt, shape.dk))
+            } else if q8 {
+                let rp = qt.len() / shape.dk;
+                Queries::Q8(Q8Queries::from_transposed(&qt, shape.dk, rp))
             } else {
                 Queries::F32(qt)
             }
@@ -207,8 +212,20 @@ pub(crate) fn flash_attention(
                     run_task_tiles(qp, rows, shape, i0, i1, j0, j1, kb)
                 }
                 (Queries::F32(qt), _) => {
-                    run_task(qt, kv, shape, i0, i1, j0, j1, kb, products.gemm())
+                    run_task(qt, None, kv, shape, i0, i1, j0, j1, kb, products.gemm())
                 }
+                (Queries::Q8(q8), _) => run_task(
+                    &[],
+                    Some(q8),
+                    kv,
+                    shape,
+                    i0,
+                    i1,
+                    j0,
+                    j1,
+                    kb,
+                    products.gemm(),
+                ),
                 _ => unreachable!("tiles are chosen for bf16 latent rows only"),
             }
         })
@@ -256,10 +273,18 @@ fn combine(o: &mut [f32], parts: &[Partial], dv: usize) {
     }
 }
 
+/// Whether the scores over `kv` are integer products ([`q8_scores`]): `Q8_0` latent rows, on a
+/// CPU with VNNI. Elsewhere `Q8_0` rows are widened to f32 as bf16 rows are.
+fn integer_scores(kv: Kv<'_>) -> bool {
+    matches!(kv, Kv::Latent(LatentRows::Q8_0 { .. })) && deepblocks_core::vnni()
+}
+
 /// A row block's queries as the products take them.
 enum Queries {
     /// `Qᵀ[dk, rp]`.
     F32(Vec<f32>),
+    /// The rows quantized to `Q8_0` blocks, for [`q8_scores`] over `Q8_0` latent rows.
+    Q8(Q8Queries),
     /// `Qᵀ = hi + lo`, each `[dk, rp]` in the pair layout.
     Tiles([Vec<bf16>; 2]),
 }
@@ -305,10 +330,11 @@ fn query_pairs(qt: &[f32], dk: usize) -> [Vec<bf16>; 2] {
 }
 
 /// Rows of positions `i0..i1` over keys `j0..j1`, in blocks of `kb` keys, with the rows'
-/// queries `qt` from [`transposed_queries`].
+/// queries `qt` from [`transposed_queries`] (or, for integer scores over `Q8_0` rows, `q8`).
 #[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
 fn run_task(
     qt: &[f32], // [dk, rp]
+    q8: Option<&Q8Queries>,
     kv: Kv<'_>,
     shape: &FlashShape,
     i0: usize,
@@ -323,7 +349,8 @@ fn run_task(
     let rp = padded(rows, false); // rows padded to whole registers (padding rows are zero)
     SCRATCH.with(|scratch| {
         let scratch = &mut *scratch.borrow_mut();
-        let widen = !matches!(kv, Kv::Latent(LatentRows::F32(_)) | Kv::Split { .. });
+        let widen =
+            q8.is_none() && !matches!(kv, Kv::Latent(LatentRows::F32(_)) | Kv::Split { .. });
         scratch.size(kb * rp, if widen { kb * dk } else { 0 }, rp);
         let Scratch {
             st,
@@ -338,8 +365,18 @@ fn run_task(
             ot: vec![0.0; dv * rp],
         };
         blocks(
-            &mut part, qt, st, keys, m_use, alpha, bm, kv, shape, i0, rows, j0, j1, kb, gemm,
+            &mut part, qt, q8, st, keys, m_use, alpha, bm, kv, shape, i0, rows, j0, j1, kb, gemm,
         );
+        if q8.is_some() {
+            // The integer path keeps O[rp, dv]; the partials are Oᵀ[dv, rp].
+            let mut ot = vec![0.0f32; dv * rp];
+            for (r, row) in part.ot.chunks_exact(dv).enumerate() {
+                for (c, &x) in row.iter().enumerate() {
+                    ot[c * rp + r] = x;
+                }
+            }
+            part.ot = ot;
+        }
         part
     })
 }
@@ -373,7 +410,8 @@ thread_local! {
 #[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
 fn blocks(
     part: &mut Partial,
-    qt: &[f32],        // [dk, rp]
+    qt: &[f32], // [dk, rp]
+    q8: Option<&Q8Queries>,
     st: &mut [f32],    // [kb, rp]
     keys: &mut [f32],  // [kb, dk] when the rows are not f32
     m_use: &mut [f32], // [rp]
@@ -399,6 +437,30 @@ fn blocks(
         let st = &mut st[..w * rp];
         // S[w, rp] = K_block · Qᵀ, then V_block (row-major, `sv` apart) for the mix.
         let (v, sv): (&[f32], usize) = match kv {
+            Kv::Latent(LatentRows::Q8_0 { codes, scales, .. }) if q8.is_some() => {
+                // Integer scores straight from the codes (rows of `stride`, whole blocks); the
+                // mix below reads them too.
+                let q8 = q8.expect("checked by the guard");
+                let stride = q8.dims().0;
+                let nb = stride / Q8_BLOCK;
+                let (codes, scales) = (
+                    &codes[jb * stride..(jb + w) * stride],
+                    &scales[jb * nb..(jb + w) * nb],
+                );
+                q8_scores(st, codes, scales, q8, w);
+                mask(st, rp, jb, p0 + i0, g, rows);
+                if online_softmax(part, st, m_use, alpha, bm) {
+                    for (row, a) in part.ot.chunks_exact_mut(dv).zip(alpha.iter()) {
+                        for o in row.iter_mut() {
+                            *o *= a;
+                        }
+                    }
+                }
+                // O[rp, dv] += Pᵀ · V_block, from the codes.
+                q8_mix(&mut part.ot, st, codes, scales, stride, w, dv, rp);
+                jb += w;
+                continue;
+            }
             Kv::Latent(rows_kv) => {
                 let block: &[f32] = match rows_kv {
                     LatentRows::F32(x) => &x[jb * dk..],
@@ -694,6 +756,7 @@ pub(crate) fn flash_attention_naive(out: &mut [f32], q: &[f32], kv: Kv<'_>, shap
 mod tests {
     use super::*;
     use deepblocks_core::half::{bf16, f16};
+    use deepblocks_core::quant::q8_rows::{q8_quantize_into, q8_row_codes};
     use deepblocks_core::{matmul_strided_naive, matmul_strided_portable};
 
     fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
@@ -726,6 +789,35 @@ mod tests {
             .collect();
         all.push(("tiles", Products::Tiles(deepblocks_core::matmul_strided)));
         all
+    }
+
+    /// `Q8_0` latent rows (codes, scales) of `rows[s, dk]`.
+    fn q8_rows(rows: &[f32], s: usize, dk: usize) -> (Vec<u8>, Vec<f32>) {
+        let stride = q8_row_codes(dk);
+        let (mut codes, mut scales) = (vec![0u8; s * stride], vec![0.0f32; s * stride / 32]);
+        for j in 0..s {
+            q8_quantize_into(
+                &mut codes[j * stride..(j + 1) * stride],
+                &mut scales[j * stride / 32..(j + 1) * stride / 32],
+                &rows[j * dk..(j + 1) * dk],
+            );
+        }
+        (codes, scales)
+    }
+
+    /// `scale · q[rows, dk]` as the integer scores see it: each row quantized to `Q8_0` blocks.
+    fn quantized_queries(q: &[f32], rows: usize, dk: usize, scale: f32) -> Vec<f32> {
+        let rp = rows.div_ceil(8) * 8;
+        let mut qt = vec![0.0f32; dk * rp];
+        for r in 0..rows {
+            for k in 0..dk {
+                qt[k * rp + r] = scale * q[r * dk + k];
+            }
+        }
+        let quantized = Q8Queries::from_transposed(&qt, dk, rp);
+        (0..rows)
+            .flat_map(|r| quantized.row(r)[..dk].to_vec())
+            .collect()
     }
 
     fn check(
@@ -761,12 +853,13 @@ mod tests {
             (s, back) in (1usize..40, 0usize..40),
             (d1, d2, dv_extra) in (1usize..12, 1usize..5, 0usize..6),
             (kb, rows, min_chunk, tasks) in (1usize..9, 1usize..20, 1usize..12, 1usize..7),
-            dtype in 0usize..4,
+            dtype in 0usize..5,
         ) {
             let t = s - back.min(s - 1);
             let dk = d1 + d2;
             let shape_for = |dv| FlashShape { t, g, s, dk, dv, scale: 0.6 };
             let q = values(t * g * dk, seed, 1.5);
+            let (codes, scales) = q8_rows(&values(s * dk, seed + 1, 1.0), s, dk);
             let blocking = Blocking { rows, kb, min_chunk, tasks };
             let rows_f32 = values(s * dk, seed + 1, 1.0);
             let narrowed_bf16: Vec<bf16> = rows_f32.iter().map(|&x| bf16::from_f32(x)).collect();
@@ -776,6 +869,7 @@ mod tests {
                 0 => (Kv::Latent(LatentRows::F32(&rows_f32)), (d1 + dv_extra).min(dk)),
                 1 => (Kv::Latent(LatentRows::BF16(&narrowed_bf16)), d1),
                 2 => (Kv::Latent(LatentRows::F16(&narrowed_f16)), d1),
+                4 => (Kv::Latent(LatentRows::Q8_0 { codes: &codes, scales: &scales, width: dk }), d1),
                 _ => (
                     Kv::Split {
                         k1: Strided { data: &rows_f32, stride: dk, width: d1 },
@@ -787,7 +881,13 @@ mod tests {
             };
             let shape = shape_for(dv);
             let mut want = vec![f32::NAN; t * g * dv];
-            flash_attention_naive(&mut want, &q, kv, &shape);
+            if integer_scores(kv) {
+                // The integer scores see the scaled queries quantized: so does the reference.
+                let q = quantized_queries(&q, t * g, dk, shape.scale);
+                flash_attention_naive(&mut want, &q, kv, &FlashShape { scale: 1.0, ..shape });
+            } else {
+                flash_attention_naive(&mut want, &q, kv, &shape);
+            }
             for (name, products) in products() {
                 let mut got = vec![f32::NAN; t * g * dv];
                 flash_attention(&mut got, &q, kv, &shape, blocking, products);

@@ -31,7 +31,7 @@
 //!
 //! ```
 //! use deepblocks_mla::{
-//!     AttentionPath, DType, Layout, Mla, MlaCache, MlaCacheConfig, MlaConfig, MlaWeights, QProj,
+//!     AttentionPath, CacheDType, DType, Layout, Mla, MlaCache, MlaCacheConfig, MlaConfig, MlaWeights, QProj,
 //!     QProjConfig, RmsNorm, RmsNormConfig, RopeConfig, RopeTable, Weight,
 //! };
 //!
@@ -58,7 +58,7 @@
 //!
 //! // Two caches, one per path: three tokens of prefill each.
 //! let sizes = MlaCacheConfig {
-//!     num_layers: 1, kv_lora_rank: c, qk_rope_head_dim: r, max_positions: 64, dtype: DType::F32,
+//!     num_layers: 1, kv_lora_rank: c, qk_rope_head_dim: r, max_positions: 64, dtype: CacheDType::F32,
 //! };
 //! let (mut naive_cache, mut absorbed_cache) = (MlaCache::new(sizes)?, MlaCache::new(sizes)?);
 //! let (mut a, mut b) = (vec![0.0; 3 * h], vec![0.0; 3 * h]);
@@ -87,7 +87,7 @@ pub use attention::{
     QProjConfig, TILE_SPEEDUP, attention_absorbed, attention_naive,
 };
 pub use cache::{
-    DEFAULT_CACHE_DTYPE, LatentCache, LatentRows, MlaCache, MlaCacheConfig, cache_dtype,
+    CacheDType, DEFAULT_CACHE_DTYPE, LatentCache, LatentRows, MlaCache, MlaCacheConfig, cache_dtype,
 };
 pub use error::{Error, Result};
 

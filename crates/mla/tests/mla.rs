@@ -5,10 +5,10 @@
 use deepblocks_core::half;
 use deepblocks_core::linear_naive;
 use deepblocks_mla::{
-    AttentionPath, AttentionShape, DType, Error, KvB, KvUpProjection, LatentRows, Layout, Mla,
-    MlaCache, MlaCacheConfig, MlaConfig, MlaWeights, QProj, QProjConfig, RmsNorm, RmsNormConfig,
-    RopeConfig, RopeScaling, RopeTable, Weight, YarnScaling, attention_absorbed, attention_naive,
-    softmax_scale,
+    AttentionPath, AttentionShape, CacheDType, DType, Error, KvB, KvUpProjection, LatentRows,
+    Layout, Mla, MlaCache, MlaCacheConfig, MlaConfig, MlaWeights, QProj, QProjConfig, RmsNorm,
+    RmsNormConfig, RopeConfig, RopeScaling, RopeTable, Weight, YarnScaling, attention_absorbed,
+    attention_naive, softmax_scale,
 };
 use deepblocks_testkit::{Golden, assert_close, close_report};
 use proptest::prelude::*;
@@ -128,7 +128,7 @@ fn cache_config(mla: &Mla, layers: usize, max_pos: usize) -> MlaCacheConfig {
         kv_lora_rank: c.kv_lora_rank,
         qk_rope_head_dim: c.qk_rope_head_dim,
         max_positions: max_pos,
-        dtype: DType::F32,
+        dtype: CacheDType::F32,
     }
 }
 
@@ -1120,7 +1120,7 @@ fn cache_appends_of_the_wrong_length_name_the_slice() {
         kv_lora_rank: 4,
         qk_rope_head_dim: 2,
         max_positions: 8,
-        dtype: DType::F32,
+        dtype: CacheDType::F32,
     };
     let mut cache = MlaCache::new(config).unwrap();
     let layer = cache.layer_mut(0).unwrap();
@@ -1141,7 +1141,7 @@ fn a_full_context_message_survives_absurd_counts() {
         kv_lora_rank: 4,
         qk_rope_head_dim: 2,
         max_positions: 8,
-        dtype: DType::F32,
+        dtype: CacheDType::F32,
     };
     let cache = MlaCache::new(config).unwrap();
     let err = cache.check_room(usize::MAX).unwrap_err();
@@ -1160,7 +1160,7 @@ fn a_cache_too_large_to_reserve_is_an_error() {
         kv_lora_rank: 512,
         qk_rope_head_dim: 64,
         max_positions: usize::MAX / 4 / 576,
-        dtype: DType::F32,
+        dtype: CacheDType::F32,
     };
     config.validate().unwrap();
     let err = MlaCache::with_capacity(config, usize::MAX).unwrap_err();
@@ -1177,7 +1177,7 @@ fn uneven_layers_are_reported() {
         kv_lora_rank: 4,
         qk_rope_head_dim: 2,
         max_positions: 8,
-        dtype: DType::F32,
+        dtype: CacheDType::F32,
     };
     let mut cache = MlaCache::new(config).unwrap();
     cache.check_even().unwrap();

@@ -34,6 +34,7 @@ mod q4_k;
 mod q5_0;
 mod q6_k;
 mod q8_0;
+pub mod q8_rows;
 
 use std::fmt;
 
