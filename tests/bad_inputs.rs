@@ -575,10 +575,10 @@ fn cases() -> Vec<Case> {
             }),
         ),
         (
-            "a KV cache element type the cache cannot hold (`--kv-cache q8_0`)",
-            "KV cache dtype \"q8_0\" is not supported: use f32, bf16 or f16",
+            "a KV cache element type the cache cannot hold (`--kv-cache q4_0`)",
+            "KV cache dtype \"q4_0\" is not supported: use f32, bf16, f16 or q8_0",
             Box::new(|| {
-                deepblocks::mla::cache_dtype("q8_0")
+                deepblocks::mla::cache_dtype("q4_0")
                     .unwrap_err()
                     .to_string()
             }),
