@@ -135,9 +135,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let prefill_tok_s = args.prompt_len as f64 / prefill;
     let decode_tok_s = args.generate as f64 / decode;
     eprintln!(
-        "{}, {} kernels: prefill {} tokens in {prefill:.3} s, decode {} tokens in {decode:.3} s",
+        "{}, {} kernels, {} latent cache: prefill {} tokens in {prefill:.3} s, decode {} tokens \
+         in {decode:.3} s",
         common::threads_label(threads),
         common::kernels_label(),
+        model.cache_config().dtype,
         args.prompt_len,
         args.generate
     );
