@@ -611,8 +611,9 @@ mod x86 {
         }
     }
 
-    /// [`super::q8_mix`] on AVX-512F: sixteen values of a row a register (the last ones under a
-    /// mask), up to sixteen output rows at a time.
+    /// [`super::q8_mix`] on AVX-512F: up to eight output rows at a time over a whole block of 32
+    /// values (two registers: each broadcast probability serves both), then the columns past the
+    /// last whole block sixteen a register (the last under a mask), up to sixteen rows at a time.
     ///
     /// # Safety
     /// The CPU has AVX-512F; the lengths were checked.
@@ -628,13 +629,33 @@ mod x86 {
         dv: usize,
         rp: usize,
     ) {
+        let whole = dv / Q8_BLOCK * Q8_BLOCK;
+        let mut r0 = 0;
+        while r0 < rp {
+            let rows = (rp - r0).min(8);
+            macro_rules! go {
+                ($($r:literal)*) => {
+                    match rows {
+                        $($r => mix_blocks_zmm::<$r>(o, p, codes, scales, stride, w, whole, dv, rp, r0),)*
+                        _ => unreachable!("1 to 8 rows"),
+                    }
+                };
+            }
+            // SAFETY: rows r0 .. r0 + rows < rp, columns below whole ≤ dv; the caller checked
+            // the rest.
+            unsafe { go!(1 2 3 4 5 6 7 8) };
+            r0 += rows;
+        }
+        if whole == dv {
+            return;
+        }
         let mut r0 = 0;
         while r0 < rp {
             let rows = (rp - r0).min(16);
             macro_rules! go {
                 ($($r:literal)*) => {
                     match rows {
-                        $($r => mix_rows_zmm::<$r>(o, p, codes, scales, stride, w, dv, rp, r0),)*
+                        $($r => mix_rows_zmm::<$r>(o, p, codes, scales, stride, w, whole, dv, rp, r0),)*
                         _ => unreachable!("1 to 16 rows"),
                     }
                 };
@@ -645,10 +666,67 @@ mod x86 {
         }
     }
 
-    /// Output rows `r0 .. r0 + R` of [`mix_zmm`].
+    /// Output rows `r0 .. r0 + R` of [`mix_zmm`] over the columns `0 .. whole` (whole blocks).
     ///
     /// # Safety
-    /// As [`mix_zmm`]; `r0 + R ≤ rp`.
+    /// As [`mix_zmm`]; `r0 + R ≤ rp`, `whole ≤ dv` a multiple of 32.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn mix_blocks_zmm<const R: usize>(
+        o: &mut [f32],
+        p: &[f32],
+        codes: &[u8],
+        scales: &[f32],
+        stride: usize,
+        w: usize,
+        whole: usize,
+        dv: usize,
+        rp: usize,
+        r0: usize,
+    ) {
+        let nb = stride / Q8_BLOCK;
+        let (o, p, codes, scales) = (o.as_mut_ptr(), p.as_ptr(), codes.as_ptr(), scales.as_ptr());
+        let offset = _mm512_set1_epi32(128);
+        for c in (0..whole).step_by(Q8_BLOCK) {
+            // SAFETY: every access below is in bounds: rows r0 + i < rp of `o` and `p`; columns
+            // c .. c + 32 ≤ whole ≤ dv of `o`; 32 codes of row j < w from j·stride + c, inside
+            // the row (c + 32 ≤ dv ≤ stride); the scale of their block.
+            unsafe {
+                let mut acc = [[_mm512_setzero_ps(); 2]; R];
+                for (i, a) in acc.iter_mut().enumerate() {
+                    for (h, x) in a.iter_mut().enumerate() {
+                        *x = _mm512_loadu_ps(o.add((r0 + i) * dv + c + 16 * h));
+                    }
+                }
+                for j in 0..w {
+                    let d = _mm512_set1_ps(*scales.add(j * nb + c / Q8_BLOCK));
+                    let row = codes.add(j * stride + c);
+                    let v: [__m512; 2] = std::array::from_fn(|h| {
+                        let u = _mm_loadu_si128(row.add(16 * h).cast());
+                        let q = _mm512_sub_epi32(_mm512_cvtepu8_epi32(u), offset);
+                        _mm512_mul_ps(d, _mm512_cvtepi32_ps(q))
+                    });
+                    let pj = p.add(j * rp + r0);
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        let x = _mm512_set1_ps(*pj.add(i));
+                        a[0] = _mm512_fmadd_ps(x, v[0], a[0]);
+                        a[1] = _mm512_fmadd_ps(x, v[1], a[1]);
+                    }
+                }
+                for (i, a) in acc.iter().enumerate() {
+                    for (h, x) in a.iter().enumerate() {
+                        _mm512_storeu_ps(o.add((r0 + i) * dv + c + 16 * h), *x);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Output rows `r0 .. r0 + R` of [`mix_zmm`] over the columns `first .. dv`, sixteen a
+    /// register.
+    ///
+    /// # Safety
+    /// As [`mix_zmm`]; `r0 + R ≤ rp`, `first` a multiple of 16.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     unsafe fn mix_rows_zmm<const R: usize>(
@@ -658,6 +736,7 @@ mod x86 {
         scales: &[f32],
         stride: usize,
         w: usize,
+        first: usize,
         dv: usize,
         rp: usize,
         r0: usize,
@@ -665,7 +744,7 @@ mod x86 {
         let nb = stride / Q8_BLOCK;
         let (o, p, codes, scales) = (o.as_mut_ptr(), p.as_ptr(), codes.as_ptr(), scales.as_ptr());
         let offset = _mm512_set1_epi32(128);
-        let mut c = 0;
+        let mut c = first;
         while c < dv {
             let mask: u16 = if dv - c >= 16 {
                 u16::MAX
