@@ -175,10 +175,20 @@ impl MlaCacheConfig {
                 field: "qk_rope_head_dim",
             });
         }
+        // A full layer in f32 (what the widened views may hold) and in the cache's own rows (a
+        // Q8_0 row is padded to whole blocks) must fit in memory addresses.
         self.kv_lora_rank
             .checked_add(self.qk_rope_head_dim)
-            .and_then(|w| w.checked_mul(self.max_positions))
-            .and_then(|v| v.checked_mul(std::mem::size_of::<f32>()))
+            .and_then(|w| {
+                let f32_row = w.checked_mul(std::mem::size_of::<f32>())?;
+                let row = match self.dtype {
+                    CacheDType::Q8_0 => {
+                        f32_row.max(w.div_ceil(Q8_BLOCK).checked_mul(Q8_BLOCK + 4)?)
+                    }
+                    _ => f32_row,
+                };
+                row.checked_mul(self.max_positions)
+            })
             .map(|_| ())
             .ok_or(Error::TooLarge {
                 weight: "the latent cache [max_positions, c + r]",
@@ -359,7 +369,7 @@ impl Rows {
     fn try_reserve_exact(&mut self, more: usize) -> std::result::Result<(), ()> {
         with_rows!(self, v => v.try_reserve_exact(more).map_err(|_| ()), codes, scales, width => {
             let (rows, stride) = (more / *width, q8_row_codes(*width));
-            codes.try_reserve_exact(rows * stride).map_err(|_| ())?;
+            codes.try_reserve_exact(rows.checked_mul(stride).ok_or(())?).map_err(|_| ())?;
             scales.try_reserve_exact(rows * (stride / Q8_BLOCK)).map_err(|_| ())
         })
     }

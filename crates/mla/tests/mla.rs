@@ -1418,3 +1418,22 @@ fn q8_0_rows_that_do_not_fit_the_call_are_errors() {
     )
     .unwrap();
 }
+
+/// A Q8_0 row is padded to whole blocks of codes: a layer of narrow rows whose f32 size fits but
+/// whose padded rows would not is refused up front, not overflowed.
+#[test]
+fn a_q8_0_cache_of_padded_rows_too_large_to_address_is_an_error() {
+    let config = MlaCacheConfig {
+        num_layers: 1,
+        kv_lora_rank: 1,
+        qk_rope_head_dim: 1,
+        max_positions: usize::MAX / 16,
+        dtype: CacheDType::F32,
+    };
+    config.validate().unwrap(); // 8 bytes a row in f32
+    let q8 = MlaCacheConfig {
+        dtype: CacheDType::Q8_0,
+        ..config
+    };
+    assert!(matches!(q8.validate(), Err(Error::TooLarge { .. }))); // 36 bytes a row
+}
