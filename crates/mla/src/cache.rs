@@ -6,7 +6,7 @@ use std::fmt;
 
 use deepblocks_core::half::{bf16, f16};
 use deepblocks_core::quant::q8_rows::{
-    Q8_BLOCK, q8_dequantize_into, q8_quantize_into, q8_row_codes,
+    Q8_BLOCK, q8_dequantize_into, q8_quantize_rows, q8_row_codes,
 };
 use deepblocks_core::{DType, Element, widen_into};
 
@@ -393,16 +393,18 @@ impl Rows {
             }
         }
         with_rows!(self, v => push(v, c_kv, k_pe, c, r), codes, scales, width => {
-            let stride = q8_row_codes(*width);
-            let mut row = vec![0.0f32; *width];
+            // The rows [c_kv_i | k_pe_i] side by side, then quantized as one matrix.
+            let mut rows = Vec::with_capacity(c_kv.len() + k_pe.len());
             for (ck, kp) in c_kv.chunks_exact(c).zip(k_pe.chunks_exact(r)) {
-                row[..c].copy_from_slice(ck);
-                row[c..].copy_from_slice(kp);
-                let (n, m) = (codes.len(), scales.len());
-                codes.resize(n + stride, 0);
-                scales.resize(m + stride / Q8_BLOCK, 0.0);
-                q8_quantize_into(&mut codes[n..], &mut scales[m..], &row);
+                rows.extend_from_slice(ck);
+                rows.extend_from_slice(kp);
             }
+            let t = rows.len() / *width;
+            let stride = q8_row_codes(*width);
+            let (n, m) = (codes.len(), scales.len());
+            codes.resize(n + t * stride, 0);
+            scales.resize(m + t * (stride / Q8_BLOCK), 0.0);
+            q8_quantize_rows(&mut codes[n..], &mut scales[m..], &rows, *width);
         })
     }
 

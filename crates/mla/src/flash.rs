@@ -756,7 +756,7 @@ pub(crate) fn flash_attention_naive(out: &mut [f32], q: &[f32], kv: Kv<'_>, shap
 mod tests {
     use super::*;
     use deepblocks_core::half::{bf16, f16};
-    use deepblocks_core::quant::q8_rows::{q8_quantize_into, q8_row_codes};
+    use deepblocks_core::quant::q8_rows::{q8_quantize_rows, q8_row_codes};
     use deepblocks_core::{matmul_strided_naive, matmul_strided_portable};
 
     fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
@@ -795,13 +795,7 @@ mod tests {
     fn q8_rows(rows: &[f32], s: usize, dk: usize) -> (Vec<u8>, Vec<f32>) {
         let stride = q8_row_codes(dk);
         let (mut codes, mut scales) = (vec![0u8; s * stride], vec![0.0f32; s * stride / 32]);
-        for j in 0..s {
-            q8_quantize_into(
-                &mut codes[j * stride..(j + 1) * stride],
-                &mut scales[j * stride / 32..(j + 1) * stride / 32],
-                &rows[j * dk..(j + 1) * dk],
-            );
-        }
+        q8_quantize_rows(&mut codes, &mut scales, rows, dk);
         (codes, scales)
     }
 

@@ -4,7 +4,7 @@
 
 use deepblocks_core::half;
 use deepblocks_core::linear_naive;
-use deepblocks_core::quant::q8_rows::{q8_quantize_into, q8_row_codes};
+use deepblocks_core::quant::q8_rows::{q8_quantize_rows, q8_row_codes};
 use deepblocks_mla::{
     AttentionPath, AttentionShape, CacheDType, DType, Error, KvB, KvUpProjection, LatentRows,
     Layout, Mla, MlaCache, MlaCacheConfig, MlaConfig, MlaWeights, QProj, QProjConfig, RmsNorm,
@@ -813,13 +813,7 @@ fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
 fn q8_rows(rows: &[f32], s: usize, width: usize) -> (Vec<u8>, Vec<f32>) {
     let stride = q8_row_codes(width);
     let (mut codes, mut scales) = (vec![0u8; s * stride], vec![0.0f32; s * stride / 32]);
-    for j in 0..s {
-        q8_quantize_into(
-            &mut codes[j * stride..(j + 1) * stride],
-            &mut scales[j * stride / 32..(j + 1) * stride / 32],
-            &rows[j * width..(j + 1) * width],
-        );
-    }
+    q8_quantize_rows(&mut codes, &mut scales, rows, width);
     (codes, scales)
 }
 

@@ -474,7 +474,7 @@ pub(crate) fn linear_panels(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::*;
@@ -726,7 +726,7 @@ mod avx2 {
     /// `acc + Σ` of the four products in each i32 lane, by one `vpdpbusd`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-    fn dp_vnni(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
+    pub(in crate::quant) fn dp_vnni(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
         _mm256_dpbusd_avx_epi32(acc, u, x)
     }
 
@@ -734,7 +734,7 @@ mod avx2 {
     /// CPUs such as AMD's Zen 4 that have AVX-512 VNNI but not AVX-VNNI).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    fn dp_vnni512(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
+    pub(in crate::quant) fn dp_vnni512(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(acc, u, x)
     }
 

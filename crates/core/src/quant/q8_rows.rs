@@ -78,6 +78,33 @@ pub fn q8_quantize_into(codes: &mut [u8], scales: &mut [f32], x: &[f32]) {
     }
 }
 
+/// The rows of `x[rows, width]` by [`q8_quantize_into`], one after the other: `codes[rows,
+/// stride]` and `scales[rows, stride / 32]`, `stride` = [`q8_row_codes`]`(width)` (what a `Q8_0`
+/// latent cache appends).
+///
+/// # Panics
+/// If the lengths are not those of whole rows (`x` empty when `width` is 0).
+pub fn q8_quantize_rows(codes: &mut [u8], scales: &mut [f32], x: &[f32], width: usize) {
+    let stride = q8_row_codes(width);
+    let rows = x.len().checked_div(width).unwrap_or(0);
+    assert!(
+        rows * width == x.len()
+            && codes.len() == rows * stride
+            && scales.len() * Q8_BLOCK == codes.len(),
+        "q8_quantize_rows: {} values of width {width}, {} codes, {} scales",
+        x.len(),
+        codes.len(),
+        scales.len()
+    );
+    for ((row, c), d) in x
+        .chunks_exact(width.max(1))
+        .zip(codes.chunks_exact_mut(stride.max(1)))
+        .zip(scales.chunks_exact_mut((stride / Q8_BLOCK).max(1)))
+    {
+        q8_quantize_into(c, d, row);
+    }
+}
+
 /// `out[i] = d · q` of codes `start + i` of rows whose codes are `codes` and scales `scales`
 /// (code `v`'s scale is `scales[v / 32]`: rows of whole blocks are one run of blocks).
 ///
@@ -388,12 +415,29 @@ pub fn q8_mix_portable(
     rp: usize,
 ) {
     check_mix(o, p, codes, scales, stride, w, dv, rp);
+    mix_columns(o, p, codes, scales, stride, w, dv, rp, 0);
+}
+
+/// [`q8_mix_portable`]'s steps for the columns `first .. dv` only (the SIMD kernels' tails).
+#[allow(clippy::too_many_arguments)]
+fn mix_columns(
+    o: &mut [f32],
+    p: &[f32],
+    codes: &[u8],
+    scales: &[f32],
+    stride: usize,
+    w: usize,
+    dv: usize,
+    rp: usize,
+    first: usize,
+) {
     let nb = stride / Q8_BLOCK;
     for j in 0..w {
-        let row = &codes[j * stride..j * stride + dv];
+        let row = &codes[j * stride + first..j * stride + dv];
         for r in 0..rp {
             let pj = p[j * rp + r];
-            for (c, (y, &u)) in o[r * dv..(r + 1) * dv].iter_mut().zip(row).enumerate() {
+            let out = &mut o[r * dv + first..(r + 1) * dv];
+            for (c, (y, &u)) in (first..).zip(out.iter_mut().zip(row)) {
                 let v = scales[j * nb + c / Q8_BLOCK] * (u as i32 - OFFSET) as f32;
                 *y = pj.mul_add(v, *y);
             }
@@ -435,6 +479,8 @@ pub fn q8_mix_naive(
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::super::panel::avx2::{dp_vnni, dp_vnni512};
+
     use super::{Q8_BLOCK, Q8Queries};
 
     /// [`super::q8_scores`] on VNNI: sixteen query rows a 512-bit register where the CPU has
@@ -452,10 +498,8 @@ mod x86 {
         q: &Q8Queries,
         w: usize,
     ) {
-        let wide = crate::avx512()
-            && crate::isa::vnni_evex()
-            && is_x86_feature_detected!("avx512vnni")
-            && q.rp.is_multiple_of(16);
+        // AVX-512F (allowed by the environment) and AVX-512 VNNI.
+        let wide = crate::avx512() && crate::isa::vnni_evex() && q.rp.is_multiple_of(16);
         let vex = crate::isa::vnni_vex();
         let (dk, rp) = (q.dk, q.rp);
         let nb = dk / Q8_BLOCK;
@@ -811,17 +855,7 @@ mod x86 {
             r0 += rows;
         }
         // The columns past the last whole eight, as the portable twin computes them.
-        let nb = stride / Q8_BLOCK;
-        for c in dv / 8 * 8..dv {
-            for r in 0..rp {
-                let y = &mut o[r * dv + c];
-                for j in 0..w {
-                    let v =
-                        scales[j * nb + c / Q8_BLOCK] * (codes[j * stride + c] as i32 - 128) as f32;
-                    *y = p[j * rp + r].mul_add(v, *y);
-                }
-            }
-        }
+        super::mix_columns(o, p, codes, scales, stride, w, dv, rp, dv / 8 * 8);
     }
 
     /// Output rows `r0 .. r0 + R` of [`mix_ymm`], whole eights of columns.
@@ -870,22 +904,13 @@ mod x86 {
         }
     }
 
-    /// `acc + Σ` of the four products `u · x` in each i32 lane, by one `vpdpbusd`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,avxvnni")]
-    fn dp_vnni(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
-        _mm256_dpbusd_avx_epi32(acc, u, x)
-    }
-
-    /// [`dp_vnni`] in AVX-512 VNNI's encoding.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
-    fn dp_vnni512(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
-        _mm256_dpbusd_epi32(acc, u, x)
-    }
-
-    keys_kernel!(keys_vnni, "avx2,fma,avxvnni", dp_vnni);
-    keys_kernel!(keys_vnni512, "avx2,fma,avx512vnni,avx512vl", dp_vnni512);
+    // The one-instruction products the integer panels use too.
+    keys_kernel!(keys_vnni, "avx2,fma,f16c,avxvnni", dp_vnni);
+    keys_kernel!(
+        keys_vnni512,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        dp_vnni512
+    );
 }
 
 #[cfg(test)]
@@ -928,13 +953,7 @@ mod tests {
             let stride = q8_row_codes(width);
             let rows = values(w * width, 7);
             let (mut codes, mut scales) = (vec![0u8; w * stride], vec![0.0f32; w * stride / 32]);
-            for j in 0..w {
-                q8_quantize_into(
-                    &mut codes[j * stride..(j + 1) * stride],
-                    &mut scales[j * stride / 32..(j + 1) * stride / 32],
-                    &rows[j * width..(j + 1) * width],
-                );
-            }
+            q8_quantize_rows(&mut codes, &mut scales, &rows, width);
             let p: Vec<f32> = values(w * rp, 9).iter().map(|x| x.abs()).collect();
             let start = values(rp * dv, 11);
             let (mut fast, mut port, mut naive) = (start.clone(), start.clone(), start.clone());
@@ -969,6 +988,15 @@ mod tests {
             codes[40..].iter().all(|&u| u == 128),
             "padding codes are zero"
         );
+        // Three such rows as one matrix: each row as it alone quantizes.
+        let x3 = values(120, 4);
+        let (mut codes3, mut scales3) = (vec![0u8; 3 * 64], vec![0.0f32; 6]);
+        q8_quantize_rows(&mut codes3, &mut scales3, &x3, 40);
+        for j in 0..3 {
+            q8_quantize_into(&mut codes, &mut scales, &x3[j * 40..(j + 1) * 40]);
+            assert_eq!(codes3[j * 64..(j + 1) * 64], codes[..], "row {j}");
+            assert_eq!(scales3[j * 2..(j + 1) * 2], scales[..], "row {j}");
+        }
     }
 
     #[test]
@@ -985,13 +1013,7 @@ mod tests {
             let dk = q.dims().0;
             let keys = values(w * width, 5);
             let (mut codes, mut scales) = (vec![0u8; w * dk], vec![0.0f32; w * dk / 32]);
-            for j in 0..w {
-                q8_quantize_into(
-                    &mut codes[j * dk..(j + 1) * dk],
-                    &mut scales[j * dk / 32..(j + 1) * dk / 32],
-                    &keys[j * width..(j + 1) * width],
-                );
-            }
+            q8_quantize_rows(&mut codes, &mut scales, &keys, width);
             let mut fast = vec![0.0f32; w * rp];
             let mut port = vec![0.0f32; w * rp];
             let mut naive = vec![0.0f32; w * rp];
