@@ -24,6 +24,7 @@
 //! blocks, each over all its keys; a decode step gives one row block, its keys split into
 //! chunks. Chunks of one row block are combined with `e^(m_chunk − m)` weights.
 
+use deepblocks_core::bf16_rows::{Bf16Queries, bf16_mix, bf16_scores};
 use deepblocks_core::half::bf16;
 use deepblocks_core::quant::q8_rows::{Q8_BLOCK, Q8Queries, q8_mix, q8_scores};
 use deepblocks_core::{
@@ -188,15 +189,18 @@ pub(crate) fn flash_attention(
     // Each row block's queries, transposed and scaled once for all its chunks (and for tiles,
     // split into two bf16 parts in the pair layout).
     let q8 = integer_scores(kv);
+    let direct = direct_bf16(kv) && !tiles;
     let qts: Vec<Queries> = (0..blocks)
         .into_par_iter()
         .map(|b| {
             let qt = transposed_queries(q, shape, b * tq, ((b + 1) * tq).min(t), tiles);
+            let rp = qt.len() / shape.dk;
             if tiles {
                 Queries::Tiles(query_pairs(&qt, shape.dk))
             } else if q8 {
-                let rp = qt.len() / shape.dk;
                 Queries::Q8(Q8Queries::from_transposed(&qt, shape.dk, rp))
+            } else if direct {
+                Queries::Bf16(Bf16Queries::from_transposed(&qt, shape.dk, rp))
             } else {
                 Queries::F32(qt)
             }
@@ -211,22 +215,10 @@ pub(crate) fn flash_attention(
                 (Queries::Tiles(qp), Kv::Latent(LatentRows::BF16(rows))) => {
                     run_task_tiles(qp, rows, shape, i0, i1, j0, j1, kb)
                 }
-                (Queries::F32(qt), _) => {
-                    run_task(qt, None, kv, shape, i0, i1, j0, j1, kb, products.gemm())
+                (Queries::Tiles(_), _) => {
+                    unreachable!("tiles are chosen for bf16 latent rows only")
                 }
-                (Queries::Q8(q8), _) => run_task(
-                    &[],
-                    Some(q8),
-                    kv,
-                    shape,
-                    i0,
-                    i1,
-                    j0,
-                    j1,
-                    kb,
-                    products.gemm(),
-                ),
-                _ => unreachable!("tiles are chosen for bf16 latent rows only"),
+                (queries, _) => run_task(queries, kv, shape, i0, i1, j0, j1, kb, products.gemm()),
             }
         })
         .collect();
@@ -279,12 +271,21 @@ fn integer_scores(kv: Kv<'_>) -> bool {
     matches!(kv, Kv::Latent(LatentRows::Q8_0 { .. })) && deepblocks_core::vnni()
 }
 
+/// Whether both products over `kv` read bf16 rows as they lie ([`bf16_scores`], [`bf16_mix`]):
+/// bf16 latent rows, on a CPU whose 512-bit registers those kernels use
+/// ([`deepblocks_core::avx512`]). Elsewhere a block of rows is widened to f32 first.
+fn direct_bf16(kv: Kv<'_>) -> bool {
+    matches!(kv, Kv::Latent(LatentRows::BF16(_))) && deepblocks_core::avx512()
+}
+
 /// A row block's queries as the products take them.
 enum Queries {
     /// `Qᵀ[dk, rp]`.
     F32(Vec<f32>),
     /// The rows quantized to `Q8_0` blocks, for [`q8_scores`] over `Q8_0` latent rows.
     Q8(Q8Queries),
+    /// The rows in pair order, for [`bf16_scores`] over bf16 latent rows.
+    Bf16(Bf16Queries),
     /// `Qᵀ = hi + lo`, each `[dk, rp]` in the pair layout.
     Tiles([Vec<bf16>; 2]),
 }
@@ -330,11 +331,10 @@ fn query_pairs(qt: &[f32], dk: usize) -> [Vec<bf16>; 2] {
 }
 
 /// Rows of positions `i0..i1` over keys `j0..j1`, in blocks of `kb` keys, with the rows'
-/// queries `qt` from [`transposed_queries`] (or, for integer scores over `Q8_0` rows, `q8`).
+/// queries as the products take them.
 #[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
 fn run_task(
-    qt: &[f32], // [dk, rp]
-    q8: Option<&Q8Queries>,
+    queries: &Queries,
     kv: Kv<'_>,
     shape: &FlashShape,
     i0: usize,
@@ -347,10 +347,11 @@ fn run_task(
     let FlashShape { g, dk, dv, .. } = *shape;
     let rows = (i1 - i0) * g;
     let rp = padded(rows, false); // rows padded to whole registers (padding rows are zero)
+    // The kernels that read the rows as they lie keep O[rp, dv]; the f32 products Oᵀ[dv, rp].
+    let row_major = matches!(queries, Queries::Q8(_) | Queries::Bf16(_));
     SCRATCH.with(|scratch| {
         let scratch = &mut *scratch.borrow_mut();
-        let widen =
-            q8.is_none() && !matches!(kv, Kv::Latent(LatentRows::F32(_)) | Kv::Split { .. });
+        let widen = !row_major && !matches!(kv, Kv::Latent(LatentRows::F32(_)) | Kv::Split { .. });
         scratch.size(kb * rp, if widen { kb * dk } else { 0 }, rp);
         let Scratch {
             st,
@@ -365,10 +366,10 @@ fn run_task(
             ot: vec![0.0; dv * rp],
         };
         blocks(
-            &mut part, qt, q8, st, keys, m_use, alpha, bm, kv, shape, i0, rows, j0, j1, kb, gemm,
+            &mut part, queries, st, keys, m_use, alpha, bm, kv, shape, i0, rows, j0, j1, kb, gemm,
         );
-        if q8.is_some() {
-            // The integer path keeps O[rp, dv]; the partials are Oᵀ[dv, rp].
+        if row_major {
+            // The partials are Oᵀ[dv, rp].
             let mut ot = vec![0.0f32; dv * rp];
             for (r, row) in part.ot.chunks_exact(dv).enumerate() {
                 for (c, &x) in row.iter().enumerate() {
@@ -410,10 +411,9 @@ thread_local! {
 #[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
 fn blocks(
     part: &mut Partial,
-    qt: &[f32], // [dk, rp]
-    q8: Option<&Q8Queries>,
+    queries: &Queries,
     st: &mut [f32],    // [kb, rp]
-    keys: &mut [f32],  // [kb, dk] when the rows are not f32
+    keys: &mut [f32],  // [kb, dk] when the rows are widened
     m_use: &mut [f32], // [rp]
     alpha: &mut [f32], // [rp]
     bm: &mut [f32],    // [rp]
@@ -435,12 +435,11 @@ fn blocks(
     while jb < j1 {
         let w = kb.min(j1 - jb);
         let st = &mut st[..w * rp];
-        // S[w, rp] = K_block · Qᵀ, then V_block (row-major, `sv` apart) for the mix.
-        let (v, sv): (&[f32], usize) = match kv {
-            Kv::Latent(LatentRows::Q8_0 { codes, scales, .. }) if q8.is_some() => {
-                // Integer scores straight from the codes (rows of `stride`, whole blocks); the
-                // mix below reads them too.
-                let q8 = q8.expect("checked by the guard");
+        // The rows read as they lie: S[w, rp] = K_block · Qᵀ, probabilities, then
+        // O[rp, dv] = α O + Pᵀ · V_block.
+        let direct = match (queries, kv) {
+            (Queries::Q8(q8), Kv::Latent(LatentRows::Q8_0 { codes, scales, .. })) => {
+                // Integer scores from the codes (rows of `stride`, whole blocks).
                 let stride = q8.dims().0;
                 let nb = stride / Q8_BLOCK;
                 let (codes, scales) = (
@@ -448,19 +447,28 @@ fn blocks(
                     &scales[jb * nb..(jb + w) * nb],
                 );
                 q8_scores(st, codes, scales, q8, w);
-                mask(st, rp, jb, p0 + i0, g, rows);
-                if online_softmax(part, st, m_use, alpha, bm) {
-                    for (row, a) in part.ot.chunks_exact_mut(dv).zip(alpha.iter()) {
-                        for o in row.iter_mut() {
-                            *o *= a;
-                        }
-                    }
-                }
-                // O[rp, dv] += Pᵀ · V_block, from the codes.
+                row_major_probabilities(part, st, m_use, alpha, bm, jb, p0 + i0, g, rows, dv);
                 q8_mix(&mut part.ot, st, codes, scales, stride, w, dv, rp);
-                jb += w;
-                continue;
+                true
             }
+            (Queries::Bf16(qb), Kv::Latent(LatentRows::BF16(latent))) => {
+                let block = &latent[jb * dk..(jb + w) * dk];
+                bf16_scores(st, block, dk, qb, w);
+                row_major_probabilities(part, st, m_use, alpha, bm, jb, p0 + i0, g, rows, dv);
+                bf16_mix(&mut part.ot, st, block, dk, w, dv, rp);
+                true
+            }
+            _ => false,
+        };
+        if direct {
+            jb += w;
+            continue;
+        }
+        let Queries::F32(qt) = queries else {
+            unreachable!("the queries of rows read as they lie go with those rows")
+        };
+        // S[w, rp] = K_block · Qᵀ, then V_block (row-major, `sv` apart) for the mix.
+        let (v, sv): (&[f32], usize) = match kv {
             Kv::Latent(rows_kv) => {
                 let block: &[f32] = match rows_kv {
                     LatentRows::F32(x) => &x[jb * dk..],
@@ -510,6 +518,32 @@ fn blocks(
         // Oᵀ[dv, rp] += V_blockᵀ · P.
         gemm(&mut part.ot, v, 1, sv, st, dv, w, rp, true);
         jb += w;
+    }
+}
+
+/// The scores `st[w, rp]` of a block whose first key is `jb` made probabilities (masked, the
+/// online softmax's step), and the values already mixed, kept as `O[rp, dv]` in `part.ot`,
+/// rescaled where the maxima moved.
+#[allow(clippy::too_many_arguments)]
+fn row_major_probabilities(
+    part: &mut Partial,
+    st: &mut [f32],    // [w, rp]
+    m_use: &mut [f32], // [rp]
+    alpha: &mut [f32], // [rp]
+    bm: &mut [f32],    // [rp]
+    jb: usize,
+    p: usize,
+    g: usize,
+    rows: usize,
+    dv: usize,
+) {
+    mask(st, bm.len(), jb, p, g, rows);
+    if online_softmax(part, st, m_use, alpha, bm) {
+        for (row, a) in part.ot.chunks_exact_mut(dv).zip(alpha.iter()) {
+            for o in row.iter_mut() {
+                *o *= a;
+            }
+        }
     }
 }
 

@@ -1,0 +1,682 @@
+//! The two products of attention over rows of bf16 values (the latent cache of MLA), read as
+//! they lie: no block of rows widened to f32 first.
+//!
+//! - [`bf16_scores`]: `S[j, r] = Σ_k K[j, k] · Q[r, k]`, one dot product per key and query row.
+//!   A 512-bit load takes 32 bf16 values of a key; its even values become f32 by a shift of
+//!   each 32-bit lane by 16 bits, its odd ones by masking the low 16 bits off (a bf16 is the top
+//!   half of an f32). So the queries are kept with each block of 32 values in that *pair order*
+//!   — the 16 even ones, then the 16 odd ones ([`Bf16Queries`]) — and a tile of 4 keys × 4 query
+//!   rows holds 16 accumulators of 16 lanes, summed across lanes once at the end.
+//! - [`bf16_mix`]: `O[r, c] += Σ_j P[j, r] · V[j, c]`, one fused multiply-add per row `j`, in
+//!   order: the values are split in the same way, 32 columns at a time, each broadcast
+//!   probability serving two registers; `O` is put in pair order while a tile works on it and
+//!   back in column order after.
+//!
+//! On AVX-512F where [`crate::avx512`] allows; [`bf16_mix_portable`] is the scalar twin the mix
+//! equals bit for bit, [`bf16_scores_portable`] a plain loop (the SIMD scores add in another
+//! order), and the `_naive` twins sum in f64.
+
+use half::bf16;
+
+/// Values per block of the pair order: the bf16 values of one 512-bit load.
+pub const BF16_BLOCK: usize = 32;
+
+/// Where value `k` of a row sits in pair order: in its block of 32, the even positions first,
+/// then the odd ones.
+const fn pair_index(k: usize) -> usize {
+    let (b, i) = (k / BF16_BLOCK, k % BF16_BLOCK);
+    b * BF16_BLOCK
+        + if i.is_multiple_of(2) {
+            i / 2
+        } else {
+            16 + i / 2
+        }
+}
+
+/// Query rows as [`bf16_scores`] reads them: `[rp, dkp]` f32, `dkp` = `dk` rounded up to whole
+/// blocks of 32 (zeros after `dk`), each block in pair order.
+#[derive(Debug, Clone)]
+pub struct Bf16Queries {
+    q: Vec<f32>, // [rp, dkp], pair order
+    dk: usize,
+    rp: usize,
+}
+
+impl Bf16Queries {
+    /// The queries of `qt[dk, rp]` (query `r`'s value `k` at `qt[k · rp + r]`, as attention keeps
+    /// a block of query rows).
+    ///
+    /// ```
+    /// use deepblocks_core::bf16_rows::Bf16Queries;
+    /// let qt = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // [3, 2]: rows (1, 3, 5) and (2, 4, 6)
+    /// let q = Bf16Queries::from_transposed(&qt, 3, 2);
+    /// assert_eq!(q.dims(), (3, 2));
+    /// assert_eq!(q.row(1)[..3], [2.0, 4.0, 6.0]);
+    /// ```
+    ///
+    /// # Panics
+    /// If `qt` is not `dk · rp` long (a caller's invariant).
+    pub fn from_transposed(qt: &[f32], dk: usize, rp: usize) -> Bf16Queries {
+        assert_eq!(
+            Some(qt.len()),
+            dk.checked_mul(rp),
+            "Bf16Queries: {} values are not [{dk}, {rp}]",
+            qt.len()
+        );
+        let dkp = dk.div_ceil(BF16_BLOCK) * BF16_BLOCK;
+        let mut q = vec![0.0f32; rp * dkp];
+        for (k, col) in qt.chunks_exact(rp.max(1)).enumerate().take(dk) {
+            let at = pair_index(k);
+            for (r, &x) in col.iter().enumerate() {
+                q[r * dkp + at] = x;
+            }
+        }
+        Bf16Queries { q, dk, rp }
+    }
+
+    /// `(dk, rp)`: values per query, query rows.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.dk, self.rp)
+    }
+
+    /// Query row `r` in column order, padded to whole blocks (for tests and references).
+    ///
+    /// # Panics
+    /// If `r ≥ rp`.
+    pub fn row(&self, r: usize) -> Vec<f32> {
+        let dkp = self.q.len() / self.rp.max(1);
+        let row = &self.q[r * dkp..(r + 1) * dkp];
+        (0..dkp).map(|k| row[pair_index(k)]).collect()
+    }
+
+    fn dkp(&self) -> usize {
+        self.dk.div_ceil(BF16_BLOCK) * BF16_BLOCK
+    }
+}
+
+/// Checks a scores call's lengths.
+fn check_scores(st: &[f32], keys: &[bf16], stride: usize, q: &Bf16Queries, w: usize) {
+    let (dk, rp) = q.dims();
+    assert!(
+        dk <= stride,
+        "bf16_scores: rows of {stride} values hold no keys of {dk}"
+    );
+    for (what, len, want) in [
+        ("st", st.len(), w.checked_mul(rp)),
+        ("keys", keys.len(), w.checked_mul(stride)),
+    ] {
+        assert!(
+            want == Some(len),
+            "bf16_scores: {what} has {len} elements for w {w} rows of {stride}, dk {dk}, rp {rp}"
+        );
+    }
+}
+
+/// `st[j, r] = Σ_k keys[j, k] · q[r, k]` for `j < w`, `r < rp`, `k < dk`: the scores of `w` key
+/// rows (`[w, stride]` bf16, the key is the first `dk` values of a row) against the query rows.
+/// On AVX-512F where [`crate::avx512`] allows, [`bf16_scores_portable`] otherwise.
+///
+/// ```
+/// use deepblocks_core::bf16_rows::{Bf16Queries, bf16_scores};
+/// use deepblocks_core::half::bf16;
+/// let keys: Vec<bf16> = [1.0, 2.0, 0.5, -1.0].map(bf16::from_f32).to_vec(); // [2, 2]
+/// let q = Bf16Queries::from_transposed(&[1.0, 0.0, 3.0, 1.0], 2, 2); // rows (1, 3), (0, 1)
+/// let mut st = [0.0f32; 4];
+/// bf16_scores(&mut st, &keys, 2, &q, 2);
+/// assert_eq!(st, [7.0, 2.0, -2.5, -1.0]);
+/// ```
+///
+/// # Panics
+/// If `st` is not `w · rp` long, `keys` not `w · stride`, or `dk > stride`.
+pub fn bf16_scores(st: &mut [f32], keys: &[bf16], stride: usize, q: &Bf16Queries, w: usize) {
+    check_scores(st, keys, stride, q, w);
+    #[cfg(target_arch = "x86_64")]
+    if crate::avx512() {
+        // SAFETY: the CPU has AVX-512F; the lengths were checked.
+        unsafe { x86::scores_zmm(st, keys, stride, q, w) };
+        return;
+    }
+    scores_plain(st, keys, stride, q, w);
+}
+
+/// The portable twin of [`bf16_scores`]: per key and query row, a dot product in f32 in `k`
+/// order.
+///
+/// # Panics
+/// As [`bf16_scores`].
+pub fn bf16_scores_portable(
+    st: &mut [f32],
+    keys: &[bf16],
+    stride: usize,
+    q: &Bf16Queries,
+    w: usize,
+) {
+    check_scores(st, keys, stride, q, w);
+    scores_plain(st, keys, stride, q, w);
+}
+
+fn scores_plain(st: &mut [f32], keys: &[bf16], stride: usize, q: &Bf16Queries, w: usize) {
+    let (dk, rp) = q.dims();
+    let rows: Vec<Vec<f32>> = (0..rp).map(|r| q.row(r)).collect();
+    for j in 0..w {
+        let key = &keys[j * stride..j * stride + dk];
+        for (r, qr) in rows.iter().enumerate() {
+            st[j * rp + r] = key
+                .iter()
+                .zip(qr)
+                .fold(0.0f32, |acc, (k, x)| k.to_f32().mul_add(*x, acc));
+        }
+    }
+}
+
+/// The naive twin of [`bf16_scores`]: each score summed in f64.
+///
+/// # Panics
+/// As [`bf16_scores`].
+pub fn bf16_scores_naive(st: &mut [f32], keys: &[bf16], stride: usize, q: &Bf16Queries, w: usize) {
+    check_scores(st, keys, stride, q, w);
+    let (dk, rp) = q.dims();
+    for j in 0..w {
+        for r in 0..rp {
+            let qr = q.row(r);
+            st[j * rp + r] = (0..dk)
+                .map(|k| keys[j * stride + k].to_f64() * qr[k] as f64)
+                .sum::<f64>() as f32;
+        }
+    }
+}
+
+/// Checks a mix call's lengths.
+#[allow(clippy::too_many_arguments)]
+fn check_mix(o: &[f32], p: &[f32], values: &[bf16], stride: usize, w: usize, dv: usize, rp: usize) {
+    assert!(
+        dv <= stride,
+        "bf16_mix: rows of {stride} values hold no {dv} values"
+    );
+    for (what, len, want) in [
+        ("o", o.len(), rp.checked_mul(dv)),
+        ("p", p.len(), w.checked_mul(rp)),
+        ("values", values.len(), w.checked_mul(stride)),
+    ] {
+        assert!(
+            want == Some(len),
+            "bf16_mix: {what} has {len} elements for w {w} rows of {stride}, dv {dv}, rp {rp}"
+        );
+    }
+}
+
+/// `o[r, c] += Σ_j p[j, r] · v[j, c]` for `r < rp`, `c < dv`, `j < w`: the weighted sum of the
+/// first `dv` values of `w` bf16 rows (`[w, stride]`) — the mix of attention over a bf16 latent
+/// cache. On AVX-512F where [`crate::avx512`] allows, equal bit for bit to
+/// [`bf16_mix_portable`]: every `o[r, c]` gains `p[j, r] · v[j, c]` by one fused multiply-add
+/// per row `j`, in order.
+///
+/// ```
+/// use deepblocks_core::bf16_rows::bf16_mix;
+/// use deepblocks_core::half::bf16;
+/// let v: Vec<bf16> = [1.0, 2.0, 3.0, 4.0].map(bf16::from_f32).to_vec(); // [2, 2]
+/// let p = [0.25, 1.0, 0.75, 0.0]; // [2 rows of v, 2 outputs]
+/// let mut o = [0.0f32; 4];
+/// bf16_mix(&mut o, &p, &v, 2, 2, 2, 2);
+/// assert_eq!(o, [2.5, 3.5, 1.0, 2.0]);
+/// ```
+///
+/// # Panics
+/// If the lengths do not match (`o` `rp · dv`, `p` `w · rp`, `values` `w · stride`) or
+/// `dv > stride`.
+#[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
+pub fn bf16_mix(
+    o: &mut [f32],
+    p: &[f32],
+    values: &[bf16],
+    stride: usize,
+    w: usize,
+    dv: usize,
+    rp: usize,
+) {
+    check_mix(o, p, values, stride, w, dv, rp);
+    #[cfg(target_arch = "x86_64")]
+    if crate::avx512() {
+        // SAFETY: the CPU has AVX-512F; the lengths were checked.
+        unsafe { x86::mix_zmm(o, p, values, stride, w, dv, rp) };
+        return;
+    }
+    mix_columns(o, p, values, stride, w, dv, rp, 0);
+}
+
+/// The scalar twin of [`bf16_mix`].
+///
+/// # Panics
+/// As [`bf16_mix`].
+#[allow(clippy::too_many_arguments)]
+pub fn bf16_mix_portable(
+    o: &mut [f32],
+    p: &[f32],
+    values: &[bf16],
+    stride: usize,
+    w: usize,
+    dv: usize,
+    rp: usize,
+) {
+    check_mix(o, p, values, stride, w, dv, rp);
+    mix_columns(o, p, values, stride, w, dv, rp, 0);
+}
+
+/// [`bf16_mix_portable`]'s steps for the columns `first .. dv` only (the SIMD kernel's tail).
+#[allow(clippy::too_many_arguments)]
+fn mix_columns(
+    o: &mut [f32],
+    p: &[f32],
+    values: &[bf16],
+    stride: usize,
+    w: usize,
+    dv: usize,
+    rp: usize,
+    first: usize,
+) {
+    for j in 0..w {
+        let row = &values[j * stride + first..j * stride + dv];
+        for r in 0..rp {
+            let pj = p[j * rp + r];
+            let out = &mut o[r * dv + first..(r + 1) * dv];
+            for (y, v) in out.iter_mut().zip(row) {
+                *y = pj.mul_add(v.to_f32(), *y);
+            }
+        }
+    }
+}
+
+/// The naive twin of [`bf16_mix`]: each `o[r, c]` summed in f64.
+///
+/// # Panics
+/// As [`bf16_mix`].
+#[allow(clippy::too_many_arguments)]
+pub fn bf16_mix_naive(
+    o: &mut [f32],
+    p: &[f32],
+    values: &[bf16],
+    stride: usize,
+    w: usize,
+    dv: usize,
+    rp: usize,
+) {
+    check_mix(o, p, values, stride, w, dv, rp);
+    for r in 0..rp {
+        for c in 0..dv {
+            let sum: f64 = (0..w)
+                .map(|j| p[j * rp + r] as f64 * values[j * stride + c].to_f64())
+                .sum();
+            o[r * dv + c] = (o[r * dv + c] as f64 + sum) as f32;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{BF16_BLOCK, Bf16Queries, mix_columns};
+    use half::bf16;
+    use std::arch::x86_64::*;
+
+    /// The odd bf16 value of each 32-bit lane as f32: the lane with its low 16 bits cleared.
+    const HIGH: i32 = 0xFFFF_0000_u32 as i32;
+
+    /// A 32-value block of bf16 as two f32 registers in pair order: the even values (each lane
+    /// shifted up 16 bits), the odd ones (each lane's low half cleared).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn split(raw: __m512i) -> [__m512; 2] {
+        [
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(raw)),
+            _mm512_castsi512_ps(_mm512_and_si512(raw, _mm512_set1_epi32(HIGH))),
+        ]
+    }
+
+    /// [`super::bf16_scores`] on AVX-512F: tiles of 4 keys × 4 query rows (then single keys and
+    /// single rows at the edges).
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `super::check_scores` passed for these arguments.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn scores_zmm(
+        st: &mut [f32],
+        keys: &[bf16],
+        stride: usize,
+        q: &Bf16Queries,
+        w: usize,
+    ) {
+        let (_, rp) = q.dims();
+        let dk = q.dims().0;
+        let mut j0 = 0;
+        while j0 < w {
+            let four_keys = w - j0 >= 4;
+            // The next four keys asked for now: a tile waits on every load from memory.
+            for j in (j0 + 4..j0 + 8).take_while(|&j| j < w) {
+                for at in (j * stride..j * stride + dk).step_by(BF16_BLOCK) {
+                    // SAFETY: inside `keys` (key j < w); a prefetch reads nothing.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(keys.as_ptr().add(at).cast()) };
+                }
+            }
+            let mut r0 = 0;
+            while r0 < rp {
+                let four_rows = rp - r0 >= 4;
+                // SAFETY: keys j0 .. j0 + J < w and rows r0 .. r0 + R < rp; check_scores bounded
+                // the rest.
+                unsafe {
+                    match (four_keys, four_rows) {
+                        (true, true) => scores_tile::<4, 4>(st, keys, stride, q, j0, r0),
+                        (true, false) => scores_tile::<4, 1>(st, keys, stride, q, j0, r0),
+                        (false, true) => scores_tile::<1, 4>(st, keys, stride, q, j0, r0),
+                        (false, false) => scores_tile::<1, 1>(st, keys, stride, q, j0, r0),
+                    }
+                }
+                r0 += if four_rows { 4 } else { 1 };
+            }
+            j0 += if four_keys { 4 } else { 1 };
+        }
+    }
+
+    /// Scores of keys `j0 .. j0 + J` against query rows `r0 .. r0 + R`.
+    ///
+    /// # Safety
+    /// As [`scores_zmm`]; `j0 + J ≤ w`, `r0 + R ≤ rp`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn scores_tile<const J: usize, const R: usize>(
+        st: &mut [f32],
+        keys: &[bf16],
+        stride: usize,
+        q: &Bf16Queries,
+        j0: usize,
+        r0: usize,
+    ) {
+        let (dk, rp) = q.dims();
+        let dkp = q.dkp();
+        let whole = dk / BF16_BLOCK;
+        let (kp, qp) = (keys.as_ptr().cast::<u16>(), q.q.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); R]; J];
+        let tail = dk - whole * BF16_BLOCK;
+        let mut buf = [[0u16; BF16_BLOCK]; J]; // a short last block beside zeros
+        if tail > 0 {
+            for (j, row) in buf.iter_mut().enumerate() {
+                let at = (j0 + j) * stride + whole * BF16_BLOCK;
+                for (x, k) in row.iter_mut().zip(&keys[at..at + tail]) {
+                    *x = k.to_bits();
+                }
+            }
+        }
+        for b in 0..whole + usize::from(tail > 0) {
+            let mut raw = [_mm512_setzero_si512(); J];
+            for (j, x) in raw.iter_mut().enumerate() {
+                // SAFETY: key j0 + j < w, its values 32·b .. 32·b + 32 ≤ dk ≤ stride, or the
+                // buffer of 32 values of the short last block (the queries are zero past dk).
+                *x = unsafe {
+                    if b < whole {
+                        _mm512_loadu_si512(kp.add((j0 + j) * stride + 32 * b).cast())
+                    } else {
+                        _mm512_loadu_si512(buf[j].as_ptr().cast())
+                    }
+                };
+            }
+            // The even values of the block against the first half of the queries' block, the
+            // odd ones against the second.
+            for h in 0..2 {
+                let mut k = [_mm512_setzero_ps(); J];
+                for (x, &r) in k.iter_mut().zip(&raw) {
+                    *x = split(r)[h];
+                }
+                for r in 0..R {
+                    // SAFETY: row r0 + r < rp of the queries, whose rows are dkp long, and
+                    // 32·b + 16·h + 16 ≤ dkp.
+                    let x = unsafe { _mm512_loadu_ps(qp.add((r0 + r) * dkp + 32 * b + 16 * h)) };
+                    for (a, &kj) in acc.iter_mut().zip(&k) {
+                        a[r] = _mm512_fmadd_ps(kj, x, a[r]);
+                    }
+                }
+            }
+        }
+        if J == 4 && R == 4 {
+            let sums = sum_lanes(std::array::from_fn(|i| acc[i / 4][i % 4]));
+            let parts = [
+                _mm512_extractf32x4_ps::<0>(sums),
+                _mm512_extractf32x4_ps::<1>(sums),
+                _mm512_extractf32x4_ps::<2>(sums),
+                _mm512_extractf32x4_ps::<3>(sums),
+            ];
+            for (j, part) in parts.into_iter().enumerate() {
+                let at = (j0 + j) * rp + r0;
+                debug_assert!(at + 4 <= st.len());
+                // SAFETY: four scores of key j0 + j from row r0 < rp - 3, inside `st`.
+                unsafe { _mm_storeu_ps(st.as_mut_ptr().add(at), part) };
+            }
+        } else {
+            for (j, row) in acc.iter().enumerate() {
+                for (r, x) in row.iter().enumerate() {
+                    st[(j0 + j) * rp + r0 + r] = _mm512_reduce_add_ps(*x);
+                }
+            }
+        }
+    }
+
+    /// Lane `i` of the result is the sum of the 16 lanes of `x[i]`: halves of registers added
+    /// pairwise, four times (30 shuffles and 15 additions for 16 sums).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn sum_lanes(x: [__m512; 16]) -> __m512 {
+        // The tree below leaves the sum of its input m at lane ORDER[m] (an involution), so it
+        // takes x[ORDER[m]] as input m.
+        const ORDER: [usize; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15];
+        let a: [__m512; 16] = std::array::from_fn(|m| x[ORDER[m]]);
+        // 256-bit halves: lanes 0-7 hold partial sums of a[i], 8-15 of a[i + 8].
+        let b: [__m512; 8] = std::array::from_fn(|i| {
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b01_00_01_00>(a[i], a[i + 8]),
+                _mm512_shuffle_f32x4::<0b11_10_11_10>(a[i], a[i + 8]),
+            )
+        });
+        // 128-bit quarters: four partial sums each of a[i], a[i + 8], a[i + 4], a[i + 12].
+        let c: [__m512; 4] = std::array::from_fn(|i| {
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(b[i], b[i + 4]),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(b[i], b[i + 4]),
+            )
+        });
+        // Pairs inside each quarter.
+        let d: [__m512; 2] = std::array::from_fn(|i| {
+            _mm512_add_ps(
+                _mm512_shuffle_ps::<0b01_00_01_00>(c[i], c[i + 2]),
+                _mm512_shuffle_ps::<0b11_10_11_10>(c[i], c[i + 2]),
+            )
+        });
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0b10_00_10_00>(d[0], d[1]),
+            _mm512_shuffle_ps::<0b11_01_11_01>(d[0], d[1]),
+        )
+    }
+
+    /// [`super::bf16_mix`] on AVX-512F: 32 columns × up to 8 rows at a time, the last
+    /// `dv mod 32` columns by the portable steps.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `super::check_mix` passed for these arguments.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn mix_zmm(
+        o: &mut [f32],
+        p: &[f32],
+        values: &[bf16],
+        stride: usize,
+        w: usize,
+        dv: usize,
+        rp: usize,
+    ) {
+        let whole = dv / BF16_BLOCK * BF16_BLOCK;
+        for c in (0..whole).step_by(BF16_BLOCK) {
+            let mut r0 = 0;
+            while r0 < rp {
+                let rows = (rp - r0).min(8);
+                macro_rules! go {
+                    ($($r:literal)*) => {
+                        match rows {
+                            $($r => mix_tile::<$r>(o, p, values, stride, w, dv, rp, r0, c),)*
+                            _ => unreachable!("1 to 8 rows"),
+                        }
+                    };
+                }
+                // SAFETY: rows r0 .. r0 + rows ≤ rp, columns c .. c + 32 ≤ whole ≤ dv; the
+                // caller checked the rest.
+                unsafe { go!(1 2 3 4 5 6 7 8) };
+                r0 += rows;
+            }
+        }
+        if whole < dv {
+            mix_columns(o, p, values, stride, w, dv, rp, whole);
+        }
+    }
+
+    /// Rows `r0 .. r0 + R`, columns `c .. c + 32` of [`mix_zmm`].
+    ///
+    /// # Safety
+    /// As [`mix_zmm`]; `r0 + R ≤ rp`, `c + 32 ≤ dv`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn mix_tile<const R: usize>(
+        o: &mut [f32],
+        p: &[f32],
+        values: &[bf16],
+        stride: usize,
+        w: usize,
+        dv: usize,
+        rp: usize,
+        r0: usize,
+        c: usize,
+    ) {
+        // Column order ↔ pair order of 32 columns held in two registers.
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+        let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let high = _mm512_add_epi32(low, _mm512_set1_epi32(8));
+        let (o, p, v) = (o.as_mut_ptr(), p.as_ptr(), values.as_ptr().cast::<u16>());
+        // SAFETY: rows r0 + i < rp of `o` and `p`, columns c .. c + 32 ≤ dv of `o`, and 32
+        // values of row j < w from j·stride + c, inside the row (c + 32 ≤ dv ≤ stride).
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
+            for (i, a) in acc.iter_mut().enumerate() {
+                let at = o.add((r0 + i) * dv + c);
+                let (x, y) = (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16)));
+                *a = [
+                    _mm512_permutex2var_ps(x, even, y),
+                    _mm512_permutex2var_ps(x, odd, y),
+                ];
+            }
+            for j in 0..w {
+                let [lo, hi] = split(_mm512_loadu_si512(v.add(j * stride + c).cast()));
+                let pj = p.add(j * rp + r0);
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*pj.add(i));
+                    a[0] = _mm512_fmadd_ps(x, lo, a[0]);
+                    a[1] = _mm512_fmadd_ps(x, hi, a[1]);
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                let at = o.add((r0 + i) * dv + c);
+                _mm512_storeu_ps(at, _mm512_permutex2var_ps(a[0], low, a[1]));
+                _mm512_storeu_ps(at.add(16), _mm512_permutex2var_ps(a[0], high, a[1]));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
+                (h >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    fn narrow(x: &[f32]) -> Vec<bf16> {
+        x.iter().map(|&v| bf16::from_f32(v)).collect()
+    }
+
+    #[test]
+    fn pair_order_puts_even_values_first() {
+        let order: Vec<usize> = (0..34).map(pair_index).collect();
+        assert_eq!(order[..4], [0, 16, 1, 17]);
+        assert_eq!(order[30..], [15, 31, 32, 48]);
+        let mut seen = order[..32].to_vec();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..32).collect::<Vec<_>>());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// The scores equal their naive twin (in f64) to f32 rounding, from either kernel, over
+        /// keys of any width (short last blocks, several blocks), rows wider than the keys,
+        /// and key and query counts off the 4 × 4 tiles.
+        #[test]
+        fn scores_equal_the_naive_twin(
+            seed in 0u64..10_000,
+            (dk, extra) in (1usize..100, 0usize..5),
+            (w, rp) in (0usize..11, 1usize..11),
+        ) {
+            let stride = dk + extra;
+            let keys = narrow(&values(w * stride, seed));
+            let qt = values(dk * rp, seed + 1);
+            let q = Bf16Queries::from_transposed(&qt, dk, rp);
+            let mut want = vec![f32::NAN; w * rp];
+            bf16_scores_naive(&mut want, &keys, stride, &q, w);
+            for (name, f) in [
+                ("dispatch", bf16_scores as fn(&mut [f32], &[bf16], usize, &Bf16Queries, usize)),
+                ("portable", bf16_scores_portable),
+            ] {
+                let mut got = vec![f32::NAN; w * rp];
+                f(&mut got, &keys, stride, &q, w);
+                for (i, (g, x)) in got.iter().zip(&want).enumerate() {
+                    // |S| ≤ dk / 4; f32 sums of dk terms are off by a few ulps of that.
+                    proptest::prop_assert!(
+                        (g - x).abs() <= 1e-6 * dk as f32,
+                        "{name}: score {i}: {g} vs {x}"
+                    );
+                }
+            }
+        }
+
+        /// The mix equals its scalar twin bit for bit and its naive twin to f32 rounding, over
+        /// value widths off the 32-column blocks (tails alone, blocks and a tail), any row count
+        /// and rows wider than the values.
+        #[test]
+        fn mix_equals_its_twins(
+            seed in 0u64..10_000,
+            (dv, extra) in (0usize..100, 0usize..5),
+            (w, rp) in (0usize..12, 1usize..20),
+        ) {
+            let stride = dv + extra;
+            let v = narrow(&values(w * stride, seed));
+            let p = values(w * rp, seed + 1);
+            let o0 = values(rp * dv, seed + 2);
+            let mut plain = o0.clone();
+            bf16_mix_portable(&mut plain, &p, &v, stride, w, dv, rp);
+            let mut fast = o0.clone();
+            bf16_mix(&mut fast, &p, &v, stride, w, dv, rp);
+            proptest::prop_assert_eq!(&fast, &plain);
+            let mut want = o0;
+            bf16_mix_naive(&mut want, &p, &v, stride, w, dv, rp);
+            for (i, (g, x)) in plain.iter().zip(&want).enumerate() {
+                proptest::prop_assert!((g - x).abs() <= 1e-6 * (w + 1) as f32, "element {i}: {g} vs {x}");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "bf16_scores: keys has 5 elements")]
+    fn scores_of_keys_of_the_wrong_length_panic() {
+        let q = Bf16Queries::from_transposed(&[1.0; 4], 2, 2);
+        bf16_scores(&mut [0.0; 6], &narrow(&[1.0; 5]), 2, &q, 3);
+    }
+}
