@@ -136,6 +136,23 @@ pub fn bf16_scores(st: &mut [f32], keys: &[bf16], stride: usize, q: &Bf16Queries
         unsafe { x86::scores_zmm(st, keys, stride, q, w) };
         return;
     }
+    bf16_scores_avx2(st, keys, stride, q, w);
+}
+
+/// [`bf16_scores`] on AVX2 registers whatever [`crate::avx512`] says ([`bf16_scores_portable`]
+/// on CPUs without AVX2), for tests that compare the implementations.
+///
+/// # Panics
+/// As [`bf16_scores`].
+#[doc(hidden)]
+pub fn bf16_scores_avx2(st: &mut [f32], keys: &[bf16], stride: usize, q: &Bf16Queries, w: usize) {
+    check_scores(st, keys, stride, q, w);
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa() == crate::Isa::Avx2 {
+        // SAFETY: the CPU has AVX2 and FMA; the lengths were checked.
+        unsafe { x86::scores_ymm(st, keys, stride, q, w) };
+        return;
+    }
     scores_plain(st, keys, stride, q, w);
 }
 
@@ -241,6 +258,32 @@ pub fn bf16_mix(
         unsafe { x86::mix_zmm(o, p, values, stride, w, dv, rp) };
         return;
     }
+    bf16_mix_avx2(o, p, values, stride, w, dv, rp);
+}
+
+/// [`bf16_mix`] on AVX2 registers whatever [`crate::avx512`] says ([`bf16_mix_portable`] on
+/// CPUs without AVX2), for tests that compare the implementations.
+///
+/// # Panics
+/// As [`bf16_mix`].
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn bf16_mix_avx2(
+    o: &mut [f32],
+    p: &[f32],
+    values: &[bf16],
+    stride: usize,
+    w: usize,
+    dv: usize,
+    rp: usize,
+) {
+    check_mix(o, p, values, stride, w, dv, rp);
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa() == crate::Isa::Avx2 {
+        // SAFETY: the CPU has AVX2 and FMA; the lengths were checked.
+        unsafe { x86::mix_ymm(o, p, values, stride, w, dv, rp) };
+        return;
+    }
     mix_columns(o, p, values, stride, w, dv, rp, 0);
 }
 
@@ -317,6 +360,11 @@ mod x86 {
     use half::bf16;
     use std::arch::x86_64::*;
 
+    /// Keys and query rows of a scores tile, and keys prefetched ahead.
+    const TJ: usize = 4;
+    const TR: usize = 4;
+    const PF: usize = 4;
+
     /// The odd bf16 value of each 32-bit lane as f32: the lane with its low 16 bits cleared.
     const HIGH: i32 = 0xFFFF_0000_u32 as i32;
 
@@ -344,13 +392,12 @@ mod x86 {
         q: &Bf16Queries,
         w: usize,
     ) {
-        let (_, rp) = q.dims();
-        let dk = q.dims().0;
+        let (dk, rp) = q.dims();
         let mut j0 = 0;
         while j0 < w {
-            let four_keys = w - j0 >= 4;
-            // The next four keys asked for now: a tile waits on every load from memory.
-            for j in (j0 + 4..j0 + 8).take_while(|&j| j < w) {
+            let whole_keys = w - j0 >= TJ;
+            // The keys after this tile's asked for now: a tile waits on every load from memory.
+            for j in (j0 + TJ..j0 + TJ + PF).take_while(|&j| j < w) {
                 for at in (j * stride..j * stride + dk).step_by(BF16_BLOCK) {
                     // SAFETY: inside `keys` (key j < w); a prefetch reads nothing.
                     unsafe { _mm_prefetch::<_MM_HINT_T0>(keys.as_ptr().add(at).cast()) };
@@ -358,20 +405,20 @@ mod x86 {
             }
             let mut r0 = 0;
             while r0 < rp {
-                let four_rows = rp - r0 >= 4;
-                // SAFETY: keys j0 .. j0 + J < w and rows r0 .. r0 + R < rp; check_scores bounded
-                // the rest.
+                let whole_rows = rp - r0 >= TR;
+                // SAFETY: keys j0 .. j0 + J ≤ w and rows r0 .. r0 + R ≤ rp; check_scores
+                // bounded the rest.
                 unsafe {
-                    match (four_keys, four_rows) {
-                        (true, true) => scores_tile::<4, 4>(st, keys, stride, q, j0, r0),
-                        (true, false) => scores_tile::<4, 1>(st, keys, stride, q, j0, r0),
-                        (false, true) => scores_tile::<1, 4>(st, keys, stride, q, j0, r0),
+                    match (whole_keys, whole_rows) {
+                        (true, true) => scores_tile::<TJ, TR>(st, keys, stride, q, j0, r0),
+                        (true, false) => scores_tile::<TJ, 1>(st, keys, stride, q, j0, r0),
+                        (false, true) => scores_tile::<1, TR>(st, keys, stride, q, j0, r0),
                         (false, false) => scores_tile::<1, 1>(st, keys, stride, q, j0, r0),
                     }
                 }
-                r0 += if four_rows { 4 } else { 1 };
+                r0 += if whole_rows { TR } else { 1 };
             }
-            j0 += if four_keys { 4 } else { 1 };
+            j0 += if whole_keys { TJ } else { 1 };
         }
     }
 
@@ -433,19 +480,14 @@ mod x86 {
                 }
             }
         }
-        if J == 4 && R == 4 {
-            let sums = sum_lanes(std::array::from_fn(|i| acc[i / 4][i % 4]));
-            let parts = [
-                _mm512_extractf32x4_ps::<0>(sums),
-                _mm512_extractf32x4_ps::<1>(sums),
-                _mm512_extractf32x4_ps::<2>(sums),
-                _mm512_extractf32x4_ps::<3>(sums),
-            ];
-            for (j, part) in parts.into_iter().enumerate() {
+        if J * R == 16 {
+            let sums = sum_lanes(std::array::from_fn(|i| acc[i / R][i % R]));
+            let mut lanes = [0.0f32; 16];
+            // SAFETY: 16 floats.
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sums) };
+            for (j, part) in lanes.chunks_exact(R).enumerate() {
                 let at = (j0 + j) * rp + r0;
-                debug_assert!(at + 4 <= st.len());
-                // SAFETY: four scores of key j0 + j from row r0 < rp - 3, inside `st`.
-                unsafe { _mm_storeu_ps(st.as_mut_ptr().add(at), part) };
+                st[at..at + R].copy_from_slice(part);
             }
         } else {
             for (j, row) in acc.iter().enumerate() {
@@ -583,6 +625,258 @@ mod x86 {
             }
         }
     }
+
+    /// [`split`] on 256-bit registers: 16 bf16 values as their 8 even and 8 odd ones in f32.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn split_ymm(raw: __m256i) -> [__m256; 2] {
+        [
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(raw)),
+            _mm256_castsi256_ps(_mm256_and_si256(raw, _mm256_set1_epi32(HIGH))),
+        ]
+    }
+
+    /// Keys and query rows of an AVX2 scores tile (16 registers: 8 accumulators).
+    const TJ_YMM: usize = 2;
+    const TR_YMM: usize = 4;
+
+    /// [`super::bf16_scores`] on AVX2 + FMA: tiles of 2 keys × 4 query rows, each 32-value
+    /// block as two 16-value halves in 256-bit registers (then single keys and rows at the edges).
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; `super::check_scores` passed for these arguments.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scores_ymm(
+        st: &mut [f32],
+        keys: &[bf16],
+        stride: usize,
+        q: &Bf16Queries,
+        w: usize,
+    ) {
+        let (dk, rp) = q.dims();
+        let mut j0 = 0;
+        while j0 < w {
+            let whole_keys = w - j0 >= TJ_YMM;
+            for j in (j0 + TJ_YMM..j0 + TJ_YMM + PF).take_while(|&j| j < w) {
+                for at in (j * stride..j * stride + dk).step_by(BF16_BLOCK) {
+                    // SAFETY: inside `keys` (key j < w); a prefetch reads nothing.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(keys.as_ptr().add(at).cast()) };
+                }
+            }
+            let mut r0 = 0;
+            while r0 < rp {
+                let whole_rows = rp - r0 >= TR_YMM;
+                // SAFETY: keys j0 .. j0 + J ≤ w and rows r0 .. r0 + R ≤ rp; check_scores
+                // bounded the rest.
+                unsafe {
+                    match (whole_keys, whole_rows) {
+                        (true, true) => {
+                            scores_tile_ymm::<TJ_YMM, TR_YMM>(st, keys, stride, q, j0, r0)
+                        }
+                        (true, false) => scores_tile_ymm::<TJ_YMM, 1>(st, keys, stride, q, j0, r0),
+                        (false, true) => scores_tile_ymm::<1, TR_YMM>(st, keys, stride, q, j0, r0),
+                        (false, false) => scores_tile_ymm::<1, 1>(st, keys, stride, q, j0, r0),
+                    }
+                }
+                r0 += if whole_rows { TR_YMM } else { 1 };
+            }
+            j0 += if whole_keys { TJ_YMM } else { 1 };
+        }
+    }
+
+    /// Scores of keys `j0 .. j0 + J` against query rows `r0 .. r0 + R` on AVX2.
+    ///
+    /// # Safety
+    /// As [`scores_ymm`]; `j0 + J ≤ w`, `r0 + R ≤ rp`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn scores_tile_ymm<const J: usize, const R: usize>(
+        st: &mut [f32],
+        keys: &[bf16],
+        stride: usize,
+        q: &Bf16Queries,
+        j0: usize,
+        r0: usize,
+    ) {
+        let (dk, rp) = q.dims();
+        let dkp = q.dkp();
+        let whole = dk / BF16_BLOCK;
+        let (kp, qp) = (keys.as_ptr().cast::<u16>(), q.q.as_ptr());
+        let mut acc = [[_mm256_setzero_ps(); R]; J];
+        let tail = dk - whole * BF16_BLOCK;
+        let mut buf = [[0u16; BF16_BLOCK]; J]; // a short last block beside zeros
+        if tail > 0 {
+            for (j, row) in buf.iter_mut().enumerate() {
+                let at = (j0 + j) * stride + whole * BF16_BLOCK;
+                for (x, k) in row.iter_mut().zip(&keys[at..at + tail]) {
+                    *x = k.to_bits();
+                }
+            }
+        }
+        for b in 0..whole + usize::from(tail > 0) {
+            // Half `g` of the block (values 16·g .. 16·g + 16): its even values pair with the
+            // queries' block at 8·g, its odd ones at 16 + 8·g.
+            for g in 0..2 {
+                let mut raw = [_mm256_setzero_si256(); J];
+                for (j, x) in raw.iter_mut().enumerate() {
+                    // SAFETY: key j0 + j < w, its values 32·b + 16·g .. + 16 ≤ dk ≤ stride, or
+                    // the buffer of the short last block.
+                    *x = unsafe {
+                        if b < whole {
+                            _mm256_loadu_si256(kp.add((j0 + j) * stride + 32 * b + 16 * g).cast())
+                        } else {
+                            _mm256_loadu_si256(buf[j].as_ptr().add(16 * g).cast())
+                        }
+                    };
+                }
+                for h in 0..2 {
+                    let mut k = [_mm256_setzero_ps(); J];
+                    for (x, &r) in k.iter_mut().zip(&raw) {
+                        *x = split_ymm(r)[h];
+                    }
+                    for r in 0..R {
+                        // SAFETY: row r0 + r < rp of the queries (rows dkp long), and
+                        // 32·b + 16·h + 8·g + 8 ≤ dkp.
+                        let x = unsafe {
+                            _mm256_loadu_ps(qp.add((r0 + r) * dkp + 32 * b + 16 * h + 8 * g))
+                        };
+                        for (a, &kj) in acc.iter_mut().zip(&k) {
+                            a[r] = _mm256_fmadd_ps(kj, x, a[r]);
+                        }
+                    }
+                }
+            }
+        }
+        if J * R == 8 {
+            let sums = sum_lanes_ymm(std::array::from_fn(|i| acc[i / R][i % R]));
+            let mut lanes = [0.0f32; 8];
+            // SAFETY: 8 floats.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums) };
+            for (j, part) in lanes.chunks_exact(R).enumerate() {
+                let at = (j0 + j) * rp + r0;
+                st[at..at + R].copy_from_slice(part);
+            }
+        } else {
+            for (j, row) in acc.iter().enumerate() {
+                for (r, x) in row.iter().enumerate() {
+                    let x = sum_lanes_ymm([*x; 8]);
+                    st[(j0 + j) * rp + r0 + r] = _mm256_cvtss_f32(x);
+                }
+            }
+        }
+    }
+
+    /// Lane `i` of the result is the sum of the 8 lanes of `x[i]`: horizontal pairs added three
+    /// times, then the two 128-bit halves.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn sum_lanes_ymm(x: [__m256; 8]) -> __m256 {
+        let h: [__m256; 4] = std::array::from_fn(|i| _mm256_hadd_ps(x[2 * i], x[2 * i + 1]));
+        // Halves: the lower 128 bits hold partial sums of x[0..4] (or x[4..8]) over lanes 0-3,
+        // the upper over lanes 4-7.
+        let (a, b) = (_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+        _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(a, b),
+            _mm256_permute2f128_ps::<0x31>(a, b),
+        )
+    }
+
+    /// [`super::bf16_mix`] on AVX2 + FMA: 16 columns × up to 6 rows at a time, the last
+    /// `dv mod 16` columns by the portable steps.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; `super::check_mix` passed for these arguments.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn mix_ymm(
+        o: &mut [f32],
+        p: &[f32],
+        values: &[bf16],
+        stride: usize,
+        w: usize,
+        dv: usize,
+        rp: usize,
+    ) {
+        let whole = dv / 16 * 16;
+        for c in (0..whole).step_by(16) {
+            let mut r0 = 0;
+            while r0 < rp {
+                let rows = (rp - r0).min(6);
+                macro_rules! go {
+                    ($($r:literal)*) => {
+                        match rows {
+                            $($r => mix_tile_ymm::<$r>(o, p, values, stride, w, dv, rp, r0, c),)*
+                            _ => unreachable!("1 to 6 rows"),
+                        }
+                    };
+                }
+                // SAFETY: rows r0 .. r0 + rows ≤ rp, columns c .. c + 16 ≤ whole ≤ dv; the
+                // caller checked the rest.
+                unsafe { go!(1 2 3 4 5 6) };
+                r0 += rows;
+            }
+        }
+        if whole < dv {
+            mix_columns(o, p, values, stride, w, dv, rp, whole);
+        }
+    }
+
+    /// Rows `r0 .. r0 + R`, columns `c .. c + 16` of [`mix_ymm`].
+    ///
+    /// # Safety
+    /// As [`mix_ymm`]; `r0 + R ≤ rp`, `c + 16 ≤ dv`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn mix_tile_ymm<const R: usize>(
+        o: &mut [f32],
+        p: &[f32],
+        values: &[bf16],
+        stride: usize,
+        w: usize,
+        dv: usize,
+        rp: usize,
+        r0: usize,
+        c: usize,
+    ) {
+        let (o, p, v) = (o.as_mut_ptr(), p.as_ptr(), values.as_ptr().cast::<u16>());
+        // SAFETY: rows r0 + i < rp of `o` and `p`, columns c .. c + 16 ≤ dv of `o`, and 16
+        // values of row j < w from j·stride + c, inside the row (c + 16 ≤ dv ≤ stride).
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            for (i, a) in acc.iter_mut().enumerate() {
+                // Columns c .. c + 16 as their even and odd ones.
+                let at = o.add((r0 + i) * dv + c);
+                let (x, y) = (_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8)));
+                let even = _mm256_shuffle_ps::<0b10_00_10_00>(x, y);
+                let odd = _mm256_shuffle_ps::<0b11_01_11_01>(x, y);
+                *a = [
+                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+                        even,
+                    ))),
+                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+                        odd,
+                    ))),
+                ];
+            }
+            for j in 0..w {
+                let [lo, hi] = split_ymm(_mm256_loadu_si256(v.add(j * stride + c).cast()));
+                let pj = p.add(j * rp + r0);
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let x = _mm256_broadcast_ss(&*pj.add(i));
+                    a[0] = _mm256_fmadd_ps(x, lo, a[0]);
+                    a[1] = _mm256_fmadd_ps(x, hi, a[1]);
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                let (lo, hi) = (
+                    _mm256_unpacklo_ps(a[0], a[1]),
+                    _mm256_unpackhi_ps(a[0], a[1]),
+                );
+                let at = o.add((r0 + i) * dv + c);
+                _mm256_storeu_ps(at, _mm256_permute2f128_ps::<0x20>(lo, hi));
+                _mm256_storeu_ps(at.add(8), _mm256_permute2f128_ps::<0x31>(lo, hi));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -633,6 +927,7 @@ mod tests {
             bf16_scores_naive(&mut want, &keys, stride, &q, w);
             for (name, f) in [
                 ("dispatch", bf16_scores as fn(&mut [f32], &[bf16], usize, &Bf16Queries, usize)),
+                ("avx2", bf16_scores_avx2),
                 ("portable", bf16_scores_portable),
             ] {
                 let mut got = vec![f32::NAN; w * rp];
@@ -647,7 +942,7 @@ mod tests {
             }
         }
 
-        /// The mix equals its scalar twin bit for bit and its naive twin to f32 rounding, over
+        /// The mix equals its scalar twin bit for bit (both SIMD kernels) and its naive twin to f32 rounding, over
         /// value widths off the 32-column blocks (tails alone, blocks and a tail), any row count
         /// and rows wider than the values.
         #[test]
@@ -665,6 +960,9 @@ mod tests {
             let mut fast = o0.clone();
             bf16_mix(&mut fast, &p, &v, stride, w, dv, rp);
             proptest::prop_assert_eq!(&fast, &plain);
+            let mut avx2 = o0.clone();
+            bf16_mix_avx2(&mut avx2, &p, &v, stride, w, dv, rp);
+            proptest::prop_assert_eq!(&avx2, &plain);
             let mut want = o0;
             bf16_mix_naive(&mut want, &p, &v, stride, w, dv, rp);
             for (i, (g, x)) in plain.iter().zip(&want).enumerate() {

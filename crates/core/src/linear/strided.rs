@@ -6,9 +6,9 @@
 //! The kernel is the outer-product form of a GEMM micro-kernel: a tile of 6 rows of `C` by 16
 //! columns (two AVX2 registers) is held in 12 accumulators while `p` runs over `k`; each step
 //! loads one row of `B` (two registers) and broadcasts six elements of `A`, for 12 FMAs. Where
-//! the CPU has AVX-512F ([`crate::avx512()`]) the tile is 12 rows by 16 columns (one 512-bit
-//! register each, 12 FMAs per row of `B` loaded) or 6 rows by 32. Nothing is packed: `A`'s
-//! elements are read in place at any strides, `B` is read as it is.
+//! the CPU has AVX-512F ([`crate::avx512()`]) and `C` has 32 columns or more, the tile is 6 rows
+//! by 32 (two 512-bit registers), the last columns 12 rows by 16 (one register each). Nothing is
+//! packed: `A`'s elements are read in place at any strides, `B` is read as it is.
 
 /// `c[i·n + j] (+)= Σ_p a[i·a_rs + p·a_cs] · b[p·n + j]` for `i < m`, `j < n`, `p < k`; with
 /// `accumulate` false `c` is overwritten. `A`'s strides are free (`a_rs = k, a_cs = 1` is a
@@ -112,8 +112,11 @@ fn strided_on(
     if m == 0 || n == 0 {
         return;
     }
+    // Fewer than 32 columns run on the AVX2 tiles even where AVX-512F is: their 6 × 16 tile
+    // serves each broadcast element of `A` to two registers, the 512-bit 12 × 16 one to one, and
+    // measured 14-46% slower on an Ice Lake (docs/performance.md).
     #[cfg(target_arch = "x86_64")]
-    if path == Path::Best && crate::avx512() {
+    if path == Path::Best && crate::avx512() && n >= 32 {
         // SAFETY: the CPU has AVX-512F, and `check` bounded every index.
         unsafe { avx512::matmul_strided(c, a, a_rs, a_cs, b, m, k, n, accumulate) };
         return;
