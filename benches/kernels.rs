@@ -3,6 +3,7 @@
 //! ```text
 //! cargo bench --bench kernels                 # everything (about 3 minutes)
 //! cargo bench --bench kernels -- linear_decode
+//! cargo bench --bench kernels -- attention_blocks
 //! ```
 //!
 //! Throughput is reported by criterion as `elem/s` = FLOP/s (2 per multiply-add) and as bytes/s of
@@ -251,9 +252,73 @@ fn linear_rows(c: &mut Criterion) {
     g.finish();
 }
 
+/// The two products of one decode step's attention over a bf16 latent cache, at DeepSeek's
+/// shapes (16 query rows, keys of 576, values of 512), on one thread, over every block of 64 keys
+/// of a 16,384-key cache (18.9 MB): read as they lie (`bf16_rows`) or widened to f32 and run
+/// through `matmul_strided`, each on its dispatching (AVX-512 where allowed) and its AVX2 kernels.
+fn attention_blocks(c: &mut Criterion) {
+    use deepblocks::core::bf16_rows::{
+        Bf16Queries, bf16_mix, bf16_mix_avx2, bf16_scores, bf16_scores_avx2,
+    };
+    let (rp, dk, dv, kb, s) = (16, 576, 512, 64, 16_384);
+    let cache: Vec<bf16> = values(s * dk, 3)
+        .into_iter()
+        .map(|x| bf16::from_f32(0.1 * x))
+        .collect();
+    let qt = values(dk * rp, 4);
+    let queries = Bf16Queries::from_transposed(&qt, dk, rp);
+    let p = values(kb * rp, 5);
+    let (mut st, mut o, mut wide) = (
+        vec![0.0f32; kb * rp],
+        vec![0.0f32; rp * dv],
+        vec![0.0f32; kb * dk],
+    );
+    let mut g = c.benchmark_group("attention_blocks");
+    g.sample_size(10).warm_up_time(Duration::from_secs(1));
+    g.throughput(Throughput::Elements((2 * rp * s * (dk + dv)) as u64));
+    let blocks = || cache.chunks_exact(kb * dk);
+    g.bench_function("bf16_rows", |b| {
+        b.iter(|| {
+            for block in blocks() {
+                bf16_scores(&mut st, block, dk, &queries, kb);
+                bf16_mix(&mut o, &p, block, dk, kb, dv, rp);
+            }
+        })
+    });
+    g.bench_function("bf16_rows_avx2", |b| {
+        b.iter(|| {
+            for block in blocks() {
+                bf16_scores_avx2(&mut st, block, dk, &queries, kb);
+                bf16_mix_avx2(&mut o, &p, block, dk, kb, dv, rp);
+            }
+        })
+    });
+    for (name, gemm) in [
+        (
+            "widened_strided",
+            core::matmul_strided
+                as fn(&mut [f32], &[f32], usize, usize, &[f32], usize, usize, usize, bool),
+        ),
+        ("widened_strided_avx2", core::matmul_strided_avx2),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for block in blocks() {
+                    core::widen_into(&mut wide, block);
+                    gemm(&mut st, &wide, dk, 1, &qt, kb, dk, rp, false);
+                    gemm(&mut o, &wide, 1, dk, &p, dv, kb, rp, true);
+                }
+            })
+        });
+    }
+    g.finish();
+    black_box((&st, &o));
+}
+
 criterion_group!(
     benches,
     limits,
+    attention_blocks,
     linear_decode,
     linear_prefill,
     linear_rows,

@@ -18,7 +18,9 @@
 //! [`matmul_strided`](deepblocks_core::matmul_strided) with the rows along
 //! the contiguous axis, so the softmax's steps run across rows eight lanes at a time. A latent
 //! cache in bf16 or f16 is widened to f32 one key block at a time — except where the products run
-//! on the AMX tile unit ([`Products::Tiles`], [`run_task_tiles`]): a bf16 cache is read as it is.
+//! on the AMX tile unit ([`Products::Tiles`], [`run_task_tiles`]) or, elsewhere on AVX-512, on
+//! [`bf16_scores`] and [`bf16_mix`] ([`direct_bf16`]): a bf16 cache is read as it is. So is a
+//! `Q8_0` cache on VNNI ([`q8_scores`], [`q8_mix`]). Those kernels keep `O[rows, dv]`.
 //!
 //! Work is split into tasks of (a block of rows, a chunk of keys): a prompt gives many row
 //! blocks, each over all its keys; a decode step gives one row block, its keys split into

@@ -113,8 +113,8 @@ fn strided_on(
         return;
     }
     // Fewer than 32 columns run on the AVX2 tiles even where AVX-512F is: their 6 × 16 tile
-    // serves each broadcast element of `A` to two registers, the 512-bit 12 × 16 one to one, and
-    // measured 14-46% slower on an Ice Lake (docs/performance.md).
+    // serves each broadcast element of `A` to two registers, the 512-bit 12 × 16 one to one (a
+    // decode step's core over an f32 cache measured 1.13-1.19x faster so: docs/performance.md).
     #[cfg(target_arch = "x86_64")]
     if path == Path::Best && crate::avx512() && n >= 32 {
         // SAFETY: the CPU has AVX-512F, and `check` bounded every index.
