@@ -12,9 +12,12 @@
 //!   probability serving two registers; `O` is put in pair order while a tile works on it and
 //!   back in column order after.
 //!
-//! On AVX-512F where [`crate::avx512`] allows; [`bf16_mix_portable`] is the scalar twin the mix
-//! equals bit for bit, [`bf16_scores_portable`] a plain loop (the SIMD scores add in another
-//! order), and the `_naive` twins sum in f64.
+//! On AVX-512F where [`crate::avx512`] allows, else on AVX2 + FMA where [`crate::isa`] does (the
+//! same steps on 256-bit registers: 2 keys × 4 rows, 16 columns × 6 rows); [`bf16_mix_portable`]
+//! is the scalar twin both mixes equal bit for bit, [`bf16_scores_portable`] a plain loop (the
+//! SIMD scores add in another order), and the `_naive` twins sum in f64. Blocked attention uses
+//! these kernels on AVX-512 only: on AVX2 registers they measured no faster than widening a
+//! block and running [`crate::matmul_strided`] (docs/performance.md).
 
 use half::bf16;
 
@@ -114,7 +117,7 @@ fn check_scores(st: &[f32], keys: &[bf16], stride: usize, q: &Bf16Queries, w: us
 
 /// `st[j, r] = Σ_k keys[j, k] · q[r, k]` for `j < w`, `r < rp`, `k < dk`: the scores of `w` key
 /// rows (`[w, stride]` bf16, the key is the first `dk` values of a row) against the query rows.
-/// On AVX-512F where [`crate::avx512`] allows, [`bf16_scores_portable`] otherwise.
+/// On AVX-512F where [`crate::avx512`] allows, else AVX2 + FMA, else [`bf16_scores_portable`].
 ///
 /// ```
 /// use deepblocks_core::bf16_rows::{Bf16Queries, bf16_scores};
@@ -224,7 +227,7 @@ fn check_mix(o: &[f32], p: &[f32], values: &[bf16], stride: usize, w: usize, dv:
 
 /// `o[r, c] += Σ_j p[j, r] · v[j, c]` for `r < rp`, `c < dv`, `j < w`: the weighted sum of the
 /// first `dv` values of `w` bf16 rows (`[w, stride]`) — the mix of attention over a bf16 latent
-/// cache. On AVX-512F where [`crate::avx512`] allows, equal bit for bit to
+/// cache. On AVX-512F where [`crate::avx512`] allows, else AVX2 + FMA, equal bit for bit to
 /// [`bf16_mix_portable`]: every `o[r, c]` gains `p[j, r] · v[j, c]` by one fused multiply-add
 /// per row `j`, in order.
 ///
