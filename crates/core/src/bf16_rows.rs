@@ -87,9 +87,13 @@ impl Bf16Queries {
     /// # Panics
     /// If `r ≥ rp`.
     pub fn row(&self, r: usize) -> Vec<f32> {
-        let dkp = self.q.len() / self.rp.max(1);
-        let row = &self.q[r * dkp..(r + 1) * dkp];
-        (0..dkp).map(|k| row[pair_index(k)]).collect()
+        assert!(r < self.rp, "Bf16Queries::row: row {r} of {}", self.rp);
+        (0..self.dkp()).map(|k| self.at(r, k)).collect()
+    }
+
+    /// Value `k` of query row `r`.
+    fn at(&self, r: usize, k: usize) -> f32 {
+        self.q[r * self.dkp() + pair_index(k)]
     }
 
     fn dkp(&self) -> usize {
@@ -104,15 +108,14 @@ fn check_scores(st: &[f32], keys: &[bf16], stride: usize, q: &Bf16Queries, w: us
         dk <= stride,
         "bf16_scores: rows of {stride} values hold no keys of {dk}"
     );
-    for (what, len, want) in [
-        ("st", st.len(), w.checked_mul(rp)),
-        ("keys", keys.len(), w.checked_mul(stride)),
-    ] {
-        assert!(
-            want == Some(len),
-            "bf16_scores: {what} has {len} elements for w {w} rows of {stride}, dk {dk}, rp {rp}"
-        );
-    }
+    crate::assert_lengths(
+        "bf16_scores",
+        format_args!("w {w} rows of {stride}, dk {dk}, rp {rp}"),
+        &[
+            ("st", st.len(), w.checked_mul(rp)),
+            ("keys", keys.len(), w.checked_mul(stride)),
+        ],
+    );
 }
 
 /// `st[j, r] = Σ_k keys[j, k] · q[r, k]` for `j < w`, `r < rp`, `k < dk`: the scores of `w` key
@@ -177,14 +180,13 @@ pub fn bf16_scores_portable(
 
 fn scores_plain(st: &mut [f32], keys: &[bf16], stride: usize, q: &Bf16Queries, w: usize) {
     let (dk, rp) = q.dims();
-    let rows: Vec<Vec<f32>> = (0..rp).map(|r| q.row(r)).collect();
     for j in 0..w {
         let key = &keys[j * stride..j * stride + dk];
-        for (r, qr) in rows.iter().enumerate() {
+        for r in 0..rp {
             st[j * rp + r] = key
                 .iter()
-                .zip(qr)
-                .fold(0.0f32, |acc, (k, x)| k.to_f32().mul_add(*x, acc));
+                .enumerate()
+                .fold(0.0f32, |acc, (k, x)| x.to_f32().mul_add(q.at(r, k), acc));
         }
     }
 }
@@ -198,9 +200,8 @@ pub fn bf16_scores_naive(st: &mut [f32], keys: &[bf16], stride: usize, q: &Bf16Q
     let (dk, rp) = q.dims();
     for j in 0..w {
         for r in 0..rp {
-            let qr = q.row(r);
             st[j * rp + r] = (0..dk)
-                .map(|k| keys[j * stride + k].to_f64() * qr[k] as f64)
+                .map(|k| keys[j * stride + k].to_f64() * q.at(r, k) as f64)
                 .sum::<f64>() as f32;
         }
     }
@@ -213,16 +214,15 @@ fn check_mix(o: &[f32], p: &[f32], values: &[bf16], stride: usize, w: usize, dv:
         dv <= stride,
         "bf16_mix: rows of {stride} values hold no {dv} values"
     );
-    for (what, len, want) in [
-        ("o", o.len(), rp.checked_mul(dv)),
-        ("p", p.len(), w.checked_mul(rp)),
-        ("values", values.len(), w.checked_mul(stride)),
-    ] {
-        assert!(
-            want == Some(len),
-            "bf16_mix: {what} has {len} elements for w {w} rows of {stride}, dv {dv}, rp {rp}"
-        );
-    }
+    crate::assert_lengths(
+        "bf16_mix",
+        format_args!("w {w} rows of {stride}, dv {dv}, rp {rp}"),
+        &[
+            ("o", o.len(), rp.checked_mul(dv)),
+            ("p", p.len(), w.checked_mul(rp)),
+            ("values", values.len(), w.checked_mul(stride)),
+        ],
+    );
 }
 
 /// `o[r, c] += Σ_j p[j, r] · v[j, c]` for `r < rp`, `c < dv`, `j < w`: the weighted sum of the
@@ -396,21 +396,17 @@ mod x86 {
         w: usize,
     ) {
         let (dk, rp) = q.dims();
-        let mut j0 = 0;
-        while j0 < w {
-            let whole_keys = w - j0 >= TJ;
-            // The keys after this tile's asked for now: a tile waits on every load from memory.
-            for j in (j0 + TJ..j0 + TJ + PF).take_while(|&j| j < w) {
-                for at in (j * stride..j * stride + dk).step_by(BF16_BLOCK) {
-                    // SAFETY: inside `keys` (key j < w); a prefetch reads nothing.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(keys.as_ptr().add(at).cast()) };
-                }
-            }
-            let mut r0 = 0;
-            while r0 < rp {
-                let whole_rows = rp - r0 >= TR;
-                // SAFETY: keys j0 .. j0 + J ≤ w and rows r0 .. r0 + R ≤ rp; check_scores
-                // bounded the rest.
+        tiles(
+            keys,
+            stride,
+            dk,
+            w,
+            rp,
+            TJ,
+            TR,
+            |whole_keys, whole_rows, j0, r0| {
+                // SAFETY: keys j0 .. j0 + J ≤ w and rows r0 .. r0 + R ≤ rp; check_scores bounded the
+                // rest; the caller vouched for AVX-512F.
                 unsafe {
                     match (whole_keys, whole_rows) {
                         (true, true) => scores_tile::<TJ, TR>(st, keys, stride, q, j0, r0),
@@ -419,10 +415,61 @@ mod x86 {
                         (false, false) => scores_tile::<1, 1>(st, keys, stride, q, j0, r0),
                     }
                 }
-                r0 += if whole_rows { TR } else { 1 };
+            },
+        );
+    }
+
+    /// The tiles of a scores call in order: keys `j0` in steps of `tj` and query rows `r0` in
+    /// steps of `tr` (single keys and rows at the edges), `tile(whole_keys, whole_rows, j0, r0)`;
+    /// the keys after each step of keys are prefetched while its tiles run (a tile waits on
+    /// every load from memory).
+    #[allow(clippy::too_many_arguments)]
+    fn tiles(
+        keys: &[bf16],
+        stride: usize,
+        dk: usize,
+        w: usize,
+        rp: usize,
+        tj: usize,
+        tr: usize,
+        mut tile: impl FnMut(bool, bool, usize, usize),
+    ) {
+        let mut j0 = 0;
+        while j0 < w {
+            let whole_keys = w - j0 >= tj;
+            for j in (j0 + tj..j0 + tj + PF).take_while(|&j| j < w) {
+                for at in (j * stride..j * stride + dk).step_by(BF16_BLOCK) {
+                    // SAFETY: inside `keys` (key j < w); a prefetch reads nothing.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(keys.as_ptr().add(at).cast()) };
+                }
             }
-            j0 += if whole_keys { TJ } else { 1 };
+            let mut r0 = 0;
+            while r0 < rp {
+                let whole_rows = rp - r0 >= tr;
+                tile(whole_keys, whole_rows, j0, r0);
+                r0 += if whole_rows { tr } else { 1 };
+            }
+            j0 += if whole_keys { tj } else { 1 };
         }
+    }
+
+    /// The short last blocks (`dk mod 32` values) of keys `j0 .. j0 + J` beside zeros, as bits;
+    /// zeros when the keys are whole blocks.
+    fn last_blocks<const J: usize>(
+        keys: &[bf16],
+        stride: usize,
+        dk: usize,
+        j0: usize,
+    ) -> [[u16; BF16_BLOCK]; J] {
+        let (whole, tail) = (dk / BF16_BLOCK * BF16_BLOCK, dk % BF16_BLOCK);
+        let mut buf = [[0u16; BF16_BLOCK]; J];
+        for (j, row) in buf.iter_mut().enumerate() {
+            let at = (j0 + j) * stride + whole;
+            for (x, k) in row.iter_mut().zip(&keys[at..at + tail]) {
+                *x = k.to_bits();
+            }
+        }
+        buf
     }
 
     /// Scores of keys `j0 .. j0 + J` against query rows `r0 .. r0 + R`.
@@ -444,15 +491,7 @@ mod x86 {
         let (kp, qp) = (keys.as_ptr().cast::<u16>(), q.q.as_ptr());
         let mut acc = [[_mm512_setzero_ps(); R]; J];
         let tail = dk - whole * BF16_BLOCK;
-        let mut buf = [[0u16; BF16_BLOCK]; J]; // a short last block beside zeros
-        if tail > 0 {
-            for (j, row) in buf.iter_mut().enumerate() {
-                let at = (j0 + j) * stride + whole * BF16_BLOCK;
-                for (x, k) in row.iter_mut().zip(&keys[at..at + tail]) {
-                    *x = k.to_bits();
-                }
-            }
-        }
+        let buf = last_blocks::<J>(keys, stride, dk, j0); // the short last block beside zeros
         for b in 0..whole + usize::from(tail > 0) {
             let mut raw = [_mm512_setzero_si512(); J];
             for (j, x) in raw.iter_mut().enumerate() {
@@ -657,20 +696,17 @@ mod x86 {
         w: usize,
     ) {
         let (dk, rp) = q.dims();
-        let mut j0 = 0;
-        while j0 < w {
-            let whole_keys = w - j0 >= TJ_YMM;
-            for j in (j0 + TJ_YMM..j0 + TJ_YMM + PF).take_while(|&j| j < w) {
-                for at in (j * stride..j * stride + dk).step_by(BF16_BLOCK) {
-                    // SAFETY: inside `keys` (key j < w); a prefetch reads nothing.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(keys.as_ptr().add(at).cast()) };
-                }
-            }
-            let mut r0 = 0;
-            while r0 < rp {
-                let whole_rows = rp - r0 >= TR_YMM;
-                // SAFETY: keys j0 .. j0 + J ≤ w and rows r0 .. r0 + R ≤ rp; check_scores
-                // bounded the rest.
+        tiles(
+            keys,
+            stride,
+            dk,
+            w,
+            rp,
+            TJ_YMM,
+            TR_YMM,
+            |whole_keys, whole_rows, j0, r0| {
+                // SAFETY: keys j0 .. j0 + J ≤ w and rows r0 .. r0 + R ≤ rp; check_scores bounded the
+                // rest; the caller vouched for AVX2 and FMA.
                 unsafe {
                     match (whole_keys, whole_rows) {
                         (true, true) => {
@@ -681,10 +717,8 @@ mod x86 {
                         (false, false) => scores_tile_ymm::<1, 1>(st, keys, stride, q, j0, r0),
                     }
                 }
-                r0 += if whole_rows { TR_YMM } else { 1 };
-            }
-            j0 += if whole_keys { TJ_YMM } else { 1 };
-        }
+            },
+        );
     }
 
     /// Scores of keys `j0 .. j0 + J` against query rows `r0 .. r0 + R` on AVX2.
@@ -706,15 +740,7 @@ mod x86 {
         let (kp, qp) = (keys.as_ptr().cast::<u16>(), q.q.as_ptr());
         let mut acc = [[_mm256_setzero_ps(); R]; J];
         let tail = dk - whole * BF16_BLOCK;
-        let mut buf = [[0u16; BF16_BLOCK]; J]; // a short last block beside zeros
-        if tail > 0 {
-            for (j, row) in buf.iter_mut().enumerate() {
-                let at = (j0 + j) * stride + whole * BF16_BLOCK;
-                for (x, k) in row.iter_mut().zip(&keys[at..at + tail]) {
-                    *x = k.to_bits();
-                }
-            }
-        }
+        let buf = last_blocks::<J>(keys, stride, dk, j0); // the short last block beside zeros
         for b in 0..whole + usize::from(tail > 0) {
             // Half `g` of the block (values 16·g .. 16·g + 16): its even values pair with the
             // queries' block at 8·g, its odd ones at 16 + 8·g.

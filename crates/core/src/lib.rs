@@ -77,6 +77,23 @@ pub use weight::{Buffer, Fp8Data, Weight, WeightData, WeightFormat, narrow, wide
 /// Re-exported so users name the same `bf16`/`f16` types the weights use.
 pub use half;
 
+/// Panics unless each buffer of a kernel call holds the elements the call's sizes give it:
+/// `parts` are `(name, length, wanted)`, a wanted `None` a size that overflowed (it holds
+/// nothing). The message names the kernel, the buffer and the call (`call`).
+#[track_caller]
+pub(crate) fn assert_lengths(
+    kernel: &str,
+    call: std::fmt::Arguments<'_>,
+    parts: &[(&str, usize, Option<usize>)],
+) {
+    for &(what, len, want) in parts {
+        assert!(
+            want == Some(len),
+            "{kernel}: {what} has {len} elements for {call}"
+        );
+    }
+}
+
 // The README's example is a doctest too, so what crates.io shows is what runs.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -235,16 +235,15 @@ impl Q8Queries {
 /// Checks a scores call's lengths.
 fn check(st: &[f32], codes: &[u8], scales: &[f32], q: &Q8Queries, w: usize) {
     let (dk, rp) = (q.dk, q.rp);
-    for (what, len, want) in [
-        ("st", st.len(), w.checked_mul(rp)),
-        ("codes", codes.len(), w.checked_mul(dk)),
-        ("scales", scales.len(), w.checked_mul(dk / Q8_BLOCK)),
-    ] {
-        assert!(
-            want == Some(len),
-            "q8_scores: {what} has {len} elements for w {w} keys of dk {dk}, rp {rp} rows"
-        );
-    }
+    crate::assert_lengths(
+        "q8_scores",
+        format_args!("w {w} keys of dk {dk}, rp {rp} rows"),
+        &[
+            ("st", st.len(), w.checked_mul(rp)),
+            ("codes", codes.len(), w.checked_mul(dk)),
+            ("scales", scales.len(), w.checked_mul(dk / Q8_BLOCK)),
+        ],
+    );
 }
 
 /// `st[j, r] = S[j, r]` (module docs) for the `w` keys whose codes are `codes[w, dk]` and scales
@@ -328,17 +327,16 @@ fn check_mix(
         stride.is_multiple_of(Q8_BLOCK) && dv <= stride,
         "q8_mix: rows of {stride} codes (whole blocks) hold no {dv} values"
     );
-    for (what, len, want) in [
-        ("o", o.len(), rp.checked_mul(dv)),
-        ("p", p.len(), w.checked_mul(rp)),
-        ("codes", codes.len(), w.checked_mul(stride)),
-        ("scales", scales.len(), w.checked_mul(stride / Q8_BLOCK)),
-    ] {
-        assert!(
-            want == Some(len),
-            "q8_mix: {what} has {len} elements for w {w} rows of {stride} codes, dv {dv}, rp {rp}"
-        );
-    }
+    crate::assert_lengths(
+        "q8_mix",
+        format_args!("w {w} rows of {stride} codes, dv {dv}, rp {rp}"),
+        &[
+            ("o", o.len(), rp.checked_mul(dv)),
+            ("p", p.len(), w.checked_mul(rp)),
+            ("codes", codes.len(), w.checked_mul(stride)),
+            ("scales", scales.len(), w.checked_mul(stride / Q8_BLOCK)),
+        ],
+    );
 }
 
 /// `o[r, c] += Σ_j p[j, r] · v[j, c]` for `r < rp`, `c < dv`: the weighted sum of the first `dv`
