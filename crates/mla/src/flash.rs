@@ -151,6 +151,30 @@ struct Partial {
     ot: Vec<f32>, // [dv, rp]
 }
 
+impl Partial {
+    /// A task's values mixed as `O[rp, dv]` (the kernels that read the rows as they lie, and the
+    /// tiles) made the partial's `Oᵀ[dv, rp]`.
+    fn rows_to_columns(&mut self, dv: usize) {
+        let rp = self.m.len();
+        let mut ot = vec![0.0f32; dv * rp];
+        for (r, row) in self.ot.chunks_exact(dv).enumerate() {
+            for (c, &x) in row.iter().enumerate() {
+                ot[c * rp + r] = x;
+            }
+        }
+        self.ot = ot;
+    }
+}
+
+/// How a task holds the values it has mixed in `Partial::ot`.
+#[derive(Debug, Clone, Copy)]
+enum Mixed {
+    /// `O[rp, dv]`, a row per query row.
+    Rows,
+    /// `Oᵀ[dv, rp]`, the query rows along the contiguous axis.
+    Columns,
+}
+
 /// `out[t·g, dv]` = causal attention of `q[t·g, dk]` over `kv`: blocked, online softmax, in
 /// parallel. The caller checked the lengths.
 pub(crate) fn flash_attention(
@@ -371,14 +395,7 @@ fn run_task(
             &mut part, queries, st, keys, m_use, alpha, bm, kv, shape, i0, rows, j0, j1, kb, gemm,
         );
         if row_major {
-            // The partials are Oᵀ[dv, rp].
-            let mut ot = vec![0.0f32; dv * rp];
-            for (r, row) in part.ot.chunks_exact(dv).enumerate() {
-                for (c, &x) in row.iter().enumerate() {
-                    ot[c * rp + r] = x;
-                }
-            }
-            part.ot = ot;
+            part.rows_to_columns(dv);
         }
         part
     })
@@ -449,14 +466,36 @@ fn blocks(
                     &scales[jb * nb..(jb + w) * nb],
                 );
                 q8_scores(st, codes, scales, q8, w);
-                row_major_probabilities(part, st, m_use, alpha, bm, jb, p0 + i0, g, rows, dv);
+                probabilities(
+                    part,
+                    Mixed::Rows,
+                    st,
+                    m_use,
+                    alpha,
+                    bm,
+                    jb,
+                    p0 + i0,
+                    g,
+                    rows,
+                );
                 q8_mix(&mut part.ot, st, codes, scales, stride, w, dv, rp);
                 true
             }
             (Queries::Bf16(qb), Kv::Latent(LatentRows::BF16(latent))) => {
                 let block = &latent[jb * dk..(jb + w) * dk];
                 bf16_scores(st, block, dk, qb, w);
-                row_major_probabilities(part, st, m_use, alpha, bm, jb, p0 + i0, g, rows, dv);
+                probabilities(
+                    part,
+                    Mixed::Rows,
+                    st,
+                    m_use,
+                    alpha,
+                    bm,
+                    jb,
+                    p0 + i0,
+                    g,
+                    rows,
+                );
                 bf16_mix(&mut part.ot, st, block, dk, w, dv, rp);
                 true
             }
@@ -509,14 +548,18 @@ fn blocks(
                 (&v.data[jb * v.stride..], v.stride)
             }
         };
-        mask(st, rp, jb, p0 + i0, g, rows);
-        if online_softmax(part, st, m_use, alpha, bm) {
-            for row in part.ot.chunks_exact_mut(rp) {
-                for (o, a) in row.iter_mut().zip(alpha.iter()) {
-                    *o *= a;
-                }
-            }
-        }
+        probabilities(
+            part,
+            Mixed::Columns,
+            st,
+            m_use,
+            alpha,
+            bm,
+            jb,
+            p0 + i0,
+            g,
+            rows,
+        );
         // Oᵀ[dv, rp] += V_blockᵀ · P.
         gemm(&mut part.ot, v, 1, sv, st, dv, w, rp, true);
         jb += w;
@@ -524,11 +567,12 @@ fn blocks(
 }
 
 /// The scores `st[w, rp]` of a block whose first key is `jb` made probabilities (masked, the
-/// online softmax's step), and the values already mixed, kept as `O[rp, dv]` in `part.ot`,
-/// rescaled where the maxima moved.
+/// online softmax's step; `p` the position of the task's first row), and the values already
+/// mixed in `part.ot` rescaled where the maxima moved.
 #[allow(clippy::too_many_arguments)]
-fn row_major_probabilities(
+fn probabilities(
     part: &mut Partial,
+    mixed: Mixed,
     st: &mut [f32],    // [w, rp]
     m_use: &mut [f32], // [rp]
     alpha: &mut [f32], // [rp]
@@ -537,13 +581,25 @@ fn row_major_probabilities(
     p: usize,
     g: usize,
     rows: usize,
-    dv: usize,
 ) {
-    mask(st, bm.len(), jb, p, g, rows);
+    let rp = bm.len();
+    mask(st, rp, jb, p, g, rows);
     if online_softmax(part, st, m_use, alpha, bm) {
-        for (row, a) in part.ot.chunks_exact_mut(dv).zip(alpha.iter()) {
-            for o in row.iter_mut() {
-                *o *= a;
+        match mixed {
+            Mixed::Rows => {
+                let dv = part.ot.len() / rp;
+                for (row, a) in part.ot.chunks_exact_mut(dv).zip(alpha.iter()) {
+                    for o in row.iter_mut() {
+                        *o *= a;
+                    }
+                }
+            }
+            Mixed::Columns => {
+                for row in part.ot.chunks_exact_mut(rp) {
+                    for (o, a) in row.iter_mut().zip(alpha.iter()) {
+                        *o *= a;
+                    }
+                }
             }
         }
     }
@@ -652,12 +708,11 @@ fn run_task_tiles(
             p_hi,
             p_lo,
             v_pairs,
-            o,
             m_use,
             alpha,
             bm,
         } = sc;
-        o.fill(0.0);
+        // part.ot holds O[rp, dv] until the end.
         let mut jb = j0;
         while jb < j1 {
             let w = kb.min(j1 - jb);
@@ -678,25 +733,35 @@ fn run_task_tiles(
             let st = &mut st[..wp * rp];
             matmul_bf16_pairs(st, rp, &[block], dk, &[&qp[0], &qp[1]], wp, rp, dk, false);
             st[w * rp..].fill(f32::NEG_INFINITY); // the zero keys
-            mask(st, rp, jb, p0 + i0, g, rows);
-            if online_softmax(&mut part, st, m_use, alpha, bm) {
-                for (row, a) in o.chunks_exact_mut(dv).zip(alpha.iter()) {
-                    for x in row {
-                        *x *= a;
-                    }
-                }
-            }
+            probabilities(
+                &mut part,
+                Mixed::Rows,
+                st,
+                m_use,
+                alpha,
+                bm,
+                jb,
+                p0 + i0,
+                g,
+                rows,
+            );
             // P[rp, wp] = (the probabilities [wp, rp])ᵀ as two parts.
             let (p_hi, p_lo) = (&mut p_hi[..rp * wp], &mut p_lo[..rp * wp]);
             split_bf16_transposed(p_hi, p_lo, st, wp, rp);
-            matmul_bf16_pairs(o, dv, &[p_hi, p_lo], wp, &[v_pairs], rp, dv, wp, true);
+            matmul_bf16_pairs(
+                &mut part.ot,
+                dv,
+                &[p_hi, p_lo],
+                wp,
+                &[v_pairs],
+                rp,
+                dv,
+                wp,
+                true,
+            );
             jb += w;
         }
-        for (r, row) in o.chunks_exact(dv).enumerate() {
-            for (c, &x) in row.iter().enumerate() {
-                part.ot[c * rp + r] = x;
-            }
-        }
+        part.rows_to_columns(dv);
         part
     })
 }
@@ -709,7 +774,6 @@ struct TileScratch {
     p_hi: Vec<bf16>,        // [rp, kbp]
     p_lo: Vec<bf16>,        // [rp, kbp]
     v_pairs: Vec<bf16>,     // [kbp, dv] in the pair layout
-    o: Vec<f32>,            // [rp, dv]
     m_use: Vec<f32>,        // [rp]
     alpha: Vec<f32>,        // [rp]
     bm: Vec<f32>,           // [rp]
@@ -722,7 +786,6 @@ impl TileScratch {
         self.p_hi.resize(rp * kbp, bf16::ZERO);
         self.p_lo.resize(rp * kbp, bf16::ZERO);
         self.v_pairs.resize(kbp * dv, bf16::ZERO);
-        self.o.resize(rp * dv, 0.0);
         for v in [&mut self.m_use, &mut self.alpha, &mut self.bm] {
             v.resize(rp, 0.0);
         }
