@@ -107,10 +107,11 @@ mod plain {
     impl Sealed for half::bf16 {}
     impl Sealed for half::f16 {}
     impl Sealed for u8 {}
+    impl Sealed for i8 {}
 }
 
 /// A type a [`crate::Buffer`] can hold: the [`Element`] types, and `u8` for the bytes of
-/// block-quantized weights. Every bit pattern is a valid value of each of these types and they
+/// block-quantized weights (`i8` for signed codes). Every bit pattern is a valid value of each of these types and they
 /// have no padding, which is what lets a buffer view memory-mapped bytes as a typed slice. The
 /// trait is sealed.
 pub trait Plain: Copy + Send + Sync + fmt::Debug + 'static + plain::Sealed {}
@@ -118,6 +119,7 @@ impl Plain for f32 {}
 impl Plain for bf16 {}
 impl Plain for f16 {}
 impl Plain for u8 {}
+impl Plain for i8 {}
 
 /// A scalar type weights can be stored in: `f32`, [`half::bf16`] or [`half::f16`]. The trait
 /// is sealed.

@@ -40,6 +40,7 @@
 
 #![deny(missing_docs)]
 
+pub mod aligned;
 pub mod bf16_rows;
 mod dtype;
 mod error;

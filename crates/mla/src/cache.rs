@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use deepblocks_core::aligned::AlignedVec;
 use deepblocks_core::half::{bf16, f16};
 use deepblocks_core::quant::q8_rows::{
     Q8_BLOCK, q8_dequantize_into, q8_quantize_rows, q8_row_codes,
@@ -309,13 +310,13 @@ impl<'a> LatentRows<'a> {
 /// A layer's rows in their element type.
 #[derive(Debug, Clone)]
 enum Rows {
-    F32(Vec<f32>),
-    BF16(Vec<bf16>),
-    F16(Vec<f16>),
+    F32(AlignedVec<f32>),
+    BF16(AlignedVec<bf16>),
+    F16(AlignedVec<f16>),
     Q8_0 {
-        codes: Vec<u8>,   // [len, stride]: stride = c + r in whole blocks
-        scales: Vec<f32>, // [len, stride / 32]
-        width: usize,     // c + r
+        codes: AlignedVec<u8>,   // [len, stride]: stride = c + r in whole blocks
+        scales: AlignedVec<f32>, // [len, stride / 32]
+        width: usize,            // c + r
     },
 }
 
@@ -340,12 +341,12 @@ impl Rows {
     /// Empty rows of `width` values.
     fn new(dtype: CacheDType, width: usize) -> Rows {
         match dtype {
-            CacheDType::F32 => Rows::F32(Vec::new()),
-            CacheDType::BF16 => Rows::BF16(Vec::new()),
-            CacheDType::F16 => Rows::F16(Vec::new()),
+            CacheDType::F32 => Rows::F32(AlignedVec::new()),
+            CacheDType::BF16 => Rows::BF16(AlignedVec::new()),
+            CacheDType::F16 => Rows::F16(AlignedVec::new()),
             CacheDType::Q8_0 => Rows::Q8_0 {
-                codes: Vec::new(),
-                scales: Vec::new(),
+                codes: AlignedVec::new(),
+                scales: AlignedVec::new(),
                 width,
             },
         }
@@ -387,7 +388,7 @@ impl Rows {
     /// element type (round to nearest even) or quantizing (`Q8_0`: ggml's quantizer).
     /// `c, r ≥ 1` ([`MlaCacheConfig::validate`]).
     fn push(&mut self, c_kv: &[f32], k_pe: &[f32], c: usize, r: usize) {
-        fn push<T: Element>(v: &mut Vec<T>, c_kv: &[f32], k_pe: &[f32], c: usize, r: usize) {
+        fn push<T: Element>(v: &mut AlignedVec<T>, c_kv: &[f32], k_pe: &[f32], c: usize, r: usize) {
             for (ck, kp) in c_kv.chunks_exact(c).zip(k_pe.chunks_exact(r)) {
                 v.extend(ck.iter().chain(kp).map(|&x| T::from_f32(x)));
             }
@@ -402,8 +403,8 @@ impl Rows {
             let t = rows.len() / *width;
             let stride = q8_row_codes(*width);
             let (n, m) = (codes.len(), scales.len());
-            codes.resize(n + t * stride, 0);
-            scales.resize(m + t * (stride / Q8_BLOCK), 0.0);
+            codes.resize_zeroed(n + t * stride);
+            scales.resize_zeroed(m + t * (stride / Q8_BLOCK));
             q8_quantize_rows(&mut codes[n..], &mut scales[m..], &rows, *width);
         })
     }

@@ -26,6 +26,7 @@
 //! blocks, each over all its keys; a decode step gives one row block, its keys split into
 //! chunks. Chunks of one row block are combined with `e^(m_chunk − m)` weights.
 
+use deepblocks_core::aligned::AlignedVec;
 use deepblocks_core::bf16_rows::{Bf16Queries, bf16_mix, bf16_scores};
 use deepblocks_core::half::bf16;
 use deepblocks_core::quant::q8_rows::{Q8_BLOCK, Q8Queries, q8_mix, q8_scores};
@@ -146,9 +147,9 @@ impl Blocking {
 /// One task's running state: per row (padded to `rp`) the maximum `m`, the sum `l`, and `Oᵀ`
 /// `[dv, rp]`.
 struct Partial {
-    m: Vec<f32>,  // [rp]
-    l: Vec<f32>,  // [rp]
-    ot: Vec<f32>, // [dv, rp]
+    m: Vec<f32>,         // [rp]
+    l: Vec<f32>,         // [rp]
+    ot: AlignedVec<f32>, // [dv, rp] (or [rp, dv]: `Mixed`)
 }
 
 impl Partial {
@@ -156,7 +157,7 @@ impl Partial {
     /// tiles) made the partial's `Oᵀ[dv, rp]`.
     fn rows_to_columns(&mut self, dv: usize) {
         let rp = self.m.len();
-        let mut ot = vec![0.0f32; dv * rp];
+        let mut ot = AlignedVec::zeros(dv * rp);
         for (r, row) in self.ot.chunks_exact(dv).enumerate() {
             for (c, &x) in row.iter().enumerate() {
                 ot[c * rp + r] = x;
@@ -389,7 +390,7 @@ fn run_task(
         let mut part = Partial {
             m: vec![f32::NEG_INFINITY; rp],
             l: vec![0.0; rp],
-            ot: vec![0.0; dv * rp],
+            ot: AlignedVec::zeros(dv * rp),
         };
         blocks(
             &mut part, queries, st, keys, m_use, alpha, bm, kv, shape, i0, rows, j0, j1, kb, gemm,
@@ -405,17 +406,17 @@ fn run_task(
 /// 147 KB at DeepSeek's shapes: allocating it per task costs page faults).
 #[derive(Default)]
 struct Scratch {
-    st: Vec<f32>,    // [kb, rp]: a block's scores, then probabilities
-    keys: Vec<f32>,  // [kb, dk]: a block of latent rows widened to f32
-    m_use: Vec<f32>, // [rp]
-    alpha: Vec<f32>, // [rp]
-    bm: Vec<f32>,    // [rp]: a block's row maxima
+    st: AlignedVec<f32>,   // [kb, rp]: a block's scores, then probabilities
+    keys: AlignedVec<f32>, // [kb, dk]: a block of latent rows widened to f32
+    m_use: Vec<f32>,       // [rp]
+    alpha: Vec<f32>,       // [rp]
+    bm: Vec<f32>,          // [rp]: a block's row maxima
 }
 
 impl Scratch {
     fn size(&mut self, st: usize, keys: usize, rp: usize) {
-        self.st.resize(st, 0.0);
-        self.keys.resize(keys, 0.0);
+        self.st.resize_zeroed(st);
+        self.keys.resize_zeroed(keys);
         for v in [&mut self.m_use, &mut self.alpha, &mut self.bm] {
             v.resize(rp, 0.0);
         }
@@ -700,7 +701,7 @@ fn run_task_tiles(
         let mut part = Partial {
             m: vec![f32::NEG_INFINITY; rp],
             l: vec![0.0; rp],
-            ot: vec![0.0; dv * rp],
+            ot: AlignedVec::zeros(dv * rp),
         };
         let TileScratch {
             st,

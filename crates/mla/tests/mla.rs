@@ -1269,6 +1269,49 @@ fn rotary_rows_of_another_width_say_so() {
 /// A Q8_0 cache holds `Q8_0` values of what was appended (within half a step of each 32-value
 /// block, rows of a width that is not whole blocks ending in a short block), counts its bytes
 /// as codes plus f32 scales, and truncates, rolls back and clears by whole rows.
+/// The attention kernels read rows 64 bytes at a time: each dtype's rows start on a cache line,
+/// after the cache grows past its first room and after it is cut back.
+#[test]
+fn cached_rows_start_on_a_cache_line() {
+    let (c, r) = (512, 64);
+    for dtype in [
+        CacheDType::F32,
+        CacheDType::BF16,
+        CacheDType::F16,
+        CacheDType::Q8_0,
+    ] {
+        let config = MlaCacheConfig {
+            num_layers: 1,
+            kv_lora_rank: c,
+            qk_rope_head_dim: r,
+            max_positions: 64,
+            dtype,
+        };
+        let mut cache = MlaCache::with_capacity(config, 1).unwrap();
+        let (c_kv, k_pe) = (values(40 * c, 31, 1.0), values(40 * r, 32, 0.5));
+        let layer = cache.layer_mut(0).unwrap();
+        layer.append(&c_kv, &k_pe, 40).unwrap(); // past the room for one token
+        layer.truncate(7).unwrap();
+        let starts: Vec<usize> = match layer.rows() {
+            LatentRows::F32(x) => vec![x.as_ptr() as usize],
+            LatentRows::BF16(x) => vec![x.as_ptr() as usize],
+            LatentRows::F16(x) => vec![x.as_ptr() as usize],
+            LatentRows::Q8_0 { codes, scales, .. } => {
+                vec![codes.as_ptr() as usize, scales.as_ptr() as usize]
+            }
+        };
+        for start in starts {
+            assert_eq!(
+                start % 64,
+                0,
+                "{dtype}: rows start {} bytes past a line",
+                start % 64
+            );
+        }
+        assert_eq!(layer.rows().len(), 7 * (c + r));
+    }
+}
+
 #[test]
 fn a_q8_0_cache_keeps_8_bit_rows() {
     let (c, r) = (36, 4); // c + r = 40: one whole block and a short one per row

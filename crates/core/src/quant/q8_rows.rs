@@ -24,6 +24,7 @@
 //! [`q8_scores_naive`] is the plain reference over the dequantized values.
 
 use super::act::{ActBlock, ActQ8_0};
+use crate::aligned::AlignedVec;
 
 /// Values per scale.
 pub const Q8_BLOCK: usize = 32;
@@ -170,9 +171,9 @@ fn dequantize_run(out: &mut [f32], codes: &[u8], d: f32) {
 pub struct Q8Queries {
     dk: usize, // whole blocks: q8_row_codes(the queries' width)
     rp: usize,
-    codes: Vec<i8>, // [dk / 4, rp, 4]: four consecutive values of a row, rows side by side
-    d: Vec<f32>,    // [dk / 32, rp]: the blocks' scales
-    n: Vec<i32>,    // [dk / 32, rp]: −128 · Σ of the block's codes
+    codes: AlignedVec<i8>, // [dk / 4, rp, 4]: four consecutive values of a row, rows side by side
+    d: Vec<f32>,           // [dk / 32, rp]: the blocks' scales
+    n: Vec<i32>,           // [dk / 32, rp]: −128 · Σ of the block's codes
 }
 
 impl Q8Queries {
@@ -193,7 +194,7 @@ impl Q8Queries {
         let mut q = Q8Queries {
             dk,
             rp,
-            codes: vec![0; dk * rp],
+            codes: AlignedVec::zeros(dk * rp),
             d: vec![0.0; nb * rp],
             n: vec![0; nb * rp],
         };
