@@ -233,6 +233,15 @@ pub enum AttentionPath {
 /// the softmax between the products bound it.
 pub const TILE_SPEEDUP: f64 = 2.0;
 
+/// How many times faster per multiply-add the absorbed core's attention runs where a bf16 cache
+/// is read in place on AVX-512 without the tile unit (`deepblocks_core::bf16_rows`) than the
+/// naive core's f32 products: 1.6, from the prefill crossover measured on an Ice Lake-SP host
+/// with `cargo bench --bench mla` (three runs; docs/mla.md): 256 new tokens over 4,096 ran
+/// 1.28–1.43× faster absorbed although the absorbed core counts 1.32× the multiply-adds, 512 over
+/// 4,096 1.11–1.15× faster naive, which counts 1.89× fewer. Any factor from 1.34 to 1.94 orders
+/// every prompt of that table as measured.
+pub const IN_PLACE_SPEEDUP: f64 = 1.6;
+
 impl AttentionPath {
     /// The core this path runs for a call of `shape`: itself, or for [`AttentionPath::Auto`] the
     /// cheaper one.
@@ -261,8 +270,10 @@ impl AttentionPath {
     }
 
     /// [`AttentionPath::resolve`] for a latent cache of `cache_dtype`: where the absorbed core's
-    /// scores and mix run on the AMX tile unit ([`AttentionShape::tiles`]) their multiply-adds
-    /// count [`TILE_SPEEDUP`] times less. What a forward pass runs.
+    /// scores and mix run on faster kernels than the naive core's f32 products, their
+    /// multiply-adds count [`AttentionShape::attention_speedup`] times less ([`TILE_SPEEDUP`] on
+    /// the AMX tile unit, [`IN_PLACE_SPEEDUP`] for a bf16 cache read in place on AVX-512). What a
+    /// forward pass runs.
     ///
     /// ```
     /// use deepblocks_mla::{AttentionPath, AttentionShape, DType};
@@ -280,12 +291,8 @@ impl AttentionPath {
         match self {
             AttentionPath::Auto => {
                 let (naive, absorbed) = shape.costs();
-                let absorbed = if shape.tiles(cache_dtype) {
-                    let folds = shape.costs_folds();
-                    folds + (absorbed - folds) / TILE_SPEEDUP
-                } else {
-                    absorbed
-                };
+                let folds = shape.costs_folds();
+                let absorbed = folds + (absorbed - folds) / shape.attention_speedup(cache_dtype);
                 if naive < absorbed {
                     AttentionPath::Naive
                 } else {
@@ -570,6 +577,21 @@ impl AttentionShape {
     /// and `W_UV` into the outputs, `t·n·(d + v)·c` (f32 products whatever the cache).
     fn costs_folds(&self) -> f64 {
         (self.t * self.n * (self.d + self.v) * self.c) as f64
+    }
+
+    /// How many times faster per multiply-add than the naive core's f32 products the absorbed
+    /// core's scores and mix run over a latent cache of `cache_dtype` on this CPU:
+    /// [`TILE_SPEEDUP`] on the AMX tile unit ([`AttentionShape::tiles`]), [`IN_PLACE_SPEEDUP`]
+    /// for a bf16 cache read in place on AVX-512 ([`deepblocks_core::avx512`]), 1 otherwise.
+    pub fn attention_speedup(&self, cache_dtype: impl Into<CacheDType>) -> f64 {
+        let cache_dtype = cache_dtype.into();
+        if self.tiles(cache_dtype) {
+            TILE_SPEEDUP
+        } else if cache_dtype == CacheDType::BF16 && deepblocks_core::avx512() {
+            IN_PLACE_SPEEDUP
+        } else {
+            1.0
+        }
     }
 
     /// Whether the absorbed core's scores and mix run on the AMX tile unit for a latent cache of

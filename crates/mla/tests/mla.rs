@@ -1474,3 +1474,63 @@ fn a_q8_0_cache_of_padded_rows_too_large_to_address_is_an_error() {
     };
     assert!(matches!(q8.validate(), Err(Error::TooLarge { .. }))); // 36 bytes a row
 }
+
+/// `Auto` at V2-Lite's shapes orders the prompts of the measured crossover (docs/mla.md, "Which
+/// core, when") as measured on each kind of CPU: an f32 cache counts multiply-adds as they are; a
+/// bf16 cache read in place on AVX-512 takes the absorbed core for 256 new tokens over 4,096, not
+/// 512; on the tile unit for 512 as well (each measured faster there).
+#[test]
+fn auto_picks_the_core_measured_faster() {
+    use AttentionPath::{Absorbed, Auto, Naive};
+    let lite = |t, s| AttentionShape {
+        t,
+        s,
+        n: 16,
+        d: 128,
+        r: 64,
+        v: 128,
+        c: 512,
+        softmax_scale: 0.07,
+    };
+    let bf16_speedup = lite(1, 1).attention_speedup(CacheDType::BF16);
+    let expected = if deepblocks_core::amx() {
+        deepblocks_mla::TILE_SPEEDUP
+    } else if deepblocks_core::avx512() {
+        deepblocks_mla::IN_PLACE_SPEEDUP
+    } else {
+        1.0
+    };
+    assert_eq!(bf16_speedup, expected);
+    assert_eq!(lite(1, 1).attention_speedup(CacheDType::F32), 1.0);
+    assert_eq!(lite(1, 1).attention_speedup(CacheDType::Q8_0), 1.0);
+    // Picks for an f32 cache, a bf16 cache read in place on AVX-512, and one on the tile unit.
+    for (t, s, picks) in [
+        (1, 4096, [Absorbed, Absorbed, Absorbed]),
+        (64, 64, [Naive, Naive, Naive]),
+        (256, 256, [Naive, Naive, Naive]),
+        (2048, 2048, [Naive, Naive, Naive]),
+        (64, 4096, [Absorbed, Absorbed, Absorbed]),
+        (256, 4096, [Naive, Absorbed, Absorbed]),
+        (512, 4096, [Naive, Naive, Absorbed]),
+        (1024, 4096, [Naive, Naive, Naive]),
+    ] {
+        let sh = lite(t, s);
+        assert_eq!(
+            Auto.resolve_for(&sh, CacheDType::F32),
+            picks[0],
+            "{t} over {s}, f32"
+        );
+        let bf16_pick = if deepblocks_core::amx() {
+            picks[2]
+        } else if deepblocks_core::avx512() {
+            picks[1]
+        } else {
+            picks[0]
+        };
+        assert_eq!(
+            Auto.resolve_for(&sh, CacheDType::BF16),
+            bf16_pick,
+            "{t} over {s}, bf16"
+        );
+    }
+}
