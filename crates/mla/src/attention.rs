@@ -219,8 +219,8 @@ pub enum AttentionPath {
     /// Cost per (query, key) pair and head: `2c + r`, independent of `d` and `v`.
     Absorbed,
     /// Whichever core is cheaper for the call ([`AttentionShape::costs`], the absorbed core's
-    /// attention counted [`TILE_SPEEDUP`] times cheaper where it runs on the AMX tile unit:
-    /// [`AttentionPath::resolve_for`]): the absorbed one for decode steps and short additions to a
+    /// attention counted [`AttentionShape::attention_speedup`] times cheaper where it runs on
+    /// faster kernels: [`AttentionPath::resolve_for`]): the absorbed one for decode steps and short additions to a
     /// long cache, the naive one for prompts whose own length repays expanding the cache.
     #[default]
     Auto,
