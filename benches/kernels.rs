@@ -257,11 +257,13 @@ fn linear_rows(c: &mut Criterion) {
 /// of a 16,384-key cache (18.9 MB): read as they lie (`bf16_rows`) or widened to f32 and run
 /// through `matmul_strided`, each on its dispatching (AVX-512 where allowed) and its AVX2 kernels.
 fn attention_blocks(c: &mut Criterion) {
+    use deepblocks::core::aligned::AlignedVec;
     use deepblocks::core::bf16_rows::{
         Bf16Queries, bf16_mix, bf16_mix_avx2, bf16_scores, bf16_scores_avx2,
     };
     let (rp, dk, dv, kb, s) = (16, 576, 512, 64, 16_384);
-    let cache: Vec<bf16> = values(s * dk, 3)
+    // On cache lines, as the latent cache keeps its rows.
+    let cache: AlignedVec<bf16> = values(s * dk, 3)
         .into_iter()
         .map(|x| bf16::from_f32(0.1 * x))
         .collect();
@@ -269,9 +271,9 @@ fn attention_blocks(c: &mut Criterion) {
     let queries = Bf16Queries::from_transposed(&qt, dk, rp);
     let p = values(kb * rp, 5);
     let (mut st, mut o, mut wide) = (
-        vec![0.0f32; kb * rp],
-        vec![0.0f32; rp * dv],
-        vec![0.0f32; kb * dk],
+        AlignedVec::<f32>::zeros(kb * rp),
+        AlignedVec::<f32>::zeros(rp * dv),
+        AlignedVec::<f32>::zeros(kb * dk),
     );
     let mut g = c.benchmark_group("attention_blocks");
     g.sample_size(10).warm_up_time(Duration::from_secs(1));
