@@ -110,10 +110,10 @@ mod plain {
     impl Sealed for i8 {}
 }
 
-/// A type a [`crate::Buffer`] can hold: the [`Element`] types, and `u8` for the bytes of
-/// block-quantized weights (`i8` for signed codes). Every bit pattern is a valid value of each of these types and they
-/// have no padding, which is what lets a buffer view memory-mapped bytes as a typed slice. The
-/// trait is sealed.
+/// A type a [`crate::Buffer`] can hold: the [`Element`] types, `u8` for the bytes of
+/// block-quantized weights and `i8` for signed codes. Every bit pattern is a valid value of each
+/// of these types and they have no padding, which is what lets a buffer view memory-mapped bytes
+/// as a typed slice (and [`crate::aligned::AlignedVec`] view its lines). The trait is sealed.
 pub trait Plain: Copy + Send + Sync + fmt::Debug + 'static + plain::Sealed {}
 impl Plain for f32 {}
 impl Plain for bf16 {}
