@@ -427,6 +427,69 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
+/// A block of keys the products read as they lie, with the queries that go with them: `Q8_0`
+/// codes ([`q8_scores`], [`q8_mix`]) or bf16 rows ([`bf16_scores`], [`bf16_mix`]).
+enum InPlace<'a> {
+    Q8 {
+        q: &'a Q8Queries,
+        codes: &'a [u8],   // [w, stride]
+        scales: &'a [f32], // [w, stride / 32]
+        stride: usize,     // whole blocks
+    },
+    Bf16 {
+        q: &'a Bf16Queries,
+        rows: &'a [bf16], // [w, dk]
+        dk: usize,
+    },
+}
+
+impl<'a> InPlace<'a> {
+    /// Keys `jb .. jb + w` of `kv`, when `queries` were made to read them in place.
+    fn block(queries: &'a Queries, kv: Kv<'a>, jb: usize, w: usize, dk: usize) -> Option<Self> {
+        match (queries, kv) {
+            (Queries::Q8(q), Kv::Latent(LatentRows::Q8_0 { codes, scales, .. })) => {
+                let stride = q.dims().0; // the rows' codes, whole blocks
+                let nb = stride / Q8_BLOCK;
+                Some(InPlace::Q8 {
+                    q,
+                    codes: &codes[jb * stride..(jb + w) * stride],
+                    scales: &scales[jb * nb..(jb + w) * nb],
+                    stride,
+                })
+            }
+            (Queries::Bf16(q), Kv::Latent(LatentRows::BF16(latent))) => Some(InPlace::Bf16 {
+                q,
+                rows: &latent[jb * dk..(jb + w) * dk],
+                dk,
+            }),
+            _ => None,
+        }
+    }
+
+    /// `S[w, rp] = K_block · Qᵀ`.
+    fn scores(&self, st: &mut [f32], w: usize) {
+        match *self {
+            InPlace::Q8 {
+                q, codes, scales, ..
+            } => q8_scores(st, codes, scales, q, w),
+            InPlace::Bf16 { q, rows, dk } => bf16_scores(st, rows, dk, q, w),
+        }
+    }
+
+    /// `O[rp, dv] += Pᵀ · V_block` (the first `dv` values of each row).
+    fn mix(&self, o: &mut [f32], p: &[f32], w: usize, dv: usize, rp: usize) {
+        match *self {
+            InPlace::Q8 {
+                codes,
+                scales,
+                stride,
+                ..
+            } => q8_mix(o, p, codes, scales, stride, w, dv, rp),
+            InPlace::Bf16 { rows, dk, .. } => bf16_mix(o, p, rows, dk, w, dv, rp),
+        }
+    }
+}
+
 /// The key blocks of one task: [`run_task`]'s loop, over its buffers.
 #[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
 fn blocks(
@@ -457,52 +520,21 @@ fn blocks(
         let st = &mut st[..w * rp];
         // The rows read as they lie: S[w, rp] = K_block · Qᵀ, probabilities, then
         // O[rp, dv] = α O + Pᵀ · V_block.
-        let direct = match (queries, kv) {
-            (Queries::Q8(q8), Kv::Latent(LatentRows::Q8_0 { codes, scales, .. })) => {
-                // Integer scores from the codes (rows of `stride`, whole blocks).
-                let stride = q8.dims().0;
-                let nb = stride / Q8_BLOCK;
-                let (codes, scales) = (
-                    &codes[jb * stride..(jb + w) * stride],
-                    &scales[jb * nb..(jb + w) * nb],
-                );
-                q8_scores(st, codes, scales, q8, w);
-                probabilities(
-                    part,
-                    Mixed::Rows,
-                    st,
-                    m_use,
-                    alpha,
-                    bm,
-                    jb,
-                    p0 + i0,
-                    g,
-                    rows,
-                );
-                q8_mix(&mut part.ot, st, codes, scales, stride, w, dv, rp);
-                true
-            }
-            (Queries::Bf16(qb), Kv::Latent(LatentRows::BF16(latent))) => {
-                let block = &latent[jb * dk..(jb + w) * dk];
-                bf16_scores(st, block, dk, qb, w);
-                probabilities(
-                    part,
-                    Mixed::Rows,
-                    st,
-                    m_use,
-                    alpha,
-                    bm,
-                    jb,
-                    p0 + i0,
-                    g,
-                    rows,
-                );
-                bf16_mix(&mut part.ot, st, block, dk, w, dv, rp);
-                true
-            }
-            _ => false,
-        };
-        if direct {
+        if let Some(block) = InPlace::block(queries, kv, jb, w, dk) {
+            block.scores(st, w);
+            probabilities(
+                part,
+                Mixed::Rows,
+                st,
+                m_use,
+                alpha,
+                bm,
+                jb,
+                p0 + i0,
+                g,
+                rows,
+            );
+            block.mix(&mut part.ot, st, w, dv, rp);
             jb += w;
             continue;
         }
