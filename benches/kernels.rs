@@ -255,11 +255,15 @@ fn linear_rows(c: &mut Criterion) {
 /// The two products of one decode step's attention over a bf16 latent cache, at DeepSeek's
 /// shapes (16 query rows, keys of 576, values of 512), on one thread, over every block of 64 keys
 /// of a 16,384-key cache (18.9 MB): read as they lie (`bf16_rows`) or widened to f32 and run
-/// through `matmul_strided`, each on its dispatching (AVX-512 where allowed) and its AVX2 kernels.
+/// through `matmul_strided`, each on its dispatching (AVX-512 where allowed) and its AVX2 kernels;
+/// and the same cache as `Q8_0` rows (10.6 MB), with the mix on f32 registers or in integers.
 fn attention_blocks(c: &mut Criterion) {
     use deepblocks::core::aligned::AlignedVec;
     use deepblocks::core::bf16_rows::{
         Bf16Queries, bf16_mix, bf16_mix_avx2, bf16_scores, bf16_scores_avx2,
+    };
+    use deepblocks::core::quant::q8_rows::{
+        Q8Queries, Q8Weights, q8_mix, q8_mix_quantized, q8_quantize_rows, q8_row_codes, q8_scores,
     };
     let (rp, dk, dv, kb, s) = (16, 576, 512, 64, 16_384);
     // On cache lines, as the latent cache keeps its rows.
@@ -292,6 +296,49 @@ fn attention_blocks(c: &mut Criterion) {
             for block in blocks() {
                 bf16_scores_avx2(&mut st, block, dk, &queries, kb);
                 bf16_mix_avx2(&mut o, &p, block, dk, kb, dv, rp);
+            }
+        })
+    });
+    // The same cache as Q8_0 rows (648 bytes a row): integer scores, then the mix on f32
+    // registers (`q8_rows`) or in integers with 8-bit probabilities (`q8_rows_quantized_mix`).
+    let (stride, nbs) = (q8_row_codes(dk), q8_row_codes(dk) / 32);
+    let widened: Vec<f32> = cache.iter().map(|x| x.to_f32()).collect();
+    let (mut codes, mut scales) = (
+        AlignedVec::<u8>::zeros(s * stride),
+        AlignedVec::<f32>::zeros(s * nbs),
+    );
+    q8_quantize_rows(&mut codes, &mut scales, &widened, dk);
+    let q8_queries = Q8Queries::from_transposed(&qt, dk, rp);
+    let probabilities: Vec<f32> = p.iter().map(|x| x.abs()).collect();
+    let mut weights = Q8Weights::new();
+    let q8_blocks = || {
+        codes
+            .chunks_exact(kb * stride)
+            .zip(scales.chunks_exact(kb * nbs))
+    };
+    g.bench_function("q8_rows", |b| {
+        b.iter(|| {
+            for (c, d) in q8_blocks() {
+                q8_scores(&mut st, c, d, &q8_queries, kb);
+                q8_mix(&mut o, &probabilities, c, d, stride, kb, dv, rp);
+            }
+        })
+    });
+    g.bench_function("q8_rows_quantized_mix", |b| {
+        b.iter(|| {
+            for (c, d) in q8_blocks() {
+                q8_scores(&mut st, c, d, &q8_queries, kb);
+                q8_mix_quantized(
+                    &mut o,
+                    &probabilities,
+                    c,
+                    d,
+                    stride,
+                    kb,
+                    dv,
+                    rp,
+                    &mut weights,
+                );
             }
         })
     });

@@ -171,6 +171,14 @@ pub(crate) fn vnni_evex() -> bool {
     false
 }
 
+/// Whether the CPU has AVX-512BW (byte and word operations on 512-bit registers).
+pub(crate) fn avx512bw() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx512bw");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// [`vnni`] (or [`avx512`]) for a value of [`ISA_ENV`], the process's instruction set and whether
 /// the CPU has the extension.
 fn vnni_choice(env: Option<&str>, isa: Isa, has_vnni: bool) -> bool {

@@ -381,3 +381,99 @@ fn the_instruction_set_follows_the_environment() {
     assert_eq!(deepblocks_core::kernel_isa::<half::bf16>(), chosen);
     eprintln!("kernels: {chosen}");
 }
+
+/// `(codes, scales)` of `w` random rows of `width` values, as the `Q8_0` latent cache keeps them.
+fn q8_cache_rows(w: usize, width: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
+    use deepblocks_core::quant::q8_rows::{q8_quantize_rows, q8_row_codes};
+    let stride = q8_row_codes(width);
+    let rows: Vec<f32> = (0..w * width)
+        .map(|i| {
+            let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
+            // Rows of different sizes, so the blocks' scales differ from key to key.
+            let size = 1.0 + (i / width % 5) as f32;
+            ((h >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * size
+        })
+        .collect();
+    let (mut codes, mut scales) = (vec![0u8; w * stride], vec![0.0f32; w * stride / 32]);
+    q8_quantize_rows(&mut codes, &mut scales, &rows, width);
+    (codes, scales)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The mix over `Q8_0` rows with 8-bit probabilities equals its scalar twin bit for bit (on
+    /// VNNI, the integer kernel; elsewhere the twin itself), and the exact mix (`q8_mix_naive`)
+    /// within the bound the quantization gives: half a step per weight, `step = max_j p·d / 255`
+    /// of the row and 32-value block, times `Σ_j |q|`; the columns past the last whole block as
+    /// `q8_mix`. Keys not a multiple of four, rows not a multiple of eight or sixteen, peaked and
+    /// zero probabilities, widths with a short last block.
+    #[test]
+    fn quantized_mix_equals_its_twin_and_stays_within_half_a_step(
+        seed in 0u64..10_000,
+        w in 1usize..80,
+        (width, dv_cut) in (1usize..110, 0usize..40),
+        rp in prop_oneof![Just(8usize), Just(16), Just(24), 1usize..20],
+        peaked in proptest::bool::ANY,
+    ) {
+        use deepblocks_core::quant::q8_rows::{
+            Q8Weights, q8_dequantize_into, q8_mix_naive, q8_mix_quantized,
+            q8_mix_quantized_portable, q8_row_codes,
+        };
+        let stride = q8_row_codes(width);
+        let dv = width - dv_cut.min(width - 1);
+        let (codes, scales) = q8_cache_rows(w, width, seed);
+        let p: Vec<f32> = deepblocks_testkit::det_values(w * rp, seed as u32 + 1)
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                let x = x.abs();
+                // Peaked: one key per row far above the others, and rows of zeros.
+                match (peaked, i / rp % 7, i % rp % 5) {
+                    (true, _, 4) => 0.0,
+                    (true, 3, _) => 1.0,
+                    (true, _, _) => x * 1e-3,
+                    _ => x,
+                }
+            })
+            .collect();
+        let start = deepblocks_testkit::det_values(rp * dv, seed as u32 + 2);
+        let (mut fast, mut twin, mut exact) = (start.clone(), start.clone(), start.clone());
+        let mut weights = Q8Weights::new();
+        q8_mix_quantized(&mut fast, &p, &codes, &scales, stride, w, dv, rp, &mut weights);
+        q8_mix_quantized_portable(&mut twin, &p, &codes, &scales, stride, w, dv, rp, &mut weights);
+        q8_mix_naive(&mut exact, &p, &codes, &scales, stride, w, dv, rp);
+        prop_assert_eq!(&fast, &twin);
+        let nbs = stride / 32;
+        let mut v = vec![0.0f32; w * stride];
+        for j in 0..w {
+            q8_dequantize_into(&mut v[j * stride..(j + 1) * stride], &codes, &scales, j * stride);
+        }
+        for r in 0..rp {
+            for c in 0..dv {
+                let b = c / 32;
+                // Rounding of f32 sums: the terms' size times a few ulps per key.
+                let terms: f64 = (0..w).map(|j| (p[j * rp + r] * v[j * stride + c]).abs() as f64).sum();
+                let rounding = 1e-6 * (start[r * dv + c].abs() as f64 + terms) * (w as f64 + 1.0);
+                let half_steps = if c < dv / 32 * 32 {
+                    let x_max = (0..w)
+                        .map(|j| p[j * rp + r] as f64 * scales[j * nbs + b] as f64)
+                        .fold(0.0, f64::max);
+                    let q_sum: f64 = (0..w)
+                        .map(|j| (codes[j * stride + c] as f64 - 128.0).abs())
+                        .sum();
+                    0.5 * (x_max / 255.0) * q_sum * (1.0 + 1e-5)
+                } else {
+                    0.0
+                };
+                let (got, want) = (twin[r * dv + c] as f64, exact[r * dv + c] as f64);
+                prop_assert!(
+                    (got - want).abs() <= half_steps + rounding + 1e-30,
+                    "row {} column {}: {} vs {} (half steps {}, rounding {})",
+                    r, c, got, want, half_steps, rounding
+                );
+            }
+        }
+    }
+}

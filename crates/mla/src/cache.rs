@@ -26,7 +26,9 @@ pub enum CacheDType {
     /// 8-bit codes with an f32 scale per 32 values: the values of GGUF's `Q8_0` (and of
     /// llama.cpp's `q8_0` KV cache), 1.125 bytes a value — 56% of bf16's bytes. Where the CPU has
     /// VNNI the scores are integer products with the queries quantized the same way
-    /// ([`deepblocks_core::quant::q8_rows`]); elsewhere the rows are widened to f32. A row whose
+    /// ([`deepblocks_core::quant::q8_rows`]), and where it has AVX-512 VNNI the mix too, with
+    /// each block's probabilities (times the codes' scales) quantized to 8 bits per row and
+    /// 32 values; elsewhere the rows are widened to f32. A row whose
     /// width `c + r` is not a multiple of 32 ends in a short block (DeepSeek's 512 + 64 has none).
     Q8_0,
 }

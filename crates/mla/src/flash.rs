@@ -20,7 +20,9 @@
 //! cache in bf16 or f16 is widened to f32 one key block at a time — except where the products run
 //! on the AMX tile unit ([`Products::Tiles`], [`run_task_tiles`]) or, elsewhere on AVX-512, on
 //! [`bf16_scores`] and [`bf16_mix`] ([`direct_bf16`]): a bf16 cache is read as it is. So is a
-//! `Q8_0` cache on VNNI ([`q8_scores`], [`q8_mix`]). Those kernels keep `O[rows, dv]`.
+//! `Q8_0` cache on VNNI ([`q8_scores`]; the mix [`q8_mix_quantized`], in integers with each
+//! block's probabilities in 8 bits, where [`integer_mix`] holds, [`q8_mix`] on f32 registers
+//! elsewhere). Those kernels keep `O[rows, dv]`.
 //!
 //! Work is split into tasks of (a block of rows, a chunk of keys): a prompt gives many row
 //! blocks, each over all its keys; a decode step gives one row block, its keys split into
@@ -29,7 +31,9 @@
 use deepblocks_core::aligned::AlignedVec;
 use deepblocks_core::bf16_rows::{Bf16Queries, bf16_mix, bf16_scores};
 use deepblocks_core::half::bf16;
-use deepblocks_core::quant::q8_rows::{Q8_BLOCK, Q8Queries, q8_mix, q8_scores};
+use deepblocks_core::quant::q8_rows::{
+    Q8_BLOCK, Q8Queries, Q8Weights, integer_mix, q8_mix, q8_mix_quantized, q8_scores,
+};
 use deepblocks_core::{
     TILE, TILE_K, exp_f32, exp_inplace, matmul_bf16_pairs, pairs_into, split_bf16,
     split_bf16_transposed,
@@ -386,6 +390,7 @@ fn run_task(
             m_use,
             alpha,
             bm,
+            weights,
         } = scratch;
         let mut part = Partial {
             m: vec![f32::NEG_INFINITY; rp],
@@ -393,7 +398,8 @@ fn run_task(
             ot: AlignedVec::zeros(dv * rp),
         };
         blocks(
-            &mut part, queries, st, keys, m_use, alpha, bm, kv, shape, i0, rows, j0, j1, kb, gemm,
+            &mut part, queries, st, keys, m_use, alpha, bm, weights, kv, shape, i0, rows, j0, j1,
+            kb, gemm,
         );
         if row_major {
             part.rows_to_columns(dv);
@@ -411,6 +417,7 @@ struct Scratch {
     m_use: Vec<f32>,       // [rp]
     alpha: Vec<f32>,       // [rp]
     bm: Vec<f32>,          // [rp]: a block's row maxima
+    weights: Q8Weights,    // a block's probabilities in 8 bits, for the integer mix
 }
 
 impl Scratch {
@@ -476,9 +483,26 @@ impl<'a> InPlace<'a> {
         }
     }
 
-    /// `O[rp, dv] += Pᵀ · V_block` (the first `dv` values of each row).
-    fn mix(&self, o: &mut [f32], p: &[f32], w: usize, dv: usize, rp: usize) {
+    /// `O[rp, dv] += Pᵀ · V_block` (the first `dv` values of each row): over `Q8_0` codes in
+    /// integers with the probabilities in 8 bits where [`integer_mix`] holds, on f32 registers
+    /// elsewhere.
+    #[allow(clippy::too_many_arguments)]
+    fn mix(
+        &self,
+        o: &mut [f32],
+        p: &[f32],
+        w: usize,
+        dv: usize,
+        rp: usize,
+        weights: &mut Q8Weights,
+    ) {
         match *self {
+            InPlace::Q8 {
+                codes,
+                scales,
+                stride,
+                ..
+            } if integer_mix() => q8_mix_quantized(o, p, codes, scales, stride, w, dv, rp, weights),
             InPlace::Q8 {
                 codes,
                 scales,
@@ -500,6 +524,7 @@ fn blocks(
     m_use: &mut [f32], // [rp]
     alpha: &mut [f32], // [rp]
     bm: &mut [f32],    // [rp]
+    weights: &mut Q8Weights,
     kv: Kv<'_>,
     shape: &FlashShape,
     i0: usize,
@@ -534,7 +559,7 @@ fn blocks(
                 g,
                 rows,
             );
-            block.mix(&mut part.ot, st, w, dv, rp);
+            block.mix(&mut part.ot, st, w, dv, rp, weights);
             jb += w;
             continue;
         }
@@ -1054,6 +1079,70 @@ mod tests {
                     (g - w).abs() <= 1e-4 + 1e-4 * w.abs(),
                     "element {}: {} vs {}", i, g, w
                 );
+            }
+        }
+
+        /// Over `Q8_0` rows whose values hold whole 32-value blocks, the blocked kernel equals
+        /// the naive twin (with the queries quantized as the integer scores see them) within
+        /// what quantizing the probabilities to 8 bits allows where [`integer_mix`] holds: each
+        /// weight `P_i · d_i` (`P` the final probabilities, `d` the key's scale of the value's
+        /// block) within half a step of its block, the step `1/255` of the block's largest, so
+        /// `|Δo[r, c]| ≤ Σ_j (0.5 / 255) · max_{|i − j| < kb} P_i d_i · |q[j, c]|` (any block
+        /// holding `j` lies in that window). Elsewhere the mix is f32 and the plain tolerance
+        /// holds.
+        #[test]
+        fn q8_0_rows_mix_within_half_a_step_of_each_weight(
+            seed in 0u64..10_000,
+            g in 1usize..5,
+            (s, back) in (1usize..150, 0usize..150),
+            (blocks_k, extra_k, blocks_v, extra_v) in (1usize..3, 0usize..20, 1usize..3, 0usize..20),
+            (kb, rows, min_chunk, tasks) in (1usize..80, 1usize..40, 1usize..80, 1usize..7),
+        ) {
+            let t = s - back.min(s - 1);
+            let dk = 32 * blocks_k + extra_k;
+            let dv = (32 * blocks_v + extra_v).min(dk);
+            let shape = FlashShape { t, g, s, dk, dv, scale: 0.6 };
+            let q = values(t * g * dk, seed, 1.5);
+            let (codes, scales) = q8_rows(&values(s * dk, seed + 1, 1.0), s, dk);
+            let kv = Kv::Latent(LatentRows::Q8_0 { codes: &codes, scales: &scales, width: dk });
+            let blocking = Blocking { rows, kb, min_chunk, tasks };
+            let quantized = integer_scores(kv);
+            let qq = if quantized { quantized_queries(&q, t * g, dk, shape.scale) } else { q.clone() };
+            let naive_shape = FlashShape { scale: if quantized { 1.0 } else { shape.scale }, ..shape };
+            let mut want = vec![f32::NAN; t * g * dv];
+            flash_attention_naive(&mut want, &qq, kv, &naive_shape);
+            let mut got = vec![f32::NAN; t * g * dv];
+            flash_attention(&mut got, &q, kv, &shape, blocking, Products::best());
+            // The latent rows, and the final probabilities of each row, as the naive twin has them.
+            let stride = q8_row_codes(dk);
+            let latent = LatentRows::Q8_0 { codes: &codes, scales: &scales, width: dk }.columns_f32(dk, 0, dk);
+            for row in 0..t * g {
+                let visible = s - t + row / g + 1;
+                let qr = &qq[row * dk..(row + 1) * dk];
+                let sc: Vec<f32> = (0..visible)
+                    .map(|j| naive_shape.scale * qr.iter().zip(&latent[j * dk..(j + 1) * dk]).map(|(a, b)| a * b).sum::<f32>())
+                    .collect();
+                let max = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f64> = sc.iter().map(|x| ((x - max) as f64).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for c in 0..dv {
+                    let b = c / Q8_BLOCK;
+                    let mut bound = 2e-5 + 2e-5 * (want[row * dv + c].abs() as f64);
+                    if integer_mix() && c < dv / Q8_BLOCK * Q8_BLOCK {
+                        let x = |i: usize| e[i] / z * scales[i * (stride / Q8_BLOCK) + b] as f64;
+                        for j in 0..visible {
+                            let near = j.saturating_sub(kb - 1)..(j + kb).min(visible);
+                            let x_max = near.map(x).fold(0.0, f64::max);
+                            let code = (codes[j * stride + c] as f64 - 128.0).abs();
+                            bound += 0.5 / 255.0 * x_max * code * (1.0 + 1e-4);
+                        }
+                    }
+                    let (gv, wv) = (got[row * dv + c] as f64, want[row * dv + c] as f64);
+                    proptest::prop_assert!(
+                        (gv - wv).abs() <= bound,
+                        "row {} column {}: {} vs {} (bound {})", row, c, gv, wv, bound
+                    );
+                }
             }
         }
 

@@ -430,6 +430,9 @@ fn mix_columns(
     rp: usize,
     first: usize,
 ) {
+    if first >= dv {
+        return;
+    }
     let nb = stride / Q8_BLOCK;
     for j in 0..w {
         let row = &codes[j * stride + first..j * stride + dv];
@@ -474,13 +477,239 @@ pub fn q8_mix_naive(
     }
 }
 
+/// The most keys one [`q8_mix_quantized`] call takes: its integer sums (`Σ_j u · q`, each term at
+/// most 255 · 127 in size) stay inside `i32` up to 66,000 keys.
+pub const QUANTIZED_MIX_KEYS: usize = 65_536;
+
+/// The probabilities of a mix over `Q8_0` rows quantized for integer products
+/// ([`q8_mix_quantized`]). A row's value `v[j, c] = d[j, b] · q[j, c]` (`b = c / 32`) carries the
+/// scale of its block, so the weight that multiplies the codes `q[j, c]` is
+/// `x[j, r, b] = p[j, r] · d[j, b]`; per output row `r` and block `b` these are quantized over the
+/// keys to 8 unsigned bits,
+///
+/// ```text
+/// X = max_j x[j, r, b],   step[b, r] = X / 255,   u[j, r, b] = round(x[j, r, b] · (255 / X))
+/// ```
+///
+/// (all zero where `X = 0`), so that the mix of that block is `step · Σ_j u · q`: one integer sum.
+/// The buffers are kept between calls (no allocation once they are large enough).
+#[derive(Debug, Clone, Default)]
+pub struct Q8Weights {
+    w: usize,
+    rp: usize,
+    nb: usize,          // 32-value blocks of the columns mixed in integers
+    u: AlignedVec<u8>, // [nb, w.div_ceil(4), rp, 4]: four consecutive keys' weights of a row side by side
+    step: Vec<f32>,    // [nb, rp]
+    x: AlignedVec<f32>, // [w.div_ceil(4) · 4, 16]: one block's weights of sixteen rows (SIMD)
+}
+
+impl Q8Weights {
+    /// An empty buffer.
+    pub fn new() -> Q8Weights {
+        Q8Weights::default()
+    }
+
+    /// Sizes the buffers for `w` keys, `rp` rows and `nb` blocks (the quantizers write every
+    /// value, the zero weights of keys past `w` in the last group of four included).
+    fn size(&mut self, w: usize, rp: usize, nb: usize) {
+        (self.w, self.rp, self.nb) = (w, rp, nb);
+        self.u.resize_zeroed(nb * w.div_ceil(4) * rp * 4);
+        self.step.resize(nb * rp, 0.0);
+    }
+
+    /// `(step, 255 / X)` of one row and block from its largest weight `X` (zeros where `X = 0`).
+    #[inline(always)]
+    fn scale(x_max: f32) -> (f32, f32) {
+        if x_max > 0.0 {
+            (x_max / 255.0, 255.0 / x_max)
+        } else {
+            (0.0, 0.0)
+        }
+    }
+
+    /// The weights of `p[w, rp]` against the scales `scales[w, stride / 32]` for the first `nb`
+    /// blocks, by the scalar steps the SIMD quantizer equals bit for bit.
+    fn quantize_portable(
+        &mut self,
+        p: &[f32],
+        scales: &[f32],
+        stride: usize,
+        w: usize,
+        nb: usize,
+        rp: usize,
+    ) {
+        self.size(w, rp, nb);
+        let (nbs, g4) = (stride / Q8_BLOCK, w.div_ceil(4));
+        for b in 0..nb {
+            for r in 0..rp {
+                let x = |j: usize| p[j * rp + r] * scales[j * nbs + b];
+                let x_max = (0..w).map(x).fold(0.0f32, f32::max);
+                let (step, inv) = Q8Weights::scale(x_max);
+                self.step[b * rp + r] = step;
+                for j in 0..4 * g4 {
+                    // Saturated to a byte as `vpackus` does (a NaN's conversion is 0).
+                    let u = if j < w {
+                        ((x(j) * inv).round_ties_even() as i32).clamp(0, 255)
+                    } else {
+                        0
+                    };
+                    self.u[((b * g4 + j / 4) * rp + r) * 4 + j % 4] = u as u8;
+                }
+            }
+        }
+    }
+
+    /// [`Q8Weights::quantize_portable`] on 512-bit registers where [`integer_mix`] holds.
+    fn quantize(
+        &mut self,
+        p: &[f32],
+        scales: &[f32],
+        stride: usize,
+        w: usize,
+        nb: usize,
+        rp: usize,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if integer_mix() {
+            self.size(w, rp, nb);
+            // SAFETY: the CPU has AVX-512F and BW; the buffers were sized for these dimensions
+            // and the caller checked `p` (`w · rp`) and `scales` (`w · stride / 32`, `nb` blocks
+            // of them within a row).
+            unsafe { x86::quantize_weights(self, p, scales, stride) };
+            return;
+        }
+        self.quantize_portable(p, scales, stride, w, nb, rp);
+    }
+}
+
+/// Whether [`q8_mix_quantized`] runs on `vpdpbusd` over 512-bit registers: the CPU has AVX-512
+/// VNNI, VL and BW, and [`crate::avx512`] allows the registers. Elsewhere it is its scalar twin,
+/// slower than [`q8_mix`]; callers that want speed take [`q8_mix`] there.
+pub fn integer_mix() -> bool {
+    crate::avx512() && crate::isa::vnni_evex() && crate::isa::avx512bw()
+}
+
+/// [`q8_mix`] with the probabilities quantized to 8 bits ([`Q8Weights`]) so that the whole
+/// 32-value blocks of the first `dv` columns mix as integer sums, on VNNI where
+/// [`integer_mix`] holds:
+///
+/// ```text
+/// o[r, c] += step[b, r] · Σ_j u[j, r, b] · q[j, c]      b = c / 32, q = u_code − 128
+/// ```
+///
+/// one fused multiply-add per value after the exact sum (the SIMD kernel takes rows in eights:
+/// for other `rp` the scalar twin runs). The columns past the last whole block mix as
+/// [`q8_mix_portable`] mixes them. Against the exact mix ([`q8_mix_naive`]) each weight
+/// is off by at most half a step, so `o[r, c]` by at most `step[b, r] / 2 · Σ_j |q[j, c]|` (plus
+/// f32 rounding). The probabilities are the caller's: finite and non-negative (a softmax's).
+/// `weights` is scratch, kept between calls.
+///
+/// # Panics
+/// As [`q8_mix`], and if `w` is above [`QUANTIZED_MIX_KEYS`].
+#[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
+pub fn q8_mix_quantized(
+    o: &mut [f32],
+    p: &[f32],
+    codes: &[u8],
+    scales: &[f32],
+    stride: usize,
+    w: usize,
+    dv: usize,
+    rp: usize,
+    weights: &mut Q8Weights,
+) {
+    check_quantized_mix(o, p, codes, scales, stride, w, dv, rp);
+    let nb = dv / Q8_BLOCK;
+    weights.quantize(p, scales, stride, w, nb, rp);
+    #[cfg(target_arch = "x86_64")]
+    if integer_mix() && rp.is_multiple_of(8) {
+        // SAFETY: the CPU has AVX-512F, BW and VNNI; the lengths were checked, `weights`
+        // quantized for these dimensions, and the rows come in whole eights.
+        unsafe { x86::mix_quantized(o, weights, codes, stride, dv) };
+        mix_columns(o, p, codes, scales, stride, w, dv, rp, nb * Q8_BLOCK);
+        return;
+    }
+    mix_quantized_portable(o, weights, codes, stride, dv);
+    mix_columns(o, p, codes, scales, stride, w, dv, rp, nb * Q8_BLOCK);
+}
+
+/// The scalar twin of [`q8_mix_quantized`], equal to it bit for bit on every CPU.
+///
+/// # Panics
+/// As [`q8_mix_quantized`].
+#[allow(clippy::too_many_arguments)]
+pub fn q8_mix_quantized_portable(
+    o: &mut [f32],
+    p: &[f32],
+    codes: &[u8],
+    scales: &[f32],
+    stride: usize,
+    w: usize,
+    dv: usize,
+    rp: usize,
+    weights: &mut Q8Weights,
+) {
+    check_quantized_mix(o, p, codes, scales, stride, w, dv, rp);
+    let nb = dv / Q8_BLOCK;
+    weights.quantize_portable(p, scales, stride, w, nb, rp);
+    mix_quantized_portable(o, weights, codes, stride, dv);
+    mix_columns(o, p, codes, scales, stride, w, dv, rp, nb * Q8_BLOCK);
+}
+
+/// Checks a quantized mix call.
+#[allow(clippy::too_many_arguments)]
+fn check_quantized_mix(
+    o: &[f32],
+    p: &[f32],
+    codes: &[u8],
+    scales: &[f32],
+    stride: usize,
+    w: usize,
+    dv: usize,
+    rp: usize,
+) {
+    check_mix(o, p, codes, scales, stride, w, dv, rp);
+    assert!(
+        w <= QUANTIZED_MIX_KEYS,
+        "q8_mix_quantized: {w} keys, more than {QUANTIZED_MIX_KEYS} in one call"
+    );
+}
+
+/// The integer sums of the whole blocks: `o[r, c] ← step · Σ_j u · q + o[r, c]` (one fused
+/// multiply-add), `c < 32 · nb`.
+fn mix_quantized_portable(
+    o: &mut [f32],
+    weights: &Q8Weights,
+    codes: &[u8],
+    stride: usize,
+    dv: usize,
+) {
+    let Q8Weights { w, rp, nb, .. } = *weights;
+    let g4 = w.div_ceil(4);
+    for b in 0..nb {
+        for r in 0..rp {
+            let step = weights.step[b * rp + r];
+            for c in b * Q8_BLOCK..(b + 1) * Q8_BLOCK {
+                let sum: i32 = (0..w)
+                    .map(|j| {
+                        let u = weights.u[((b * g4 + j / 4) * rp + r) * 4 + j % 4] as i32;
+                        u * (codes[j * stride + c] as i32 - OFFSET)
+                    })
+                    .sum();
+                let y = &mut o[r * dv + c];
+                *y = step.mul_add(sum as f32, *y);
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::panel::avx2::{dp_vnni, dp_vnni512};
 
-    use super::{Q8_BLOCK, Q8Queries};
+    use super::{Q8_BLOCK, Q8Queries, Q8Weights};
 
     /// [`super::q8_scores`] on VNNI: sixteen query rows a 512-bit register where the CPU has
     /// AVX-512 VNNI (and [`crate::avx512`] allows it) and the rows come in sixteens, eight a
@@ -899,6 +1128,219 @@ mod x86 {
                 }
                 for (i, a) in acc.iter().enumerate() {
                     _mm256_storeu_ps(o.add((r0 + i) * dv + c), *a);
+                }
+            }
+        }
+    }
+
+    /// [`super::Q8Weights::quantize_portable`] on 512-bit registers: sixteen rows a register
+    /// (the last eight under a mask), four blocks at a time ([`quantize_blocks`]).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and BW; `weights` was sized for `w` keys, `rp` rows and `nb` blocks;
+    /// `p` is `w · rp` long, `scales` `w · stride / 32` with `nb ≤ stride / 32`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quantize_weights(
+        weights: &mut Q8Weights,
+        p: &[f32],
+        scales: &[f32],
+        stride: usize,
+    ) {
+        let Q8Weights { w, rp, nb, .. } = *weights;
+        weights.x.resize_zeroed(4 * w.div_ceil(4) * 16 * 4);
+        for r0 in (0..rp).step_by(16) {
+            let mut b = 0;
+            while b < nb {
+                // SAFETY: as this function's; blocks b .. b + 4 (or b) below nb.
+                unsafe {
+                    if nb - b >= 4 {
+                        quantize_blocks::<4>(weights, p, scales, stride, b, r0);
+                        b += 4;
+                    } else {
+                        quantize_blocks::<1>(weights, p, scales, stride, b, r0);
+                        b += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Blocks `b0 .. b0 + B` of rows `r0 .. r0 + 16` of [`quantize_weights`]: the weights
+    /// `x = p · d` and their largest value per block first (each key's probabilities loaded once
+    /// for the `B` blocks), then four keys' weights rounded, packed to bytes (`vpackusdw`,
+    /// `vpackuswb`, both saturating as the twin clamps) and turned so that each row's 32-bit
+    /// lane holds its four.
+    ///
+    /// # Safety
+    /// As [`quantize_weights`]; `b0 + B ≤ nb`, `r0 < rp`, `weights.x` holds `4 · ⌈w / 4⌉ · B`
+    /// registers.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn quantize_blocks<const B: usize>(
+        weights: &mut Q8Weights,
+        p: &[f32],
+        scales: &[f32],
+        stride: usize,
+        b0: usize,
+        r0: usize,
+    ) {
+        let Q8Weights { w, rp, .. } = *weights;
+        let (nbs, g4) = (stride / Q8_BLOCK, w.div_ceil(4));
+        let (u, step, x) = (
+            weights.u.as_mut_ptr(),
+            weights.step.as_mut_ptr(),
+            weights.x.as_mut_ptr(),
+        );
+        let (p, scales) = (p.as_ptr(), scales.as_ptr());
+        let (zero, top) = (_mm512_setzero_ps(), _mm512_set1_ps(255.0));
+        // Within a lane: [key k: rows 0..4] → [row i: keys 0..4].
+        let turn = _mm512_broadcast_i32x4(_mm_setr_epi8(
+            0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+        ));
+        let mask: u16 = if rp - r0 >= 16 {
+            u16::MAX
+        } else {
+            (1u16 << (rp - r0)) - 1
+        };
+        // x[(j · B + i) · 16 ..]: key j's weights of block b0 + i.
+        // SAFETY: rows r0 .. r0 + 16 of `p` under the mask (r0 + i < rp), keys j < w, blocks
+        // below b0 + B ≤ nb ≤ nbs; `x` holds 4·g4·B registers (those past w zero), `step`
+        // nb · rp values and `u` nb · g4 · rp lanes, the last rows under the mask.
+        unsafe {
+            let mut x_max = [zero; B];
+            for j in 0..w {
+                let pj = _mm512_maskz_loadu_ps(mask, p.add(j * rp + r0));
+                for (i, m) in x_max.iter_mut().enumerate() {
+                    let d = _mm512_set1_ps(*scales.add(j * nbs + b0 + i));
+                    let xj = _mm512_mul_ps(pj, d);
+                    *m = _mm512_max_ps(*m, xj);
+                    _mm512_store_ps(x.add((j * B + i) * 16), xj);
+                }
+            }
+            for j in w * B..4 * g4 * B {
+                _mm512_store_ps(x.add(16 * j), zero);
+            }
+            for (i, &m) in x_max.iter().enumerate() {
+                let some = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, zero);
+                let inv = _mm512_maskz_div_ps(some, top, m);
+                let s = _mm512_maskz_div_ps(some, m, top);
+                let b = b0 + i;
+                _mm512_mask_storeu_ps(step.add(b * rp + r0), mask, s);
+                for g in 0..g4 {
+                    let q: [__m512i; 4] = std::array::from_fn(|k| {
+                        let xj = _mm512_load_ps(x.add(((4 * g + k) * B + i) * 16));
+                        _mm512_cvtps_epi32(_mm512_mul_ps(xj, inv))
+                    });
+                    let bytes = _mm512_packus_epi16(
+                        _mm512_packus_epi32(q[0], q[1]),
+                        _mm512_packus_epi32(q[2], q[3]),
+                    );
+                    let packed = _mm512_shuffle_epi8(bytes, turn);
+                    _mm512_mask_storeu_epi32(
+                        u.add(((b * g4 + g) * rp + r0) * 4).cast(),
+                        mask,
+                        packed,
+                    );
+                }
+            }
+        }
+    }
+
+    /// The integer sums of [`super::q8_mix_quantized`]'s whole blocks on AVX-512 VNNI: eight
+    /// output rows × 32 columns a tile (sixteen accumulators), four keys a step. The codes of
+    /// four keys are turned in registers so that each 32-bit lane holds one column's four codes
+    /// (`vpermt2d`, then `vpshufb` within lanes) and made signed (`q = u − 128` is `u ^ 0x80`);
+    /// each row's four packed weights are one broadcast.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, BW and VNNI; `weights` was quantized for `w` keys of `codes`
+    /// (`stride` apart, `32 · nb ≤ stride`), `rp` rows, and `o` is `rp · dv` long with
+    /// `32 · nb ≤ dv`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn mix_quantized(
+        o: &mut [f32],
+        weights: &Q8Weights,
+        codes: &[u8],
+        stride: usize,
+        dv: usize,
+    ) {
+        let Q8Weights { w, rp, nb, .. } = *weights;
+        let g4 = w.div_ceil(4);
+        let (o, u, step, codes) = (
+            o.as_mut_ptr(),
+            weights.u.as_ptr(),
+            weights.step.as_ptr(),
+            codes.as_ptr(),
+        );
+        // Codes of "no key" (past `w` in the last group): their weights are zero.
+        let none = [0x80u8; Q8_BLOCK];
+        // Lane L of half h: the dwords 4h + L of rows 0 and 1 (from `a`) and 2 and 3 (from `c`).
+        let turn: [__m512i; 2] = std::array::from_fn(|h| {
+            let i = |l: i32| {
+                [
+                    4 * h as i32 + l,
+                    8 + 4 * h as i32 + l,
+                    16 + 4 * h as i32 + l,
+                    24 + 4 * h as i32 + l,
+                ]
+            };
+            let (a, b, c, d) = (i(0), i(1), i(2), i(3));
+            _mm512_setr_epi32(
+                a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1],
+                d[2], d[3],
+            )
+        });
+        // Within a lane: [row k: columns 0..4] → [column c: rows 0..4].
+        let bytes = _mm512_broadcast_i32x4(_mm_setr_epi8(
+            0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+        ));
+        let sign = _mm512_set1_epi8(0x80u8 as i8);
+        for b in 0..nb {
+            for r0 in (0..rp).step_by(8) {
+                // SAFETY: rows j < w of `codes` from j·stride + 32b (32 bytes, inside the row as
+                // 32b + 32 ≤ 32·nb ≤ stride), or `none`; weights and steps of rows r0 + i < rp
+                // (rp a multiple of 8), groups g < g4, blocks b < nb; `o` rows r0 + i, columns
+                // 32b .. 32b + 32 ≤ dv.
+                unsafe {
+                    let mut acc = [[_mm512_setzero_si512(); 2]; 8];
+                    for g in 0..g4 {
+                        let row = |k: usize| -> *const u8 {
+                            let j = 4 * g + k;
+                            if j < w {
+                                codes.add(j * stride + b * Q8_BLOCK)
+                            } else {
+                                none.as_ptr()
+                            }
+                        };
+                        let pair = |k: usize| {
+                            let lo = _mm512_castsi256_si512(_mm256_loadu_si256(row(k).cast()));
+                            _mm512_inserti64x4::<1>(lo, _mm256_loadu_si256(row(k + 1).cast()))
+                        };
+                        let (a, c) = (pair(0), pair(2));
+                        let x: [__m512i; 2] = std::array::from_fn(|h| {
+                            let t = _mm512_shuffle_epi8(
+                                _mm512_permutex2var_epi32(a, turn[h], c),
+                                bytes,
+                            );
+                            _mm512_xor_si512(t, sign)
+                        });
+                        let ug = u.add(((b * g4 + g) * rp + r0) * 4);
+                        for (i, acc) in acc.iter_mut().enumerate() {
+                            let wi =
+                                _mm512_set1_epi32(ug.add(4 * i).cast::<i32>().read_unaligned());
+                            acc[0] = _mm512_dpbusd_epi32(acc[0], wi, x[0]);
+                            acc[1] = _mm512_dpbusd_epi32(acc[1], wi, x[1]);
+                        }
+                    }
+                    for (i, acc) in acc.iter().enumerate() {
+                        let s = _mm512_set1_ps(*step.add(b * rp + r0 + i));
+                        for (h, sum) in acc.iter().enumerate() {
+                            let y = o.add((r0 + i) * dv + b * Q8_BLOCK + 16 * h);
+                            _mm512_storeu_ps(
+                                y,
+                                _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(*sum), _mm512_loadu_ps(y)),
+                            );
+                        }
+                    }
                 }
             }
         }
