@@ -68,8 +68,9 @@ pub use linear::{
 };
 pub use ops::{
     dot, dot_naive, exp_f32, exp_inplace, exp_inplace_naive, first_non_finite,
-    first_non_finite_naive, sigmoid, silu, silu_inplace, softmax, softmax_rows, softmax_rows_naive,
-    sum_squares, swiglu,
+    first_non_finite_naive, online_softmax_columns, online_softmax_columns_naive,
+    online_softmax_columns_portable, scale_columns, scale_rows, scale_rows_naive, sigmoid, silu,
+    silu_inplace, softmax, softmax_rows, softmax_rows_naive, sum_squares, swiglu,
 };
 pub use region::Access;
 pub use store::{INDEX_FILE, SINGLE_FILE, SafeTensorsStore, TensorInfo};

@@ -117,6 +117,241 @@ fn exp_inplace_body(x: &mut [f32]) {
     }
 }
 
+/// One block's step of an online softmax whose rows lie side by side (flash attention's
+/// `[keys, rows]` scores): `s[w, n]` holds the scores of `w` keys for `n` rows, `m[n]` and
+/// `l[n]` each row's running maximum and sum. After the call
+///
+/// ```text
+/// m' = max(m, max_j s[j, ·])      alpha = e^(m − m')      s[j, ·] = e^(s[j, ·] − m')
+/// l  = alpha · l + Σ_j s[j, ·]    (l rescaled only when some finite m moved)
+/// ```
+///
+/// with [`exp_f32`] throughout (sixteen lanes at a time where [`crate::avx512`] allows, eight on
+/// AVX2; the same bits everywhere). A row that has seen no finite score keeps `m = −∞`; its
+/// exponentials are taken against 0 (all `e^(−∞) = 0`), its `alpha` is 0. Returns whether the
+/// values mixed so far must be rescaled by `alpha` (some row's finite maximum moved).
+///
+/// ```
+/// use deepblocks_core::online_softmax_columns;
+/// // Two rows, one block of two keys, then a block of one.
+/// let (mut m, mut l, mut alpha) = ([f32::NEG_INFINITY; 2], [0.0f32; 2], [0.0f32; 2]);
+/// let mut s = [0.0, 1.0, 0.0, 2.0];
+/// assert!(!online_softmax_columns(&mut s, &mut m, &mut l, &mut alpha));
+/// assert_eq!(m, [0.0, 2.0]);
+/// let mut s = [3.0, 0.0];
+/// assert!(online_softmax_columns(&mut s, &mut m, &mut l, &mut alpha)); // row 0's maximum moved
+/// assert_eq!(m, [3.0, 2.0]);
+/// assert!((l[0] - (2.0 * (-3.0f32).exp() + 1.0)).abs() < 1e-6);
+/// ```
+///
+/// # Panics
+/// If `m`, `l` and `alpha` differ in length or `s` is not whole rows of them.
+pub fn online_softmax_columns(
+    s: &mut [f32],
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) -> bool {
+    let n = m.len();
+    assert!(
+        l.len() == n && alpha.len() == n && (n == 0 || s.len().is_multiple_of(n)),
+        "online_softmax_columns: s of {} values, m {n}, l {}, alpha {}",
+        s.len(),
+        l.len(),
+        alpha.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if crate::avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { avx2::online_softmax_columns_avx512(s, m, l, alpha) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa() == crate::Isa::Avx2 {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { avx2::online_softmax_columns(s, m, l, alpha) };
+    }
+    online_softmax_columns_body(s, m, l, alpha)
+}
+
+/// [`online_softmax_columns`] without SIMD dispatch: the scalar loops, equal to it bit for bit.
+///
+/// # Panics
+/// As [`online_softmax_columns`].
+pub fn online_softmax_columns_portable(
+    s: &mut [f32],
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) -> bool {
+    let n = m.len();
+    assert!(l.len() == n && alpha.len() == n && (n == 0 || s.len().is_multiple_of(n)));
+    online_softmax_columns_body(s, m, l, alpha)
+}
+
+/// The naive twin of [`online_softmax_columns`]: one row at a time, libm's `expf`.
+///
+/// # Panics
+/// As [`online_softmax_columns`].
+pub fn online_softmax_columns_naive(
+    s: &mut [f32],
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) -> bool {
+    let n = m.len();
+    assert!(l.len() == n && alpha.len() == n && (n == 0 || s.len().is_multiple_of(n)));
+    let w = s.len().checked_div(n).unwrap_or(0);
+    let mut rescale = false;
+    for r in 0..n {
+        let block = (0..w)
+            .map(|j| s[j * n + r])
+            .fold(f32::NEG_INFINITY, f32::max);
+        let new = m[r].max(block);
+        let shift = if new == f32::NEG_INFINITY { 0.0 } else { new };
+        alpha[r] = (m[r] - shift).exp();
+        if m[r] != new && m[r] != f32::NEG_INFINITY {
+            rescale = true;
+            l[r] *= alpha[r];
+        }
+        m[r] = new;
+        for j in 0..w {
+            let e = (s[j * n + r] - shift).exp();
+            s[j * n + r] = e;
+            l[r] += e;
+        }
+    }
+    rescale
+}
+
+/// [`online_softmax_columns`]' steps: passes across the rows, which vectorise.
+#[inline(always)]
+fn online_softmax_columns_body(
+    s: &mut [f32],
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) -> bool {
+    let n = m.len();
+    if n == 0 {
+        return false;
+    }
+    // alpha holds the block's maxima first.
+    alpha.fill(f32::NEG_INFINITY);
+    for row in s.chunks_exact(n) {
+        for (b, &x) in alpha.iter_mut().zip(row) {
+            *b = b.max(x);
+        }
+    }
+    let shift = |m: f32| if m == f32::NEG_INFINITY { 0.0 } else { m };
+    let mut rescale = false;
+    for ((m, a), l) in m.iter_mut().zip(alpha.iter_mut()).zip(l.iter_mut()) {
+        let new = m.max(*a);
+        let moved = *m != new && *m != f32::NEG_INFINITY;
+        *a = exp_f32(*m - shift(new));
+        if moved {
+            *l *= *a;
+        }
+        rescale |= moved;
+        *m = new;
+    }
+    for row in s.chunks_exact_mut(n) {
+        for ((x, &m), l) in row.iter_mut().zip(m.iter()).zip(l.iter_mut()) {
+            *x = exp_f32(*x - shift(m));
+            *l += *x;
+        }
+    }
+    rescale
+}
+
+/// `x[i, ·] ← factors[i] · x[i, ·]` for the rows of `x[factors.len(), width]` (row-major):
+/// sixteen lanes at a time where [`crate::avx512`] allows, eight on AVX2 — plain multiplies, the
+/// same bits everywhere ([`scale_rows_naive`]).
+///
+/// # Panics
+/// If `x` is not whole rows of `factors.len()` rows.
+pub fn scale_rows(x: &mut [f32], factors: &[f32]) {
+    let n = factors.len();
+    assert!(
+        (n == 0 && x.is_empty()) || (n > 0 && x.len().is_multiple_of(n)),
+        "scale_rows: {} values are not {n} rows",
+        x.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if crate::avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { avx2::scale_avx512(x, factors, true) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa() == crate::Isa::Avx2 {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { avx2::scale(x, factors, true) };
+    }
+    scale_body(x, factors, true);
+}
+
+/// `x[·, i] ← factors[i] · x[·, i]` for the columns of `x[rows, factors.len()]` (row-major), as
+/// [`scale_rows`] runs.
+///
+/// # Panics
+/// If `x` is not whole rows of `factors.len()` values.
+pub fn scale_columns(x: &mut [f32], factors: &[f32]) {
+    let n = factors.len();
+    assert!(
+        (n == 0 && x.is_empty()) || (n > 0 && x.len().is_multiple_of(n)),
+        "scale_columns: {} values are not rows of {n}",
+        x.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if crate::avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { avx2::scale_avx512(x, factors, false) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa() == crate::Isa::Avx2 {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { avx2::scale(x, factors, false) };
+    }
+    scale_body(x, factors, false);
+}
+
+/// The naive twin of [`scale_rows`] (`rows`) and [`scale_columns`]: one value at a time.
+pub fn scale_rows_naive(x: &mut [f32], factors: &[f32], rows: bool) {
+    let n = factors.len();
+    if n == 0 {
+        return;
+    }
+    let width = x.len() / n;
+    for (i, v) in x.iter_mut().enumerate() {
+        *v *= if rows {
+            factors[i / width]
+        } else {
+            factors[i % n]
+        };
+    }
+}
+
+#[inline(always)]
+fn scale_body(x: &mut [f32], factors: &[f32], rows: bool) {
+    let n = factors.len();
+    if n == 0 {
+        return;
+    }
+    if rows {
+        let width = x.len() / n;
+        for (row, &f) in x.chunks_exact_mut(width.max(1)).zip(factors) {
+            for v in row {
+                *v *= f;
+            }
+        }
+    } else {
+        for row in x.chunks_exact_mut(n) {
+            for (v, f) in row.iter_mut().zip(factors) {
+                *v *= f;
+            }
+        }
+    }
+}
+
 /// `row[i] ← e^{row[i] − shift}`, returning their sum (eight running sums, then added).
 fn exp_shifted_sum(row: &mut [f32], shift: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
@@ -160,6 +395,46 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn exp_inplace(x: &mut [f32]) {
         super::exp_inplace_body(x)
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn online_softmax_columns(
+        s: &mut [f32],
+        m: &mut [f32],
+        l: &mut [f32],
+        alpha: &mut [f32],
+    ) -> bool {
+        super::online_softmax_columns_body(s, m, l, alpha)
+    }
+
+    /// The same source compiled for 512-bit registers.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn online_softmax_columns_avx512(
+        s: &mut [f32],
+        m: &mut [f32],
+        l: &mut [f32],
+        alpha: &mut [f32],
+    ) -> bool {
+        super::online_softmax_columns_body(s, m, l, alpha)
+    }
+
+    /// # Safety
+    /// The CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn scale(x: &mut [f32], factors: &[f32], rows: bool) {
+        super::scale_body(x, factors, rows)
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn scale_avx512(x: &mut [f32], factors: &[f32], rows: bool) {
+        super::scale_body(x, factors, rows)
     }
 
     /// # Safety

@@ -477,3 +477,85 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The online softmax step over rows side by side equals its scalar twin bit for bit and its
+    /// naive twin (libm's `expf`) to a few ulps; and two blocks in turn give what one block of
+    /// both gives: the same maxima, and sums and probabilities that agree once rescaled.
+    /// Rows that see only −∞ (masked) in the first block, or in both.
+    #[test]
+    fn online_softmax_columns_is_the_softmax_of_the_blocks_so_far(
+        n in 1usize..40,
+        (w1, w2) in (1usize..12, 1usize..12),
+        x in strategies::values(24 * 40, 20.0),
+        masked in 0usize..5,
+    ) {
+        use deepblocks_core::{
+            online_softmax_columns, online_softmax_columns_naive, online_softmax_columns_portable,
+        };
+        let mut all: Vec<f32> = x[..(w1 + w2) * n].to_vec();
+        // Rows r < masked see nothing in the first block; r ≡ 0 mod 7 nothing at all.
+        for j in 0..w1 + w2 {
+            for r in 0..n {
+                if (j < w1 && r < masked) || r % 7 == 0 {
+                    all[j * n + r] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        let start = || (vec![f32::NEG_INFINITY; n], vec![0.0f32; n], vec![0.0f32; n]);
+        type Step = fn(&mut [f32], &mut [f32], &mut [f32], &mut [f32]) -> bool;
+        let run = |step: Step| {
+            let (mut m, mut l, mut alpha) = start();
+            let (mut a, mut b) = (all[..w1 * n].to_vec(), all[w1 * n..].to_vec());
+            step(&mut a, &mut m, &mut l, &mut alpha);
+            let moved = step(&mut b, &mut m, &mut l, &mut alpha);
+            (a, b, m, l, alpha, moved)
+        };
+        let fast = run(online_softmax_columns);
+        let twin = run(online_softmax_columns_portable);
+        let naive = run(online_softmax_columns_naive);
+        prop_assert_eq!(&fast, &twin);
+        let close = |a: f32, b: f32| a == b || (a - b).abs() <= 4.0 * f32::EPSILON * a.abs().max(b.abs()) * 4.0;
+        for (i, (&a, &b)) in fast.0.iter().chain(&fast.1).chain(&fast.3).zip(naive.0.iter().chain(&naive.1).chain(&naive.3)).enumerate() {
+            prop_assert!(close(a, b), "value {}: {} vs naive {}", i, a, b);
+        }
+        prop_assert_eq!(&fast.2, &naive.2);
+        prop_assert_eq!(fast.5, naive.5);
+        // One block of both.
+        let (mut m, mut l, mut alpha) = start();
+        let mut one = all.clone();
+        online_softmax_columns(&mut one, &mut m, &mut l, &mut alpha);
+        prop_assert_eq!(&m, &fast.2);
+        for r in 0..n {
+            prop_assert!((l[r] - fast.3[r]).abs() <= 1e-5 * l[r].max(1.0), "row {}: sum {} vs {}", r, fast.3[r], l[r]);
+            // The first block's probabilities, rescaled by the second step's alpha.
+            for j in 0..w1 + w2 {
+                let got = if j < w1 { fast.0[j * n + r] * fast.4[r] } else { fast.1[(j - w1) * n + r] };
+                let want = one[j * n + r];
+                prop_assert!((got - want).abs() <= 1e-5 * want.max(1e-30), "row {} key {}: {} vs {}", r, j, got, want);
+            }
+        }
+    }
+}
+
+proptest! {
+    /// Scaling rows or columns equals the naive twin bit for bit (plain multiplies).
+    #[test]
+    fn scaling_rows_and_columns_equals_the_naive_twin(
+        (n, width) in (1usize..20, 0usize..70),
+        x in strategies::values(20 * 70, 10.0),
+        f in strategies::values(20, 3.0),
+    ) {
+        use deepblocks_core::{scale_columns, scale_rows, scale_rows_naive};
+        let x = &x[..n * width];
+        let f = &f[..n];
+        let (mut rows, mut rows_naive) = (x.to_vec(), x.to_vec());
+        scale_rows(&mut rows, f);
+        scale_rows_naive(&mut rows_naive, f, true);
+        prop_assert_eq!(rows, rows_naive);
+        let (mut cols, mut cols_naive) = (x.to_vec(), x.to_vec());
+        scale_columns(&mut cols, f);
+        scale_rows_naive(&mut cols_naive, f, false);
+        prop_assert_eq!(cols, cols_naive);
+    }
+}

@@ -35,9 +35,9 @@ use deepblocks_core::quant::q8_rows::{
     Q8_BLOCK, Q8Queries, Q8Weights, integer_mix, q8_mix, q8_mix_quantized, q8_scores,
 };
 use deepblocks_core::{
-    TILE, TILE_K, exp_f32, exp_inplace, matmul_bf16_pairs, pairs_into, split_bf16,
-    split_bf16_transposed,
+    TILE, TILE_K, exp_f32, matmul_bf16_pairs, pairs_into, split_bf16, split_bf16_transposed,
 };
+use deepblocks_core::{online_softmax_columns, scale_columns, scale_rows};
 use rayon::prelude::*;
 
 use crate::LatentRows;
@@ -387,9 +387,7 @@ fn run_task(
         let Scratch {
             st,
             keys,
-            m_use,
             alpha,
-            bm,
             weights,
         } = scratch;
         let mut part = Partial {
@@ -398,8 +396,7 @@ fn run_task(
             ot: AlignedVec::zeros(dv * rp),
         };
         blocks(
-            &mut part, queries, st, keys, m_use, alpha, bm, weights, kv, shape, i0, rows, j0, j1,
-            kb, gemm,
+            &mut part, queries, st, keys, alpha, weights, kv, shape, i0, rows, j0, j1, kb, gemm,
         );
         if row_major {
             part.rows_to_columns(dv);
@@ -414,9 +411,7 @@ fn run_task(
 struct Scratch {
     st: AlignedVec<f32>,   // [kb, rp]: a block's scores, then probabilities
     keys: AlignedVec<f32>, // [kb, dk]: a block of latent rows widened to f32
-    m_use: Vec<f32>,       // [rp]
     alpha: Vec<f32>,       // [rp]
-    bm: Vec<f32>,          // [rp]: a block's row maxima
     weights: Q8Weights,    // a block's probabilities in 8 bits, for the integer mix
 }
 
@@ -424,9 +419,7 @@ impl Scratch {
     fn size(&mut self, st: usize, keys: usize, rp: usize) {
         self.st.resize_zeroed(st);
         self.keys.resize_zeroed(keys);
-        for v in [&mut self.m_use, &mut self.alpha, &mut self.bm] {
-            v.resize(rp, 0.0);
-        }
+        self.alpha.resize(rp, 0.0);
     }
 }
 
@@ -521,9 +514,7 @@ fn blocks(
     queries: &Queries,
     st: &mut [f32],    // [kb, rp]
     keys: &mut [f32],  // [kb, dk] when the rows are widened
-    m_use: &mut [f32], // [rp]
     alpha: &mut [f32], // [rp]
-    bm: &mut [f32],    // [rp]
     weights: &mut Q8Weights,
     kv: Kv<'_>,
     shape: &FlashShape,
@@ -538,7 +529,7 @@ fn blocks(
         t, g, s, dk, dv, ..
     } = *shape;
     let p0 = s - t;
-    let rp = bm.len();
+    let rp = alpha.len();
     let mut jb = j0;
     while jb < j1 {
         let w = kb.min(j1 - jb);
@@ -547,18 +538,7 @@ fn blocks(
         // O[rp, dv] = α O + Pᵀ · V_block.
         if let Some(block) = InPlace::block(queries, kv, jb, w, dk) {
             block.scores(st, w);
-            probabilities(
-                part,
-                Mixed::Rows,
-                st,
-                m_use,
-                alpha,
-                bm,
-                jb,
-                p0 + i0,
-                g,
-                rows,
-            );
+            probabilities(part, Mixed::Rows, st, alpha, jb, p0 + i0, g, rows);
             block.mix(&mut part.ot, st, w, dv, rp, weights);
             jb += w;
             continue;
@@ -606,18 +586,7 @@ fn blocks(
                 (&v.data[jb * v.stride..], v.stride)
             }
         };
-        probabilities(
-            part,
-            Mixed::Columns,
-            st,
-            m_use,
-            alpha,
-            bm,
-            jb,
-            p0 + i0,
-            g,
-            rows,
-        );
+        probabilities(part, Mixed::Columns, st, alpha, jb, p0 + i0, g, rows);
         // Oᵀ[dv, rp] += V_blockᵀ · P.
         gemm(&mut part.ot, v, 1, sv, st, dv, w, rp, true);
         jb += w;
@@ -632,33 +601,18 @@ fn probabilities(
     part: &mut Partial,
     mixed: Mixed,
     st: &mut [f32],    // [w, rp]
-    m_use: &mut [f32], // [rp]
     alpha: &mut [f32], // [rp]
-    bm: &mut [f32],    // [rp]
     jb: usize,
     p: usize,
     g: usize,
     rows: usize,
 ) {
-    let rp = bm.len();
+    let rp = alpha.len();
     mask(st, rp, jb, p, g, rows);
-    if online_softmax(part, st, m_use, alpha, bm) {
+    if online_softmax_columns(st, &mut part.m, &mut part.l, alpha) {
         match mixed {
-            Mixed::Rows => {
-                let dv = part.ot.len() / rp;
-                for (row, a) in part.ot.chunks_exact_mut(dv).zip(alpha.iter()) {
-                    for o in row.iter_mut() {
-                        *o *= a;
-                    }
-                }
-            }
-            Mixed::Columns => {
-                for row in part.ot.chunks_exact_mut(rp) {
-                    for (o, a) in row.iter_mut().zip(alpha.iter()) {
-                        *o *= a;
-                    }
-                }
-            }
+            Mixed::Rows => scale_rows(&mut part.ot, alpha),
+            Mixed::Columns => scale_columns(&mut part.ot, alpha),
         }
     }
 }
@@ -672,56 +626,6 @@ fn mask(st: &mut [f32], rp: usize, jb: usize, p: usize, g: usize, rows: usize) {
             row[..(g * (j - p)).min(rows)].fill(f32::NEG_INFINITY);
         }
     }
-}
-
-/// One block's step of the online softmax, across rows: the scores `st[w, rp]` become
-/// `e^(S − m')`, the running maxima `m` and sums `l` move to the block's, and `alpha` holds
-/// `e^(m − m')`. True when the values already mixed must be rescaled by `alpha`.
-fn online_softmax(
-    part: &mut Partial,
-    st: &mut [f32],    // [w, rp]
-    m_use: &mut [f32], // [rp]
-    alpha: &mut [f32], // [rp]
-    bm: &mut [f32],    // [rp]
-) -> bool {
-    let rp = bm.len();
-    bm.fill(f32::NEG_INFINITY);
-    for row in st.chunks_exact(rp) {
-        for (m, &x) in bm.iter_mut().zip(row) {
-            *m = m.max(x);
-        }
-    }
-    let mut rescale = false;
-    for r in 0..rp {
-        let m_new = part.m[r].max(bm[r]);
-        // A row that has seen no key yet keeps m = −∞; its probabilities are e^(−∞) = 0.
-        m_use[r] = if m_new == f32::NEG_INFINITY {
-            0.0
-        } else {
-            m_new
-        };
-        alpha[r] = part.m[r] - m_use[r];
-        rescale |= part.m[r] != m_new && part.m[r] != f32::NEG_INFINITY;
-        part.m[r] = m_new;
-    }
-    exp_inplace(alpha);
-    if rescale {
-        for (l, a) in part.l.iter_mut().zip(alpha.iter()) {
-            *l *= a;
-        }
-    }
-    for row in st.chunks_exact_mut(rp) {
-        for (x, m) in row.iter_mut().zip(m_use.iter()) {
-            *x -= m;
-        }
-    }
-    exp_inplace(st);
-    for row in st.chunks_exact(rp) {
-        for (l, &p) in part.l.iter_mut().zip(row) {
-            *l += p;
-        }
-    }
-    rescale
 }
 
 /// [`run_task`] on tiles ([`Products::Tiles`]) over bf16 latent rows: per block of `kb` keys
@@ -766,9 +670,7 @@ fn run_task_tiles(
             p_hi,
             p_lo,
             v_pairs,
-            m_use,
             alpha,
-            bm,
         } = sc;
         // part.ot holds O[rp, dv] until the end.
         let mut jb = j0;
@@ -791,18 +693,7 @@ fn run_task_tiles(
             let st = &mut st[..wp * rp];
             matmul_bf16_pairs(st, rp, &[block], dk, &[&qp[0], &qp[1]], wp, rp, dk, false);
             st[w * rp..].fill(f32::NEG_INFINITY); // the zero keys
-            probabilities(
-                &mut part,
-                Mixed::Rows,
-                st,
-                m_use,
-                alpha,
-                bm,
-                jb,
-                p0 + i0,
-                g,
-                rows,
-            );
+            probabilities(&mut part, Mixed::Rows, st, alpha, jb, p0 + i0, g, rows);
             // P[rp, wp] = (the probabilities [wp, rp])ᵀ as two parts.
             let (p_hi, p_lo) = (&mut p_hi[..rp * wp], &mut p_lo[..rp * wp]);
             split_bf16_transposed(p_hi, p_lo, st, wp, rp);
@@ -832,9 +723,7 @@ struct TileScratch {
     p_hi: Vec<bf16>,        // [rp, kbp]
     p_lo: Vec<bf16>,        // [rp, kbp]
     v_pairs: Vec<bf16>,     // [kbp, dv] in the pair layout
-    m_use: Vec<f32>,        // [rp]
     alpha: Vec<f32>,        // [rp]
-    bm: Vec<f32>,           // [rp]
 }
 
 impl TileScratch {
@@ -844,9 +733,7 @@ impl TileScratch {
         self.p_hi.resize(rp * kbp, bf16::ZERO);
         self.p_lo.resize(rp * kbp, bf16::ZERO);
         self.v_pairs.resize(kbp * dv, bf16::ZERO);
-        for v in [&mut self.m_use, &mut self.alpha, &mut self.bm] {
-            v.resize(rp, 0.0);
-        }
+        self.alpha.resize(rp, 0.0);
     }
 }
 
