@@ -284,10 +284,18 @@ fn summary(up: &KvUpProjection) {
             bf16 / secs
         );
     }
-    eprintln!("prefill (t new tokens over s cached, bf16 cache): naive vs absorbed core");
+    for dtype in [CacheDType::BF16, CacheDType::Q8_0] {
+        prefill_crossover(up, dtype);
+    }
+}
+
+/// The prefill crossover over a cache of `dtype`: the naive and the absorbed core for `t` new
+/// tokens over `s` cached, and what `Auto` picks.
+fn prefill_crossover(up: &KvUpProjection, dtype: CacheDType) {
+    eprintln!("prefill (t new tokens over s cached, {dtype} cache): naive vs absorbed core");
     eprintln!("| t | s | naive | absorbed | faster | Auto picks |");
     eprintln!("|---:|---:|---:|---:|---|---|");
-    for (t, s) in [
+    let all = [
         (16, 16),
         (64, 64),
         (256, 256),
@@ -298,8 +306,9 @@ fn summary(up: &KvUpProjection) {
         (256, 4096),
         (512, 4096),
         (1024, 4096),
-    ] {
-        let cache = filled_cache(s, CacheDType::BF16);
+    ];
+    for (t, s) in all {
+        let cache = filled_cache(s, dtype);
         let rows = cache.layer(0).expect("layer 0").rows();
         let q = values(t * N * 192, 9);
         let mut out = vec![0.0f32; t * N * 128];
@@ -320,7 +329,7 @@ fn summary(up: &KvUpProjection) {
             } else {
                 "absorbed"
             },
-            AttentionPath::Auto.resolve_for(&sh, CacheDType::BF16)
+            AttentionPath::Auto.resolve_for(&sh, dtype)
         );
     }
 }

@@ -242,6 +242,14 @@ pub const TILE_SPEEDUP: f64 = 2.0;
 /// every prompt of that table as measured.
 pub const IN_PLACE_SPEEDUP: f64 = 1.6;
 
+/// How many times faster per multiply-add the absorbed core's attention runs over a `Q8_0` cache
+/// where both its products are integer sums (`vpdpbusd` on AVX-512 VNNI:
+/// [`deepblocks_core::quant::q8_rows::integer_mix`]) than the naive core's f32 products: 2.6,
+/// from the prefill crossover measured on an Ice Lake-SP host with `cargo bench --bench mla`
+/// (two runs; docs/mla.md): 256, 512 and 1,024 new tokens over 4,096 ran faster absorbed,
+/// where the absorbed core counts 1.33×, 1.95× and 2.53× the naive core's multiply-adds.
+pub const INTEGER_SPEEDUP: f64 = 2.6;
+
 impl AttentionPath {
     /// The core this path runs for a call of `shape`: itself, or for [`AttentionPath::Auto`] the
     /// cheaper one.
@@ -272,8 +280,9 @@ impl AttentionPath {
     /// [`AttentionPath::resolve`] for a latent cache of `cache_dtype`: where the absorbed core's
     /// scores and mix run on faster kernels than the naive core's f32 products, their
     /// multiply-adds count [`AttentionShape::attention_speedup`] times less ([`TILE_SPEEDUP`] on
-    /// the AMX tile unit, [`IN_PLACE_SPEEDUP`] for a bf16 cache read in place on AVX-512). What a
-    /// forward pass runs.
+    /// the AMX tile unit, [`IN_PLACE_SPEEDUP`] for a bf16 cache read in place on AVX-512,
+    /// [`INTEGER_SPEEDUP`] for a `Q8_0` cache in integers on AVX-512 VNNI). What a forward pass
+    /// runs.
     ///
     /// ```
     /// use deepblocks_mla::{AttentionPath, AttentionShape, DType};
@@ -582,13 +591,20 @@ impl AttentionShape {
     /// How many times faster per multiply-add than the naive core's f32 products the absorbed
     /// core's scores and mix run over a latent cache of `cache_dtype` on this CPU:
     /// [`TILE_SPEEDUP`] on the AMX tile unit ([`AttentionShape::tiles`]), [`IN_PLACE_SPEEDUP`]
-    /// for a bf16 cache read in place on AVX-512 ([`deepblocks_core::avx512`]), 1 otherwise.
+    /// for a bf16 cache read in place on AVX-512 ([`deepblocks_core::avx512`]),
+    /// [`INTEGER_SPEEDUP`] for a `Q8_0` cache whose scores and mix are both integer sums
+    /// ([`deepblocks_core::quant::q8_rows::integer_mix`]), 1 otherwise.
     pub fn attention_speedup(&self, cache_dtype: impl Into<CacheDType>) -> f64 {
         let cache_dtype = cache_dtype.into();
         if self.tiles(cache_dtype) {
             TILE_SPEEDUP
         } else if cache_dtype == CacheDType::BF16 && deepblocks_core::avx512() {
             IN_PLACE_SPEEDUP
+        } else if cache_dtype == CacheDType::Q8_0
+            && deepblocks_core::vnni()
+            && deepblocks_core::quant::q8_rows::integer_mix()
+        {
+            INTEGER_SPEEDUP
         } else {
             1.0
         }

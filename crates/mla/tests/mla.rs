@@ -1502,18 +1502,32 @@ fn auto_picks_the_core_measured_faster() {
     };
     assert_eq!(bf16_speedup, expected);
     assert_eq!(lite(1, 1).attention_speedup(CacheDType::F32), 1.0);
-    assert_eq!(lite(1, 1).attention_speedup(CacheDType::Q8_0), 1.0);
-    // Picks for an f32 cache, a bf16 cache read in place on AVX-512, and one on the tile unit.
+    let integer = deepblocks_core::vnni() && deepblocks_core::quant::q8_rows::integer_mix();
+    assert_eq!(
+        lite(1, 1).attention_speedup(CacheDType::Q8_0),
+        if integer {
+            deepblocks_mla::INTEGER_SPEEDUP
+        } else {
+            1.0
+        }
+    );
+    // Picks for an f32 cache, a bf16 cache read in place on AVX-512, one on the tile unit, and
+    // a Q8_0 cache in integers on AVX-512 VNNI.
     for (t, s, picks) in [
-        (1, 4096, [Absorbed, Absorbed, Absorbed]),
-        (64, 64, [Naive, Naive, Naive]),
-        (256, 256, [Naive, Naive, Naive]),
-        (2048, 2048, [Naive, Naive, Naive]),
-        (64, 4096, [Absorbed, Absorbed, Absorbed]),
-        (256, 4096, [Naive, Absorbed, Absorbed]),
-        (512, 4096, [Naive, Naive, Absorbed]),
-        (1024, 4096, [Naive, Naive, Naive]),
+        (1, 4096, [Absorbed, Absorbed, Absorbed, Absorbed]),
+        (64, 64, [Naive, Naive, Naive, Naive]),
+        (256, 256, [Naive, Naive, Naive, Naive]),
+        (2048, 2048, [Naive, Naive, Naive, Naive]),
+        (64, 4096, [Absorbed, Absorbed, Absorbed, Absorbed]),
+        (256, 4096, [Naive, Absorbed, Absorbed, Absorbed]),
+        (512, 4096, [Naive, Naive, Absorbed, Absorbed]),
+        (1024, 4096, [Naive, Naive, Naive, Absorbed]),
     ] {
+        assert_eq!(
+            Auto.resolve_for(&lite(t, s), CacheDType::Q8_0),
+            if integer { picks[3] } else { picks[0] },
+            "{t} over {s}, q8_0"
+        );
         let sh = lite(t, s);
         assert_eq!(
             Auto.resolve_for(&sh, CacheDType::F32),
