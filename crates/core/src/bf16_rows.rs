@@ -43,6 +43,7 @@ const fn pair_index(k: usize) -> usize {
 #[derive(Debug, Clone)]
 pub struct Bf16Queries {
     q: AlignedVec<f32>, // [rp, dkp], pair order (rows on cache lines: dkp · 4 bytes is 128·k)
+    rounded: AlignedVec<bf16>, // [rp, dkp], column order: each value rounded to bf16, for the dots
     dk: usize,
     rp: usize,
 }
@@ -70,13 +71,29 @@ impl Bf16Queries {
         );
         let dkp = dk.div_ceil(BF16_BLOCK) * BF16_BLOCK;
         let mut q = AlignedVec::zeros(rp * dkp);
+        let mut rounded = AlignedVec::zeros(rp * dkp);
         for (k, col) in qt.chunks_exact(rp.max(1)).enumerate().take(dk) {
             let at = pair_index(k);
             for (r, &x) in col.iter().enumerate() {
                 q[r * dkp + at] = x;
+                rounded[r * dkp + k] = bf16::from_f32(x);
             }
         }
-        Bf16Queries { q, dk, rp }
+        Bf16Queries { q, rounded, dk, rp }
+    }
+
+    /// Query row `r` rounded to bf16 (to nearest, ties to even), as [`bf16_dot_scores`] reads
+    /// it, padded to whole blocks.
+    ///
+    /// # Panics
+    /// If `r ≥ rp`.
+    pub fn rounded_row(&self, r: usize) -> &[bf16] {
+        assert!(
+            r < self.rp,
+            "Bf16Queries::rounded_row: row {r} of {}",
+            self.rp
+        );
+        &self.rounded[r * self.dkp()..(r + 1) * self.dkp()]
     }
 
     /// `(dk, rp)`: values per query, query rows.
@@ -359,9 +376,302 @@ pub fn bf16_mix_naive(
     }
 }
 
+/// `st[j, r] = Σ_k keys[j, k] · q̃[r, k]`: [`bf16_scores`] with the query rows rounded to bf16
+/// ([`Bf16Queries::rounded_row`]), so that a product of two bf16 values is one lane of
+/// AVX512-BF16's `vdpbf16ps` (32 multiply-adds an instruction, twice the f32 FMAs' rate on
+/// the CPUs that have it). On those CPUs where [`crate::bf16_dot`] allows, else
+/// [`bf16_dot_scores_portable`]. Each score moves from [`bf16_scores`]'s by the queries'
+/// rounding, at most `2⁻⁸ · Σ_k |keys[j, k] · q[r, k]|`, plus the f32 sums' rounding.
+///
+/// ```
+/// use deepblocks_core::bf16_rows::{Bf16Queries, bf16_dot_scores};
+/// use deepblocks_core::half::bf16;
+/// let keys: Vec<bf16> = [1.0, 2.0, 0.5, -1.0].map(bf16::from_f32).to_vec(); // [2, 2]
+/// let q = Bf16Queries::from_transposed(&[1.0, 0.0, 3.0, 1.0], 2, 2); // rows (1, 3), (0, 1)
+/// let mut st = [0.0f32; 4];
+/// bf16_dot_scores(&mut st, &keys, 2, &q, 2);
+/// assert_eq!(st, [7.0, 2.0, -2.5, -1.0]); // these queries are bf16 values already
+/// ```
+///
+/// # Panics
+/// As [`bf16_scores`].
+pub fn bf16_dot_scores(st: &mut [f32], keys: &[bf16], stride: usize, q: &Bf16Queries, w: usize) {
+    check_scores(st, keys, stride, q, w);
+    #[cfg(target_arch = "x86_64")]
+    if crate::bf16_dot() {
+        // SAFETY: the CPU has AVX-512F and AVX512-BF16; the lengths were checked.
+        unsafe { x86::dot_scores_zmm(st, keys, stride, q, w) };
+        return;
+    }
+    dot_scores_plain(st, keys, stride, q, w);
+}
+
+/// The portable twin of [`bf16_dot_scores`]: per key and query row, a dot product of the keys
+/// and the rounded queries in f32, in `k` order.
+///
+/// # Panics
+/// As [`bf16_scores`].
+pub fn bf16_dot_scores_portable(
+    st: &mut [f32],
+    keys: &[bf16],
+    stride: usize,
+    q: &Bf16Queries,
+    w: usize,
+) {
+    check_scores(st, keys, stride, q, w);
+    dot_scores_plain(st, keys, stride, q, w);
+}
+
+fn dot_scores_plain(st: &mut [f32], keys: &[bf16], stride: usize, q: &Bf16Queries, w: usize) {
+    let (dk, rp) = q.dims();
+    for j in 0..w {
+        let key = &keys[j * stride..j * stride + dk];
+        for r in 0..rp {
+            st[j * rp + r] = key
+                .iter()
+                .zip(q.rounded_row(r))
+                .fold(0.0f32, |acc, (k, x)| k.to_f32().mul_add(x.to_f32(), acc));
+        }
+    }
+}
+
+/// The naive twin of [`bf16_dot_scores`]: each score of the keys and the rounded queries summed
+/// in f64.
+///
+/// # Panics
+/// As [`bf16_scores`].
+pub fn bf16_dot_scores_naive(
+    st: &mut [f32],
+    keys: &[bf16],
+    stride: usize,
+    q: &Bf16Queries,
+    w: usize,
+) {
+    check_scores(st, keys, stride, q, w);
+    let (dk, rp) = q.dims();
+    for j in 0..w {
+        for r in 0..rp {
+            let row = q.rounded_row(r);
+            st[j * rp + r] = (0..dk)
+                .map(|k| keys[j * stride + k].to_f64() * row[k].to_f64())
+                .sum::<f64>() as f32;
+        }
+    }
+}
+
+/// `x` rounded to bf16 (to nearest, ties to even) and widened back, as bits: NaN stays itself.
+#[inline(always)]
+fn round_to_bf16(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let rounded = f32::from_bits(bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) & 0xFFFF_0000);
+    if x.is_nan() { x } else { rounded }
+}
+
+/// Rounds each probability of `p[w, l.len()]` (a block of keys × query rows, as blocked
+/// attention holds them) to bf16 in place, to nearest with ties to even, and adds what the
+/// rounding moved to the row's running sum `l[r]`. [`bf16_dot_mix`] of the rounded probabilities
+/// then mixes exactly the weights that the softmax divides by: the outputs stay weighted
+/// averages of the values, whatever offset the values share (rounding the weights alone would
+/// move each output by up to 2⁻⁸ of that offset). On AVX-512F where [`crate::avx512`] allows,
+/// else a loop; both give the same bits.
+///
+/// ```
+/// use deepblocks_core::bf16_rows::round_probabilities;
+/// let mut p = [0.7f32, 1.0, 0.3, 0.0]; // [2 keys, 2 rows]
+/// let mut l = [1.0f32, 1.0];
+/// round_probabilities(&mut p, &mut l);
+/// assert_eq!(p, [0.69921875, 1.0, 0.30078125, 0.0]);
+/// assert!((l[0] - 1.0).abs() < 1e-6); // 0.7 + 0.3 rounded as 0.69921875 + 0.30078125
+/// ```
+///
+/// # Panics
+/// If `p` is not whole rows of `l.len()` values.
+pub fn round_probabilities(p: &mut [f32], l: &mut [f32]) {
+    let rp = l.len();
+    assert!(
+        (rp == 0 && p.is_empty()) || (rp > 0 && p.len().is_multiple_of(rp)),
+        "round_probabilities: {} probabilities are not rows of {rp}",
+        p.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if crate::avx512() {
+        // SAFETY: the CPU has AVX-512F; `p` is whole rows of `l.len()`.
+        unsafe { x86::round_probabilities_zmm(p, l) };
+        return;
+    }
+    round_probabilities_portable(p, l);
+}
+
+/// The loop of [`round_probabilities`].
+///
+/// # Panics
+/// As [`round_probabilities`].
+pub fn round_probabilities_portable(p: &mut [f32], l: &mut [f32]) {
+    let rp = l.len();
+    if rp == 0 {
+        return;
+    }
+    for row in p.chunks_exact_mut(rp) {
+        for (x, s) in row.iter_mut().zip(l.iter_mut()) {
+            let y = round_to_bf16(*x);
+            *s += y - *x;
+            *x = y;
+        }
+    }
+}
+
+/// A block's probabilities rounded to bf16 and paired as `vdpbf16ps` takes them: for each two
+/// rows of values `2i, 2i + 1` and each output row `r`, the two weights side by side (the
+/// buffer [`bf16_dot_mix`] fills and reads, kept between calls).
+#[derive(Debug, Clone, Default)]
+pub struct Bf16Pairs {
+    pairs: AlignedVec<bf16>, // [w.div_ceil(2), rp, 2]
+}
+
+impl Bf16Pairs {
+    /// An empty buffer; the first [`bf16_dot_mix`] sizes it.
+    pub fn new() -> Bf16Pairs {
+        Bf16Pairs::default()
+    }
+
+    /// `p[w, rp]` rounded to bf16 and paired (a zero beside the last row of an odd `w`).
+    fn fill(&mut self, p: &[f32], w: usize, rp: usize) {
+        let pairs = w.div_ceil(2);
+        self.pairs.resize_zeroed(pairs * rp * 2);
+        let mut first = 0; // rows done sixteen at a time
+        #[cfg(target_arch = "x86_64")]
+        if crate::bf16_dot() {
+            first = rp / 16 * 16;
+            // SAFETY: the CPU has AVX-512F, BW and AVX512-BF16; `p` is [w, rp] (checked by the
+            // caller) and the pairs [w.div_ceil(2), rp, 2].
+            unsafe { x86::pair_rows(&mut self.pairs, p, w, rp) };
+        }
+        for i in 0..pairs {
+            for r in first..rp {
+                let at = (i * rp + r) * 2;
+                self.pairs[at] = bf16::from_f32(p[2 * i * rp + r]);
+                self.pairs[at + 1] = if 2 * i + 1 < w {
+                    bf16::from_f32(p[(2 * i + 1) * rp + r])
+                } else {
+                    bf16::ZERO
+                };
+            }
+        }
+    }
+}
+
+/// `o[r, c] += Σ_j p̃[j, r] · v[j, c]`: [`bf16_mix`] with the probabilities rounded to bf16
+/// (`p̃`), so that two rows of values at a time go through `vdpbf16ps` on the CPUs that have
+/// AVX512-BF16 where [`crate::bf16_dot`] allows, else [`bf16_dot_mix_portable`]. Each `o[r, c]`
+/// moves from [`bf16_mix`]'s by the rounding, at most `2⁻⁸ · Σ_j p[j, r] · |v[j, c]|` for
+/// non-negative `p`, plus the f32 sums' rounding. `pairs` is a buffer kept between calls.
+///
+/// ```
+/// use deepblocks_core::bf16_rows::{Bf16Pairs, bf16_dot_mix};
+/// use deepblocks_core::half::bf16;
+/// let v: Vec<bf16> = [1.0, 2.0, 3.0, 4.0].map(bf16::from_f32).to_vec(); // [2, 2]
+/// let p = [0.25, 1.0, 0.75, 0.0]; // [2 rows of v, 2 outputs]
+/// let mut o = [0.0f32; 4];
+/// bf16_dot_mix(&mut o, &p, &v, 2, 2, 2, 2, &mut Bf16Pairs::new());
+/// assert_eq!(o, [2.5, 3.5, 1.0, 2.0]);
+/// ```
+///
+/// # Panics
+/// As [`bf16_mix`].
+#[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
+pub fn bf16_dot_mix(
+    o: &mut [f32],
+    p: &[f32],
+    values: &[bf16],
+    stride: usize,
+    w: usize,
+    dv: usize,
+    rp: usize,
+    pairs: &mut Bf16Pairs,
+) {
+    check_mix(o, p, values, stride, w, dv, rp);
+    #[cfg(target_arch = "x86_64")]
+    if crate::bf16_dot() {
+        pairs.fill(p, w, rp);
+        // SAFETY: the CPU has AVX-512F, BW and AVX512-BF16; the lengths were checked.
+        unsafe { x86::dot_mix_zmm(o, p, &pairs.pairs, values, stride, w, dv, rp) };
+        return;
+    }
+    dot_mix_columns(o, p, values, stride, w, dv, rp, 0);
+}
+
+/// The scalar twin of [`bf16_dot_mix`]: every `o[r, c]` gains `p̃[j, r] · v[j, c]` by one fused
+/// multiply-add per row `j`, in order.
+///
+/// # Panics
+/// As [`bf16_mix`].
+#[allow(clippy::too_many_arguments)]
+pub fn bf16_dot_mix_portable(
+    o: &mut [f32],
+    p: &[f32],
+    values: &[bf16],
+    stride: usize,
+    w: usize,
+    dv: usize,
+    rp: usize,
+) {
+    check_mix(o, p, values, stride, w, dv, rp);
+    dot_mix_columns(o, p, values, stride, w, dv, rp, 0);
+}
+
+/// [`bf16_dot_mix_portable`]'s steps for the columns `first .. dv` only.
+#[allow(clippy::too_many_arguments)]
+fn dot_mix_columns(
+    o: &mut [f32],
+    p: &[f32],
+    values: &[bf16],
+    stride: usize,
+    w: usize,
+    dv: usize,
+    rp: usize,
+    first: usize,
+) {
+    for j in 0..w {
+        let row = &values[j * stride + first..j * stride + dv];
+        for r in 0..rp {
+            let pj = bf16::from_f32(p[j * rp + r]).to_f32();
+            let out = &mut o[r * dv + first..(r + 1) * dv];
+            for (y, v) in out.iter_mut().zip(row) {
+                *y = pj.mul_add(v.to_f32(), *y);
+            }
+        }
+    }
+}
+
+/// The naive twin of [`bf16_dot_mix`]: each `o[r, c]` of the rounded probabilities summed in
+/// f64.
+///
+/// # Panics
+/// As [`bf16_mix`].
+#[allow(clippy::too_many_arguments)]
+pub fn bf16_dot_mix_naive(
+    o: &mut [f32],
+    p: &[f32],
+    values: &[bf16],
+    stride: usize,
+    w: usize,
+    dv: usize,
+    rp: usize,
+) {
+    check_mix(o, p, values, stride, w, dv, rp);
+    for r in 0..rp {
+        for c in 0..dv {
+            let sum: f64 = (0..w)
+                .map(|j| bf16::from_f32(p[j * rp + r]).to_f64() * values[j * stride + c].to_f64())
+                .sum();
+            o[r * dv + c] = (o[r * dv + c] as f64 + sum) as f32;
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{BF16_BLOCK, Bf16Queries, mix_columns};
+    use super::{BF16_BLOCK, Bf16Queries, dot_mix_columns, mix_columns};
     use half::bf16;
     use std::arch::x86_64::*;
 
@@ -526,6 +836,19 @@ mod x86 {
                 }
             }
         }
+        store_scores(st, &acc, rp, j0, r0);
+    }
+
+    /// The scores of a tile: `st[j0 + j, r0 + r]` = the sum of the lanes of `acc[j][r]`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn store_scores<const J: usize, const R: usize>(
+        st: &mut [f32],
+        acc: &[[__m512; R]; J],
+        rp: usize,
+        j0: usize,
+        r0: usize,
+    ) {
         if J * R == 16 {
             let sums = sum_lanes(std::array::from_fn(|i| acc[i / R][i % R]));
             let mut lanes = [0.0f32; 16];
@@ -542,6 +865,100 @@ mod x86 {
                 }
             }
         }
+    }
+
+    /// [`super::bf16_dot_scores`] on AVX512-BF16: tiles of 2 keys × 8 query rows (then single
+    /// keys and rows at the edges), a `vdpbf16ps` per key, query row and block of 32 values.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F and AVX512-BF16; `super::check_scores` passed for these
+    /// arguments.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn dot_scores_zmm(
+        st: &mut [f32],
+        keys: &[bf16],
+        stride: usize,
+        q: &Bf16Queries,
+        w: usize,
+    ) {
+        let (dk, rp) = q.dims();
+        tiles(
+            keys,
+            stride,
+            dk,
+            w,
+            rp,
+            TJ,
+            TR,
+            |whole_keys, whole_rows, j0, r0| {
+                // SAFETY: keys j0 .. j0 + J ≤ w and rows r0 .. r0 + R ≤ rp; check_scores bounded the
+                // rest; the caller vouched for the instructions.
+                unsafe {
+                    match (whole_keys, whole_rows) {
+                        (true, true) => dot_scores_tile::<TJ, TR>(st, keys, stride, q, j0, r0),
+                        (true, false) => dot_scores_tile::<TJ, 1>(st, keys, stride, q, j0, r0),
+                        (false, true) => dot_scores_tile::<1, TR>(st, keys, stride, q, j0, r0),
+                        (false, false) => dot_scores_tile::<1, 1>(st, keys, stride, q, j0, r0),
+                    }
+                }
+            },
+        );
+    }
+
+    /// 32 bf16 values as `vdpbf16ps` takes them.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    fn as_bh(x: __m512i) -> __m512bh {
+        // SAFETY: both are 64 bytes of plain bits.
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(x) }
+    }
+
+    /// Scores of keys `j0 .. j0 + J` against the rounded query rows `r0 .. r0 + R`.
+    ///
+    /// # Safety
+    /// As [`dot_scores_zmm`]; `j0 + J ≤ w`, `r0 + R ≤ rp`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn dot_scores_tile<const J: usize, const R: usize>(
+        st: &mut [f32],
+        keys: &[bf16],
+        stride: usize,
+        q: &Bf16Queries,
+        j0: usize,
+        r0: usize,
+    ) {
+        let (dk, rp) = q.dims();
+        let dkp = q.dkp();
+        let whole = dk / BF16_BLOCK;
+        let (kp, qp) = (
+            keys.as_ptr().cast::<u16>(),
+            q.rounded.as_ptr().cast::<u16>(),
+        );
+        let mut acc = [[_mm512_setzero_ps(); R]; J];
+        let tail = dk - whole * BF16_BLOCK;
+        let buf = last_blocks::<J>(keys, stride, dk, j0); // the short last block beside zeros
+        for b in 0..whole + usize::from(tail > 0) {
+            let mut k = [as_bh(_mm512_setzero_si512()); J];
+            for (j, x) in k.iter_mut().enumerate() {
+                // SAFETY: key j0 + j < w, its values 32·b .. 32·b + 32 ≤ dk ≤ stride, or the
+                // buffer of 32 values of the short last block (the queries are zero past dk).
+                *x = as_bh(unsafe {
+                    if b < whole {
+                        _mm512_loadu_si512(kp.add((j0 + j) * stride + 32 * b).cast())
+                    } else {
+                        _mm512_loadu_si512(buf[j].as_ptr().cast())
+                    }
+                });
+            }
+            for r in 0..R {
+                // SAFETY: row r0 + r < rp of the rounded queries (rows dkp long), 32·b + 32 ≤ dkp.
+                let x =
+                    as_bh(unsafe { _mm512_loadu_si512(qp.add((r0 + r) * dkp + 32 * b).cast()) });
+                for (a, &kj) in acc.iter_mut().zip(&k) {
+                    a[r] = _mm512_dpbf16_ps(a[r], kj, x);
+                }
+            }
+        }
+        store_scores(st, &acc, rp, j0, r0);
     }
 
     /// Lane `i` of the result is the sum of the 16 lanes of `x[i]`: halves of registers added
@@ -668,6 +1085,188 @@ mod x86 {
                 let at = o.add((r0 + i) * dv + c);
                 _mm512_storeu_ps(at, _mm512_permutex2var_ps(a[0], low, a[1]));
                 _mm512_storeu_ps(at.add(16), _mm512_permutex2var_ps(a[0], high, a[1]));
+            }
+        }
+    }
+
+    /// [`super::bf16_dot_mix`] on AVX512-BF16: 32 columns × up to 8 rows at a time, the last
+    /// `dv mod 32` columns by the portable steps.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F, AVX-512BW and AVX512-BF16; `super::check_mix` passed for these
+    /// arguments; `pairs` is `p` paired (`Bf16Pairs::fill`).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn dot_mix_zmm(
+        o: &mut [f32],
+        p: &[f32],
+        pairs: &[bf16],
+        values: &[bf16],
+        stride: usize,
+        w: usize,
+        dv: usize,
+        rp: usize,
+    ) {
+        let whole = dv / BF16_BLOCK * BF16_BLOCK;
+        for c in (0..whole).step_by(BF16_BLOCK) {
+            let mut r0 = 0;
+            while r0 < rp {
+                let rows = (rp - r0).min(8);
+                macro_rules! go {
+                    ($($r:literal)*) => {
+                        match rows {
+                            $($r => dot_mix_tile::<$r>(o, pairs, values, stride, w, dv, rp, r0, c),)*
+                            _ => unreachable!("1 to 8 rows"),
+                        }
+                    };
+                }
+                // SAFETY: rows r0 .. r0 + rows ≤ rp, columns c .. c + 32 ≤ whole ≤ dv; the
+                // caller checked the rest.
+                unsafe { go!(1 2 3 4 5 6 7 8) };
+                r0 += rows;
+            }
+        }
+        if whole < dv {
+            dot_mix_columns(o, p, values, stride, w, dv, rp, whole);
+        }
+    }
+
+    /// [`super::round_probabilities`] sixteen rows a register (the last ones under a mask), the
+    /// rounding by [`super::round_to_bf16`]'s integer steps.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `p` is whole rows of `l.len()`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn round_probabilities_zmm(p: &mut [f32], l: &mut [f32]) {
+        let rp = l.len();
+        let (half, one, top) = (
+            _mm512_set1_epi32(0x7FFF),
+            _mm512_set1_epi32(1),
+            _mm512_set1_epi32(0xFFFF_0000_u32 as i32),
+        );
+        for row in p.chunks_exact_mut(rp) {
+            for r in (0..rp).step_by(16) {
+                let mask: __mmask16 = if rp - r >= 16 {
+                    0xFFFF
+                } else {
+                    (1 << (rp - r)) - 1
+                };
+                // SAFETY: the lanes under the mask are values r .. min(r + 16, rp) of the row and
+                // of `l`.
+                unsafe {
+                    let x = _mm512_maskz_loadu_ps(mask, row.as_ptr().add(r));
+                    let bits = _mm512_castps_si512(x);
+                    let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), one);
+                    let up = _mm512_add_epi32(_mm512_add_epi32(bits, half), lsb);
+                    let rounded = _mm512_castsi512_ps(_mm512_and_si512(up, top));
+                    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+                    let y = _mm512_mask_blend_ps(nan, rounded, x);
+                    let s = _mm512_maskz_loadu_ps(mask, l.as_ptr().add(r));
+                    let s = _mm512_add_ps(s, _mm512_sub_ps(y, x));
+                    _mm512_mask_storeu_ps(l.as_mut_ptr().add(r), mask, s);
+                    _mm512_mask_storeu_ps(row.as_mut_ptr().add(r), mask, y);
+                }
+            }
+        }
+    }
+
+    /// The first `rp / 16 · 16` rows of `Bf16Pairs::fill`: for each two rows of `p` and
+    /// sixteen output rows, both rows rounded (`vcvtne2ps2bf16`: to nearest, ties to even;
+    /// inputs below f32's normal range as zero) and interleaved (`vpermw`).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, BW and AVX512-BF16; `p` is `[w, rp]`, `pairs` `[w.div_ceil(2), rp, 2]`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn pair_rows(pairs: &mut [bf16], p: &[f32], w: usize, rp: usize) {
+        // Word 2r of the result is word r of the first row (the low half), 2r + 1 word r of the
+        // second.
+        let interleave = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
+            4, 19, 3, 18, 2, 17, 1, 16, 0,
+        );
+        let (out, p) = (pairs.as_mut_ptr().cast::<u16>(), p.as_ptr());
+        for i in 0..w.div_ceil(2) {
+            for r in (0..rp / 16 * 16).step_by(16) {
+                // SAFETY: rows 2i (and 2i + 1 when < w) of p, columns r .. r + 16 ≤ rp; pair i,
+                // rows r .. r + 16 of `pairs`.
+                unsafe {
+                    let a = _mm512_loadu_ps(p.add(2 * i * rp + r));
+                    let b = if 2 * i + 1 < w {
+                        _mm512_loadu_ps(p.add((2 * i + 1) * rp + r))
+                    } else {
+                        _mm512_setzero_ps()
+                    };
+                    let both = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(b, a));
+                    let paired = _mm512_permutexvar_epi16(interleave, both);
+                    _mm512_storeu_si512(out.add((i * rp + r) * 2).cast(), paired);
+                }
+            }
+        }
+    }
+
+    /// Rows `r0 .. r0 + R`, columns `c .. c + 32` of [`dot_mix_zmm`]. Two rows of values
+    /// `2i, 2i + 1` interleaved by `vpunpcklwd`/`vpunpckhwd` hold, in each 32-bit lane, one
+    /// column's two values: the low register columns `8m .. 8m + 4`, the high one `8m + 4 ..
+    /// 8m + 8` of each 128-bit quarter `m`; `O` is held in that order while the tile works.
+    ///
+    /// # Safety
+    /// As [`dot_mix_zmm`]; `r0 + R ≤ rp`, `c + 32 ≤ dv`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn dot_mix_tile<const R: usize>(
+        o: &mut [f32],
+        pairs: &[bf16],
+        values: &[bf16],
+        stride: usize,
+        w: usize,
+        dv: usize,
+        rp: usize,
+        r0: usize,
+        c: usize,
+    ) {
+        // Column order (x: columns 0-15, y: 16-31) ↔ the interleaved order (lo, hi).
+        let to_lo = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+        let to_hi = _mm512_add_epi32(to_lo, _mm512_set1_epi32(4));
+        let to_x = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+        let to_y = _mm512_add_epi32(to_x, _mm512_set1_epi32(8));
+        let (o, pp, v) = (
+            o.as_mut_ptr(),
+            pairs.as_ptr().cast::<i32>(),
+            values.as_ptr().cast::<u16>(),
+        );
+        // SAFETY: rows r0 + i < rp of `o` and of each pair of `pairs` ([w.div_ceil(2), rp]
+        // 32-bit pairs), columns c .. c + 32 ≤ dv of `o`, and 32 values of row j < w from
+        // j·stride + c, inside the row (c + 32 ≤ dv ≤ stride).
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
+            for (i, a) in acc.iter_mut().enumerate() {
+                let at = o.add((r0 + i) * dv + c);
+                let (x, y) = (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16)));
+                *a = [
+                    _mm512_permutex2var_ps(x, to_lo, y),
+                    _mm512_permutex2var_ps(x, to_hi, y),
+                ];
+            }
+            for i in 0..w.div_ceil(2) {
+                let a = _mm512_loadu_si512(v.add(2 * i * stride + c).cast());
+                let b = if 2 * i + 1 < w {
+                    _mm512_loadu_si512(v.add((2 * i + 1) * stride + c).cast())
+                } else {
+                    _mm512_setzero_si512() // the zero weight beside an odd last row
+                };
+                let lo = as_bh(_mm512_unpacklo_epi16(a, b));
+                let hi = as_bh(_mm512_unpackhi_epi16(a, b));
+                let pi = pp.add(i * rp + r0);
+                for (r, x) in acc.iter_mut().enumerate() {
+                    let pr = as_bh(_mm512_set1_epi32(pi.add(r).read()));
+                    x[0] = _mm512_dpbf16_ps(x[0], lo, pr);
+                    x[1] = _mm512_dpbf16_ps(x[1], hi, pr);
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                let at = o.add((r0 + i) * dv + c);
+                _mm512_storeu_ps(at, _mm512_permutex2var_ps(a[0], to_x, a[1]));
+                _mm512_storeu_ps(at.add(16), _mm512_permutex2var_ps(a[0], to_y, a[1]));
             }
         }
     }
@@ -1000,6 +1599,132 @@ mod tests {
             bf16_mix_naive(&mut want, &p, &v, stride, w, dv, rp);
             for (i, (g, x)) in plain.iter().zip(&want).enumerate() {
                 proptest::prop_assert!((g - x).abs() <= 1e-6 * (w + 1) as f32, "element {i}: {g} vs {x}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// The scores over rounded queries (`vdpbf16ps` where the CPU has AVX512-BF16, the
+        /// portable loop elsewhere) equal their naive twin to f32 rounding, and the exact scores
+        /// within the queries' rounding: `Σ_k |k| · |q − q̃|` more. Same shapes as above.
+        #[test]
+        fn dot_scores_stay_within_the_queries_rounding(
+            seed in 0u64..10_000,
+            (dk, extra) in (1usize..100, 0usize..5),
+            (w, rp) in (0usize..11, 1usize..20),
+        ) {
+            let stride = dk + extra;
+            let keys = narrow(&values(w * stride, seed));
+            let qt = values(dk * rp, seed + 1);
+            let q = Bf16Queries::from_transposed(&qt, dk, rp);
+            let mut rounded = vec![f32::NAN; w * rp];
+            bf16_dot_scores_naive(&mut rounded, &keys, stride, &q, w);
+            let mut exact = vec![f32::NAN; w * rp];
+            bf16_scores_naive(&mut exact, &keys, stride, &q, w);
+            for (name, f) in [
+                ("dispatch", bf16_dot_scores as fn(&mut [f32], &[bf16], usize, &Bf16Queries, usize)),
+                ("portable", bf16_dot_scores_portable),
+            ] {
+                let mut got = vec![f32::NAN; w * rp];
+                f(&mut got, &keys, stride, &q, w);
+                for j in 0..w {
+                    for r in 0..rp {
+                        let i = j * rp + r;
+                        let (g, x, e) = (got[i], rounded[i], exact[i]);
+                        proptest::prop_assert!(
+                            (g - x).abs() <= 1e-6 * dk as f32,
+                            "{name}: score {i}: {g} vs {x} (rounded queries)"
+                        );
+                        let moved: f32 = (0..dk)
+                            .map(|k| {
+                                let (qk, qr) = (qt[k * rp + r], q.rounded_row(r)[k].to_f32());
+                                keys[j * stride + k].to_f32().abs() * (qk - qr).abs()
+                            })
+                            .sum();
+                        proptest::prop_assert!(
+                            (g - e).abs() <= moved + 1e-6 * dk as f32,
+                            "{name}: score {i}: {g} vs exact {e}, rounding bound {moved}"
+                        );
+                    }
+                }
+            }
+        }
+
+        /// The mix of rounded probabilities (`vdpbf16ps` over pairs of rows where the CPU has
+        /// AVX512-BF16, the scalar twin elsewhere) equals its naive twin to f32 rounding and the
+        /// exact mix within the probabilities' rounding, `Σ_j |p − p̃| · |v|` more: over value widths
+        /// off the 32-column blocks, odd and even row counts (a zero weight beside an odd last
+        /// row) and any number of output rows.
+        #[test]
+        fn dot_mix_stays_within_the_probabilities_rounding(
+            seed in 0u64..10_000,
+            (dv, extra) in (0usize..100, 0usize..5),
+            (w, rp) in (0usize..12, 1usize..20),
+        ) {
+            let stride = dv + extra;
+            let v = narrow(&values(w * stride, seed));
+            let p = values(w * rp, seed + 1);
+            let o0 = values(rp * dv, seed + 2);
+            let mut fast = o0.clone();
+            bf16_dot_mix(&mut fast, &p, &v, stride, w, dv, rp, &mut Bf16Pairs::new());
+            let mut plain = o0.clone();
+            bf16_dot_mix_portable(&mut plain, &p, &v, stride, w, dv, rp);
+            let mut rounded = o0.clone();
+            bf16_dot_mix_naive(&mut rounded, &p, &v, stride, w, dv, rp);
+            let mut exact = o0;
+            bf16_mix_naive(&mut exact, &p, &v, stride, w, dv, rp);
+            for r in 0..rp {
+                for c in 0..dv {
+                    let i = r * dv + c;
+                    let moved: f32 = (0..w)
+                        .map(|j| {
+                            let pj = p[j * rp + r];
+                            (pj - bf16::from_f32(pj).to_f32()).abs() * v[j * stride + c].to_f32().abs()
+                        })
+                        .sum();
+                    for (name, g) in [("dispatch", fast[i]), ("portable", plain[i])] {
+                        proptest::prop_assert!(
+                            (g - rounded[i]).abs() <= 1e-6 * (w + 1) as f32,
+                            "{name}: element {i}: {g} vs {} (rounded probabilities)", rounded[i]
+                        );
+                        proptest::prop_assert!(
+                            (g - exact[i]).abs() <= moved + 1e-6 * (w + 1) as f32,
+                            "{name}: element {i}: {g} vs exact {}, rounding bound {moved}", exact[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Rounding the probabilities gives the same bits from the SIMD kernel and the loop,
+        /// values half's `bf16::from_f32` rounds to, and sums moved by exactly what the
+        /// rounding moved (to f32 rounding), over row counts off the 16 lanes.
+        #[test]
+        fn rounded_probabilities_keep_their_sums(
+            seed in 0u64..10_000,
+            (w, rp) in (0usize..9, 1usize..40),
+        ) {
+            let p: Vec<f32> = values(w * rp, seed).iter().map(|x| x.abs() * 2.0).collect();
+            let l0 = values(rp, seed + 1);
+            let (mut fast, mut lf) = (p.clone(), l0.clone());
+            round_probabilities(&mut fast, &mut lf);
+            let (mut plain, mut lp) = (p.clone(), l0.clone());
+            round_probabilities_portable(&mut plain, &mut lp);
+            proptest::prop_assert_eq!(&fast, &plain);
+            proptest::prop_assert_eq!(&lf, &lp);
+            for (i, (&x, &y)) in p.iter().zip(&fast).enumerate() {
+                proptest::prop_assert_eq!(y, bf16::from_f32(x).to_f32(), "probability {}", i);
+            }
+            for r in 0..rp {
+                let moved: f64 = (0..w).map(|j| fast[j * rp + r] as f64 - p[j * rp + r] as f64).sum();
+                let want = l0[r] as f64 + moved;
+                proptest::prop_assert!((lf[r] as f64 - want).abs() <= 1e-6, "row {}: {} vs {}", r, lf[r], want);
             }
         }
     }

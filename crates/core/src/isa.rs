@@ -6,8 +6,10 @@
 //! tested on every commit); `DEEPBLOCKS_ISA=avx2` asks for AVX2 and gets it when the CPU has
 //! AVX2, FMA and F16C, without the AVX-VNNI extension of the integer kernels, AVX-512 or the AMX tile
 //! unit even where the CPU has them ([`vnni`], [`avx512`], [`amx`]; CI and the benches measure the
-//! plain AVX2 kernels that way); `DEEPBLOCKS_ISA=avx512` keeps AVX-512 and VNNI but not the tile unit. Unset, empty, `auto` or any other value: the best the CPU has. The
-//! variable is read on the first kernel call of the process.
+//! plain AVX2 kernels that way); `DEEPBLOCKS_ISA=avx512` keeps AVX-512 and VNNI but not the tile
+//! unit; `DEEPBLOCKS_ISA=avx512f` keeps AVX-512 and VNNI but neither the tile unit nor the bf16
+//! dot products of AVX512-BF16 ([`bf16_dot`]). Unset, empty, `auto` or any other value: the best
+//! the CPU has. The variable is read on the first kernel call of the process.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -113,7 +115,27 @@ pub fn amx() -> bool {
     static AMX: OnceLock<bool> = OnceLock::new();
     *AMX.get_or_init(|| {
         let env = std::env::var(ISA_ENV).ok();
-        avx512() && env.as_deref().map(str::trim) != Some("avx512") && amx_granted()
+        let without = matches!(env.as_deref().map(str::trim), Some("avx512" | "avx512f"));
+        avx512() && !without && amx_granted()
+    })
+}
+
+/// Whether attention over a bf16 cache may run on AVX512-BF16's `vdpbf16ps` (32 multiply-adds of
+/// bf16 pairs into sixteen f32 lanes, with the queries and the probabilities rounded to bf16:
+/// [`crate::bf16_rows::bf16_dot_scores`], [`crate::bf16_rows::bf16_dot_mix`]): [`avx512`] holds,
+/// the CPU has AVX512-BF16 and AVX-512BW (AMD since Zen 4, Intel Cooper Lake and since Sapphire
+/// Rapids), and
+/// [`ISA_ENV`] does not say `avx512f` (the f32 products, for comparisons). Read once, on the
+/// first call.
+pub fn bf16_dot() -> bool {
+    static DOT: OnceLock<bool> = OnceLock::new();
+    *DOT.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        let has = is_x86_feature_detected!("avx512bf16");
+        #[cfg(not(target_arch = "x86_64"))]
+        let has = false;
+        let env = std::env::var(ISA_ENV).ok();
+        avx512() && has && avx512bw() && env.as_deref().map(str::trim) != Some("avx512f")
     })
 }
 

@@ -57,7 +57,7 @@ mod weight;
 
 pub use dtype::{DType, Element, Plain};
 pub use error::{Error, Result};
-pub use isa::{ISA_ENV, Isa, amx, avx512, isa, vnni};
+pub use isa::{ISA_ENV, Isa, amx, avx512, bf16_dot, isa, vnni};
 #[cfg(feature = "ndarray")]
 pub use linear::linear_nd;
 pub use linear::{
