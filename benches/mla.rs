@@ -207,27 +207,40 @@ fn summary(up: &KvUpProjection) {
             .wide_flops_per_s
             .map(|w| format!(", {:.1} GFLOP/s 16-wide", w / 1e9))
             .unwrap_or_default(),
-        limits
-            .tile_flops_per_s
-            .map(|w| format!(", bf16 tiles {:.0} GFLOP/s", w / 1e9))
-            .unwrap_or_default(),
+        [
+            (limits.tile_flops_per_s, "bf16 tiles"),
+            (limits.bf16_dot_flops_per_s, "vdpbf16ps"),
+            (limits.int8_dot_ops_per_s, "vpdpbusd (int8 GOP/s)"),
+        ]
+        .iter()
+        .filter_map(|&(peak, name)| peak.map(|w| format!(", {name} {:.0} GFLOP/s", w / 1e9)))
+        .collect::<String>(),
         rayon::current_num_threads(),
         if tiles {
             "on the AMX tile unit (scores and mix), FMAs elsewhere"
+        } else if limits.bf16_dot_flops_per_s.is_some() {
+            "as vdpbf16ps over a bf16 cache, 16-wide FMAs elsewhere"
         } else if limits.wide_flops_per_s.is_some() {
             "16-wide (AVX-512F)"
         } else {
             "8-wide"
         }
     );
-    // Seconds of arithmetic at peak for the absorbed core's `t` queries over `s` tokens.
-    let flop_bound = |t: usize, s: usize| match limits.tile_flops_per_s {
-        Some(tile_peak) if tiles => {
-            let sh = shape(t, s); // W_UK and W_UV folds, f32:
-            let folds = 2.0 * (sh.t * sh.n * (sh.d + sh.v) * sh.c) as f64;
-            folds / peak + 2.0 * (absorbed_flops(t, s) - folds) / tile_peak
-        }
-        _ => absorbed_flops(t, s) / peak,
+    // Seconds of arithmetic at peak for the absorbed core's `t` queries over `s` tokens: the
+    // `W_UK` and `W_UV` folds (f32) at the FMA peak, the scores and the mix at the peak of what
+    // they run on (over a Q8_0 cache: `q8` true).
+    let folds = |t: usize| {
+        let sh = shape(t, 1);
+        2.0 * (sh.t * sh.n * (sh.d + sh.v) * sh.c) as f64
+    };
+    let flop_bound = |t: usize, s: usize, q8: bool| {
+        let products = absorbed_flops(t, s) - folds(t);
+        let at = match (q8, limits.tile_flops_per_s, limits.bf16_dot_flops_per_s) {
+            (true, ..) => limits.int8_dot_ops_per_s,
+            (false, Some(tile_peak), _) if tiles => Some(tile_peak / 2.0), // two bf16 parts
+            (false, _, dot_peak) => dot_peak,
+        };
+        folds(t) / peak + products / at.unwrap_or(peak)
     };
     let weights = (up
         .w_uk_t()
@@ -248,7 +261,7 @@ fn summary(up: &KvUpProjection) {
             attention_absorbed(&mut out, &q, rows, up, &shape(1, cached)).expect("core");
         });
         bf16_secs.push(secs);
-        let flop_bound = flop_bound(1, cached);
+        let flop_bound = flop_bound(1, cached, false);
         let bytes = cache.bytes() as f64 + weights;
         let byte_bound = bytes / limits.read_bytes_per_s;
         eprintln!(
@@ -267,8 +280,27 @@ fn summary(up: &KvUpProjection) {
             "on rows widened to f32"
         }
     );
-    eprintln!("| cached | time | byte bound | fraction of byte bound | bf16 time / q8_0 time |");
-    eprintln!("|---:|---:|---:|---:|---:|");
+    eprintln!(
+        "| cached | time | {}byte bound | fraction of {}bound | bf16 time / q8_0 time |",
+        if limits.int8_dot_ops_per_s.is_some() {
+            "integer bound | "
+        } else {
+            ""
+        },
+        if limits.int8_dot_ops_per_s.is_some() {
+            ""
+        } else {
+            "byte "
+        }
+    );
+    eprintln!(
+        "|---:|---:|{}---:|---:|---:|",
+        if limits.int8_dot_ops_per_s.is_some() {
+            "---:|"
+        } else {
+            ""
+        }
+    );
     for (cached, bf16) in DEPTHS.into_iter().zip(bf16_secs) {
         let cache = filled_cache(cached, CacheDType::Q8_0);
         let rows = cache.layer(0).expect("layer 0").rows();
@@ -276,11 +308,18 @@ fn summary(up: &KvUpProjection) {
             attention_absorbed(&mut out, &q, rows, up, &shape(1, cached)).expect("core");
         });
         let byte_bound = (cache.bytes() as f64 + weights) / limits.read_bytes_per_s;
+        // The integer products' bound where they run on 512-bit vpdpbusd.
+        let int_bound = limits
+            .int8_dot_ops_per_s
+            .map(|_| flop_bound(1, cached, true));
         eprintln!(
-            "| {cached} | {:.3} ms | {:.3} ms | {:.0}% | {:.2} |",
+            "| {cached} | {:.3} ms | {}{:.3} ms | {:.0}% | {:.2} |",
             secs * 1e3,
+            int_bound
+                .map(|b| format!("{:.3} ms | ", b * 1e3))
+                .unwrap_or_default(),
             byte_bound * 1e3,
-            100.0 * byte_bound / secs,
+            100.0 * byte_bound.max(int_bound.unwrap_or(0.0)) / secs,
             bf16 / secs
         );
     }

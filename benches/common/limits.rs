@@ -1,7 +1,9 @@
 //! The machine's limits, measured in the same run as the kernels judged against them: DRAM read
 //! bandwidth (a parallel sum over 512 MiB, 16× the L3 of the Zen 3 these benches were first
 //! taken on) and peak f32 FLOP/s (12 independent 8-wide FMA chains per thread, no memory; and
-//! 16-wide where the process may use AVX-512F; bf16 tile products where it may use AMX).
+//! 16-wide where the process may use AVX-512F; bf16 tile products where it may use AMX; the
+//! bf16 and int8 dot products of AVX512-BF16 and AVX-512 VNNI where the attention kernels use
+//! them).
 //! Included by `kernels.rs` and `mla.rs` with `#[path]`.
 
 use criterion::{Criterion, Throughput};
@@ -46,6 +48,21 @@ pub fn limits(c: &mut Criterion) {
             b.iter(|| probe::fma_peak_wide(black_box(FMA_ITERS)))
         });
     }
+    let threads = rayon::current_num_threads();
+    if probe::bf16_dot_peak(1).is_some() {
+        let ops = probe::dot_peak_ops(FMA_ITERS, threads, probe::BF16_DOT_LANES);
+        g.throughput(Throughput::Elements(ops));
+        g.bench_function("bf16_dot_peak_all_threads", |b| {
+            b.iter(|| probe::bf16_dot_peak(black_box(FMA_ITERS)))
+        });
+    }
+    if probe::int8_dot_peak(1).is_some() {
+        let ops = probe::dot_peak_ops(FMA_ITERS, threads, probe::INT8_DOT_LANES);
+        g.throughput(Throughput::Elements(ops));
+        g.bench_function("int8_dot_peak_all_threads", |b| {
+            b.iter(|| probe::int8_dot_peak(black_box(FMA_ITERS)))
+        });
+    }
     let one = probe::fma_peak_flops(FMA_ITERS, 1);
     g.throughput(Throughput::Elements(one));
     let pool = rayon::ThreadPoolBuilder::new()
@@ -70,6 +87,12 @@ pub struct Limits {
     /// Peak bf16-product FLOP/s of the AMX tile unit on every rayon thread, where the process
     /// may use it.
     pub tile_flops_per_s: Option<f64>,
+    /// Peak FLOP/s of AVX512-BF16's `vdpbf16ps` on every rayon thread, where the process may use
+    /// it (`deepblocks_core::bf16_dot`).
+    pub bf16_dot_flops_per_s: Option<f64>,
+    /// Peak operations per second (2 a multiply-add) of 512-bit `vpdpbusd` on every rayon
+    /// thread, where the integer attention kernels use it.
+    pub int8_dot_ops_per_s: Option<f64>,
 }
 
 /// Measures [`Limits`]: the best of `rounds` timings of each probe.
@@ -96,11 +119,25 @@ pub fn measure(rounds: usize) -> Limits {
         });
         probe::tile_peak_flops(TILE_ITERS, threads) as f64 / secs
     });
+    let bf16_dot_flops_per_s = probe::bf16_dot_peak(1).map(|_| {
+        let secs = best_seconds(rounds, || {
+            black_box(probe::bf16_dot_peak(black_box(FMA_ITERS)));
+        });
+        probe::dot_peak_ops(FMA_ITERS, threads, probe::BF16_DOT_LANES) as f64 / secs
+    });
+    let int8_dot_ops_per_s = probe::int8_dot_peak(1).map(|_| {
+        let secs = best_seconds(rounds, || {
+            black_box(probe::int8_dot_peak(black_box(FMA_ITERS)));
+        });
+        probe::dot_peak_ops(FMA_ITERS, threads, probe::INT8_DOT_LANES) as f64 / secs
+    });
     Limits {
         read_bytes_per_s: (STREAM_LEN * 4) as f64 / read,
         flops_per_s: probe::fma_peak_flops(FMA_ITERS, threads) as f64 / fma,
         wide_flops_per_s,
         tile_flops_per_s,
+        bf16_dot_flops_per_s,
+        int8_dot_ops_per_s,
     }
 }
 

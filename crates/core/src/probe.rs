@@ -155,3 +155,101 @@ pub fn tile_peak(iters: usize) -> Option<f32> {
     let _ = iters;
     None
 }
+
+/// Multiply-adds one call of [`bf16_dot_peak`] or [`int8_dot_peak`] performs with `iters`
+/// iterations on each of `threads` threads, counted as 2 operations each (as FLOPs are).
+pub fn dot_peak_ops(iters: usize, threads: usize, lanes_per_instruction: usize) -> u64 {
+    // 12 chains, one instruction each per iteration.
+    (iters as u64) * 12 * lanes_per_instruction as u64 * 2 * threads as u64
+}
+
+/// Multiply-adds of one `vdpbf16ps` on 512-bit registers: 16 lanes × 2 bf16 pairs.
+pub const BF16_DOT_LANES: usize = 32;
+
+/// Multiply-adds of one `vpdpbusd` on 512-bit registers: 16 lanes × 4 byte pairs.
+pub const INT8_DOT_LANES: usize = 64;
+
+/// Runs `iters` iterations of 12 independent chains of `vdpbf16ps` (no memory traffic) on every
+/// rayon thread where [`crate::bf16_dot`] allows them (the peak the bf16 dot kernels are judged
+/// against), and returns a value that depends on them; `None` elsewhere. Its operation count
+/// is [`dot_peak_ops`]`(iters, threads, `[`BF16_DOT_LANES`]`)`.
+pub fn bf16_dot_peak(iters: usize) -> Option<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::bf16_dot() {
+        let threads = rayon::current_num_threads();
+        return Some(
+            (0..threads)
+                .into_par_iter()
+                // SAFETY: the CPU supports AVX-512F and AVX512-BF16 (checked by bf16_dot()).
+                .map(|i| unsafe { bf16_dot_chains(iters, i as f32) })
+                .sum(),
+        );
+    }
+    let _ = iters;
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn bf16_dot_chains(iters: usize, seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    // SAFETY: 64 bytes of plain bits either way.
+    let (a, b) = unsafe {
+        (
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3F80_3F80)), // 1.0, 1.0
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3380_3380)), // 2⁻²⁴
+        )
+    };
+    let mut acc = [_mm512_set1_ps(seed); 12];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm512_dpbf16_ps(*v, a, b);
+        }
+    }
+    let mut s = _mm512_setzero_ps();
+    for v in acc {
+        s = _mm512_add_ps(s, v);
+    }
+    _mm512_reduce_add_ps(s)
+}
+
+/// Runs `iters` iterations of 12 independent chains of 512-bit `vpdpbusd` (no memory traffic) on
+/// every rayon thread where the integer attention kernels use them ([`crate::avx512`] and
+/// AVX-512 VNNI allowed by [`crate::vnni`]), and returns a value that depends on them; `None`
+/// elsewhere. Its operation count is [`dot_peak_ops`]`(iters, threads, `[`INT8_DOT_LANES`]`)`.
+pub fn int8_dot_peak(iters: usize) -> Option<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::avx512() && crate::vnni() && crate::isa::vnni_evex() {
+        let threads = rayon::current_num_threads();
+        return Some(
+            (0..threads)
+                .into_par_iter()
+                // SAFETY: the CPU supports AVX-512F and AVX-512 VNNI (checked above).
+                .map(|i| unsafe { int8_dot_chains(iters, i as i32) } as f32)
+                .sum(),
+        );
+    }
+    let _ = iters;
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn int8_dot_chains(iters: usize, seed: i32) -> i32 {
+    use std::arch::x86_64::*;
+    let (a, b) = (
+        _mm512_set1_epi32(0x0101_0101),
+        _mm512_set1_epi32(0x0102_0301),
+    );
+    let mut acc = [_mm512_set1_epi32(seed); 12];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm512_dpbusd_epi32(*v, a, b);
+        }
+    }
+    let mut s = _mm512_setzero_si512();
+    for v in acc {
+        s = _mm512_add_epi32(s, v);
+    }
+    _mm512_reduce_add_epi32(s)
+}

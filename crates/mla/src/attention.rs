@@ -242,6 +242,16 @@ pub const TILE_SPEEDUP: f64 = 2.0;
 /// every prompt of that table as measured.
 pub const IN_PLACE_SPEEDUP: f64 = 1.6;
 
+/// How many times faster per multiply-add the absorbed core's attention runs over a bf16 cache
+/// where its scores and mix are AVX512-BF16 dot products ([`deepblocks_core::bf16_dot`]: the
+/// queries and probabilities rounded to bf16) than the naive core's f32 products: 2.2, from the
+/// prefill crossover measured on an AMD Zen 4 host with `cargo bench --bench mla` (docs/mla.md):
+/// 256 and 512 new tokens over 4,096 ran 1.63× and 1.25× faster absorbed, where the absorbed
+/// core counts 1.33× and 1.95× the naive core's multiply-adds, and 1,024 over 4,096 1.20× faster
+/// naive, which counts 2.53× fewer. Any factor from 1.95 to 2.53 orders those prompts as
+/// measured.
+pub const BF16_DOT_SPEEDUP: f64 = 2.2;
+
 /// How many times faster per multiply-add the absorbed core's attention runs over a `Q8_0` cache
 /// where both its products are integer sums (`vpdpbusd` on AVX-512 VNNI:
 /// [`deepblocks_core::quant::q8_rows::integer_mix`]) than the naive core's f32 products: 2.6,
@@ -280,7 +290,8 @@ impl AttentionPath {
     /// [`AttentionPath::resolve`] for a latent cache of `cache_dtype`: where the absorbed core's
     /// scores and mix run on faster kernels than the naive core's f32 products, their
     /// multiply-adds count [`AttentionShape::attention_speedup`] times less ([`TILE_SPEEDUP`] on
-    /// the AMX tile unit, [`IN_PLACE_SPEEDUP`] for a bf16 cache read in place on AVX-512,
+    /// the AMX tile unit, [`BF16_DOT_SPEEDUP`] for a bf16 cache on AVX512-BF16's dot products,
+    /// [`IN_PLACE_SPEEDUP`] for a bf16 cache read in place on AVX-512,
     /// [`INTEGER_SPEEDUP`] for a `Q8_0` cache in integers on AVX-512 VNNI). What a forward pass
     /// runs.
     ///
@@ -590,14 +601,18 @@ impl AttentionShape {
 
     /// How many times faster per multiply-add than the naive core's f32 products the absorbed
     /// core's scores and mix run over a latent cache of `cache_dtype` on this CPU:
-    /// [`TILE_SPEEDUP`] on the AMX tile unit ([`AttentionShape::tiles`]), [`IN_PLACE_SPEEDUP`]
-    /// for a bf16 cache read in place on AVX-512 ([`deepblocks_core::avx512`]),
+    /// [`TILE_SPEEDUP`] on the AMX tile unit ([`AttentionShape::tiles`]), [`BF16_DOT_SPEEDUP`]
+    /// for a bf16 cache on AVX512-BF16's dot products ([`deepblocks_core::bf16_dot`]),
+    /// [`IN_PLACE_SPEEDUP`] for a bf16 cache read in place elsewhere on AVX-512
+    /// ([`deepblocks_core::avx512`]),
     /// [`INTEGER_SPEEDUP`] for a `Q8_0` cache whose scores and mix are both integer sums
     /// ([`deepblocks_core::quant::q8_rows::integer_mix`]), 1 otherwise.
     pub fn attention_speedup(&self, cache_dtype: impl Into<CacheDType>) -> f64 {
         let cache_dtype = cache_dtype.into();
         if self.tiles(cache_dtype) {
             TILE_SPEEDUP
+        } else if cache_dtype == CacheDType::BF16 && deepblocks_core::bf16_dot() {
+            BF16_DOT_SPEEDUP
         } else if cache_dtype == CacheDType::BF16 && deepblocks_core::avx512() {
             IN_PLACE_SPEEDUP
         } else if cache_dtype == CacheDType::Q8_0

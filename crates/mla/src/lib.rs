@@ -83,8 +83,9 @@ mod error;
 mod flash;
 
 pub use attention::{
-    AttentionPath, AttentionShape, IN_PLACE_SPEEDUP, INTEGER_SPEEDUP, KvB, KvUpProjection, Mla,
-    MlaConfig, MlaWeights, QProj, QProjConfig, TILE_SPEEDUP, attention_absorbed, attention_naive,
+    AttentionPath, AttentionShape, BF16_DOT_SPEEDUP, IN_PLACE_SPEEDUP, INTEGER_SPEEDUP, KvB,
+    KvUpProjection, Mla, MlaConfig, MlaWeights, QProj, QProjConfig, TILE_SPEEDUP,
+    attention_absorbed, attention_naive,
 };
 pub use cache::{
     CacheDType, DEFAULT_CACHE_DTYPE, LatentCache, LatentRows, MlaCache, MlaCacheConfig, cache_dtype,

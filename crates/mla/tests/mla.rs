@@ -1493,7 +1493,8 @@ fn a_q8_0_cache_of_padded_rows_too_large_to_address_is_an_error() {
 /// `Auto` at V2-Lite's shapes orders the prompts of the measured crossover (docs/mla.md, "Which
 /// core, when") as measured on each kind of CPU: an f32 cache counts multiply-adds as they are; a
 /// bf16 cache read in place on AVX-512 takes the absorbed core for 256 new tokens over 4,096, not
-/// 512; on the tile unit for 512 as well (each measured faster there).
+/// 512; on the tile unit or AVX512-BF16's dot products for 512 as well (each measured faster
+/// there).
 #[test]
 fn auto_picks_the_core_measured_faster() {
     use AttentionPath::{Absorbed, Auto, Naive};
@@ -1510,6 +1511,8 @@ fn auto_picks_the_core_measured_faster() {
     let bf16_speedup = lite(1, 1).attention_speedup(CacheDType::BF16);
     let expected = if deepblocks_core::amx() {
         deepblocks_mla::TILE_SPEEDUP
+    } else if deepblocks_core::bf16_dot() {
+        deepblocks_mla::BF16_DOT_SPEEDUP
     } else if deepblocks_core::avx512() {
         deepblocks_mla::IN_PLACE_SPEEDUP
     } else {
@@ -1526,17 +1529,17 @@ fn auto_picks_the_core_measured_faster() {
             1.0
         }
     );
-    // Picks for an f32 cache, a bf16 cache read in place on AVX-512, one on the tile unit, and
-    // a Q8_0 cache in integers on AVX-512 VNNI.
+    // Picks for an f32 cache, a bf16 cache read in place on AVX-512, one on the tile unit, a
+    // Q8_0 cache in integers on AVX-512 VNNI, and a bf16 cache on AVX512-BF16's dot products.
     for (t, s, picks) in [
-        (1, 4096, [Absorbed, Absorbed, Absorbed, Absorbed]),
-        (64, 64, [Naive, Naive, Naive, Naive]),
-        (256, 256, [Naive, Naive, Naive, Naive]),
-        (2048, 2048, [Naive, Naive, Naive, Naive]),
-        (64, 4096, [Absorbed, Absorbed, Absorbed, Absorbed]),
-        (256, 4096, [Naive, Absorbed, Absorbed, Absorbed]),
-        (512, 4096, [Naive, Naive, Absorbed, Absorbed]),
-        (1024, 4096, [Naive, Naive, Naive, Absorbed]),
+        (1, 4096, [Absorbed, Absorbed, Absorbed, Absorbed, Absorbed]),
+        (64, 64, [Naive, Naive, Naive, Naive, Naive]),
+        (256, 256, [Naive, Naive, Naive, Naive, Naive]),
+        (2048, 2048, [Naive, Naive, Naive, Naive, Naive]),
+        (64, 4096, [Absorbed, Absorbed, Absorbed, Absorbed, Absorbed]),
+        (256, 4096, [Naive, Absorbed, Absorbed, Absorbed, Absorbed]),
+        (512, 4096, [Naive, Naive, Absorbed, Absorbed, Absorbed]),
+        (1024, 4096, [Naive, Naive, Naive, Absorbed, Naive]),
     ] {
         assert_eq!(
             Auto.resolve_for(&lite(t, s), CacheDType::Q8_0),
@@ -1551,6 +1554,8 @@ fn auto_picks_the_core_measured_faster() {
         );
         let bf16_pick = if deepblocks_core::amx() {
             picks[2]
+        } else if deepblocks_core::bf16_dot() {
+            picks[4]
         } else if deepblocks_core::avx512() {
             picks[1]
         } else {
