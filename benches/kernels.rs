@@ -255,12 +255,14 @@ fn linear_rows(c: &mut Criterion) {
 /// The two products of one decode step's attention over a bf16 latent cache, at DeepSeek's
 /// shapes (16 query rows, keys of 576, values of 512), on one thread, over every block of 64 keys
 /// of a 16,384-key cache (18.9 MB): read as they lie (`bf16_rows`) or widened to f32 and run
-/// through `matmul_strided`, each on its dispatching (AVX-512 where allowed) and its AVX2 kernels;
-/// and the same cache as `Q8_0` rows (10.6 MB), with the mix on f32 registers or in integers.
+/// through `matmul_strided`, each on its dispatching (AVX-512 where allowed) and its AVX2 kernels,
+/// and as AVX512-BF16 dot products where the CPU has them (`bf16_rows_dot`); and the same cache
+/// as `Q8_0` rows (10.6 MB), with the mix on f32 registers or in integers.
 fn attention_blocks(c: &mut Criterion) {
     use deepblocks::core::aligned::AlignedVec;
     use deepblocks::core::bf16_rows::{
-        Bf16Queries, bf16_mix, bf16_mix_avx2, bf16_scores, bf16_scores_avx2,
+        Bf16Pairs, Bf16Queries, bf16_dot_mix, bf16_dot_scores, bf16_mix, bf16_mix_avx2,
+        bf16_scores, bf16_scores_avx2,
     };
     use deepblocks::core::quant::q8_rows::{
         Q8Queries, Q8Weights, q8_mix, q8_mix_quantized, q8_quantize_rows, q8_row_codes, q8_scores,
@@ -291,6 +293,19 @@ fn attention_blocks(c: &mut Criterion) {
             }
         })
     });
+    // The same rows through AVX512-BF16's dot products where the CPU has them (the portable
+    // loops elsewhere: not a figure to compare).
+    if deepblocks::core::bf16_dot() {
+        let mut pairs = Bf16Pairs::new();
+        g.bench_function("bf16_rows_dot", |b| {
+            b.iter(|| {
+                for block in blocks() {
+                    bf16_dot_scores(&mut st, block, dk, &queries, kb);
+                    bf16_dot_mix(&mut o, &p, block, dk, kb, dv, rp, &mut pairs);
+                }
+            })
+        });
+    }
     g.bench_function("bf16_rows_avx2", |b| {
         b.iter(|| {
             for block in blocks() {

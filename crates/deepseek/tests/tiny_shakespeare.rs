@@ -131,6 +131,29 @@ fn a_q8_0_cache_read_by_the_absorbed_core_keeps_the_held_out_perplexity() {
     assert!(rel.abs() <= 5e-3, "{ours} vs {theirs} ({rel:e})");
 }
 
+/// The default bf16 cache read by the absorbed core on the trained model (prefill included):
+/// where the CPU has AVX512-BF16 its scores and mix are `vdpbf16ps` dot products with the queries
+/// and the probabilities rounded to bf16 (docs/mla.md). The held-out perplexity stays within the
+/// bound of `a_bf16_cache_keeps_the_held_out_perplexity`.
+#[test]
+fn a_bf16_cache_read_by_the_absorbed_core_keeps_the_held_out_perplexity() {
+    let g = Golden::load("tiny_shakespeare_ppl");
+    let windows = held_out_windows(&g);
+    let options = LoadOptions {
+        cache_dtype: CacheDType::BF16,
+        prefill_attention: AttentionPath::Absorbed,
+        ..LoadOptions::default()
+    };
+    let model = Model::load_with(model_dir(), &options).unwrap();
+    let ours = mean_nll(&model, &windows).exp();
+    let theirs: f64 = g.meta("perplexity");
+    let rel = (ours - theirs) / theirs;
+    eprintln!(
+        "held-out perplexity with a bf16 cache, absorbed core: {ours:.6} vs {theirs:.6}, relative {rel:+.2e}"
+    );
+    assert!(rel.abs() <= 1e-3, "{ours} vs {theirs} ({rel:e})");
+}
+
 #[test]
 fn generate_text_streams_what_the_tokenizer_decodes() {
     let model = load();

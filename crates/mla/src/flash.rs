@@ -19,7 +19,9 @@
 //! the contiguous axis, so the softmax's steps run across rows eight lanes at a time. A latent
 //! cache in bf16 or f16 is widened to f32 one key block at a time — except where the products run
 //! on the AMX tile unit ([`Products::Tiles`], [`run_task_tiles`]) or, elsewhere on AVX-512, on
-//! [`bf16_scores`] and [`bf16_mix`] ([`direct_bf16`]): a bf16 cache is read as it is. So is a
+//! [`bf16_scores`] and [`bf16_mix`] ([`direct_bf16`]; on AVX512-BF16, [`bf16_dot_scores`] and
+//! [`bf16_dot_mix`], the queries and probabilities rounded to bf16, the sums moved by what the
+//! probabilities' rounding moved: [`round_probabilities`]): a bf16 cache is read as it is. So is a
 //! `Q8_0` cache on VNNI ([`q8_scores`]; the mix [`q8_mix_quantized`], in integers with each
 //! block's probabilities in 8 bits, where [`integer_mix`] holds, [`q8_mix`] on f32 registers
 //! elsewhere). Those kernels keep `O[rows, dv]`.
