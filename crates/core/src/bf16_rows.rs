@@ -487,19 +487,14 @@ fn round_to_bf16(x: f32) -> f32 {
 /// # Panics
 /// If `p` is not whole rows of `l.len()` values.
 pub fn round_probabilities(p: &mut [f32], l: &mut [f32]) {
-    let rp = l.len();
-    assert!(
-        (rp == 0 && p.is_empty()) || (rp > 0 && p.len().is_multiple_of(rp)),
-        "round_probabilities: {} probabilities are not rows of {rp}",
-        p.len()
-    );
+    crate::assert_whole_rows("round_probabilities", p.len(), l.len());
     #[cfg(target_arch = "x86_64")]
     if crate::avx512() {
         // SAFETY: the CPU has AVX-512F; `p` is whole rows of `l.len()`.
         unsafe { x86::round_probabilities_zmm(p, l) };
         return;
     }
-    round_probabilities_portable(p, l);
+    round_probabilities_body(p, l);
 }
 
 /// The loop of [`round_probabilities`].
@@ -507,6 +502,11 @@ pub fn round_probabilities(p: &mut [f32], l: &mut [f32]) {
 /// # Panics
 /// As [`round_probabilities`].
 pub fn round_probabilities_portable(p: &mut [f32], l: &mut [f32]) {
+    crate::assert_whole_rows("round_probabilities", p.len(), l.len());
+    round_probabilities_body(p, l);
+}
+
+fn round_probabilities_body(p: &mut [f32], l: &mut [f32]) {
     let rp = l.len();
     if rp == 0 {
         return;
@@ -1730,6 +1730,12 @@ mod tests {
                 proptest::prop_assert!((lf[r] as f64 - want).abs() <= 1e-6, "row {}: {} vs {}", r, lf[r], want);
             }
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "round_probabilities: 5 values are not whole rows of 2")]
+    fn probabilities_of_partial_rows_panic() {
+        round_probabilities_portable(&mut [0.5; 5], &mut [0.0; 2]);
     }
 
     #[test]

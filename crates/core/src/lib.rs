@@ -96,6 +96,15 @@ pub(crate) fn assert_lengths(
     }
 }
 
+/// Panics (a caller's invariant) unless `len` values are whole rows of `n` (none when `n` is 0),
+/// naming the kernel.
+pub(crate) fn assert_whole_rows(kernel: &str, len: usize, n: usize) {
+    assert!(
+        (n == 0 && len == 0) || (n > 0 && len.is_multiple_of(n)),
+        "{kernel}: {len} values are not whole rows of {n}"
+    );
+}
+
 // The README's example is a doctest too, so what crates.io shows is what runs.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -283,23 +283,8 @@ fn online_softmax_columns_body(
 /// # Panics
 /// If `x` is not whole rows of `factors.len()` rows.
 pub fn scale_rows(x: &mut [f32], factors: &[f32]) {
-    let n = factors.len();
-    assert!(
-        (n == 0 && x.is_empty()) || (n > 0 && x.len().is_multiple_of(n)),
-        "scale_rows: {} values are not {n} rows",
-        x.len()
-    );
-    #[cfg(target_arch = "x86_64")]
-    if crate::avx512() {
-        // SAFETY: the CPU has AVX-512F.
-        return unsafe { avx2::scale_avx512(x, factors, true) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::isa() == crate::Isa::Avx2 {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { avx2::scale(x, factors, true) };
-    }
-    scale_body(x, factors, true);
+    crate::assert_whole_rows("scale_rows", x.len(), factors.len());
+    scale(x, factors, true);
 }
 
 /// `x[·, i] ← factors[i] · x[·, i]` for the columns of `x[rows, factors.len()]` (row-major), as
@@ -308,23 +293,24 @@ pub fn scale_rows(x: &mut [f32], factors: &[f32]) {
 /// # Panics
 /// If `x` is not whole rows of `factors.len()` values.
 pub fn scale_columns(x: &mut [f32], factors: &[f32]) {
-    let n = factors.len();
-    assert!(
-        (n == 0 && x.is_empty()) || (n > 0 && x.len().is_multiple_of(n)),
-        "scale_columns: {} values are not rows of {n}",
-        x.len()
-    );
+    crate::assert_whole_rows("scale_columns", x.len(), factors.len());
+    scale(x, factors, false);
+}
+
+/// [`scale_rows`] (`rows`) or [`scale_columns`] on the widest registers allowed; the caller
+/// checked the lengths.
+fn scale(x: &mut [f32], factors: &[f32], rows: bool) {
     #[cfg(target_arch = "x86_64")]
     if crate::avx512() {
         // SAFETY: the CPU has AVX-512F.
-        return unsafe { avx2::scale_avx512(x, factors, false) };
+        return unsafe { avx2::scale_avx512(x, factors, rows) };
     }
     #[cfg(target_arch = "x86_64")]
     if crate::isa() == crate::Isa::Avx2 {
         // SAFETY: the CPU has AVX2.
-        return unsafe { avx2::scale(x, factors, false) };
+        return unsafe { avx2::scale(x, factors, rows) };
     }
-    scale_body(x, factors, false);
+    scale_body(x, factors, rows);
 }
 
 /// The naive twin of [`scale_rows`] (`rows`) and [`scale_columns`]: one value at a time.
