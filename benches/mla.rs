@@ -208,12 +208,12 @@ fn summary(up: &KvUpProjection) {
             .map(|w| format!(", {:.1} GFLOP/s 16-wide", w / 1e9))
             .unwrap_or_default(),
         [
-            (limits.tile_flops_per_s, "bf16 tiles"),
-            (limits.bf16_dot_flops_per_s, "vdpbf16ps"),
-            (limits.int8_dot_ops_per_s, "vpdpbusd (int8 GOP/s)"),
+            (limits.tile_flops_per_s, "bf16 tiles", "GFLOP/s"),
+            (limits.bf16_dot_flops_per_s, "vdpbf16ps", "GFLOP/s"),
+            (limits.int8_dot_ops_per_s, "vpdpbusd", "G int8 op/s"),
         ]
         .iter()
-        .filter_map(|&(peak, name)| peak.map(|w| format!(", {name} {:.0} GFLOP/s", w / 1e9)))
+        .filter_map(|&(peak, name, unit)| peak.map(|w| format!(", {name} {:.0} {unit}", w / 1e9)))
         .collect::<String>(),
         rayon::current_num_threads(),
         if tiles {

@@ -198,6 +198,19 @@ pub fn bf16_scores_portable(
 }
 
 fn scores_plain(st: &mut [f32], keys: &[bf16], stride: usize, q: &Bf16Queries, w: usize) {
+    dot_products(st, keys, stride, q, w, |r, k| q.at(r, k));
+}
+
+/// `st[j, r] = Σ_k keys[j, k] · query(r, k)` in f32, in `k` order: the plain scores over the
+/// queries as given or as rounded.
+fn dot_products(
+    st: &mut [f32],
+    keys: &[bf16],
+    stride: usize,
+    q: &Bf16Queries,
+    w: usize,
+    query: impl Fn(usize, usize) -> f32,
+) {
     let (dk, rp) = q.dims();
     for j in 0..w {
         let key = &keys[j * stride..j * stride + dk];
@@ -205,7 +218,7 @@ fn scores_plain(st: &mut [f32], keys: &[bf16], stride: usize, q: &Bf16Queries, w
             st[j * rp + r] = key
                 .iter()
                 .enumerate()
-                .fold(0.0f32, |acc, (k, x)| x.to_f32().mul_add(q.at(r, k), acc));
+                .fold(0.0f32, |acc, (k, x)| x.to_f32().mul_add(query(r, k), acc));
         }
     }
 }
@@ -423,16 +436,7 @@ pub fn bf16_dot_scores_portable(
 }
 
 fn dot_scores_plain(st: &mut [f32], keys: &[bf16], stride: usize, q: &Bf16Queries, w: usize) {
-    let (dk, rp) = q.dims();
-    for j in 0..w {
-        let key = &keys[j * stride..j * stride + dk];
-        for r in 0..rp {
-            st[j * rp + r] = key
-                .iter()
-                .zip(q.rounded_row(r))
-                .fold(0.0f32, |acc, (k, x)| k.to_f32().mul_add(x.to_f32(), acc));
-        }
-    }
+    dot_products(st, keys, stride, q, w, |r, k| q.rounded_row(r)[k].to_f32());
 }
 
 /// The naive twin of [`bf16_dot_scores`]: each score of the keys and the rounded queries summed

@@ -40,10 +40,14 @@ pub fn fma_peak_flops(iters: usize, threads: usize) -> u64 {
 /// (AVX2+FMA when available, else a portable multiply-add loop) and returns a value that depends
 /// on all of them. Its FLOP count is [`fma_peak_flops`]`(iters, rayon::current_num_threads())`.
 pub fn fma_peak(iters: usize) -> f32 {
-    let threads = rayon::current_num_threads();
-    (0..threads)
+    on_every_thread(|i| fma_chains(iters, i as f32))
+}
+
+/// The sum of `chains(i)` run once on each rayon thread `i` (a probe's loop on every thread).
+fn on_every_thread(chains: impl Fn(usize) -> f32 + Sync + Send) -> f32 {
+    (0..rayon::current_num_threads())
         .into_par_iter()
-        .map(|i| fma_chains(iters, i as f32))
+        .map(chains)
         .sum()
 }
 
@@ -99,14 +103,10 @@ pub fn fma_peak_wide_flops(iters: usize, threads: usize) -> u64 {
 pub fn fma_peak_wide(iters: usize) -> Option<f32> {
     #[cfg(target_arch = "x86_64")]
     if crate::avx512() {
-        let threads = rayon::current_num_threads();
-        return Some(
-            (0..threads)
-                .into_par_iter()
-                // SAFETY: the CPU supports AVX-512F (checked by avx512()).
-                .map(|i| unsafe { fma_chains_avx512(iters, i as f32) })
-                .sum(),
-        );
+        // SAFETY: the CPU supports AVX-512F (checked by avx512()).
+        return Some(on_every_thread(|i| unsafe {
+            fma_chains_avx512(iters, i as f32)
+        }));
     }
     let _ = iters;
     None
@@ -144,13 +144,9 @@ pub fn tile_peak_flops(iters: usize, threads: usize) -> u64 {
 /// does not. Its FLOP count is [`tile_peak_flops`]`(iters, rayon::current_num_threads())`.
 pub fn tile_peak(iters: usize) -> Option<f32> {
     if crate::amx() {
-        let threads = rayon::current_num_threads();
-        return Some(
-            (0..threads)
-                .into_par_iter()
-                .map(|_| crate::linear::tile_products_loop(iters))
-                .sum(),
-        );
+        return Some(on_every_thread(|_| {
+            crate::linear::tile_products_loop(iters)
+        }));
     }
     let _ = iters;
     None
@@ -176,14 +172,10 @@ pub const INT8_DOT_LANES: usize = 64;
 pub fn bf16_dot_peak(iters: usize) -> Option<f32> {
     #[cfg(target_arch = "x86_64")]
     if crate::bf16_dot() {
-        let threads = rayon::current_num_threads();
-        return Some(
-            (0..threads)
-                .into_par_iter()
-                // SAFETY: the CPU supports AVX-512F and AVX512-BF16 (checked by bf16_dot()).
-                .map(|i| unsafe { bf16_dot_chains(iters, i as f32) })
-                .sum(),
-        );
+        // SAFETY: the CPU supports AVX-512F and AVX512-BF16 (checked by bf16_dot()).
+        return Some(on_every_thread(|i| unsafe {
+            bf16_dot_chains(iters, i as f32)
+        }));
     }
     let _ = iters;
     None
@@ -220,14 +212,10 @@ unsafe fn bf16_dot_chains(iters: usize, seed: f32) -> f32 {
 pub fn int8_dot_peak(iters: usize) -> Option<f32> {
     #[cfg(target_arch = "x86_64")]
     if crate::avx512() && crate::vnni() && crate::isa::vnni_evex() {
-        let threads = rayon::current_num_threads();
-        return Some(
-            (0..threads)
-                .into_par_iter()
-                // SAFETY: the CPU supports AVX-512F and AVX-512 VNNI (checked above).
-                .map(|i| unsafe { int8_dot_chains(iters, i as i32) } as f32)
-                .sum(),
-        );
+        // SAFETY: the CPU supports AVX-512F and AVX-512 VNNI (checked above).
+        return Some(on_every_thread(
+            |i| unsafe { int8_dot_chains(iters, i as i32) } as f32,
+        ));
     }
     let _ = iters;
     None
