@@ -154,26 +154,26 @@ impl Blocking {
     }
 }
 
-/// One task's running state: per row (padded to `rp`) the maximum `m`, the sum `l`, and `Oᵀ`
-/// `[dv, rp]`.
+/// One task's running state: per row (padded to `rp`) the maximum `m`, the sum `l`, and the
+/// values mixed so far `O[rp, dv]`.
 struct Partial {
     m: Vec<f32>,         // [rp]
     l: Vec<f32>,         // [rp]
-    ot: AlignedVec<f32>, // [dv, rp] (or [rp, dv]: `Mixed`)
+    ot: AlignedVec<f32>, // [rp, dv] (the f32 products: [dv, rp] until `columns_to_rows`)
 }
 
 impl Partial {
-    /// A task's values mixed as `O[rp, dv]` (the kernels that read the rows as they lie, and the
-    /// tiles) made the partial's `Oᵀ[dv, rp]`.
-    fn rows_to_columns(&mut self, dv: usize) {
+    /// The values of a task mixed as `Oᵀ[dv, rp]` (the f32 products) made the partial's
+    /// `O[rp, dv]`.
+    fn columns_to_rows(&mut self, dv: usize) {
         let rp = self.m.len();
-        let mut ot = AlignedVec::zeros(dv * rp);
-        for (r, row) in self.ot.chunks_exact(dv).enumerate() {
-            for (c, &x) in row.iter().enumerate() {
-                ot[c * rp + r] = x;
+        let mut o = AlignedVec::zeros(rp * dv);
+        for (c, column) in self.ot.chunks_exact(rp).enumerate() {
+            for (r, &x) in column.iter().enumerate() {
+                o[r * dv + c] = x;
             }
         }
-        self.ot = ot;
+        self.ot = o;
     }
 }
 
@@ -259,7 +259,7 @@ pub(crate) fn flash_attention(
             }
         })
         .collect();
-    // Combine each row block's chunks (consecutive in `tasks`).
+    // Combine each row block's chunks (consecutive in `tasks`), one output row at a time.
     let mut first = vec![0usize; blocks + 1];
     for &(b, ..) in &tasks {
         first[b + 1] += 1;
@@ -267,38 +267,40 @@ pub(crate) fn flash_attention(
     for b in 0..blocks {
         first[b + 1] += first[b];
     }
-    out.par_chunks_mut(tq * g * dv)
-        .enumerate()
-        .for_each(|(b, o)| combine(o, &partials[first[b]..first[b + 1]], dv));
+    let rows_per_block = tq * g;
+    out.par_chunks_mut(dv).enumerate().for_each(|(row, o)| {
+        let b = row / rows_per_block;
+        combine(
+            o,
+            &partials[first[b]..first[b + 1]],
+            row % rows_per_block,
+            dv,
+        )
+    });
 }
 
-/// `o[rows, dv]` from the partials of one row block: `o_r = Σ_p e^(m_p − m) Oᵀ_p[·, r] /
+/// Row `r` of a row block from the partials of its chunks: `o = Σ_p e^(m_p − m) O_p[r, ·] /
 /// Σ_p e^(m_p − m) l_p`, `m = max_p m_p`.
-fn combine(o: &mut [f32], parts: &[Partial], dv: usize) {
-    let rows = o.len() / dv;
-    let rp = parts[0].m.len();
-    for r in 0..rows {
-        let m = parts
-            .iter()
-            .map(|p| p.m[r])
-            .fold(f32::NEG_INFINITY, f32::max);
-        let out = &mut o[r * dv..(r + 1) * dv];
-        out.fill(0.0);
-        let mut l = 0.0f32;
-        for p in parts {
-            if p.m[r] == f32::NEG_INFINITY {
-                continue; // this chunk held no key the row sees
-            }
-            let f = exp_f32(p.m[r] - m);
-            l += f * p.l[r];
-            for (c, y) in out.iter_mut().enumerate() {
-                *y += f * p.ot[c * rp + r];
-            }
+fn combine(o: &mut [f32], parts: &[Partial], r: usize, dv: usize) {
+    let m = parts
+        .iter()
+        .map(|p| p.m[r])
+        .fold(f32::NEG_INFINITY, f32::max);
+    o.fill(0.0);
+    let mut l = 0.0f32;
+    for p in parts {
+        if p.m[r] == f32::NEG_INFINITY {
+            continue; // this chunk held no key the row sees
         }
-        let inv = 1.0 / l;
-        for y in out.iter_mut() {
-            *y *= inv;
+        let f = exp_f32(p.m[r] - m);
+        l += f * p.l[r];
+        for (y, &x) in o.iter_mut().zip(&p.ot[r * dv..(r + 1) * dv]) {
+            *y += f * x;
         }
+    }
+    let inv = 1.0 / l;
+    for y in o.iter_mut() {
+        *y *= inv;
     }
 }
 
@@ -384,7 +386,8 @@ fn run_task(
     let FlashShape { g, dk, dv, .. } = *shape;
     let rows = (i1 - i0) * g;
     let rp = padded(rows, false); // rows padded to whole registers (padding rows are zero)
-    // The kernels that read the rows as they lie keep O[rp, dv]; the f32 products Oᵀ[dv, rp].
+    // The kernels that read the rows as they lie keep O[rp, dv]; the f32 products Oᵀ[dv, rp]
+    // until the end.
     let row_major = matches!(queries, Queries::Q8(_) | Queries::Bf16(_));
     SCRATCH.with(|scratch| {
         let scratch = &mut *scratch.borrow_mut();
@@ -406,8 +409,8 @@ fn run_task(
         blocks(
             &mut part, queries, st, keys, alpha, mixes, kv, shape, i0, rows, j0, j1, kb, gemm,
         );
-        if row_major {
-            part.rows_to_columns(dv);
+        if !row_major {
+            part.columns_to_rows(dv);
         }
         part
     })
@@ -664,7 +667,7 @@ fn mask(st: &mut [f32], rp: usize, jb: usize, p: usize, g: usize, rows: usize) {
 /// O[rp, dv] = α O + (P_hi + P_lo) · V_block       V_block in the pair layout
 /// ```
 ///
-/// and `O` transposed into the partial's `Oᵀ` at the end.
+/// `O` the partial's values as they are.
 #[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
 fn run_task_tiles(
     qp: &[Vec<bf16>; 2], // [dk, rp] each, pair layout
@@ -737,7 +740,6 @@ fn run_task_tiles(
             );
             jb += w;
         }
-        part.rows_to_columns(dv);
         part
     })
 }
