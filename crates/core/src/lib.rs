@@ -49,6 +49,7 @@ mod isa;
 mod linear;
 mod ops;
 #[doc(hidden)]
+mod pool;
 pub mod probe;
 pub mod quant;
 mod region;
@@ -72,6 +73,7 @@ pub use ops::{
     online_softmax_columns_portable, scale_columns, scale_rows, scale_rows_naive, sigmoid, silu,
     silu_inplace, softmax, softmax_rows, softmax_rows_naive, sum_squares, swiglu,
 };
+pub use pool::on_pool;
 pub use region::Access;
 pub use store::{INDEX_FILE, SINGLE_FILE, SafeTensorsStore, TensorInfo};
 pub use weight::{Buffer, Fp8Data, Weight, WeightData, WeightFormat, narrow, widen_into};

@@ -1,6 +1,7 @@
 //! The decoder: layers of pre-norm attention and feed-forward blocks, and the forward pass.
 
 use deepblocks_config::Architecture;
+use deepblocks_core::on_pool;
 use deepblocks_embed::{Embeddings, LmHead, Positions};
 use deepblocks_mla::{AttentionPath, CacheDType, Mla, MlaCache, MlaCacheConfig};
 use deepblocks_moe::{Mlp, Moe};
@@ -258,13 +259,16 @@ impl Model {
         self.embeddings.embed_tokens().check_ids(tokens)?;
 
         let p = cache.len();
-        let result = self.decode_layers(tokens, cache).and_then(|mut x| {
-            // The final norm and lm_head, on the rows asked for only.
-            let x_rows = &mut x[(t - rows) * h..];
-            self.norm.forward_inplace(x_rows, rows);
-            self.embeddings
-                .logits_into(logits, x_rows, rows, Positions::All)?;
-            finite(logits, None, "lm_head")
+        // One crossing into the pool for the whole pass: its parallel loops start there.
+        let result = on_pool(|| {
+            self.decode_layers(tokens, cache).and_then(|mut x| {
+                // The final norm and lm_head, on the rows asked for only.
+                let x_rows = &mut x[(t - rows) * h..];
+                self.norm.forward_inplace(x_rows, rows);
+                self.embeddings
+                    .logits_into(logits, x_rows, rows, Positions::All)?;
+                finite(logits, None, "lm_head")
+            })
         });
         if result.is_err() {
             // Layers that ran before the failure appended their latents: roll them back.

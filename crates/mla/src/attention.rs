@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use deepblocks_core::{Weight, WeightFormat, linear};
+use deepblocks_core::{Weight, WeightFormat, linear, on_pool};
 use deepblocks_norm::RmsNorm;
 use deepblocks_rope::{CosSin, RopeTable};
 use rayon::prelude::*;
@@ -666,6 +666,19 @@ pub fn attention_naive(
     if out.is_empty() {
         return Ok(()); // no queries, heads or value features
     }
+    // One crossing into the pool: the per-head expansions and blocked products start their loops there.
+    on_pool(|| naive_steps(out, q, kv, kv_up, shape));
+    Ok(())
+}
+
+/// [`attention_naive`]'s steps, after its checks.
+fn naive_steps(
+    out: &mut [f32],
+    q: &[f32],
+    kv: LatentRows<'_>,
+    kv_up: &KvUpProjection,
+    shape: &AttentionShape,
+) {
     let AttentionShape {
         t,
         s,
@@ -728,7 +741,6 @@ pub fn attention_naive(
                 .copy_from_slice(&o_h[i * v..(i + 1) * v]);
         }
     }
-    Ok(())
 }
 
 /// The absorbed attention core (report §2.1.2, DeepSeek's `model.py` with `attn_impl =
@@ -759,6 +771,19 @@ pub fn attention_absorbed(
     if out.is_empty() {
         return Ok(()); // no queries, heads or value features
     }
+    // One crossing into the pool: the folds and the blocked products start their loops there.
+    on_pool(|| absorbed_steps(out, q, kv, kv_up, shape));
+    Ok(())
+}
+
+/// [`attention_absorbed`]'s steps, after its checks.
+fn absorbed_steps(
+    out: &mut [f32],
+    q: &[f32],
+    kv: LatentRows<'_>,
+    kv_up: &KvUpProjection,
+    shape: &AttentionShape,
+) {
     let AttentionShape {
         t,
         s,
@@ -830,7 +855,6 @@ pub fn attention_absorbed(
             out[(i * n + head) * v..(i * n + head + 1) * v].copy_from_slice(&o[i * v..(i + 1) * v]);
         }
     }
-    Ok(())
 }
 
 fn check_kernel(
@@ -1056,10 +1080,24 @@ impl Mla {
         rope: &CosSin<'_>,
         path: AttentionPath,
     ) -> Result<()> {
+        self.check_call(out, x, t, cache, rope)?;
+        // One crossing into the pool for the layer: its parallel loops start there.
+        on_pool(|| self.steps(out, x, t, cache, rope, path))
+    }
+
+    /// [`Mla::forward_with`]'s steps, after its checks.
+    fn steps(
+        &self,
+        out: &mut [f32],
+        x: &[f32],
+        t: usize,
+        cache: &mut LatentCache,
+        rope: &CosSin<'_>,
+        path: AttentionPath,
+    ) -> Result<()> {
         let cfg = &self.config;
         let n = cfg.num_heads;
         let (d, r, v) = (cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim);
-        self.check_call(out, x, t, cache, rope)?;
 
         // (12)–(14): the queries of all heads, q[t, n, d + r]; then RoPE on each q^R.
         let mut q = self.queries(x, t);

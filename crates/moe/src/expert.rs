@@ -1,7 +1,7 @@
 //! SwiGLU feed-forward networks: a routed expert, the shared experts and the dense MLP all have the
 //! form `down(silu(gate x) ⊙ up x)` (DeepSeek-V2 §2.2.1, with FFN = SwiGLU).
 
-use deepblocks_core::{Weight, linear, linear_naive, swiglu};
+use deepblocks_core::{Weight, linear, linear_naive, on_pool, swiglu};
 
 use crate::{Error, Result};
 
@@ -117,7 +117,8 @@ impl Mlp {
     /// a core shape error naming `x` or `out` when a length is not `t · h`.
     pub fn forward(&self, out: &mut [f32], x: &[f32], t: usize) -> Result<()> {
         self.check(out, x, t)?;
-        self.forward_with(out, x, t, linear);
+        // One crossing into the pool: the three projections start their loops there.
+        on_pool(|| self.forward_with(out, x, t, linear));
         Ok(())
     }
 

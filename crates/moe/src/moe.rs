@@ -9,7 +9,7 @@
 //! n_shared_experts`, and the routed experts weighted by the router's `g_{i,t}` (zero for the
 //! experts a token did not choose).
 
-use deepblocks_core::{Weight, linear, linear_naive};
+use deepblocks_core::{Weight, linear, linear_naive, on_pool};
 use rayon::prelude::*;
 
 use crate::{Error, Experts, Mlp, Result, Router, RouterConfig, Routing};
@@ -188,20 +188,24 @@ impl Moe {
     /// a core shape error naming `x` or `out`; as [`Router::route`].
     pub fn forward(&self, out: &mut [f32], x: &[f32], t: usize) -> Result<Routing> {
         self.check_io(out, x, t)?;
-        let routing = self.gate.route(x, t)?;
-        let (routed, shared) = rayon::join(
-            || {
-                if t == 1 {
-                    self.routed_decode(out, x, &routing)
-                } else {
-                    self.routed_grouped(out, x, &routing)
-                }
-            },
-            || self.shared_forward(x, t, linear),
-        );
-        routed?;
-        add_into(out, shared.as_deref());
-        Ok(routing)
+        // One crossing into the pool: the gate, the experts and the shared MLP start their
+        // loops there.
+        on_pool(|| {
+            let routing = self.gate.route(x, t)?;
+            let (routed, shared) = rayon::join(
+                || {
+                    if t == 1 {
+                        self.routed_decode(out, x, &routing)
+                    } else {
+                        self.routed_grouped(out, x, &routing)
+                    }
+                },
+                || self.shared_forward(x, t, linear),
+            );
+            routed?;
+            add_into(out, shared.as_deref());
+            Ok(routing)
+        })
     }
 
     /// The naive twin of [`Self::forward`]: [`Router::route_naive`], [`Self::routed_naive`] and
