@@ -463,67 +463,6 @@ pub fn bf16_dot_scores_naive(
     }
 }
 
-/// `x` rounded to bf16 (to nearest, ties to even) and widened back, as bits: NaN stays itself.
-#[inline(always)]
-fn round_to_bf16(x: f32) -> f32 {
-    let bits = x.to_bits();
-    let rounded = f32::from_bits(bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) & 0xFFFF_0000);
-    if x.is_nan() { x } else { rounded }
-}
-
-/// Rounds each probability of `p[w, l.len()]` (a block of keys × query rows, as blocked
-/// attention holds them) to bf16 in place, to nearest with ties to even, and adds what the
-/// rounding moved to the row's running sum `l[r]`. [`bf16_dot_mix`] of the rounded probabilities
-/// then mixes exactly the weights that the softmax divides by: the outputs stay weighted
-/// averages of the values, whatever offset the values share (rounding the weights alone would
-/// move each output by up to 2⁻⁸ of that offset). On AVX-512F where [`crate::avx512`] allows,
-/// else a loop; both give the same bits.
-///
-/// ```
-/// use deepblocks_core::bf16_rows::round_probabilities;
-/// let mut p = [0.7f32, 1.0, 0.3, 0.0]; // [2 keys, 2 rows]
-/// let mut l = [1.0f32, 1.0];
-/// round_probabilities(&mut p, &mut l);
-/// assert_eq!(p, [0.69921875, 1.0, 0.30078125, 0.0]);
-/// assert!((l[0] - 1.0).abs() < 1e-6); // 0.7 + 0.3 rounded as 0.69921875 + 0.30078125
-/// ```
-///
-/// # Panics
-/// If `p` is not whole rows of `l.len()` values.
-pub fn round_probabilities(p: &mut [f32], l: &mut [f32]) {
-    crate::assert_whole_rows("round_probabilities", p.len(), l.len());
-    #[cfg(target_arch = "x86_64")]
-    if crate::avx512() {
-        // SAFETY: the CPU has AVX-512F; `p` is whole rows of `l.len()`.
-        unsafe { x86::round_probabilities_zmm(p, l) };
-        return;
-    }
-    round_probabilities_body(p, l);
-}
-
-/// The loop of [`round_probabilities`].
-///
-/// # Panics
-/// As [`round_probabilities`].
-pub fn round_probabilities_portable(p: &mut [f32], l: &mut [f32]) {
-    crate::assert_whole_rows("round_probabilities", p.len(), l.len());
-    round_probabilities_body(p, l);
-}
-
-fn round_probabilities_body(p: &mut [f32], l: &mut [f32]) {
-    let rp = l.len();
-    if rp == 0 {
-        return;
-    }
-    for row in p.chunks_exact_mut(rp) {
-        for (x, s) in row.iter_mut().zip(l.iter_mut()) {
-            let y = round_to_bf16(*x);
-            *s += y - *x;
-            *x = y;
-        }
-    }
-}
-
 /// A block's probabilities rounded to bf16 and paired as `vdpbf16ps` takes them: for each two
 /// rows of values `2i, 2i + 1` and each output row `r`, the two weights side by side (the
 /// buffer [`bf16_dot_mix`] fills and reads, kept between calls).
@@ -1138,45 +1077,6 @@ mod x86 {
         }
     }
 
-    /// [`super::round_probabilities`] sixteen rows a register (the last ones under a mask), the
-    /// rounding by [`super::round_to_bf16`]'s integer steps.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `p` is whole rows of `l.len()`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn round_probabilities_zmm(p: &mut [f32], l: &mut [f32]) {
-        let rp = l.len();
-        let (half, one, top) = (
-            _mm512_set1_epi32(0x7FFF),
-            _mm512_set1_epi32(1),
-            _mm512_set1_epi32(0xFFFF_0000_u32 as i32),
-        );
-        for row in p.chunks_exact_mut(rp) {
-            for r in (0..rp).step_by(16) {
-                let mask: __mmask16 = if rp - r >= 16 {
-                    0xFFFF
-                } else {
-                    (1 << (rp - r)) - 1
-                };
-                // SAFETY: the lanes under the mask are values r .. min(r + 16, rp) of the row and
-                // of `l`.
-                unsafe {
-                    let x = _mm512_maskz_loadu_ps(mask, row.as_ptr().add(r));
-                    let bits = _mm512_castps_si512(x);
-                    let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), one);
-                    let up = _mm512_add_epi32(_mm512_add_epi32(bits, half), lsb);
-                    let rounded = _mm512_castsi512_ps(_mm512_and_si512(up, top));
-                    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
-                    let y = _mm512_mask_blend_ps(nan, rounded, x);
-                    let s = _mm512_maskz_loadu_ps(mask, l.as_ptr().add(r));
-                    let s = _mm512_add_ps(s, _mm512_sub_ps(y, x));
-                    _mm512_mask_storeu_ps(l.as_mut_ptr().add(r), mask, s);
-                    _mm512_mask_storeu_ps(row.as_mut_ptr().add(r), mask, y);
-                }
-            }
-        }
-    }
-
     /// The first `rp / 16 · 16` rows of `Bf16Pairs::fill`: for each two rows of `p` and
     /// sixteen output rows, both rows rounded (`vcvtne2ps2bf16`: to nearest, ties to even;
     /// inputs below f32's normal range as zero) and interleaved (`vpermw`).
@@ -1704,42 +1604,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
-
-        /// Rounding the probabilities gives the same bits from the SIMD kernel and the loop,
-        /// values half's `bf16::from_f32` rounds to, and sums moved by exactly what the
-        /// rounding moved (to f32 rounding), over row counts off the 16 lanes.
-        #[test]
-        fn rounded_probabilities_keep_their_sums(
-            seed in 0u64..10_000,
-            (w, rp) in (0usize..9, 1usize..40),
-        ) {
-            let p: Vec<f32> = values(w * rp, seed).iter().map(|x| x.abs() * 2.0).collect();
-            let l0 = values(rp, seed + 1);
-            let (mut fast, mut lf) = (p.clone(), l0.clone());
-            round_probabilities(&mut fast, &mut lf);
-            let (mut plain, mut lp) = (p.clone(), l0.clone());
-            round_probabilities_portable(&mut plain, &mut lp);
-            proptest::prop_assert_eq!(&fast, &plain);
-            proptest::prop_assert_eq!(&lf, &lp);
-            for (i, (&x, &y)) in p.iter().zip(&fast).enumerate() {
-                proptest::prop_assert_eq!(y, bf16::from_f32(x).to_f32(), "probability {}", i);
-            }
-            for r in 0..rp {
-                let moved: f64 = (0..w).map(|j| fast[j * rp + r] as f64 - p[j * rp + r] as f64).sum();
-                let want = l0[r] as f64 + moved;
-                proptest::prop_assert!((lf[r] as f64 - want).abs() <= 1e-6, "row {}: {} vs {}", r, lf[r], want);
-            }
-        }
-    }
-
-    #[test]
-    #[should_panic(expected = "round_probabilities: 5 values are not whole rows of 2")]
-    fn probabilities_of_partial_rows_panic() {
-        round_probabilities_portable(&mut [0.5; 5], &mut [0.0; 2]);
     }
 
     #[test]

@@ -69,9 +69,11 @@ pub use linear::{
 };
 pub use ops::{
     dot, dot_naive, exp_f32, exp_inplace, exp_inplace_naive, first_non_finite,
-    first_non_finite_naive, online_softmax_columns, online_softmax_columns_naive,
-    online_softmax_columns_portable, scale_columns, scale_rows, scale_rows_naive, sigmoid, silu,
-    silu_inplace, softmax, softmax_rows, softmax_rows_naive, sum_squares, swiglu,
+    first_non_finite_naive, online_softmax_columns, online_softmax_columns_bf16,
+    online_softmax_columns_bf16_naive, online_softmax_columns_bf16_portable,
+    online_softmax_columns_naive, online_softmax_columns_portable, scale_columns, scale_rows,
+    scale_rows_naive, sigmoid, silu, silu_inplace, softmax, softmax_rows, softmax_rows_naive,
+    sum_squares, swiglu,
 };
 pub use pool::on_pool;
 pub use region::Access;

@@ -152,25 +152,29 @@ pub fn online_softmax_columns(
     l: &mut [f32],
     alpha: &mut [f32],
 ) -> bool {
-    let n = m.len();
-    assert!(
-        l.len() == n && alpha.len() == n && (n == 0 || s.len().is_multiple_of(n)),
-        "online_softmax_columns: s of {} values, m {n}, l {}, alpha {}",
-        s.len(),
-        l.len(),
-        alpha.len()
-    );
+    check_online_softmax("online_softmax_columns", s, m, l, alpha);
+    online_softmax_step::<false>(s, m, l, alpha)
+}
+
+/// [`online_softmax_columns`] with its SIMD dispatch, the probabilities rounded to bf16 when
+/// `ROUND` (the lengths checked by the caller).
+fn online_softmax_step<const ROUND: bool>(
+    s: &mut [f32],
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) -> bool {
     #[cfg(target_arch = "x86_64")]
     if crate::avx512() {
         // SAFETY: the CPU has AVX-512F.
-        return unsafe { avx2::online_softmax_columns_avx512(s, m, l, alpha) };
+        return unsafe { avx2::online_softmax_columns_avx512::<ROUND>(s, m, l, alpha) };
     }
     #[cfg(target_arch = "x86_64")]
     if crate::isa() == crate::Isa::Avx2 {
         // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { avx2::online_softmax_columns(s, m, l, alpha) };
+        return unsafe { avx2::online_softmax_columns::<ROUND>(s, m, l, alpha) };
     }
-    online_softmax_columns_body(s, m, l, alpha)
+    online_softmax_columns_body::<ROUND>(s, m, l, alpha)
 }
 
 /// [`online_softmax_columns`] without SIMD dispatch: the scalar loops, equal to it bit for bit.
@@ -183,9 +187,8 @@ pub fn online_softmax_columns_portable(
     l: &mut [f32],
     alpha: &mut [f32],
 ) -> bool {
-    let n = m.len();
-    assert!(l.len() == n && alpha.len() == n && (n == 0 || s.len().is_multiple_of(n)));
-    online_softmax_columns_body(s, m, l, alpha)
+    check_online_softmax("online_softmax_columns", s, m, l, alpha);
+    online_softmax_columns_body::<false>(s, m, l, alpha)
 }
 
 /// The naive twin of [`online_softmax_columns`]: one row at a time, libm's `expf`.
@@ -198,8 +201,19 @@ pub fn online_softmax_columns_naive(
     l: &mut [f32],
     alpha: &mut [f32],
 ) -> bool {
+    check_online_softmax("online_softmax_columns", s, m, l, alpha);
+    online_softmax_naive(s, m, l, alpha, |e| e)
+}
+
+/// The naive steps, each probability passed through `round` before it is kept and summed.
+fn online_softmax_naive(
+    s: &mut [f32],
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+    round: impl Fn(f32) -> f32,
+) -> bool {
     let n = m.len();
-    assert!(l.len() == n && alpha.len() == n && (n == 0 || s.len().is_multiple_of(n)));
     let w = s.len().checked_div(n).unwrap_or(0);
     let mut rescale = false;
     for r in 0..n {
@@ -215,7 +229,7 @@ pub fn online_softmax_columns_naive(
         }
         m[r] = new;
         for j in 0..w {
-            let e = (s[j * n + r] - shift).exp();
+            let e = round((s[j * n + r] - shift).exp());
             s[j * n + r] = e;
             l[r] += e;
         }
@@ -225,7 +239,7 @@ pub fn online_softmax_columns_naive(
 
 /// [`online_softmax_columns`]' steps: passes across the rows, which vectorise.
 #[inline(always)]
-fn online_softmax_columns_body(
+fn online_softmax_columns_body<const ROUND: bool>(
     s: &mut [f32],
     m: &mut [f32],
     l: &mut [f32],
@@ -269,11 +283,90 @@ fn online_softmax_columns_body(
     }
     for row in s.chunks_exact_mut(n) {
         for ((x, &m), l) in row.iter_mut().zip(m.iter()).zip(l.iter_mut()) {
-            *x = exp_f32(*x - shift(m));
+            let e = exp_f32(*x - shift(m));
+            *x = if ROUND { round_to_bf16(e) } else { e };
             *l += *x;
         }
     }
     rescale
+}
+
+/// `x` rounded to bf16 (to nearest, ties to even) and widened back, as bits: NaN stays itself.
+#[inline(always)]
+fn round_to_bf16(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let rounded = f32::from_bits(bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) & 0xFFFF_0000);
+    if x.is_nan() { x } else { rounded }
+}
+
+/// The length checks of the online softmax steps: `m`, `l` and `alpha` alike, `s` whole rows.
+fn check_online_softmax(name: &str, s: &[f32], m: &[f32], l: &[f32], alpha: &[f32]) {
+    let n = m.len();
+    assert!(
+        l.len() == n && alpha.len() == n && (n == 0 || s.len().is_multiple_of(n)),
+        "{name}: s of {} values, m {n}, l {}, alpha {}",
+        s.len(),
+        l.len(),
+        alpha.len()
+    );
+}
+
+/// [`online_softmax_columns`] for a mix that takes its weights in bf16
+/// ([`bf16_dot_mix`](crate::bf16_rows::bf16_dot_mix)): each probability is rounded to bf16 (to
+/// nearest, ties to even) as it is made, and the sums `l` add the rounded values. The mix then
+/// uses exactly the weights the softmax divides by, so the outputs stay weighted averages of the
+/// values whatever offset they share (rounding the weights alone would move each output by up
+/// to 2⁻⁸ of that offset). The same dispatch as [`online_softmax_columns`]; each probability is
+/// `bf16(online_softmax_columns's)` bit for bit.
+///
+/// ```
+/// use deepblocks_core::online_softmax_columns_bf16;
+/// let (mut m, mut l, mut alpha) = ([f32::NEG_INFINITY], [0.0f32], [0.0f32]);
+/// let mut s = [0.0, (0.7f32).ln()]; // two keys, one row: e^0 = 1 and e^ln 0.7 = 0.7
+/// online_softmax_columns_bf16(&mut s, &mut m, &mut l, &mut alpha);
+/// assert_eq!(s, [1.0, 0.69921875]); // 0.7 rounded to bf16
+/// assert_eq!(l, [1.69921875]);
+/// ```
+///
+/// # Panics
+/// As [`online_softmax_columns`].
+pub fn online_softmax_columns_bf16(
+    s: &mut [f32],
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) -> bool {
+    check_online_softmax("online_softmax_columns_bf16", s, m, l, alpha);
+    online_softmax_step::<true>(s, m, l, alpha)
+}
+
+/// [`online_softmax_columns_bf16`] without SIMD dispatch, equal to it bit for bit.
+///
+/// # Panics
+/// As [`online_softmax_columns`].
+pub fn online_softmax_columns_bf16_portable(
+    s: &mut [f32],
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) -> bool {
+    check_online_softmax("online_softmax_columns_bf16", s, m, l, alpha);
+    online_softmax_columns_body::<true>(s, m, l, alpha)
+}
+
+/// The naive twin of [`online_softmax_columns_bf16`]: [`online_softmax_columns_naive`]'s steps,
+/// each probability rounded by half's `bf16::from_f32`.
+///
+/// # Panics
+/// As [`online_softmax_columns`].
+pub fn online_softmax_columns_bf16_naive(
+    s: &mut [f32],
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) -> bool {
+    check_online_softmax("online_softmax_columns_bf16", s, m, l, alpha);
+    online_softmax_naive(s, m, l, alpha, |e| half::bf16::from_f32(e).to_f32())
 }
 
 /// `x[i, ·] ← factors[i] · x[i, ·]` for the rows of `x[factors.len(), width]` (row-major):
@@ -399,13 +492,13 @@ mod avx2 {
     /// # Safety
     /// The CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn online_softmax_columns(
+    pub(super) unsafe fn online_softmax_columns<const ROUND: bool>(
         s: &mut [f32],
         m: &mut [f32],
         l: &mut [f32],
         alpha: &mut [f32],
     ) -> bool {
-        super::online_softmax_columns_body(s, m, l, alpha)
+        super::online_softmax_columns_body::<ROUND>(s, m, l, alpha)
     }
 
     /// The same source compiled for 512-bit registers.
@@ -413,13 +506,13 @@ mod avx2 {
     /// # Safety
     /// The CPU has AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn online_softmax_columns_avx512(
+    pub(super) unsafe fn online_softmax_columns_avx512<const ROUND: bool>(
         s: &mut [f32],
         m: &mut [f32],
         l: &mut [f32],
         alpha: &mut [f32],
     ) -> bool {
-        super::online_softmax_columns_body(s, m, l, alpha)
+        super::online_softmax_columns_body::<ROUND>(s, m, l, alpha)
     }
 
     /// # Safety

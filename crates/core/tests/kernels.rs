@@ -539,6 +539,83 @@ proptest! {
 }
 
 proptest! {
+    /// The step for a bf16 mix keeps each probability of the plain step rounded to bf16 (half's
+    /// `bf16::from_f32`, bit for bit) and sums exactly the rounded values (to f32 rounding); its
+    /// scalar twin gives the same bits, its naive twin (libm's `expf`) the same values within a
+    /// rounding step where `expf` lands on the other side of a bf16 boundary. Rows masked in
+    /// the first block or in both, row counts off the 16 lanes.
+    #[test]
+    fn online_softmax_columns_bf16_sums_the_rounded_probabilities(
+        n in 1usize..40,
+        (w1, w2) in (1usize..12, 1usize..12),
+        x in strategies::values(24 * 40, 20.0),
+        masked in 0usize..5,
+    ) {
+        use deepblocks_core::half::bf16;
+        use deepblocks_core::{
+            online_softmax_columns, online_softmax_columns_bf16, online_softmax_columns_bf16_naive,
+            online_softmax_columns_bf16_portable,
+        };
+        let mut all: Vec<f32> = x[..(w1 + w2) * n].to_vec();
+        for j in 0..w1 + w2 {
+            for r in 0..n {
+                if (j < w1 && r < masked) || r % 7 == 0 {
+                    all[j * n + r] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        type Step = fn(&mut [f32], &mut [f32], &mut [f32], &mut [f32]) -> bool;
+        let run = |step: Step| {
+            let (mut m, mut l, mut alpha) = (vec![f32::NEG_INFINITY; n], vec![0.0f32; n], vec![0.0f32; n]);
+            let (mut a, mut b) = (all[..w1 * n].to_vec(), all[w1 * n..].to_vec());
+            step(&mut a, &mut m, &mut l, &mut alpha);
+            let moved = step(&mut b, &mut m, &mut l, &mut alpha);
+            (a, b, m, l, alpha, moved)
+        };
+        let fast = run(online_softmax_columns_bf16);
+        let twin = run(online_softmax_columns_bf16_portable);
+        let naive = run(online_softmax_columns_bf16_naive);
+        let plain = run(online_softmax_columns);
+        prop_assert_eq!(&fast, &twin);
+        // The plain step's probabilities rounded, the same maxima and factors.
+        for (i, (&got, &p)) in fast.0.iter().chain(&fast.1).zip(plain.0.iter().chain(&plain.1)).enumerate() {
+            prop_assert_eq!(got, bf16::from_f32(p).to_f32(), "probability {}", i);
+        }
+        prop_assert_eq!(&fast.2, &plain.2);
+        prop_assert_eq!(&fast.4, &plain.4);
+        prop_assert_eq!(fast.5, plain.5);
+        // The sums: the first block's rounded probabilities rescaled, then the second's.
+        for r in 0..n {
+            let first: f64 = (0..w1).map(|j| fast.0[j * n + r] as f64).sum();
+            let second: f64 = (0..w2).map(|j| fast.1[j * n + r] as f64).sum();
+            let want = first * fast.4[r] as f64 + second;
+            prop_assert!((fast.3[r] as f64 - want).abs() <= 1e-5 * want.max(1.0), "row {}: sum {} vs {}", r, fast.3[r], want);
+        }
+        // The naive twin: within one bf16 step of each probability, the sums within their rounding.
+        for (i, (&a, &b)) in fast.0.iter().chain(&fast.1).zip(naive.0.iter().chain(&naive.1)).enumerate() {
+            prop_assert!((a - b).abs() <= a.abs().max(b.abs()) / 128.0, "probability {}: {} vs naive {}", i, a, b);
+        }
+        for r in 0..n {
+            let (a, b) = (fast.3[r], naive.3[r]);
+            prop_assert!((a - b).abs() <= (w1 + w2) as f32 * a.abs().max(b.abs()) / 128.0, "row {}: sum {} vs naive {}", r, a, b);
+        }
+        prop_assert_eq!(&fast.2, &naive.2);
+    }
+}
+
+#[test]
+#[should_panic(expected = "online_softmax_columns_bf16: s of 5 values, m 2, l 2, alpha 2")]
+fn online_softmax_of_partial_rows_panics() {
+    let (mut m, mut l, mut alpha) = ([f32::NEG_INFINITY; 2], [0.0f32; 2], [0.0f32; 2]);
+    deepblocks_core::online_softmax_columns_bf16_portable(
+        &mut [0.5; 5],
+        &mut m,
+        &mut l,
+        &mut alpha,
+    );
+}
+
+proptest! {
     /// Scaling rows or columns equals the naive twin bit for bit (plain multiplies).
     #[test]
     fn scaling_rows_and_columns_equals_the_naive_twin(

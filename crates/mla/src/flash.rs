@@ -20,8 +20,8 @@
 //! cache in bf16 or f16 is widened to f32 one key block at a time — except where the products run
 //! on the AMX tile unit ([`Products::Tiles`], [`run_task_tiles`]) or, elsewhere on AVX-512, on
 //! [`bf16_scores`] and [`bf16_mix`] ([`direct_bf16`]; on AVX512-BF16, [`bf16_dot_scores`] and
-//! [`bf16_dot_mix`], the queries and probabilities rounded to bf16, the sums moved by what the
-//! probabilities' rounding moved: [`round_probabilities`]): a bf16 cache is read as it is. So is a
+//! [`bf16_dot_mix`], the queries and probabilities rounded to bf16, the sums adding the rounded
+//! probabilities: [`online_softmax_columns_bf16`]): a bf16 cache is read as it is. So is a
 //! `Q8_0` cache on VNNI ([`q8_scores`]; the mix [`q8_mix_quantized`], in integers with each
 //! block's probabilities in 8 bits, where [`integer_mix`] holds, [`q8_mix`] on f32 registers
 //! elsewhere). Those kernels keep `O[rows, dv]`.
@@ -34,7 +34,6 @@ use deepblocks_core::aligned::AlignedVec;
 use deepblocks_core::bf16_dot;
 use deepblocks_core::bf16_rows::{
     Bf16Pairs, Bf16Queries, bf16_dot_mix, bf16_dot_scores, bf16_mix, bf16_scores,
-    round_probabilities,
 };
 use deepblocks_core::half::bf16;
 use deepblocks_core::quant::q8_rows::{
@@ -43,7 +42,9 @@ use deepblocks_core::quant::q8_rows::{
 use deepblocks_core::{
     TILE, TILE_K, exp_f32, matmul_bf16_pairs, pairs_into, split_bf16, split_bf16_transposed,
 };
-use deepblocks_core::{online_softmax_columns, scale_columns, scale_rows};
+use deepblocks_core::{
+    online_softmax_columns, online_softmax_columns_bf16, scale_columns, scale_rows,
+};
 use rayon::prelude::*;
 
 use crate::LatentRows;
@@ -560,11 +561,10 @@ fn blocks(
         // O[rp, dv] = α O + Pᵀ · V_block.
         if let Some(block) = InPlace::block(queries, kv, jb, w, dk) {
             block.scores(st, w);
-            probabilities(part, Mixed::Rows, st, alpha, jb, p0 + i0, g, rows);
-            if block.rounds_probabilities() {
-                // The sums divide by the weights the mix will use.
-                round_probabilities(st, &mut part.l);
-            }
+            // Probabilities in bf16 for a mix that takes them so: the sums then divide by the
+            // weights the mix uses.
+            let round = block.rounds_probabilities();
+            probabilities(part, Mixed::Rows, round, st, alpha, jb, p0 + i0, g, rows);
             let mixes = Mixes {
                 weights: &mut *mixes.weights,
                 pairs: &mut *mixes.pairs,
@@ -616,7 +616,7 @@ fn blocks(
                 (&v.data[jb * v.stride..], v.stride)
             }
         };
-        probabilities(part, Mixed::Columns, st, alpha, jb, p0 + i0, g, rows);
+        probabilities(part, Mixed::Columns, false, st, alpha, jb, p0 + i0, g, rows);
         // Oᵀ[dv, rp] += V_blockᵀ · P.
         gemm(&mut part.ot, v, 1, sv, st, dv, w, rp, true);
         jb += w;
@@ -624,12 +624,13 @@ fn blocks(
 }
 
 /// The scores `st[w, rp]` of a block whose first key is `jb` made probabilities (masked, the
-/// online softmax's step; `p` the position of the task's first row), and the values already
-/// mixed in `part.ot` rescaled where the maxima moved.
+/// online softmax's step, rounded to bf16 when `round`; `p` the position of the task's first
+/// row), and the values already mixed in `part.ot` rescaled where the maxima moved.
 #[allow(clippy::too_many_arguments)]
 fn probabilities(
     part: &mut Partial,
     mixed: Mixed,
+    round: bool,
     st: &mut [f32],    // [w, rp]
     alpha: &mut [f32], // [rp]
     jb: usize,
@@ -639,7 +640,12 @@ fn probabilities(
 ) {
     let rp = alpha.len();
     mask(st, rp, jb, p, g, rows);
-    if online_softmax_columns(st, &mut part.m, &mut part.l, alpha) {
+    let step = if round {
+        online_softmax_columns_bf16
+    } else {
+        online_softmax_columns
+    };
+    if step(st, &mut part.m, &mut part.l, alpha) {
         match mixed {
             Mixed::Rows => scale_rows(&mut part.ot, alpha),
             Mixed::Columns => scale_columns(&mut part.ot, alpha),
@@ -723,7 +729,17 @@ fn run_task_tiles(
             let st = &mut st[..wp * rp];
             matmul_bf16_pairs(st, rp, &[block], dk, &[&qp[0], &qp[1]], wp, rp, dk, false);
             st[w * rp..].fill(f32::NEG_INFINITY); // the zero keys
-            probabilities(&mut part, Mixed::Rows, st, alpha, jb, p0 + i0, g, rows);
+            probabilities(
+                &mut part,
+                Mixed::Rows,
+                false,
+                st,
+                alpha,
+                jb,
+                p0 + i0,
+                g,
+                rows,
+            );
             // P[rp, wp] = (the probabilities [wp, rp])ᵀ as two parts.
             let (p_hi, p_lo) = (&mut p_hi[..rp * wp], &mut p_lo[..rp * wp]);
             split_bf16_transposed(p_hi, p_lo, st, wp, rp);
