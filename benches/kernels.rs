@@ -4,6 +4,7 @@
 //! cargo bench --bench kernels                 # everything (about 3 minutes)
 //! cargo bench --bench kernels -- linear_decode
 //! cargo bench --bench kernels -- attention_blocks
+//! cargo bench --bench kernels -- pool_handoff
 //! ```
 //!
 //! Throughput is reported by criterion as `elem/s` = FLOP/s (2 per multiply-add) and as bytes/s of
@@ -379,6 +380,38 @@ fn attention_blocks(c: &mut Criterion) {
     black_box((&st, &o));
 }
 
+/// What a parallel loop costs beyond its work, started from the caller's thread (outside the
+/// pool: the loop is handed to the pool and the caller sleeps until it ends) and from a pool
+/// thread ([`core::on_pool`]): 8 loops of two 5 µs pieces of work back to back, with and without
+/// 100 µs of serial work before each (long enough for an idle pool thread to go to sleep).
+fn pool_handoff(c: &mut Criterion) {
+    use rayon::prelude::*;
+    use std::time::Instant;
+    let busy = |us: u64| {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_micros(us) {
+            std::hint::spin_loop();
+        }
+    };
+    let loops = |gap: u64| {
+        for _ in 0..8 {
+            busy(gap);
+            (0..2).into_par_iter().for_each(|_| busy(5));
+        }
+    };
+    let mut g = c.benchmark_group("pool_handoff");
+    g.sample_size(30).warm_up_time(Duration::from_secs(1));
+    for gap in [0, 100] {
+        g.bench_function(BenchmarkId::new("from_the_caller", gap), |b| {
+            b.iter(|| loops(gap))
+        });
+        g.bench_function(BenchmarkId::new("on_pool", gap), |b| {
+            b.iter(|| core::on_pool(|| loops(gap)))
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     limits,
@@ -386,6 +419,7 @@ criterion_group!(
     linear_decode,
     linear_prefill,
     linear_rows,
-    norm_softmax
+    norm_softmax,
+    pool_handoff
 );
 criterion_main!(benches);
