@@ -288,9 +288,11 @@ fn attention_blocks(c: &mut Criterion) {
     let blocks = || cache.chunks_exact(kb * dk);
     g.bench_function("bf16_rows", |b| {
         b.iter(|| {
+            let mut next = blocks().skip(1);
             for block in blocks() {
+                let ahead = next.next().unwrap_or(&[]);
                 bf16_scores(&mut st, block, dk, &queries, kb);
-                bf16_mix(&mut o, &p, block, dk, kb, dv, rp);
+                bf16_mix(&mut o, &p, block, dk, kb, dv, rp, ahead);
             }
         })
     });
@@ -300,9 +302,11 @@ fn attention_blocks(c: &mut Criterion) {
         let mut pairs = Bf16Pairs::new();
         g.bench_function("bf16_rows_dot", |b| {
             b.iter(|| {
+                let mut next = blocks().skip(1);
                 for block in blocks() {
+                    let ahead = next.next().unwrap_or(&[]);
                     bf16_dot_scores(&mut st, block, dk, &queries, kb);
-                    bf16_dot_mix(&mut o, &p, block, dk, kb, dv, rp, &mut pairs);
+                    bf16_dot_mix(&mut o, &p, block, dk, kb, dv, rp, &mut pairs, ahead);
                 }
             })
         });
@@ -342,7 +346,9 @@ fn attention_blocks(c: &mut Criterion) {
     });
     g.bench_function("q8_rows_quantized_mix", |b| {
         b.iter(|| {
+            let mut next = q8_blocks().skip(1);
             for (c, d) in q8_blocks() {
+                let ahead = next.next().map_or(&[][..], |(c, _)| c);
                 q8_scores(&mut st, c, d, &q8_queries, kb);
                 q8_mix_quantized(
                     &mut o,
@@ -354,6 +360,7 @@ fn attention_blocks(c: &mut Criterion) {
                     dv,
                     rp,
                     &mut weights,
+                    ahead,
                 );
             }
         })

@@ -263,13 +263,19 @@ fn check_mix(o: &[f32], p: &[f32], values: &[bf16], stride: usize, w: usize, dv:
 /// [`bf16_mix_portable`]: every `o[r, c]` gains `p[j, r] · v[j, c]` by one fused multiply-add
 /// per row `j`, in order.
 ///
+/// `ahead` is memory to bring into the L2 cache while the mix works (AVX-512 only; empty for
+/// none, it changes no value): the next block of rows, which the next scores will read, its
+/// lines spread over the mix's steps. Over a cache that streams from memory this took one
+/// layer's decode attention 5–7% faster (docs/performance.md); issued all at once before the
+/// mix, the same prefetches had made it slower.
+///
 /// ```
 /// use deepblocks_core::bf16_rows::bf16_mix;
 /// use deepblocks_core::half::bf16;
 /// let v: Vec<bf16> = [1.0, 2.0, 3.0, 4.0].map(bf16::from_f32).to_vec(); // [2, 2]
 /// let p = [0.25, 1.0, 0.75, 0.0]; // [2 rows of v, 2 outputs]
 /// let mut o = [0.0f32; 4];
-/// bf16_mix(&mut o, &p, &v, 2, 2, 2, 2);
+/// bf16_mix(&mut o, &p, &v, 2, 2, 2, 2, &[]);
 /// assert_eq!(o, [2.5, 3.5, 1.0, 2.0]);
 /// ```
 ///
@@ -285,12 +291,13 @@ pub fn bf16_mix(
     w: usize,
     dv: usize,
     rp: usize,
+    ahead: &[bf16],
 ) {
     check_mix(o, p, values, stride, w, dv, rp);
     #[cfg(target_arch = "x86_64")]
     if crate::avx512() {
         // SAFETY: the CPU has AVX-512F; the lengths were checked.
-        unsafe { x86::mix_zmm(o, p, values, stride, w, dv, rp) };
+        unsafe { x86::mix_zmm(o, p, values, stride, w, dv, rp, ahead) };
         return;
     }
     bf16_mix_avx2(o, p, values, stride, w, dv, rp);
@@ -509,13 +516,15 @@ impl Bf16Pairs {
 /// moves from [`bf16_mix`]'s by the rounding, at most `2⁻⁸ · Σ_j p[j, r] · |v[j, c]|` for
 /// non-negative `p`, plus the f32 sums' rounding. `pairs` is a buffer kept between calls.
 ///
+/// `ahead` as for [`bf16_mix`].
+///
 /// ```
 /// use deepblocks_core::bf16_rows::{Bf16Pairs, bf16_dot_mix};
 /// use deepblocks_core::half::bf16;
 /// let v: Vec<bf16> = [1.0, 2.0, 3.0, 4.0].map(bf16::from_f32).to_vec(); // [2, 2]
 /// let p = [0.25, 1.0, 0.75, 0.0]; // [2 rows of v, 2 outputs]
 /// let mut o = [0.0f32; 4];
-/// bf16_dot_mix(&mut o, &p, &v, 2, 2, 2, 2, &mut Bf16Pairs::new());
+/// bf16_dot_mix(&mut o, &p, &v, 2, 2, 2, 2, &mut Bf16Pairs::new(), &[]);
 /// assert_eq!(o, [2.5, 3.5, 1.0, 2.0]);
 /// ```
 ///
@@ -531,13 +540,14 @@ pub fn bf16_dot_mix(
     dv: usize,
     rp: usize,
     pairs: &mut Bf16Pairs,
+    ahead: &[bf16],
 ) {
     check_mix(o, p, values, stride, w, dv, rp);
     #[cfg(target_arch = "x86_64")]
     if crate::bf16_dot() {
         pairs.fill(p, w, rp);
         // SAFETY: the CPU has AVX-512F, BW and AVX512-BF16; the lengths were checked.
-        unsafe { x86::dot_mix_zmm(o, p, &pairs.pairs, values, stride, w, dv, rp) };
+        unsafe { x86::dot_mix_zmm(o, p, &pairs.pairs, values, stride, w, dv, rp, ahead) };
         return;
     }
     dot_mix_columns(o, p, values, stride, w, dv, rp, 0);
@@ -615,6 +625,7 @@ pub fn bf16_dot_mix_naive(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{BF16_BLOCK, Bf16Queries, dot_mix_columns, mix_columns};
+    use crate::ahead::Ahead;
     use half::bf16;
     use std::arch::x86_64::*;
 
@@ -958,28 +969,45 @@ mod x86 {
         w: usize,
         dv: usize,
         rp: usize,
+        ahead: &[bf16],
     ) {
         let whole = dv / BF16_BLOCK * BF16_BLOCK;
+        mix_tiles(whole, rp, ahead, |rows, r0, c, ahead| {
+            macro_rules! go {
+                ($($r:literal)*) => {
+                    match rows {
+                        $($r => mix_tile::<$r>(o, p, values, stride, w, dv, rp, r0, c, ahead),)*
+                        _ => unreachable!("1 to 8 rows"),
+                    }
+                };
+            }
+            // SAFETY: rows r0 .. r0 + rows ≤ rp, columns c .. c + 32 ≤ whole ≤ dv; the caller
+            // checked the rest.
+            unsafe { go!(1 2 3 4 5 6 7 8) };
+        });
+        if whole < dv {
+            mix_columns(o, p, values, stride, w, dv, rp, whole);
+        }
+    }
+
+    /// The tiles of a mix in order, columns `c` in steps of 32 up to `whole` and up to 8 rows
+    /// `r0 ..` at a time: `tile(rows, r0, c, share)`, each tile with an equal share of
+    /// `ahead`'s cache lines to prefetch.
+    fn mix_tiles(
+        whole: usize,
+        rp: usize,
+        ahead: &[bf16],
+        mut tile: impl FnMut(usize, usize, usize, Ahead),
+    ) {
+        let mut shares = Ahead::shares(ahead, (whole / BF16_BLOCK) * rp.div_ceil(8));
         for c in (0..whole).step_by(BF16_BLOCK) {
             let mut r0 = 0;
             while r0 < rp {
                 let rows = (rp - r0).min(8);
-                macro_rules! go {
-                    ($($r:literal)*) => {
-                        match rows {
-                            $($r => mix_tile::<$r>(o, p, values, stride, w, dv, rp, r0, c),)*
-                            _ => unreachable!("1 to 8 rows"),
-                        }
-                    };
-                }
-                // SAFETY: rows r0 .. r0 + rows ≤ rp, columns c .. c + 32 ≤ whole ≤ dv; the
-                // caller checked the rest.
-                unsafe { go!(1 2 3 4 5 6 7 8) };
+                let share = shares.next().expect("a share per tile");
+                tile(rows, r0, c, share);
                 r0 += rows;
             }
-        }
-        if whole < dv {
-            mix_columns(o, p, values, stride, w, dv, rp, whole);
         }
     }
 
@@ -999,7 +1027,9 @@ mod x86 {
         rp: usize,
         r0: usize,
         c: usize,
+        mut ahead: Ahead,
     ) {
+        let per_step = ahead.per_step(w);
         // Column order ↔ pair order of 32 columns held in two registers.
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
@@ -1019,6 +1049,7 @@ mod x86 {
                 ];
             }
             for j in 0..w {
+                ahead.step(per_step);
                 let [lo, hi] = split(_mm512_loadu_si512(v.add(j * stride + c).cast()));
                 let pj = p.add(j * rp + r0);
                 for (i, a) in acc.iter_mut().enumerate() {
@@ -1052,26 +1083,22 @@ mod x86 {
         w: usize,
         dv: usize,
         rp: usize,
+        ahead: &[bf16],
     ) {
         let whole = dv / BF16_BLOCK * BF16_BLOCK;
-        for c in (0..whole).step_by(BF16_BLOCK) {
-            let mut r0 = 0;
-            while r0 < rp {
-                let rows = (rp - r0).min(8);
-                macro_rules! go {
-                    ($($r:literal)*) => {
-                        match rows {
-                            $($r => dot_mix_tile::<$r>(o, pairs, values, stride, w, dv, rp, r0, c),)*
-                            _ => unreachable!("1 to 8 rows"),
-                        }
-                    };
-                }
-                // SAFETY: rows r0 .. r0 + rows ≤ rp, columns c .. c + 32 ≤ whole ≤ dv; the
-                // caller checked the rest.
-                unsafe { go!(1 2 3 4 5 6 7 8) };
-                r0 += rows;
+        mix_tiles(whole, rp, ahead, |rows, r0, c, ahead| {
+            macro_rules! go {
+                ($($r:literal)*) => {
+                    match rows {
+                        $($r => dot_mix_tile::<$r>(o, pairs, values, stride, w, dv, rp, r0, c, ahead),)*
+                        _ => unreachable!("1 to 8 rows"),
+                    }
+                };
             }
-        }
+            // SAFETY: rows r0 .. r0 + rows ≤ rp, columns c .. c + 32 ≤ whole ≤ dv; the caller
+            // checked the rest.
+            unsafe { go!(1 2 3 4 5 6 7 8) };
+        });
         if whole < dv {
             dot_mix_columns(o, p, values, stride, w, dv, rp, whole);
         }
@@ -1130,7 +1157,9 @@ mod x86 {
         rp: usize,
         r0: usize,
         c: usize,
+        mut ahead: Ahead,
     ) {
+        let per_step = ahead.per_step(w.div_ceil(2));
         // Column order (x: columns 0-15, y: 16-31) ↔ the interleaved order (lo, hi).
         let to_lo = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
         let to_hi = _mm512_add_epi32(to_lo, _mm512_set1_epi32(4));
@@ -1155,6 +1184,7 @@ mod x86 {
                 ];
             }
             for i in 0..w.div_ceil(2) {
+                ahead.step(per_step);
                 let a = _mm512_loadu_si512(v.add(2 * i * stride + c).cast());
                 let b = if 2 * i + 1 < w {
                     _mm512_loadu_si512(v.add((2 * i + 1) * stride + c).cast())
@@ -1497,7 +1527,7 @@ mod tests {
             let mut plain = o0.clone();
             bf16_mix_portable(&mut plain, &p, &v, stride, w, dv, rp);
             let mut fast = o0.clone();
-            bf16_mix(&mut fast, &p, &v, stride, w, dv, rp);
+            bf16_mix(&mut fast, &p, &v, stride, w, dv, rp, &v);
             proptest::prop_assert_eq!(&fast, &plain);
             let mut avx2 = o0.clone();
             bf16_mix_avx2(&mut avx2, &p, &v, stride, w, dv, rp);
@@ -1575,7 +1605,7 @@ mod tests {
             let p = values(w * rp, seed + 1);
             let o0 = values(rp * dv, seed + 2);
             let mut fast = o0.clone();
-            bf16_dot_mix(&mut fast, &p, &v, stride, w, dv, rp, &mut Bf16Pairs::new());
+            bf16_dot_mix(&mut fast, &p, &v, stride, w, dv, rp, &mut Bf16Pairs::new(), &v);
             let mut plain = o0.clone();
             bf16_dot_mix_portable(&mut plain, &p, &v, stride, w, dv, rp);
             let mut rounded = o0.clone();

@@ -40,6 +40,7 @@
 
 #![deny(missing_docs)]
 
+mod ahead;
 pub mod aligned;
 pub mod bf16_rows;
 mod dtype;

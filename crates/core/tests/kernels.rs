@@ -441,7 +441,7 @@ proptest! {
         let start = deepblocks_testkit::det_values(rp * dv, seed as u32 + 2);
         let (mut fast, mut twin, mut exact) = (start.clone(), start.clone(), start.clone());
         let mut weights = Q8Weights::new();
-        q8_mix_quantized(&mut fast, &p, &codes, &scales, stride, w, dv, rp, &mut weights);
+        q8_mix_quantized(&mut fast, &p, &codes, &scales, stride, w, dv, rp, &mut weights, &codes);
         q8_mix_quantized_portable(&mut twin, &p, &codes, &scales, stride, w, dv, rp, &mut weights);
         q8_mix_naive(&mut exact, &p, &codes, &scales, stride, w, dv, rp);
         prop_assert_eq!(&fast, &twin);

@@ -158,9 +158,9 @@ impl Blocking {
 /// One task's running state: per row (padded to `rp`) the maximum `m`, the sum `l`, and the
 /// values mixed so far `O[rp, dv]`.
 struct Partial {
-    m: Vec<f32>,         // [rp]
-    l: Vec<f32>,         // [rp]
-    ot: AlignedVec<f32>, // [rp, dv] (the f32 products: [dv, rp] until `columns_to_rows`)
+    m: Vec<f32>,        // [rp]
+    l: Vec<f32>,        // [rp]
+    o: AlignedVec<f32>, // [rp, dv] (the f32 products: [dv, rp] until `columns_to_rows`)
 }
 
 impl Partial {
@@ -168,17 +168,17 @@ impl Partial {
     /// `O[rp, dv]`.
     fn columns_to_rows(&mut self, dv: usize) {
         let rp = self.m.len();
-        let mut o = AlignedVec::zeros(rp * dv);
-        for (c, column) in self.ot.chunks_exact(rp).enumerate() {
+        let mut rows = AlignedVec::zeros(rp * dv);
+        for (c, column) in self.o.chunks_exact(rp).enumerate() {
             for (r, &x) in column.iter().enumerate() {
-                o[r * dv + c] = x;
+                rows[r * dv + c] = x;
             }
         }
-        self.ot = o;
+        self.o = rows;
     }
 }
 
-/// How a task holds the values it has mixed in `Partial::ot`.
+/// How a task holds the values it has mixed in `Partial::o`.
 #[derive(Debug, Clone, Copy)]
 enum Mixed {
     /// `O[rp, dv]`, a row per query row.
@@ -295,7 +295,7 @@ fn combine(o: &mut [f32], parts: &[Partial], r: usize, dv: usize) {
         }
         let f = exp_f32(p.m[r] - m);
         l += f * p.l[r];
-        for (y, &x) in o.iter_mut().zip(&p.ot[r * dv..(r + 1) * dv]) {
+        for (y, &x) in o.iter_mut().zip(&p.o[r * dv..(r + 1) * dv]) {
             *y += f * x;
         }
     }
@@ -404,7 +404,7 @@ fn run_task(
         let mut part = Partial {
             m: vec![f32::NEG_INFINITY; rp],
             l: vec![0.0; rp],
-            ot: AlignedVec::zeros(dv * rp),
+            o: AlignedVec::zeros(dv * rp),
         };
         let mixes = Mixes { weights, pairs };
         blocks(
@@ -447,18 +447,28 @@ enum InPlace<'a> {
         q: &'a Q8Queries,
         codes: &'a [u8],   // [w, stride]
         scales: &'a [f32], // [w, stride / 32]
+        ahead: &'a [u8],   // [next, stride]: the task's next block of codes
         stride: usize,     // whole blocks
     },
     Bf16 {
         q: &'a Bf16Queries,
-        rows: &'a [bf16], // [w, dk]
+        rows: &'a [bf16],  // [w, dk]
+        ahead: &'a [bf16], // [next, dk]: the task's next block, prefetched while this one mixes
         dk: usize,
     },
 }
 
 impl<'a> InPlace<'a> {
-    /// Keys `jb .. jb + w` of `kv`, when `queries` were made to read them in place.
-    fn block(queries: &'a Queries, kv: Kv<'a>, jb: usize, w: usize, dk: usize) -> Option<Self> {
+    /// Keys `jb .. jb + w` of `kv`, when `queries` were made to read them in place, before
+    /// `next` more keys of the same task.
+    fn block(
+        queries: &'a Queries,
+        kv: Kv<'a>,
+        jb: usize,
+        w: usize,
+        next: usize,
+        dk: usize,
+    ) -> Option<Self> {
         match (queries, kv) {
             (Queries::Q8(q), Kv::Latent(LatentRows::Q8_0 { codes, scales, .. })) => {
                 let stride = q.dims().0; // the rows' codes, whole blocks
@@ -467,12 +477,14 @@ impl<'a> InPlace<'a> {
                     q,
                     codes: &codes[jb * stride..(jb + w) * stride],
                     scales: &scales[jb * nb..(jb + w) * nb],
+                    ahead: &codes[(jb + w) * stride..(jb + w + next) * stride],
                     stride,
                 })
             }
             (Queries::Bf16(q), Kv::Latent(LatentRows::BF16(latent))) => Some(InPlace::Bf16 {
                 q,
                 rows: &latent[jb * dk..(jb + w) * dk],
+                ahead: &latent[(jb + w) * dk..(jb + w + next) * dk],
                 dk,
             }),
             _ => None,
@@ -491,8 +503,8 @@ impl<'a> InPlace<'a> {
             InPlace::Q8 {
                 q, codes, scales, ..
             } => q8_scores(st, codes, scales, q, w),
-            InPlace::Bf16 { q, rows, dk } if bf16_dot() => bf16_dot_scores(st, rows, dk, q, w),
-            InPlace::Bf16 { q, rows, dk } => bf16_scores(st, rows, dk, q, w),
+            InPlace::Bf16 { q, rows, dk, .. } if bf16_dot() => bf16_dot_scores(st, rows, dk, q, w),
+            InPlace::Bf16 { q, rows, dk, .. } => bf16_scores(st, rows, dk, q, w),
         }
     }
 
@@ -505,10 +517,11 @@ impl<'a> InPlace<'a> {
             InPlace::Q8 {
                 codes,
                 scales,
+                ahead,
                 stride,
                 ..
             } if integer_mix() => {
-                q8_mix_quantized(o, p, codes, scales, stride, w, dv, rp, mixes.weights)
+                q8_mix_quantized(o, p, codes, scales, stride, w, dv, rp, mixes.weights, ahead)
             }
             InPlace::Q8 {
                 codes,
@@ -516,10 +529,12 @@ impl<'a> InPlace<'a> {
                 stride,
                 ..
             } => q8_mix(o, p, codes, scales, stride, w, dv, rp),
-            InPlace::Bf16 { rows, dk, .. } if bf16_dot() => {
-                bf16_dot_mix(o, p, rows, dk, w, dv, rp, mixes.pairs)
-            }
-            InPlace::Bf16 { rows, dk, .. } => bf16_mix(o, p, rows, dk, w, dv, rp),
+            InPlace::Bf16 {
+                rows, dk, ahead, ..
+            } if bf16_dot() => bf16_dot_mix(o, p, rows, dk, w, dv, rp, mixes.pairs, ahead),
+            InPlace::Bf16 {
+                rows, dk, ahead, ..
+            } => bf16_mix(o, p, rows, dk, w, dv, rp, ahead),
         }
     }
 }
@@ -559,7 +574,8 @@ fn blocks(
         let st = &mut st[..w * rp];
         // The rows read as they lie: S[w, rp] = K_block · Qᵀ, probabilities, then
         // O[rp, dv] = α O + Pᵀ · V_block.
-        if let Some(block) = InPlace::block(queries, kv, jb, w, dk) {
+        let next = kb.min(j1 - jb - w); // the task's next block, brought in during this mix
+        if let Some(block) = InPlace::block(queries, kv, jb, w, next, dk) {
             block.scores(st, w);
             // Probabilities in bf16 for a mix that takes them so: the sums then divide by the
             // weights the mix uses.
@@ -569,7 +585,7 @@ fn blocks(
                 weights: &mut *mixes.weights,
                 pairs: &mut *mixes.pairs,
             };
-            block.mix(&mut part.ot, st, w, dv, rp, mixes);
+            block.mix(&mut part.o, st, w, dv, rp, mixes);
             jb += w;
             continue;
         }
@@ -618,14 +634,14 @@ fn blocks(
         };
         probabilities(part, Mixed::Columns, false, st, alpha, jb, p0 + i0, g, rows);
         // Oᵀ[dv, rp] += V_blockᵀ · P.
-        gemm(&mut part.ot, v, 1, sv, st, dv, w, rp, true);
+        gemm(&mut part.o, v, 1, sv, st, dv, w, rp, true);
         jb += w;
     }
 }
 
 /// The scores `st[w, rp]` of a block whose first key is `jb` made probabilities (masked, the
 /// online softmax's step, rounded to bf16 when `round`; `p` the position of the task's first
-/// row), and the values already mixed in `part.ot` rescaled where the maxima moved.
+/// row), and the values already mixed in `part.o` rescaled where the maxima moved.
 #[allow(clippy::too_many_arguments)]
 fn probabilities(
     part: &mut Partial,
@@ -647,8 +663,8 @@ fn probabilities(
     };
     if step(st, &mut part.m, &mut part.l, alpha) {
         match mixed {
-            Mixed::Rows => scale_rows(&mut part.ot, alpha),
-            Mixed::Columns => scale_columns(&mut part.ot, alpha),
+            Mixed::Rows => scale_rows(&mut part.o, alpha),
+            Mixed::Columns => scale_columns(&mut part.o, alpha),
         }
     }
 }
@@ -698,7 +714,7 @@ fn run_task_tiles(
         let mut part = Partial {
             m: vec![f32::NEG_INFINITY; rp],
             l: vec![0.0; rp],
-            ot: AlignedVec::zeros(dv * rp),
+            o: AlignedVec::zeros(dv * rp),
         };
         let TileScratch {
             st,
@@ -708,7 +724,7 @@ fn run_task_tiles(
             v_pairs,
             alpha,
         } = sc;
-        // part.ot holds O[rp, dv] until the end.
+        // part.o holds O[rp, dv].
         let mut jb = j0;
         while jb < j1 {
             let w = kb.min(j1 - jb);
@@ -744,7 +760,7 @@ fn run_task_tiles(
             let (p_hi, p_lo) = (&mut p_hi[..rp * wp], &mut p_lo[..rp * wp]);
             split_bf16_transposed(p_hi, p_lo, st, wp, rp);
             matmul_bf16_pairs(
-                &mut part.ot,
+                &mut part.o,
                 dv,
                 &[p_hi, p_lo],
                 wp,

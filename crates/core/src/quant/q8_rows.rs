@@ -602,7 +602,9 @@ pub fn integer_mix() -> bool {
 /// [`q8_mix_portable`] mixes them. Against the exact mix ([`q8_mix_naive`]) each weight
 /// is off by at most half a step, so `o[r, c]` by at most `step[b, r] / 2 · Σ_j |q[j, c]|` (plus
 /// f32 rounding). The probabilities are the caller's: finite and non-negative (a softmax's).
-/// `weights` is scratch, kept between calls.
+/// `weights` is scratch, kept between calls. `ahead` is memory to bring into the L2 cache while
+/// the mix works (the next block's codes; empty for none, it changes no value), as
+/// [`bf16_mix`](crate::bf16_rows::bf16_mix) takes it.
 ///
 /// # Panics
 /// As [`q8_mix`], and if `w` is above [`QUANTIZED_MIX_KEYS`].
@@ -617,6 +619,7 @@ pub fn q8_mix_quantized(
     dv: usize,
     rp: usize,
     weights: &mut Q8Weights,
+    ahead: &[u8],
 ) {
     check_quantized_mix(o, p, codes, scales, stride, w, dv, rp);
     let nb = dv / Q8_BLOCK;
@@ -625,7 +628,7 @@ pub fn q8_mix_quantized(
     if integer_mix() && rp.is_multiple_of(8) {
         // SAFETY: the CPU has AVX-512F, BW and VNNI; the lengths were checked, `weights`
         // quantized for these dimensions, and the rows come in whole eights.
-        unsafe { x86::mix_quantized(o, weights, codes, stride, dv) };
+        unsafe { x86::mix_quantized(o, weights, codes, stride, dv, ahead) };
         mix_columns(o, p, codes, scales, stride, w, dv, rp, nb * Q8_BLOCK);
         return;
     }
@@ -710,6 +713,7 @@ mod x86 {
     use super::super::panel::avx2::{dp_vnni, dp_vnni512};
 
     use super::{Q8_BLOCK, Q8Queries, Q8Weights};
+    use crate::ahead::Ahead;
 
     /// [`super::q8_scores`] on VNNI: sixteen query rows a 512-bit register where the CPU has
     /// AVX-512 VNNI (and [`crate::avx512`] allows it) and the rows come in sixteens, eight a
@@ -1262,9 +1266,11 @@ mod x86 {
         codes: &[u8],
         stride: usize,
         dv: usize,
+        ahead: &[u8],
     ) {
         let Q8Weights { w, rp, nb, .. } = *weights;
         let g4 = w.div_ceil(4);
+        let mut shares = Ahead::shares(ahead, nb * rp.div_ceil(8));
         let (o, u, step, codes) = (
             o.as_mut_ptr(),
             weights.u.as_ptr(),
@@ -1296,6 +1302,8 @@ mod x86 {
         let sign = _mm512_set1_epi8(0x80u8 as i8);
         for b in 0..nb {
             for r0 in (0..rp).step_by(8) {
+                let mut share = shares.next().expect("a share per tile");
+                let per_step = share.per_step(g4);
                 // SAFETY: rows j < w of `codes` from j·stride + 32b (32 bytes, inside the row as
                 // 32b + 32 ≤ 32·nb ≤ stride), or `none`; weights and steps of rows r0 + i < rp
                 // (rp a multiple of 8), groups g < g4, blocks b < nb; `o` rows r0 + i, columns
@@ -1303,6 +1311,7 @@ mod x86 {
                 unsafe {
                     let mut acc = [[_mm512_setzero_si512(); 2]; 8];
                     for g in 0..g4 {
+                        share.step(per_step);
                         let row = |k: usize| -> *const u8 {
                             let j = 4 * g + k;
                             if j < w {
