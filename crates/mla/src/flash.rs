@@ -28,7 +28,9 @@
 //!
 //! Work is split into tasks of (a block of rows, a chunk of keys): a prompt gives many row
 //! blocks, each over all its keys; a decode step gives one row block, its keys split into
-//! chunks. Chunks of one row block are combined with `e^(m_chunk − m)` weights.
+//! chunks that shrink towards the end (each `1/threads` of the keys left). The pool's threads
+//! take the tasks largest first, and the chunks of one row block are combined with
+//! `e^(m_chunk − m)` weights in the tasks' order, whichever thread ran each.
 
 use deepblocks_core::aligned::AlignedVec;
 use deepblocks_core::bf16_dot;
@@ -46,6 +48,8 @@ use deepblocks_core::{
     online_softmax_columns, online_softmax_columns_bf16, scale_columns, scale_rows,
 };
 use rayon::prelude::*;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::LatentRows;
 
@@ -138,20 +142,38 @@ pub(crate) struct Blocking {
     pub kb: usize,
     /// The fewest keys in a chunk of a split key range.
     pub min_chunk: usize,
-    /// Tasks to aim for (a few per thread, for balance).
+    /// Tasks to aim for: the row blocks' keys are split when there are fewer row blocks.
     pub tasks: usize,
+    /// The threads a split key range is shared among: each chunk takes `1/threads` of the keys
+    /// left (at least `min_chunk`), so the chunks shrink towards the end of the range and the
+    /// last ones even out the threads' finishing times.
+    pub threads: usize,
 }
 
 impl Blocking {
     /// Measured on the bench shapes (`cargo bench --bench mla`): 64 rows, blocks of 64 keys,
-    /// chunks of at least 256 keys, four tasks per thread.
+    /// chunks of at least 256 keys, split when there are fewer than four row blocks per thread,
+    /// each chunk `1/threads` of the keys left.
     pub fn default_for_threads() -> Blocking {
+        let threads = rayon::current_num_threads();
         Blocking {
             rows: 64,
             kb: 64,
             min_chunk: 256,
-            tasks: 4 * rayon::current_num_threads(),
+            tasks: 4 * threads,
+            threads,
         }
+    }
+
+    /// The keys of the next chunk of a row block's `left` keys still to cut: all of them when
+    /// the keys are not `split`, else a `1/threads` share, at least `min_chunk`, whole blocks.
+    fn chunk(&self, left: usize, split: bool) -> usize {
+        if !split {
+            return left;
+        }
+        let kb = self.kb.max(1);
+        let share = left.div_ceil(self.threads.max(1)).max(self.min_chunk);
+        (share.div_ceil(kb) * kb).min(left)
     }
 }
 
@@ -206,20 +228,16 @@ pub(crate) fn flash_attention(
     let p0 = s - t;
     let tq = (blocking.rows / g).max(1); // positions per row block
     let blocks = t.div_ceil(tq);
-    // Keys per chunk: the whole visible range when row blocks alone give enough tasks.
-    let per_block = blocking.tasks.div_ceil(blocks).max(1);
+    // A row block's keys are split in chunks when row blocks alone give too few tasks (a decode
+    // step: one row block), the chunks shrinking towards the end of the range.
+    let split = blocking.tasks > blocks;
     let kb = blocking.kb.max(1);
-    let chunk = if per_block == 1 {
-        s
-    } else {
-        s.div_ceil(per_block).max(blocking.min_chunk).div_ceil(kb) * kb
-    };
     let mut tasks = Vec::new(); // (block, first key, end of keys)
     for b in 0..blocks {
         let visible = p0 + ((b + 1) * tq).min(t);
         let mut j0 = 0;
         while j0 < visible {
-            let j1 = (j0 + chunk).min(visible);
+            let j1 = j0 + blocking.chunk(visible - j0, split);
             tasks.push((b, j0, j1));
             j0 = j1;
         }
@@ -244,22 +262,20 @@ pub(crate) fn flash_attention(
             }
         })
         .collect();
-    let partials: Vec<Partial> = tasks
-        .par_iter()
-        .map(|&(b, j0, j1)| {
-            let i0 = b * tq;
-            let i1 = (i0 + tq).min(t);
-            match (&qts[b], kv) {
-                (Queries::Tiles(qp), Kv::Latent(LatentRows::BF16(rows))) => {
-                    run_task_tiles(qp, rows, shape, i0, i1, j0, j1, kb)
-                }
-                (Queries::Tiles(_), _) => {
-                    unreachable!("tiles are chosen for bf16 latent rows only")
-                }
-                (queries, _) => run_task(queries, kv, shape, i0, i1, j0, j1, kb, products.gemm()),
+    let size = |&(_, j0, j1): &(usize, usize, usize)| j1 - j0;
+    let partials = largest_first(&tasks, blocking.threads, size, |&(b, j0, j1)| {
+        let i0 = b * tq;
+        let i1 = (i0 + tq).min(t);
+        match (&qts[b], kv) {
+            (Queries::Tiles(qp), Kv::Latent(LatentRows::BF16(rows))) => {
+                run_task_tiles(qp, rows, shape, i0, i1, j0, j1, kb)
             }
-        })
-        .collect();
+            (Queries::Tiles(_), _) => {
+                unreachable!("tiles are chosen for bf16 latent rows only")
+            }
+            (queries, _) => run_task(queries, kv, shape, i0, i1, j0, j1, kb, products.gemm()),
+        }
+    });
     // Combine each row block's chunks (consecutive in `tasks`), one output row at a time.
     let mut first = vec![0usize; blocks + 1];
     for &(b, ..) in &tasks {
@@ -278,6 +294,34 @@ pub(crate) fn flash_attention(
             dv,
         )
     });
+}
+
+/// `run(task)` for every task, by up to `threads` pool threads that each take the next task not
+/// yet taken, the largest (by `size`) first: the small ones come last and even out the threads'
+/// finishing times (the chunks of a split key range shrink towards its end; a prompt's later row
+/// blocks see more keys). The results come in the tasks' order, whichever thread ran each.
+fn largest_first<T: Sync, R: Send + Sync>(
+    tasks: &[T],
+    threads: usize,
+    size: impl Fn(&T) -> usize,
+    run: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let mut order: Vec<usize> = (0..tasks.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(size(&tasks[i])));
+    let next = AtomicUsize::new(0);
+    let results: Vec<OnceLock<R>> = tasks.iter().map(|_| OnceLock::new()).collect();
+    (0..threads.clamp(1, tasks.len().max(1)))
+        .into_par_iter()
+        .for_each(|_| {
+            while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                // Each place in `order` is taken once, so each result is set once.
+                let _ = results[i].set(run(&tasks[i]));
+            }
+        });
+    results
+        .into_iter()
+        .map(|r| r.into_inner().expect("every task ran"))
+        .collect()
 }
 
 /// Row `r` of a row block from the partials of its chunks: `o = Σ_p e^(m_p − m) O_p[r, ·] /
@@ -860,6 +904,55 @@ pub(crate) fn flash_attention_naive(out: &mut [f32], q: &[f32], kv: Kv<'_>, shap
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn largest_first_runs_every_task_once_and_keeps_their_order() {
+        let tasks: Vec<usize> = (0..37).map(|i| (i * 7) % 11).collect();
+        let runs = AtomicUsize::new(0);
+        for threads in [0, 1, 2, 5, 64] {
+            let got = largest_first(
+                &tasks,
+                threads,
+                |&x| x,
+                |&x| {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    10 * x
+                },
+            );
+            assert_eq!(got, tasks.iter().map(|x| 10 * x).collect::<Vec<_>>());
+        }
+        assert_eq!(runs.load(Ordering::Relaxed), 5 * tasks.len());
+        assert!(largest_first(&[] as &[usize], 2, |&x| x, |&x| x).is_empty());
+    }
+
+    #[test]
+    fn chunks_of_a_split_range_shrink_and_cover_it() {
+        let blocking = Blocking {
+            rows: 64,
+            kb: 64,
+            min_chunk: 256,
+            tasks: 8,
+            threads: 2,
+        };
+        let mut chunks = Vec::new();
+        let mut left = 16_384;
+        while left > 0 {
+            let c = blocking.chunk(left, true);
+            chunks.push(c);
+            left -= c;
+        }
+        assert_eq!(chunks, [8192, 4096, 2048, 1024, 512, 256, 256]);
+        // Whole blocks, at least min_chunk but for the last, never past the range.
+        let mut left = 1000;
+        let mut got = Vec::new();
+        while left > 0 {
+            let c = blocking.chunk(left, true);
+            got.push(c);
+            left -= c;
+        }
+        assert_eq!(got, [512, 256, 232]);
+        assert_eq!(blocking.chunk(16_384, false), 16_384);
+    }
     use deepblocks_core::half::{bf16, f16};
     use deepblocks_core::quant::q8_rows::{q8_quantize_rows, q8_row_codes};
     use deepblocks_core::{matmul_strided_naive, matmul_strided_portable};
@@ -961,7 +1054,7 @@ mod tests {
             g in 1usize..5,
             (s, back) in (1usize..40, 0usize..40),
             (d1, d2, dv_extra) in (1usize..12, 1usize..5, 0usize..6),
-            (kb, rows, min_chunk, tasks) in (1usize..9, 1usize..20, 1usize..12, 1usize..7),
+            (kb, rows, min_chunk, tasks, threads) in (1usize..9, 1usize..20, 1usize..12, 1usize..7, 1usize..5),
             dtype in 0usize..5,
         ) {
             let t = s - back.min(s - 1);
@@ -969,7 +1062,7 @@ mod tests {
             let shape_for = |dv| FlashShape { t, g, s, dk, dv, scale: 0.6 };
             let q = values(t * g * dk, seed, 1.5);
             let (codes, scales) = q8_rows(&values(s * dk, seed + 1, 1.0), s, dk);
-            let blocking = Blocking { rows, kb, min_chunk, tasks };
+            let blocking = Blocking { rows, kb, min_chunk, tasks, threads };
             let rows_f32 = values(s * dk, seed + 1, 1.0);
             let narrowed_bf16: Vec<bf16> = rows_f32.iter().map(|&x| bf16::from_f32(x)).collect();
             let narrowed_f16: Vec<f16> = rows_f32.iter().map(|&x| f16::from_f32(x)).collect();
@@ -1028,7 +1121,7 @@ mod tests {
             g in 1usize..20,
             (s, back) in (1usize..150, 0usize..150),
             (dkt, dvt) in (1usize..3, 1usize..3),
-            (kb, rows, min_chunk, tasks) in (1usize..100, 1usize..40, 1usize..80, 1usize..7),
+            (kb, rows, min_chunk, tasks, threads) in (1usize..100, 1usize..40, 1usize..80, 1usize..7, 1usize..5),
         ) {
             let t = s - back.min(s - 1);
             let (dk, dv) = (32 * dkt, 16 * dvt);
@@ -1039,7 +1132,7 @@ mod tests {
                 .map(|&x| bf16::from_f32(x))
                 .collect();
             let kv = Kv::Latent(LatentRows::BF16(&latent));
-            let blocking = Blocking { rows, kb, min_chunk, tasks };
+            let blocking = Blocking { rows, kb, min_chunk, tasks, threads };
             let mut want = vec![f32::NAN; t * g * dv];
             flash_attention_naive(&mut want, &q, kv, &shape);
             let mut got = vec![f32::NAN; t * g * dv];
@@ -1068,7 +1161,7 @@ mod tests {
             g in 1usize..5,
             (s, back) in (1usize..150, 0usize..150),
             (blocks_k, extra_k, blocks_v, extra_v) in (1usize..3, 0usize..20, 1usize..3, 0usize..20),
-            (kb, rows, min_chunk, tasks) in (1usize..80, 1usize..40, 1usize..80, 1usize..7),
+            (kb, rows, min_chunk, tasks, threads) in (1usize..80, 1usize..40, 1usize..80, 1usize..7, 1usize..5),
         ) {
             let t = s - back.min(s - 1);
             let dk = 32 * blocks_k + extra_k;
@@ -1077,7 +1170,7 @@ mod tests {
             let q = values(t * g * dk, seed, 1.5);
             let (codes, scales) = q8_rows(&values(s * dk, seed + 1, 1.0), s, dk);
             let kv = Kv::Latent(LatentRows::Q8_0 { codes: &codes, scales: &scales, width: dk });
-            let blocking = Blocking { rows, kb, min_chunk, tasks };
+            let blocking = Blocking { rows, kb, min_chunk, tasks, threads };
             let quantized = integer_scores(kv);
             let qq = if quantized { quantized_queries(&q, t * g, dk, shape.scale) } else { q.clone() };
             let naive_shape = FlashShape { scale: if quantized { 1.0 } else { shape.scale }, ..shape };
