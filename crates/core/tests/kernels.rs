@@ -478,6 +478,39 @@ proptest! {
     }
 }
 
+/// An online softmax step: `(s, m, l, alpha) -> whether the mixed values must be rescaled`.
+type SoftmaxStep = fn(&mut [f32], &mut [f32], &mut [f32], &mut [f32]) -> bool;
+
+/// The first `(w1 + w2) · n` of `x` as two blocks of scores for `n` rows side by side, with rows
+/// `r < masked` seeing nothing (−∞) in the first block and rows `r ≡ 0 mod 7` nothing at all.
+fn masked_scores(x: &[f32], n: usize, w1: usize, w2: usize, masked: usize) -> Vec<f32> {
+    let mut all = x[..(w1 + w2) * n].to_vec();
+    for j in 0..w1 + w2 {
+        for r in 0..n {
+            if (j < w1 && r < masked) || r % 7 == 0 {
+                all[j * n + r] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    all
+}
+
+/// The two blocks of `all` (the first `w1` keys, then the rest) through `step` in turn, from an
+/// empty state: both blocks' probabilities, then `m`, `l`, `alpha` and the second step's answer.
+#[allow(clippy::type_complexity)]
+fn two_softmax_steps(
+    step: SoftmaxStep,
+    all: &[f32],
+    n: usize,
+    w1: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, bool) {
+    let (mut m, mut l, mut alpha) = (vec![f32::NEG_INFINITY; n], vec![0.0f32; n], vec![0.0f32; n]);
+    let (mut a, mut b) = (all[..w1 * n].to_vec(), all[w1 * n..].to_vec());
+    step(&mut a, &mut m, &mut l, &mut alpha);
+    let moved = step(&mut b, &mut m, &mut l, &mut alpha);
+    (a, b, m, l, alpha, moved)
+}
+
 proptest! {
     /// The online softmax step over rows side by side equals its scalar twin bit for bit and its
     /// naive twin (libm's `expf`) to a few ulps; and two blocks in turn give what one block of
@@ -493,24 +526,9 @@ proptest! {
         use deepblocks_core::{
             online_softmax_columns, online_softmax_columns_naive, online_softmax_columns_portable,
         };
-        let mut all: Vec<f32> = x[..(w1 + w2) * n].to_vec();
-        // Rows r < masked see nothing in the first block; r ≡ 0 mod 7 nothing at all.
-        for j in 0..w1 + w2 {
-            for r in 0..n {
-                if (j < w1 && r < masked) || r % 7 == 0 {
-                    all[j * n + r] = f32::NEG_INFINITY;
-                }
-            }
-        }
+        let all = masked_scores(&x, n, w1, w2, masked);
         let start = || (vec![f32::NEG_INFINITY; n], vec![0.0f32; n], vec![0.0f32; n]);
-        type Step = fn(&mut [f32], &mut [f32], &mut [f32], &mut [f32]) -> bool;
-        let run = |step: Step| {
-            let (mut m, mut l, mut alpha) = start();
-            let (mut a, mut b) = (all[..w1 * n].to_vec(), all[w1 * n..].to_vec());
-            step(&mut a, &mut m, &mut l, &mut alpha);
-            let moved = step(&mut b, &mut m, &mut l, &mut alpha);
-            (a, b, m, l, alpha, moved)
-        };
+        let run = |step: SoftmaxStep| two_softmax_steps(step, &all, n, w1);
         let fast = run(online_softmax_columns);
         let twin = run(online_softmax_columns_portable);
         let naive = run(online_softmax_columns_naive);
@@ -556,22 +574,8 @@ proptest! {
             online_softmax_columns, online_softmax_columns_bf16, online_softmax_columns_bf16_naive,
             online_softmax_columns_bf16_portable,
         };
-        let mut all: Vec<f32> = x[..(w1 + w2) * n].to_vec();
-        for j in 0..w1 + w2 {
-            for r in 0..n {
-                if (j < w1 && r < masked) || r % 7 == 0 {
-                    all[j * n + r] = f32::NEG_INFINITY;
-                }
-            }
-        }
-        type Step = fn(&mut [f32], &mut [f32], &mut [f32], &mut [f32]) -> bool;
-        let run = |step: Step| {
-            let (mut m, mut l, mut alpha) = (vec![f32::NEG_INFINITY; n], vec![0.0f32; n], vec![0.0f32; n]);
-            let (mut a, mut b) = (all[..w1 * n].to_vec(), all[w1 * n..].to_vec());
-            step(&mut a, &mut m, &mut l, &mut alpha);
-            let moved = step(&mut b, &mut m, &mut l, &mut alpha);
-            (a, b, m, l, alpha, moved)
-        };
+        let all = masked_scores(&x, n, w1, w2, masked);
+        let run = |step: SoftmaxStep| two_softmax_steps(step, &all, n, w1);
         let fast = run(online_softmax_columns_bf16);
         let twin = run(online_softmax_columns_bf16_portable);
         let naive = run(online_softmax_columns_bf16_naive);

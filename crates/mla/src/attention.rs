@@ -662,13 +662,7 @@ pub fn attention_naive(
     kv_up: &KvUpProjection,
     shape: &AttentionShape,
 ) -> Result<()> {
-    check_kernel(out, q, kv, kv_up, shape)?;
-    if out.is_empty() {
-        return Ok(()); // no queries, heads or value features
-    }
-    // One crossing into the pool: the per-head expansions and blocked products start their loops there.
-    on_pool(|| naive_steps(out, q, kv, kv_up, shape));
-    Ok(())
+    run_core(out, q, kv, kv_up, shape, naive_steps)
 }
 
 /// [`attention_naive`]'s steps, after its checks.
@@ -767,13 +761,7 @@ pub fn attention_absorbed(
     kv_up: &KvUpProjection,
     shape: &AttentionShape,
 ) -> Result<()> {
-    check_kernel(out, q, kv, kv_up, shape)?;
-    if out.is_empty() {
-        return Ok(()); // no queries, heads or value features
-    }
-    // One crossing into the pool: the folds and the blocked products start their loops there.
-    on_pool(|| absorbed_steps(out, q, kv, kv_up, shape));
-    Ok(())
+    run_core(out, q, kv, kv_up, shape, absorbed_steps)
 }
 
 /// [`attention_absorbed`]'s steps, after its checks.
@@ -855,6 +843,24 @@ fn absorbed_steps(
             out[(i * n + head) * v..(i * n + head + 1) * v].copy_from_slice(&o[i * v..(i + 1) * v]);
         }
     }
+}
+
+/// A core's call: its checks, nothing to do for an empty output, else `steps` on rayon's pool
+/// (one crossing: the steps' parallel loops start there).
+fn run_core(
+    out: &mut [f32],
+    q: &[f32],
+    kv: LatentRows<'_>,
+    kv_up: &KvUpProjection,
+    shape: &AttentionShape,
+    steps: fn(&mut [f32], &[f32], LatentRows<'_>, &KvUpProjection, &AttentionShape),
+) -> Result<()> {
+    check_kernel(out, q, kv, kv_up, shape)?;
+    if out.is_empty() {
+        return Ok(()); // no queries, heads or value features
+    }
+    on_pool(|| steps(out, q, kv, kv_up, shape));
+    Ok(())
 }
 
 fn check_kernel(
