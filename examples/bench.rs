@@ -35,6 +35,11 @@ struct Args {
     /// (exact latents), f16 or q8_0 (8-bit blocks: 56% of bf16's bytes).
     #[arg(long, value_name = "DTYPE")]
     kv_cache: Option<String>,
+    /// How the bf16 matrices multiply: bf16 (inputs rounded to bf16, `vdpbf16ps` where the CPU
+    /// has AVX512-BF16) or f32 (inputs as given). Default: bf16 where the CPU has AVX512-BF16,
+    /// f32 elsewhere.
+    #[arg(long, value_name = "PRODUCTS")]
+    bf16_products: Option<String>,
     /// Prompt tokens to prefill.
     #[arg(long, default_value_t = 128)]
     prompt_len: usize,
@@ -105,6 +110,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 args.kv_cache.as_deref(),
                 deepblocks::deepseek::DEFAULT_CACHE_DTYPE,
             )?,
+            bf16_products: common::bf16_products(args.bf16_products.as_deref())?,
             ..LoadOptions::default()
         },
     )?;

@@ -136,6 +136,19 @@ pub fn kv_cache(
     name.map_or(Ok(default), deepblocks::mla::cache_dtype)
 }
 
+/// How the bf16 matrices multiply, from `--bf16-products f32|bf16`; without it,
+/// [`Bf16Products::auto`](deepblocks::core::Bf16Products::auto).
+#[allow(dead_code)] // not every example that includes this module takes the flag
+pub fn bf16_products(name: Option<&str>) -> Result<deepblocks::core::Bf16Products, String> {
+    use deepblocks::core::Bf16Products;
+    match name {
+        None => Ok(Bf16Products::auto()),
+        Some("f32") => Ok(Bf16Products::F32),
+        Some("bf16") => Ok(Bf16Products::Bf16),
+        Some(other) => Err(format!("--bf16-products {other:?}: expected f32 or bf16")),
+    }
+}
+
 /// Sets how many threads the kernels use (rayon's global pool) from `--threads N`; without it,
 /// rayon's default (`RAYON_NUM_THREADS`, else one per core). Returns the count in use. Call it
 /// before anything computes.

@@ -624,6 +624,9 @@ pub fn bf16_dot_mix_naive(
 }
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) use x86::sum_lanes;
+
+#[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{BF16_BLOCK, Bf16Queries, dot_mix_columns, mix_columns};
     use crate::ahead::Ahead;
@@ -923,7 +926,7 @@ mod x86 {
     /// pairwise, four times (30 shuffles and 15 additions for 16 sums).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    fn sum_lanes(x: [__m512; 16]) -> __m512 {
+    pub(crate) fn sum_lanes(x: [__m512; 16]) -> __m512 {
         // The tree below leaves the sum of its input m at lane ORDER[m] (an involution), so it
         // takes x[ORDER[m]] as input m.
         const ORDER: [usize; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15];

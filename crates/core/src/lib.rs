@@ -10,7 +10,9 @@
 //! - [`linear`]: `y[t, out] = x[t, in] · Wᵀ` — our own GEMV kernel for decode-shaped calls (streams
 //!   the weight once, widens bf16/f16 in registers), a tiled kernel for a few rows,
 //!   matrixmultiply split over rayon threads for prefill-shaped calls, and [`linear_naive`] for
-//!   tests; the kernels of each dtype come from one table per instruction set.
+//!   tests; the kernels of each dtype come from one table per instruction set. A bf16 weight can
+//!   instead multiply its inputs rounded to bf16 ([`Bf16Products`]), on AVX512-BF16's
+//!   `vdpbf16ps` where the CPU has it ([`matmul_bt_bf16_inputs`]).
 //! - [`softmax_rows`] (numerically stable, in place), [`silu`], [`swiglu`].
 //! - [`SafeTensorsStore`]: a single `model.safetensors` or a sharded set via
 //!   `model.safetensors.index.json`, memory-mapped, with typed getters that check shape and dtype.
@@ -65,6 +67,7 @@ pub use linear::linear_nd;
 pub use linear::{
     GEMV_MAX_ROWS, TILE, TILE_K, TILED_MAX_ROWS, kernel_isa, linear, linear_gemm, linear_gemv,
     linear_naive, linear_tiled, matmul, matmul_bf16_pairs, matmul_bf16_pairs_naive, matmul_bt,
+    matmul_bt_bf16_inputs, matmul_bt_bf16_inputs_naive, matmul_bt_bf16_inputs_portable,
     matmul_bt_naive, matmul_naive, matmul_strided, matmul_strided_avx2, matmul_strided_naive,
     matmul_strided_portable, pairs_into, split_bf16, split_bf16_transposed,
 };
@@ -79,7 +82,9 @@ pub use ops::{
 pub use pool::on_pool;
 pub use region::Access;
 pub use store::{INDEX_FILE, SINGLE_FILE, SafeTensorsStore, TensorInfo};
-pub use weight::{Buffer, Fp8Data, Weight, WeightData, WeightFormat, narrow, widen_into};
+pub use weight::{
+    Bf16Products, Buffer, Fp8Data, Weight, WeightData, WeightFormat, narrow, widen_into,
+};
 
 /// Re-exported so users name the same `bf16`/`f16` types the weights use.
 pub use half;

@@ -288,6 +288,48 @@ pub struct Weight {
     rows: usize,
     cols: usize,
     data: WeightData, // [rows, cols]
+    products: Bf16Products,
+}
+
+/// How [`linear`](crate::linear) multiplies a bf16 weight with its f32 input rows. Weights of
+/// other formats ignore it (the block formats' integer kernels quantize their inputs on their
+/// own terms).
+///
+/// ```
+/// use deepblocks_core::{Bf16Products, DType, Weight, linear};
+/// let w = Weight::from_f32(vec![1.0, 1.0], 1, 2)?.to_dtype(DType::BF16);
+/// let x = [1.0f32 + 1.0 / 1024.0, 0.0]; // not a bf16 value: it rounds to 1.0
+/// let mut y = [0.0f32];
+/// linear(&mut y, &x, &w, 1);
+/// assert_eq!(y[0], x[0]); // F32, the default: the input as given
+/// linear(&mut y, &x, &w.with_bf16_products(Bf16Products::Bf16), 1);
+/// assert_eq!(y[0], 1.0);
+/// # Ok::<(), deepblocks_core::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Bf16Products {
+    /// The input rows stay f32 and the weights are widened to f32: every product is that of the
+    /// values given (the default).
+    #[default]
+    F32,
+    /// The input rows are rounded to bf16 first (to nearest even), as llama.cpp's bf16 path and
+    /// a framework computing in bf16 round them. Where [`crate::bf16_dot`] holds (AVX512-BF16)
+    /// the products run on `vdpbf16ps`, twice the f32 FMAs' rate, with the weights read in
+    /// place ([`crate::matmul_bt_bf16_inputs`]); elsewhere the rounded rows take the f32 kernels.
+    Bf16,
+}
+
+impl Bf16Products {
+    /// [`Bf16Products::Bf16`] where this process multiplies bf16 on `vdpbf16ps`
+    /// ([`crate::bf16_dot`]), where rounding the inputs buys speed; [`Bf16Products::F32`]
+    /// elsewhere, where it would only cost precision.
+    pub fn auto() -> Bf16Products {
+        if crate::bf16_dot() {
+            Bf16Products::Bf16
+        } else {
+            Bf16Products::F32
+        }
+    }
 }
 
 impl Weight {
@@ -316,7 +358,12 @@ impl Weight {
                     found: bytes.len(),
                 });
             }
-            return Ok(Weight { rows, cols, data });
+            return Ok(Weight {
+                rows,
+                cols,
+                data,
+                products: Bf16Products::F32,
+            });
         }
         if let WeightData::Fp8(d) = data {
             let Fp8Data {
@@ -350,7 +397,12 @@ impl Weight {
                 found: data.len(),
             });
         }
-        Ok(Weight { rows, cols, data })
+        Ok(Weight {
+            rows,
+            cols,
+            data,
+            products: Bf16Products::F32,
+        })
     }
 
     /// A `[rows, cols]` weight of `format` blocks owning `bytes` (each row
@@ -443,6 +495,7 @@ impl Weight {
                 codes,
                 scales,
             })),
+            products: Bf16Products::F32,
         })
     }
 
@@ -511,6 +564,19 @@ impl Weight {
         self.data.is_mapped()
     }
 
+    /// How [`linear`](crate::linear) multiplies this weight if it is bf16 ([`Bf16Products::F32`]
+    /// unless set by [`Weight::with_bf16_products`]).
+    pub fn bf16_products(&self) -> Bf16Products {
+        self.products
+    }
+
+    /// The same weight (sharing its values), multiplied as `products` says when it is bf16. Rows
+    /// sliced from it and its conversions to other dtypes keep the setting.
+    pub fn with_bf16_products(mut self, products: Bf16Products) -> Weight {
+        self.products = products;
+        self
+    }
+
     /// Rows `range` as a `[range.len(), cols]` weight sharing memory with `self` (no copy). This is
     /// how a fused checkpoint matrix (e.g. `kv_b_proj`, or transformers-5's packed experts) is
     /// split.
@@ -551,6 +617,7 @@ impl Weight {
             rows: range.end - range.start,
             cols: self.cols,
             data,
+            products: self.products,
         }
     }
 
@@ -755,6 +822,7 @@ impl Weight {
             rows: self.rows,
             cols: self.cols,
             data,
+            products: self.products,
         }
     }
 }

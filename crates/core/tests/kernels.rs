@@ -3,10 +3,11 @@
 
 use deepblocks_core::half::{bf16, f16};
 use deepblocks_core::{
-    DType, GEMV_MAX_ROWS, TILED_MAX_ROWS, Weight, dot, dot_naive, exp_f32, exp_inplace,
-    exp_inplace_naive, linear, linear_gemm, linear_gemv, linear_naive, linear_nd, linear_tiled,
-    matmul, matmul_bt, matmul_bt_naive, matmul_naive, silu, silu_inplace, softmax_rows,
-    softmax_rows_naive, swiglu,
+    Bf16Products, DType, GEMV_MAX_ROWS, TILED_MAX_ROWS, Weight, dot, dot_naive, exp_f32,
+    exp_inplace, exp_inplace_naive, linear, linear_gemm, linear_gemv, linear_naive, linear_nd,
+    linear_tiled, matmul, matmul_bt, matmul_bt_bf16_inputs, matmul_bt_bf16_inputs_naive,
+    matmul_bt_bf16_inputs_portable, matmul_bt_naive, matmul_naive, silu, silu_inplace,
+    softmax_rows, softmax_rows_naive, swiglu,
 };
 use deepblocks_testkit::{assert_close, strategies};
 use ndarray::Array2;
@@ -65,6 +66,53 @@ fn check_linear(t: usize, k: usize, n: usize, x: &[f32], wf: &[f32]) -> Result<(
                     "{name} {dtype} t{t} k{k} n{n} at {i}: {g} vs naive {e} (tol {tol})"
                 );
             }
+        }
+    }
+    check_bf16_inputs(t, k, n, x, &w32.to_dtype(DType::BF16))
+}
+
+type Bf16InputsImpl = fn(&mut [f32], &[f32], &[bf16], usize, usize, usize);
+const BF16_INPUTS_IMPLS: [(&str, Bf16InputsImpl); 2] = [
+    ("matmul_bt_bf16_inputs", matmul_bt_bf16_inputs),
+    (
+        "matmul_bt_bf16_inputs_portable",
+        matmul_bt_bf16_inputs_portable,
+    ),
+];
+
+/// A bf16 weight multiplied with its inputs rounded to bf16 (`Bf16Products::Bf16`): every
+/// implementation, and `linear` on a weight set that way, against the naive twin, within the
+/// dot-product bound of the rounded inputs; `linear_naive` on that weight is the naive twin.
+fn check_bf16_inputs(
+    t: usize,
+    k: usize,
+    n: usize,
+    x: &[f32],
+    w: &Weight,
+) -> Result<(), TestCaseError> {
+    let w = w.clone().with_bf16_products(Bf16Products::Bf16);
+    let bits: Vec<bf16> = w.to_f32_vec().into_iter().map(bf16::from_f32).collect();
+    let rounded: Vec<f32> = x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect();
+    let mut want = vec![0.0; t * n];
+    matmul_bt_bf16_inputs_naive(&mut want, x, &bits, t, k, n);
+    let mut naive = vec![f32::NAN; t * n];
+    linear_naive(&mut naive, x, &w, t);
+    prop_assert_eq!(&naive, &want);
+    let tol = linear_tol(&rounded, &w.to_f32_vec(), k);
+    let mut got = vec![f32::NAN; t * n];
+    linear(&mut got, x, &w, t);
+    let mut all = vec![("linear", got)];
+    for (name, f) in BF16_INPUTS_IMPLS {
+        let mut got = vec![f32::NAN; t * n];
+        f(&mut got, x, &bits, t, k, n);
+        all.push((name, got));
+    }
+    for (name, got) in all {
+        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+            prop_assert!(
+                (g - e).abs() <= tol,
+                "{name} t{t} k{k} n{n} at {i}: {g} vs naive {e} (tol {tol})"
+            );
         }
     }
     Ok(())
@@ -263,6 +311,27 @@ fn large_decode_shape_runs_in_parallel_and_matches_naive() {
         linear_naive(&mut want, &x, &w, t);
         assert_close(&got, &want, 1e-4, 1e-4);
     }
+}
+
+/// Rounded bf16 inputs over shapes that cross the kernel's chunks of input rows (24 rows at
+/// k = 4,100), its blocks of 64 weight rows, its parallel split and a short last step of 4
+/// values; and `Bf16Products::F32` (the default) leaves the inputs as given.
+#[test]
+fn bf16_inputs_across_chunks_and_blocks() {
+    let (t, k, n) = (61, 4100, 131);
+    let x: Vec<f32> = (0..t * k)
+        .map(|i| ((i * 31 % 97) as f32 - 48.0) / 48.0 + 1e-3)
+        .collect();
+    let w: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 5000.0)
+        .collect();
+    let w = Weight::from_f32(w, n, k).unwrap().to_dtype(DType::BF16);
+    assert_eq!(w.bf16_products(), Bf16Products::F32);
+    check_bf16_inputs(t, k, n, &x, &w).unwrap();
+    let (mut exact, mut f32_path) = (vec![0.0; t * n], vec![0.0; t * n]);
+    linear(&mut f32_path, &x, &w, t);
+    linear_naive(&mut exact, &x, &w, t);
+    assert_close(&f32_path, &exact, 1e-4, 1e-4);
 }
 
 #[test]

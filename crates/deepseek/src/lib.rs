@@ -66,6 +66,7 @@ pub use recipe::{Choice, Recipe, Role};
 
 pub use deepblocks_config::Architecture;
 pub use deepblocks_core::Access;
+pub use deepblocks_core::Bf16Products;
 pub use deepblocks_core::DType;
 pub use deepblocks_embed::Positions;
 pub use deepblocks_mla::{

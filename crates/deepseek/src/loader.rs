@@ -34,7 +34,7 @@ use deepblocks_config::{
 use deepblocks_core::gguf::GgufFile;
 use deepblocks_core::quant::BlockFormat;
 use deepblocks_core::quant::fp8::Fp8Block;
-use deepblocks_core::{Access, DType, SafeTensorsStore, Weight, WeightFormat};
+use deepblocks_core::{Access, Bf16Products, DType, SafeTensorsStore, Weight, WeightFormat};
 use deepblocks_embed::{Embedding, Embeddings, LmHead};
 use deepblocks_mla::{AttentionPath, CacheDType, DEFAULT_CACHE_DTYPE, KvB, Mla, MlaWeights, QProj};
 use deepblocks_moe::{Experts, Mlp, Moe, SharedExperts, Weighting};
@@ -97,6 +97,14 @@ pub struct LoadOptions {
     /// copy, but the files must not be modified while the model is alive) or read into memory
     /// once ([`Access::Read`]: for files that may change, at the cost of holding every byte).
     pub access: Access,
+    /// How the bf16 matrices multiply their f32 inputs ([`Bf16Products`]; the routers' gates
+    /// always keep theirs f32, as transformers computes them). The default,
+    /// [`Bf16Products::auto`], rounds the inputs to bf16 where the CPU multiplies bf16 on
+    /// `vdpbf16ps` (AVX512-BF16), as llama.cpp does — two to three times the f32 kernels' rate in
+    /// prefill, the logits moved by about what a bf16 activation moves them — and keeps them
+    /// f32 elsewhere. [`Bf16Products::F32`] keeps every product that of the values given (the
+    /// golden tests against transformers' f32 compute).
+    pub bf16_products: Bf16Products,
 }
 
 impl Default for LoadOptions {
@@ -110,6 +118,7 @@ impl Default for LoadOptions {
             check_weights: false,
             quant: None,
             access: Access::default(),
+            bf16_products: Bf16Products::auto(),
         }
     }
 }
@@ -125,6 +134,7 @@ impl fmt::Debug for LoadOptions {
             .field("check_weights", &self.check_weights)
             .field("quant", &self.quant)
             .field("access", &self.access)
+            .field("bf16_products", &self.bf16_products)
             .finish()
     }
 }
@@ -243,6 +253,7 @@ impl Model {
         let load = Loader {
             source,
             dtype: options.dtype,
+            products: options.bf16_products,
             check_weights: options.check_weights,
             read: RefCell::new(HashSet::new()),
             parameters: Cell::new(0),
@@ -305,6 +316,7 @@ impl Model {
 struct Loader<'a> {
     source: Source<'a>,
     dtype: Option<DType>,
+    products: Bf16Products,
     check_weights: bool,
     read: RefCell<HashSet<String>>, // names of the tensors read
     parameters: Cell<usize>,
@@ -378,6 +390,10 @@ impl Loader<'_> {
     /// `w` (tensor `name`) as the model keeps it: quantized by the recipe, or in the requested
     /// dtype, or as stored.
     fn place(&self, name: &str, w: Weight) -> Result<Weight> {
+        let w = match Role::of(name) {
+            Role::Router => w,
+            _ => w.with_bf16_products(self.products),
+        };
         let Some(recipe) = self.quant else {
             return Ok(self.convert(w));
         };

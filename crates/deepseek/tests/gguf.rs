@@ -8,6 +8,15 @@ use deepblocks_core::gguf::GgufFile;
 use deepblocks_deepseek::{Error, architecture_from_gguf};
 use deepblocks_testkit::testdata_dir;
 
+/// Load options whose bf16 matrices multiply f32 inputs (`Bf16Products::F32`): these tests
+/// compare layouts and converters, not the rounding of inputs.
+fn exact() -> deepblocks_deepseek::LoadOptions {
+    deepblocks_deepseek::LoadOptions {
+        bf16_products: deepblocks_deepseek::Bf16Products::F32,
+        ..Default::default()
+    }
+}
+
 #[test]
 fn a_converted_file_describes_the_checkpoint_it_came_from() {
     let file = GgufFile::open(testdata_dir().join("gguf/a_lowrank_group_yarn.gguf")).unwrap();
@@ -72,7 +81,7 @@ fn a_converted_file_runs_as_its_checkpoint_does() {
     let ids: Vec<u32> = g.data("input_ids").iter().map(|&v| v as u32).collect();
     let gguf = Model::load_gguf(
         testdata_dir().join("gguf/a_lowrank_group_yarn.gguf"),
-        &LoadOptions::default(),
+        &exact(),
     )
     .unwrap();
     let run = |m: &Model| {
@@ -104,7 +113,7 @@ fn a_converted_file_runs_as_its_checkpoint_does() {
         }
     }
     deepblocks_testkit::write_f32_tensors(&dst.join("model.safetensors"), &tensors);
-    let same = Model::load_with(&dst, &LoadOptions::default()).unwrap();
+    let same = Model::load_with(&dst, &exact()).unwrap();
     let r = close_report(&got, &run(&same), 1e-5, 0.0);
     eprintln!(
         "GGUF vs the checkpoint rounded as the converter rounds it: max |Δ| = {:e}",
@@ -197,11 +206,7 @@ fn logits_from_gguf_are_llama_cpp_s() {
     let g = Golden::load_path(&testdata_dir().join("gguf/llamacpp_logits.safetensors"));
     let ids: Vec<u32> = g.data("input_ids").iter().map(|&v| v as u32).collect();
     let run = |name: &str| {
-        let model = Model::load_gguf(
-            testdata_dir().join("gguf").join(name),
-            &LoadOptions::default(),
-        )
-        .unwrap();
+        let model = Model::load_gguf(testdata_dir().join("gguf").join(name), &exact()).unwrap();
         let mut cache = model.new_cache(ids.len()).unwrap();
         model.forward(&ids, &mut cache, Positions::All).unwrap()
     };
@@ -261,7 +266,7 @@ fn a_converted_v3_file_routes_as_deepseek_v3() {
     );
     let f32_cache = LoadOptions {
         cache_dtype: deepblocks_deepseek::CacheDType::F32,
-        ..LoadOptions::default()
+        ..exact()
     };
     let model = Model::load_gguf(&path, &f32_cache).unwrap();
     assert_eq!(model.load_report().tensors, file.tensors().len());

@@ -11,6 +11,15 @@ use deepblocks_deepseek::{
 use deepblocks_testkit::{close_report, testdata_dir};
 use deepblocks_tokenize::Tokenizer;
 
+/// Load options whose bf16 matrices multiply f32 inputs (`Bf16Products::F32`): these tests
+/// compare layouts and converters, not the rounding of inputs.
+fn exact() -> deepblocks_deepseek::LoadOptions {
+    deepblocks_deepseek::LoadOptions {
+        bf16_products: deepblocks_deepseek::Bf16Products::F32,
+        ..Default::default()
+    }
+}
+
 fn tmp(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gguf-write");
     std::fs::create_dir_all(&dir).unwrap();
@@ -70,11 +79,7 @@ fn same_file(ours: &GgufFile, theirs: &GgufFile, differs: impl Fn(&str, &str, &s
 #[test]
 fn a_converted_file_written_back_is_the_same_file() {
     let original = GgufFile::open(fixture("a_lowrank_group_yarn.gguf")).unwrap();
-    let model = Model::load_gguf(
-        fixture("a_lowrank_group_yarn.gguf"),
-        &LoadOptions::default(),
-    )
-    .unwrap();
+    let model = Model::load_gguf(fixture("a_lowrank_group_yarn.gguf"), &exact()).unwrap();
     let path = tmp("again.gguf");
     model.write_gguf(&path, None, "again").unwrap();
     let written = GgufFile::open(&path).unwrap();
@@ -104,7 +109,7 @@ fn written_recipes_are_llama_quantize_files() {
     ] {
         let options = LoadOptions {
             quant: Some(recipe),
-            ..LoadOptions::default()
+            ..exact()
         };
         let model = Model::load_gguf(fixture("a_lowrank_group_yarn.gguf"), &options).unwrap();
         let path = tmp(&format!("{recipe}.gguf"));
@@ -119,8 +124,7 @@ fn written_recipes_are_llama_quantize_files() {
         // And llama.cpp's file loads to the model deepblocks quantized, but for those tensors.
         if recipe != Recipe::Q4_K_M {
             let ids: Vec<u32> = (0..12).map(|i| (i * 7 % 96) as u32).collect();
-            let theirs =
-                Model::load_gguf(fixture(theirs_name(recipe)), &LoadOptions::default()).unwrap();
+            let theirs = Model::load_gguf(fixture(theirs_name(recipe)), &exact()).unwrap();
             assert_eq!(logits(&model, &ids), logits(&theirs, &ids), "{recipe}");
         }
     }
@@ -146,14 +150,14 @@ fn the_shipped_model_round_trips_through_gguf() {
     for recipe in [None, Some(Recipe::Q8_0), Some(Recipe::Q4_K_M)] {
         let options = LoadOptions {
             quant: recipe,
-            ..LoadOptions::default()
+            ..exact()
         };
         let model = Model::load_with(&dir, &options).unwrap();
         let path = tmp(&format!("tiny-{recipe:?}.gguf"));
         model
             .write_gguf(&path, Some(&tokenizer), "tiny-shakespeare")
             .unwrap();
-        let back = Model::load_gguf(&path, &LoadOptions::default()).unwrap();
+        let back = Model::load_gguf(&path, &exact()).unwrap();
         let r = close_report(&logits(&back, &ids), &logits(&model, &ids), 0.0, 0.0);
         eprintln!("{recipe:?}: max |Δ| {:e}", r.max_abs);
         // Quantized: the same blocks through the same kernels, bit for bit. bf16: the same
@@ -203,7 +207,7 @@ fn the_shipped_model_round_trips_through_gguf() {
 fn what_gguf_cannot_hold_is_refused_by_name() {
     let options = LoadOptions {
         quant: Some(Recipe::Fp8),
-        ..LoadOptions::default()
+        ..exact()
     };
     let model = Model::load_gguf(fixture("a_lowrank_group_yarn.gguf"), &options).unwrap();
     let err = model.to_gguf(None, "fp8").unwrap_err();

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use deepblocks_config::{Architecture, RopeScaling, TopkSelection};
 use deepblocks_core::DType;
 use deepblocks_deepseek::{
-    AttentionPath, Error, LoadOptions, MlaCache, MlaCacheConfig, Model, Positions, Weighting,
+    AttentionPath, Bf16Products, Error, LoadOptions, MlaCache, MlaCacheConfig, Model, Positions,
+    Weighting,
 };
 use deepblocks_testkit::{
     Golden, assert_close, close_report, read_f32_tensors, testdata_dir, write_f32_tensors,
@@ -22,12 +23,14 @@ fn golden(variant: &str) -> (Vec<u32>, Golden) {
     (ids, g)
 }
 
-/// The options of the golden runs: the latent cache in f32, so the comparison with transformers
-/// measures the forward pass alone (the bf16 cache's own effect is stated by
-/// `a_bf16_cache_moves_the_golden_logits_within_its_bound`).
+/// The options of the golden runs: the latent cache in f32 and the bf16 matrices' inputs kept
+/// f32, so the comparison with transformers measures the forward pass alone (the bf16 cache's
+/// own effect is stated by `a_bf16_cache_moves_the_golden_logits_within_its_bound`, the rounded
+/// inputs' by `bf16_products_move_the_golden_logits_within_their_bound`).
 fn quiet() -> LoadOptions {
     LoadOptions {
         cache_dtype: deepblocks_deepseek::CacheDType::F32,
+        bf16_products: deepblocks_deepseek::Bf16Products::F32,
         ..LoadOptions::default()
     }
 }
@@ -226,6 +229,42 @@ fn golden_d_bf16_weights() {
     assert!(wide.weight_bytes() > model.weight_bytes());
     assert_close(&all_logits(&wide, &ids), &got, 1e-5, 0.0);
 }
+
+/// bf16 matrices multiplying inputs rounded to bf16 (`Bf16Products::Bf16`, the default where
+/// the CPU has AVX512-BF16; on other CPUs the same rounding through the f32 kernels) on the bf16
+/// golden, both cores, prefill and decode: the logits move from transformers' f32 compute by at
+/// most the bound below, visibly (more than the f32 inputs' 1e-4), and by less than transformers'
+/// own bf16 compute moves them (which rounds every activation, not only the matrices' inputs).
+#[test]
+fn bf16_products_move_the_golden_logits_within_their_bound() {
+    let (ids, g) = golden("d_bf16");
+    let want = g.data("logits");
+    let theirs = close_report(g.data("logits_bf16"), want, 0.0, 0.0).max_abs;
+    for path in [AttentionPath::Absorbed, AttentionPath::Naive] {
+        let options = LoadOptions {
+            prefill_attention: path,
+            bf16_products: Bf16Products::Bf16,
+            ..quiet()
+        };
+        let model = Model::load_with(dir("d_bf16"), &options).unwrap();
+        for (how, got) in [
+            ("prefill", all_logits(&model, &ids)),
+            ("decode", stepwise_logits(&model, &ids, 3)),
+        ] {
+            let ours = close_report(&got, want, 0.0, 0.0).max_abs;
+            eprintln!(
+                "d_bf16 {path:?} {how}, bf16 inputs: max |Δ| = {ours:e} (transformers in bf16: {theirs:e})"
+            );
+            assert!(ours <= BF16_PRODUCTS_BOUND, "{how} {path:?}: {ours}");
+            assert!(ours > 1e-4, "{how} {path:?}: {ours}");
+            assert!(ours < theirs, "{how} {path:?}: {ours} vs {theirs}");
+        }
+    }
+}
+
+/// What rounding the bf16 matrices' inputs may move the bf16 golden's logits by (logits up to
+/// about 1.7 in size). Measured 1.4e-2 (absorbed core) to 1.9e-2 (naive core, prefill).
+const BF16_PRODUCTS_BOUND: f32 = 5e-2;
 
 #[test]
 fn sharded_checkpoint_loads_through_its_index() {
@@ -851,6 +890,16 @@ fn read_access_gives_the_same_model_without_the_map() {
 /// every golden checkpoint whose logits are transformers' f32 computation: prefill on each
 /// attention path, and a 3-token prefill followed by decode steps through the cache.
 fn worst_logit_difference_with_cache(cache_dtype: deepblocks_deepseek::CacheDType) -> f32 {
+    worst_logit_difference(cache_dtype, Bf16Products::F32)
+}
+
+/// The largest logit difference from transformers' f32 compute over the goldens, both cores,
+/// prefill and decode, with the latent cache in `cache_dtype` and the bf16 matrices multiplying
+/// as `bf16_products` says.
+fn worst_logit_difference(
+    cache_dtype: deepblocks_deepseek::CacheDType,
+    bf16_products: Bf16Products,
+) -> f32 {
     let mut worst = 0.0f32;
     for variant in [
         "a_lowrank_group_yarn",
@@ -869,6 +918,7 @@ fn worst_logit_difference_with_cache(cache_dtype: deepblocks_deepseek::CacheDTyp
             let options = LoadOptions {
                 prefill_attention: path,
                 cache_dtype,
+                bf16_products,
                 ..LoadOptions::default()
             };
             let model = Model::load_with(dir(variant), &options).unwrap();
@@ -879,7 +929,7 @@ fn worst_logit_difference_with_cache(cache_dtype: deepblocks_deepseek::CacheDTyp
             ] {
                 let r = close_report(&got, want, 0.0, 0.0);
                 eprintln!(
-                    "{variant} {path:?} {how}, {cache_dtype} cache: max |Δ| = {:e}",
+                    "{variant} {path:?} {how}, {cache_dtype} cache, {bf16_products:?} products: max |Δ| = {:e}",
                     r.max_abs
                 );
                 worst = worst.max(r.max_abs);

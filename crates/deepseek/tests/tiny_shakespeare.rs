@@ -3,7 +3,7 @@
 //! generation streams what the tokenizer decodes.
 
 use deepblocks_deepseek::{
-    AttentionPath, CacheDType, GenerateOptions, LoadOptions, Model, SamplingConfig,
+    AttentionPath, Bf16Products, CacheDType, GenerateOptions, LoadOptions, Model, SamplingConfig,
 };
 use deepblocks_testkit::{Golden, testdata_dir};
 use deepblocks_tokenize::Tokenizer;
@@ -17,10 +17,14 @@ fn load_with_cache(cache_dtype: CacheDType) -> Model {
     load_with(cache_dtype, LoadOptions::default().prefill_attention)
 }
 
+/// The shipped model with its latent cache in `cache_dtype`, its bf16 matrices multiplying
+/// f32 inputs (`Bf16Products::F32`: the rounded inputs' effect is stated on its own by
+/// `bf16_products_keep_the_held_out_perplexity`).
 fn load_with(cache_dtype: CacheDType, prefill_attention: AttentionPath) -> Model {
     let options = LoadOptions {
         cache_dtype,
         prefill_attention,
+        bf16_products: Bf16Products::F32,
         ..LoadOptions::default()
     };
     Model::load_with(model_dir(), &options).unwrap()
@@ -98,6 +102,26 @@ fn held_out_perplexity_equals_transformers() {
 fn a_bf16_cache_keeps_the_held_out_perplexity() {
     let rel = relative_perplexity(&load_with_cache(CacheDType::BF16), "with a bf16 cache");
     assert!(rel.abs() <= 1e-3, "relative {rel:e}");
+}
+
+/// The trained model's bf16 matrices multiplying inputs rounded to bf16 (`Bf16Products::Bf16`,
+/// the default where the CPU has AVX512-BF16), f32 cache: its held-out perplexity moves from
+/// transformers' (f32 compute on the same bf16 weights) by less than the bound below.
+#[test]
+fn bf16_products_keep_the_held_out_perplexity() {
+    let options = LoadOptions {
+        cache_dtype: CacheDType::F32,
+        bf16_products: Bf16Products::Bf16,
+        ..LoadOptions::default()
+    };
+    let model = Model::load_with(model_dir(), &options).unwrap();
+    let rel = relative_perplexity(&model, "with bf16 inputs to the matrices");
+    // Measured −1.38e-3 (AVX512-BF16).
+    assert!(rel.abs() <= 3e-3, "relative {rel:e}");
+    assert!(
+        rel.abs() > 1e-6,
+        "relative {rel:e}: the rounding is not seen"
+    );
 }
 
 /// The 8-bit Q8_0 latent cache on the trained model: its held-out perplexity moves from
@@ -185,6 +209,7 @@ fn held_out_perplexity_by_recipe() {
         let options = LoadOptions {
             quant: Some(recipe),
             cache_dtype: CacheDType::F32,
+            bf16_products: Bf16Products::F32,
             ..LoadOptions::default()
         };
         let model = Model::load_with(model_dir(), &options).unwrap();

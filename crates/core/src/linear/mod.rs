@@ -10,6 +10,10 @@
 //!   the dtype's table has a tiled kernel — bf16 on AVX2): what a MoE expert sees in prefill.
 //! - **GEMM** (`gemm.rs`; prefill-shaped): matrixmultiply's sgemm over column blocks of the
 //!   output, bf16/f16 widened a block at a time into a per-thread scratch buffer.
+//! - **bf16 inputs** (`bf16_inputs.rs`; a bf16 weight set to [`Bf16Products::Bf16`], any `t`):
+//!   the input rows rounded to bf16 and multiplied on AVX512-BF16's `vdpbf16ps` with the weights
+//!   read in place, where [`crate::bf16_dot`] holds; the rounded rows through the paths above
+//!   elsewhere.
 //! - **naive**: the textbook triple loop with one f32 accumulator, for tests.
 //!
 //! The block kernels are chosen once per dtype, as a statically typed table (`Kernels<W>`) of the
@@ -22,6 +26,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod bf16_inputs;
 pub(crate) mod gemm;
 mod gemv;
 mod portable;
@@ -29,6 +34,9 @@ mod strided;
 mod tiled;
 mod tiles;
 
+pub use bf16_inputs::{
+    matmul_bt_bf16_inputs, matmul_bt_bf16_inputs_naive, matmul_bt_bf16_inputs_portable,
+};
 pub use strided::{
     matmul_strided, matmul_strided_avx2, matmul_strided_naive, matmul_strided_portable,
 };
@@ -46,7 +54,7 @@ use ndarray::{Array2, ArrayView2};
 
 use crate::quant::fp8_linear::{linear_fp8, linear_fp8_naive};
 use crate::quant::linear::{linear_blocks, linear_blocks_naive};
-use crate::{Element, Isa, Weight, WeightData, isa};
+use crate::{Bf16Products, Element, Isa, Weight, WeightData, isa};
 #[cfg(feature = "ndarray")]
 use crate::{Error, Result};
 
@@ -145,7 +153,8 @@ pub fn kernel_isa<W: Element>() -> Isa {
 }
 
 /// `y[t, n] = x[t, k] · Wᵀ` for a weight `W[n, k]` (`n = w.rows()`, `k = w.cols()`), choosing the
-/// GEMV or GEMM path by `t`.
+/// GEMV or GEMM path by `t`; a bf16 weight set to [`Bf16Products::Bf16`] rounds `x` to bf16 first
+/// ([`matmul_bt_bf16_inputs`]).
 ///
 /// ```
 /// use deepblocks_core::{linear, Weight};
@@ -162,6 +171,9 @@ pub fn kernel_isa<W: Element>() -> Isa {
 pub fn linear(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
     match w.data() {
         WeightData::F32(b) => matmul_bt(y, x, b, t, w.cols(), w.rows()),
+        WeightData::BF16(b) if w.bf16_products() == Bf16Products::Bf16 => {
+            matmul_bt_bf16_inputs(y, x, b, t, w.cols(), w.rows())
+        }
         WeightData::BF16(b) => matmul_bt(y, x, b, t, w.cols(), w.rows()),
         WeightData::F16(b) => matmul_bt(y, x, b, t, w.cols(), w.rows()),
         WeightData::Blocks { format, data } => {
@@ -245,6 +257,9 @@ pub fn linear_gemm(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
 pub fn linear_naive(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
     match w.data() {
         WeightData::F32(b) => matmul_bt_naive(y, x, b, t, w.cols(), w.rows()),
+        WeightData::BF16(b) if w.bf16_products() == Bf16Products::Bf16 => {
+            matmul_bt_bf16_inputs_naive(y, x, b, t, w.cols(), w.rows())
+        }
         WeightData::BF16(b) => matmul_bt_naive(y, x, b, t, w.cols(), w.rows()),
         WeightData::F16(b) => matmul_bt_naive(y, x, b, t, w.cols(), w.rows()),
         WeightData::Blocks { format, data } => {

@@ -1,0 +1,275 @@
+//! `y[t, n] = bf16(x)[t, k] · w[n, k]ᵀ`: a bf16 weight multiplied with its input rows rounded to
+//! bf16 ([`Bf16Products::Bf16`](crate::Bf16Products)), as llama.cpp's bf16 path and every
+//! framework computing in bf16 multiply.
+//!
+//! Where [`crate::bf16_dot`] holds (AVX512-BF16), the products run on `vdpbf16ps`: 32
+//! multiply-adds of bf16 pairs an instruction into sixteen f32 lanes, twice the rate of f32
+//! FMAs, and the weights are read in place — neither widened nor packed. A tile is 4 input rows
+//! × 4 weight rows (sixteen accumulators over the whole `k`, summed across lanes once at the
+//! end); the input rows are taken in chunks that stay in L2 while a task's block of weight rows
+//! passes over them. Elsewhere the rounded rows go through the f32 paths of
+//! [`matmul_bt`](super::matmul_bt): the same products of the same values, summed in another order.
+
+use rayon::prelude::*;
+
+use half::bf16;
+
+use super::{OutPtr, PARALLEL_MIN_MACS, check_lengths, matmul_bt};
+
+/// Output rows (weight rows) per task.
+const BLOCK_ROWS: usize = 64;
+
+/// Input rows and weight rows of one tile.
+#[cfg(target_arch = "x86_64")]
+const TILE_ROWS: usize = 4;
+
+/// Bytes of rounded input rows a chunk may hold: a task's weight block passes over them while
+/// they stay in L2.
+#[cfg(target_arch = "x86_64")]
+const CHUNK_BYTES: usize = 192 * 1024;
+
+/// `y[t, n] = bf16(x)[t, k] · w[n, k]ᵀ`: each input value rounded to the nearest bf16 (ties to
+/// even), the products of two bf16 exact in f32 and summed in f32; on `vdpbf16ps` where
+/// [`crate::bf16_dot`] holds (which also reads subnormal bf16 values as zero), through the f32
+/// kernels otherwise.
+///
+/// ```
+/// use deepblocks_core::{half::bf16, matmul_bt_bf16_inputs};
+/// let w: Vec<bf16> = [1.0f32, 2.0, 3.0, 4.0].map(bf16::from_f32).to_vec(); // [n 2, k 2]
+/// let x = [1.0f32 + 1.0 / 1024.0, 1.0]; // the first input rounds to 1.0 in bf16
+/// let mut y = [0.0f32; 2];
+/// matmul_bt_bf16_inputs(&mut y, &x, &w, 1, 2, 2);
+/// assert_eq!(y, [3.0, 7.0]);
+/// ```
+///
+/// # Panics
+/// If `x.len() != t * k`, `w.len() != n * k` or `y.len() != t * n`.
+pub fn matmul_bt_bf16_inputs(y: &mut [f32], x: &[f32], w: &[bf16], t: usize, k: usize, n: usize) {
+    check_lengths(y, x, w.len(), t, k, n);
+    #[cfg(target_arch = "x86_64")]
+    if crate::bf16_dot() {
+        dot(y, &round(x), w, t, k, n);
+        return;
+    }
+    matmul_bt_bf16_inputs_portable(y, x, w, t, k, n);
+}
+
+/// The twin of [`matmul_bt_bf16_inputs`] on every CPU: the rounded input rows widened back to
+/// f32 and multiplied by [`matmul_bt`](super::matmul_bt)'s kernels.
+///
+/// # Panics
+/// As [`matmul_bt_bf16_inputs`].
+pub fn matmul_bt_bf16_inputs_portable(
+    y: &mut [f32],
+    x: &[f32],
+    w: &[bf16],
+    t: usize,
+    k: usize,
+    n: usize,
+) {
+    check_lengths(y, x, w.len(), t, k, n);
+    let rounded: Vec<f32> = x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect();
+    matmul_bt(y, &rounded, w, t, k, n);
+}
+
+/// The naive twin of [`matmul_bt_bf16_inputs`]: `y[i, o] = Σ_j bf16(x[i, j]) · w[o, j]`, one f32
+/// accumulator, in order.
+///
+/// # Panics
+/// As [`matmul_bt_bf16_inputs`].
+pub fn matmul_bt_bf16_inputs_naive(
+    y: &mut [f32],
+    x: &[f32],
+    w: &[bf16],
+    t: usize,
+    k: usize,
+    n: usize,
+) {
+    check_lengths(y, x, w.len(), t, k, n);
+    for i in 0..t {
+        for o in 0..n {
+            let mut acc = 0.0f32;
+            for j in 0..k {
+                acc += bf16::from_f32(x[i * k + j]).to_f32() * w[o * k + j].to_f32();
+            }
+            y[i * n + o] = acc;
+        }
+    }
+}
+
+/// `x` rounded to bf16, to nearest even.
+#[cfg(target_arch = "x86_64")]
+fn round(x: &[f32]) -> Vec<bf16> {
+    x.iter().map(|&v| bf16::from_f32(v)).collect()
+}
+
+/// The `vdpbf16ps` driver: blocks of [`BLOCK_ROWS`] weight rows in parallel; within a block, the
+/// input rows in chunks of at most [`CHUNK_BYTES`], and for each chunk every group of four
+/// weight rows against every tile of four input rows.
+#[cfg(target_arch = "x86_64")]
+fn dot(y: &mut [f32], x: &[bf16], w: &[bf16], t: usize, k: usize, n: usize) {
+    if t == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        y.fill(0.0); // empty sums
+        return;
+    }
+    let chunk = (CHUNK_BYTES / (2 * k)).max(1).next_multiple_of(TILE_ROWS);
+    let yp = OutPtr(y.as_mut_ptr());
+    let run = |o0: usize, o1: usize| {
+        for i0 in (0..t).step_by(chunk) {
+            // SAFETY: `bf16_dot` holds (AVX512-BF16, BW and F); x, w and y are [t, k], [n, k]
+            // and [t, n] (checked); this task writes y[i0 .. i0 + chunk, o0 .. o1] only.
+            unsafe {
+                x86::rows(
+                    yp.get(),
+                    n,
+                    x.as_ptr(),
+                    i0,
+                    (i0 + chunk).min(t),
+                    k,
+                    w.as_ptr(),
+                    o0,
+                    o1,
+                )
+            }
+        }
+    };
+    if t * n * k < PARALLEL_MIN_MACS {
+        run(0, n);
+    } else {
+        (0..n.div_ceil(BLOCK_ROWS)).into_par_iter().for_each(|b| {
+            let o0 = b * BLOCK_ROWS;
+            run(o0, (o0 + BLOCK_ROWS).min(n));
+        });
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use half::bf16;
+
+    use super::TILE_ROWS;
+    use crate::bf16_rows::sum_lanes;
+
+    /// Input rows `i0 .. i1` against weight rows `o0 .. o1`: for each group of up to four weight
+    /// rows, every tile of up to four input rows.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, BW and BF16; `x` holds `i1` rows of `k` bf16, `w` `o1` rows, `y`
+    /// is `[.., n]` with rows `i0 .. i1`, columns `o0 .. o1` written by this thread only.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
+    pub(super) unsafe fn rows(
+        y: *mut f32,
+        n: usize,
+        x: *const bf16,
+        i0: usize,
+        i1: usize,
+        k: usize,
+        w: *const bf16,
+        o0: usize,
+        o1: usize,
+    ) {
+        for o in (o0..o1).step_by(TILE_ROWS) {
+            let c = (o1 - o).min(TILE_ROWS);
+            for i in (i0..i1).step_by(TILE_ROWS) {
+                let r = (i1 - i).min(TILE_ROWS);
+                // SAFETY: input rows i .. i + r < i1, weight rows o .. o + c < o1 (as ours).
+                unsafe {
+                    macro_rules! tiles {
+                        ($(($a:literal, $b:literal)),*) => {
+                            match (r, c) {
+                                $(($a, $b) => tile::<$a, $b>(y, n, x, i, k, w, o),)*
+                                _ => unreachable!("tiles are 1 to 4 rows by 1 to 4 rows"),
+                            }
+                        };
+                    }
+                    tiles!(
+                        (4, 4),
+                        (4, 3),
+                        (4, 2),
+                        (4, 1),
+                        (3, 4),
+                        (3, 3),
+                        (3, 2),
+                        (3, 1),
+                        (2, 4),
+                        (2, 3),
+                        (2, 2),
+                        (2, 1),
+                        (1, 4),
+                        (1, 3),
+                        (1, 2),
+                        (1, 1)
+                    )
+                }
+            }
+        }
+    }
+
+    /// 32 bf16 values from `p`, the lanes past `mask` zero.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[inline]
+    unsafe fn load(p: *const bf16, mask: __mmask32) -> __m512bh {
+        // SAFETY: the caller's: the lanes under the mask are inside its row.
+        let v = unsafe { _mm512_maskz_loadu_epi16(mask, p.cast()) };
+        // SAFETY: both are 64 bytes of plain bits.
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
+    }
+
+    /// Input rows `i .. i + R` against weight rows `o .. o + C`: `R·C` accumulators over the
+    /// whole `k`, 32 values a step, then summed across lanes together ([`sum_lanes`]).
+    /// (`R` or `C` below four runs narrower tiles through the same code: `C` weight rows a step
+    /// and the missing rows skipped.)
+    ///
+    /// # Safety
+    /// As [`rows`], for these rows.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::needless_range_loop)] // a and c index two register arrays in lockstep
+    unsafe fn tile<const R: usize, const C: usize>(
+        y: *mut f32,
+        n: usize,
+        x: *const bf16,
+        i: usize,
+        k: usize,
+        w: *const bf16,
+        o: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+        let mut p = 0;
+        while p < k {
+            let mask: __mmask32 = if k - p >= 32 {
+                u32::MAX
+            } else {
+                (1u32 << (k - p)) - 1
+            };
+            // SAFETY: values p .. p + 32 (under the mask, below k) of rows in range.
+            unsafe {
+                let xs: [__m512bh; R] = std::array::from_fn(|a| load(x.add((i + a) * k + p), mask));
+                for c in 0..C {
+                    let wc = load(w.add((o + c) * k + p), mask);
+                    for a in 0..R {
+                        acc[a][c] = _mm512_dpbf16_ps(acc[a][c], xs[a], wc);
+                    }
+                }
+            }
+            p += 32;
+        }
+        let sums = sum_lanes(std::array::from_fn(|m| acc[m / 4][m % 4]));
+        let mut lanes = [0.0f32; 16];
+        // SAFETY: 16 f32 into a local array.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sums) };
+        for a in 0..R {
+            for c in 0..C {
+                // SAFETY: row i + a, column o + c of y: in this thread's extent.
+                unsafe { *y.add((i + a) * n + o + c) = lanes[4 * a + c] };
+            }
+        }
+    }
+}
