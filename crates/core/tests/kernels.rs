@@ -315,23 +315,25 @@ fn large_decode_shape_runs_in_parallel_and_matches_naive() {
 
 /// Rounded bf16 inputs over shapes that cross the kernel's chunks of input rows (24 rows at
 /// k = 4,100), its blocks of 64 weight rows, its parallel split and a short last step of 4
-/// values; and `Bf16Products::F32` (the default) leaves the inputs as given.
+/// values, and over rows of 2,048 (which the kernel keeps 2,080 apart); `Bf16Products::F32`
+/// (the default) leaves the inputs as given.
 #[test]
 fn bf16_inputs_across_chunks_and_blocks() {
-    let (t, k, n) = (61, 4100, 131);
-    let x: Vec<f32> = (0..t * k)
-        .map(|i| ((i * 31 % 97) as f32 - 48.0) / 48.0 + 1e-3)
-        .collect();
-    let w: Vec<f32> = (0..n * k)
-        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 5000.0)
-        .collect();
-    let w = Weight::from_f32(w, n, k).unwrap().to_dtype(DType::BF16);
-    assert_eq!(w.bf16_products(), Bf16Products::F32);
-    check_bf16_inputs(t, k, n, &x, &w).unwrap();
-    let (mut exact, mut f32_path) = (vec![0.0; t * n], vec![0.0; t * n]);
-    linear(&mut f32_path, &x, &w, t);
-    linear_naive(&mut exact, &x, &w, t);
-    assert_close(&f32_path, &exact, 1e-4, 1e-4);
+    for (t, k, n) in [(61, 4100, 131), (9, 2048, 70)] {
+        let x: Vec<f32> = (0..t * k)
+            .map(|i| ((i * 31 % 97) as f32 - 48.0) / 48.0 + 1e-3)
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 5000.0)
+            .collect();
+        let w = Weight::from_f32(w, n, k).unwrap().to_dtype(DType::BF16);
+        assert_eq!(w.bf16_products(), Bf16Products::F32);
+        check_bf16_inputs(t, k, n, &x, &w).unwrap();
+        let (mut exact, mut f32_path) = (vec![0.0; t * n], vec![0.0; t * n]);
+        linear(&mut f32_path, &x, &w, t);
+        linear_naive(&mut exact, &x, &w, t);
+        assert_close(&f32_path, &exact, 1e-4, 1e-4);
+    }
 }
 
 #[test]

@@ -48,7 +48,8 @@ pub fn matmul_bt_bf16_inputs(y: &mut [f32], x: &[f32], w: &[bf16], t: usize, k: 
     check_lengths(y, x, w.len(), t, k, n);
     #[cfg(target_arch = "x86_64")]
     if crate::bf16_dot() {
-        dot(y, &round(x), w, t, k, n);
+        let ldx = padded(k);
+        dot(y, &round(x, t, k, ldx), ldx, w, t, k, n);
         return;
     }
     matmul_bt_bf16_inputs_portable(y, x, w, t, k, n);
@@ -97,17 +98,36 @@ pub fn matmul_bt_bf16_inputs_naive(
     }
 }
 
-/// `x` rounded to bf16, to nearest even.
+/// The row stride of the rounded input rows: `k`, unless rows `k` apart would start at the
+/// same offset in a 4 KiB page (`2k` a multiple of 4,096), where four rows read together would
+/// compete for one set of the L1 cache with the weight rows (in place, `k` apart); then 32 more.
 #[cfg(target_arch = "x86_64")]
-fn round(x: &[f32]) -> Vec<bf16> {
-    x.iter().map(|&v| bf16::from_f32(v)).collect()
+fn padded(k: usize) -> usize {
+    if (2 * k).is_multiple_of(4096) {
+        k + 32
+    } else {
+        k
+    }
+}
+
+/// The rows of `x[t, k]` rounded to bf16 (to nearest even), `ldx` apart (zeros between).
+#[cfg(target_arch = "x86_64")]
+fn round(x: &[f32], t: usize, k: usize, ldx: usize) -> Vec<bf16> {
+    let mut out = vec![bf16::ZERO; t * ldx];
+    for (o, row) in out.chunks_exact_mut(ldx).zip(x.chunks_exact(k.max(1))) {
+        for (o, &v) in o.iter_mut().zip(row) {
+            *o = bf16::from_f32(v);
+        }
+    }
+    out
 }
 
 /// The `vdpbf16ps` driver: blocks of [`BLOCK_ROWS`] weight rows in parallel; within a block, the
 /// input rows in chunks of at most [`CHUNK_BYTES`], and for each chunk every group of four
 /// weight rows against every tile of four input rows.
 #[cfg(target_arch = "x86_64")]
-fn dot(y: &mut [f32], x: &[bf16], w: &[bf16], t: usize, k: usize, n: usize) {
+#[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
+fn dot(y: &mut [f32], x: &[bf16], ldx: usize, w: &[bf16], t: usize, k: usize, n: usize) {
     if t == 0 || n == 0 {
         return;
     }
@@ -126,6 +146,7 @@ fn dot(y: &mut [f32], x: &[bf16], w: &[bf16], t: usize, k: usize, n: usize) {
                     yp.get(),
                     n,
                     x.as_ptr(),
+                    ldx,
                     i0,
                     (i0 + chunk).min(t),
                     k,
@@ -159,7 +180,8 @@ mod x86 {
     /// rows, every tile of up to four input rows.
     ///
     /// # Safety
-    /// The CPU has AVX-512F, BW and BF16; `x` holds `i1` rows of `k` bf16, `w` `o1` rows, `y`
+    /// The CPU has AVX-512F, BW and BF16; `x` holds `i1` rows of `k` bf16 `ldx ≥ k` apart, `w`
+    /// `o1` rows of `k`, `y`
     /// is `[.., n]` with rows `i0 .. i1`, columns `o0 .. o1` written by this thread only.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     #[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
@@ -167,6 +189,7 @@ mod x86 {
         y: *mut f32,
         n: usize,
         x: *const bf16,
+        ldx: usize,
         i0: usize,
         i1: usize,
         k: usize,
@@ -183,7 +206,7 @@ mod x86 {
                     macro_rules! tiles {
                         ($(($a:literal, $b:literal)),*) => {
                             match (r, c) {
-                                $(($a, $b) => tile::<$a, $b>(y, n, x, i, k, w, o),)*
+                                $(($a, $b) => tile::<$a, $b>(y, n, x, ldx, i, k, w, o),)*
                                 _ => unreachable!("tiles are 1 to 4 rows by 1 to 4 rows"),
                             }
                         };
@@ -211,12 +234,17 @@ mod x86 {
         }
     }
 
-    /// 32 bf16 values from `p`, the lanes past `mask` zero.
+    /// 32 bf16 values from `p`; with a mask, the lanes past it zero (and not read).
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     #[inline]
-    unsafe fn load(p: *const bf16, mask: __mmask32) -> __m512bh {
-        // SAFETY: the caller's: the lanes under the mask are inside its row.
-        let v = unsafe { _mm512_maskz_loadu_epi16(mask, p.cast()) };
+    unsafe fn load(p: *const bf16, mask: Option<__mmask32>) -> __m512bh {
+        // SAFETY: the caller's: the 32 values, or those under the mask, are inside its row.
+        let v = unsafe {
+            match mask {
+                None => _mm512_loadu_si512(p.cast()),
+                Some(m) => _mm512_maskz_loadu_epi16(m, p.cast()),
+            }
+        };
         // SAFETY: both are 64 bytes of plain bits.
         unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
     }
@@ -236,22 +264,19 @@ mod x86 {
         y: *mut f32,
         n: usize,
         x: *const bf16,
+        ldx: usize,
         i: usize,
         k: usize,
         w: *const bf16,
         o: usize,
     ) {
         let mut acc = [[_mm512_setzero_ps(); 4]; 4];
-        let mut p = 0;
-        while p < k {
-            let mask: __mmask32 = if k - p >= 32 {
-                u32::MAX
-            } else {
-                (1u32 << (k - p)) - 1
-            };
+        // One step: values p .. p + 32 of every row, those past the mask zero.
+        let mut step = |p: usize, mask: Option<__mmask32>| {
             // SAFETY: values p .. p + 32 (under the mask, below k) of rows in range.
             unsafe {
-                let xs: [__m512bh; R] = std::array::from_fn(|a| load(x.add((i + a) * k + p), mask));
+                let xs: [__m512bh; R] =
+                    std::array::from_fn(|a| load(x.add((i + a) * ldx + p), mask));
                 for c in 0..C {
                     let wc = load(w.add((o + c) * k + p), mask);
                     for a in 0..R {
@@ -259,7 +284,13 @@ mod x86 {
                     }
                 }
             }
-            p += 32;
+        };
+        let whole = k / 32;
+        for s in 0..whole {
+            step(32 * s, None);
+        }
+        if !k.is_multiple_of(32) {
+            step(32 * whole, Some((1u32 << (k % 32)) - 1));
         }
         let sums = sum_lanes(std::array::from_fn(|m| acc[m / 4][m % 4]));
         let mut lanes = [0.0f32; 16];
