@@ -18,8 +18,8 @@ use deepblocks::core::half::bf16;
 use deepblocks::core::quant::BlockFormat;
 use deepblocks::core::quant::fp8::Fp8Block;
 use deepblocks::core::{
-    self, DType, Weight, WeightFormat, linear, linear_gemm, linear_naive, linear_tiled,
-    softmax_rows,
+    self, Bf16Products, DType, Weight, WeightFormat, linear, linear_gemm, linear_naive,
+    linear_tiled, softmax_rows,
 };
 use deepblocks::norm::rms_norm;
 use deepblocks_testkit::det_values as values;
@@ -84,7 +84,9 @@ fn linear_prefill(c: &mut Criterion) {
         });
     }
     // bf16 on both wide paths: the tiled kernel (widens in registers) and sgemm on widened blocks;
-    // at 128 rows `linear` picks the latter, at a MoE expert's dozen rows the former.
+    // at 128 rows `linear` picks the latter, at a MoE expert's dozen rows the former; and with
+    // the inputs rounded to bf16 (`Bf16Products::Bf16`: `vdpbf16ps` where the CPU has
+    // AVX512-BF16, the weights read in place).
     for (t, n) in [(128, 2048), (32, 2048), (12, 1408)] {
         let w = weight(n, k, DType::BF16);
         let x = values(t * k, 7);
@@ -105,6 +107,11 @@ fn linear_prefill(c: &mut Criterion) {
                 |b| b.iter(|| f(black_box(&mut y), black_box(&x), &w, t)),
             );
         }
+        let w = w.with_bf16_products(Bf16Products::Bf16);
+        g.bench_function(
+            BenchmarkId::new("BF16_inputs", format!("{t}x{k}x{n}")),
+            |b| b.iter(|| linear(black_box(&mut y), black_box(&x), &w, t)),
+        );
     }
     g.finish();
 }
@@ -129,6 +136,11 @@ fn linear_decode(c: &mut Criterion) {
                 |b| b.iter(|| linear(black_box(&mut y), black_box(&x), &w, 1)),
             );
         }
+        // bf16 with its input rounded to bf16 (`vdpbf16ps` where the CPU has AVX512-BF16).
+        let w = weight(n, k, DType::BF16).with_bf16_products(Bf16Products::Bf16);
+        g.bench_function(BenchmarkId::new("BF16_inputs", format!("1x{k}x{n}")), |b| {
+            b.iter(|| linear(black_box(&mut y), black_box(&x), &w, 1))
+        });
     }
     // Block formats: the activations quantized once, integer dots per weight row; FP8: f32
     // activations, codes widened in registers.

@@ -110,7 +110,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 args.kv_cache.as_deref(),
                 deepblocks::deepseek::DEFAULT_CACHE_DTYPE,
             )?,
-            bf16_products: common::bf16_products(args.bf16_products.as_deref())?,
+            bf16_products: common::bf16_products(
+                args.bf16_products.as_deref(),
+                deepblocks::core::Bf16Products::auto(),
+            )?,
             ..LoadOptions::default()
         },
     )?;

@@ -34,6 +34,10 @@ struct Args {
     /// comparing logits), bf16 (what generation uses by default), f16 or q8_0.
     #[arg(long, value_name = "DTYPE")]
     kv_cache: Option<String>,
+    /// How the bf16 matrices multiply: bf16 (inputs rounded to bf16, `vdpbf16ps` where the CPU
+    /// has AVX512-BF16) or f32 (inputs as given). Default: f32 (logits are for comparing with other implementations).
+    #[arg(long, value_name = "PRODUCTS")]
+    bf16_products: Option<String>,
     /// Token ids, comma-separated.
     #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
     tokens: Vec<u32>,
@@ -57,6 +61,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             cache_dtype: common::kv_cache(
                 args.kv_cache.as_deref(),
                 deepblocks::mla::CacheDType::F32,
+            )?,
+            bf16_products: common::bf16_products(
+                args.bf16_products.as_deref(),
+                deepblocks::core::Bf16Products::F32,
             )?,
             ..LoadOptions::default()
         },

@@ -49,6 +49,10 @@ struct Args {
     /// (exact latents), f16 or q8_0 (8-bit blocks: 56% of bf16's bytes).
     #[arg(long, value_name = "DTYPE")]
     kv_cache: Option<String>,
+    /// How the bf16 matrices multiply: bf16 (inputs rounded to bf16, `vdpbf16ps` where the CPU
+    /// has AVX512-BF16) or f32 (inputs as given). Default: bf16 where the CPU has AVX512-BF16, f32 elsewhere.
+    #[arg(long, value_name = "PRODUCTS")]
+    bf16_products: Option<String>,
     /// Tokens per window (each scores all but its first); default: the model's context, at
     /// most 512.
     #[arg(long)]
@@ -75,6 +79,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             cache_dtype: common::kv_cache(
                 args.kv_cache.as_deref(),
                 deepblocks::deepseek::DEFAULT_CACHE_DTYPE,
+            )?,
+            bf16_products: common::bf16_products(
+                args.bf16_products.as_deref(),
+                deepblocks::core::Bf16Products::auto(),
             )?,
             ..LoadOptions::default()
         },

@@ -584,6 +584,15 @@ fn cases() -> Vec<Case> {
             }),
         ),
         (
+            "bf16 products the kernels do not have (`--bf16-products int8`)",
+            "bf16 products \"int8\" are not known: use f32 or bf16",
+            Box::new(|| {
+                deepblocks::core::Bf16Products::from_name("int8")
+                    .unwrap_err()
+                    .to_string()
+            }),
+        ),
+        (
             "a cache whose layers hold different token counts (one appended to alone)",
             "KV cache layer 1 holds 0 tokens but layer 0 holds 1",
             Box::new(|| {

@@ -26,6 +26,7 @@ pub fn load(dir: &Path, options: LoadOptions) -> Result<Model, deepblocks::deeps
     );
     bar.set_message(dir.display().to_string());
     let drawn = bar.clone();
+    let products = options.bf16_products;
     let options = LoadOptions {
         progress: Some(Arc::new(move |p: LoadProgress| {
             drawn.set_length(p.num_layers as u64);
@@ -56,6 +57,27 @@ pub fn load(dir: &Path, options: LoadOptions) -> Result<Model, deepblocks::deeps
             .map(|w| format!(" (rows not whole {w} blocks)"))
             .unwrap_or_default();
         eprintln!("  {:>4} × {} in {}{fallback}", f.tensors, f.kind, f.format);
+    }
+    // Any bf16 matrix: the report lists formats under a recipe; without one the matrices are
+    // as stored, as the embedding is.
+    let bf16_format = deepblocks::core::WeightFormat::Float(deepblocks::core::DType::BF16);
+    let formats = &model.load_report().formats;
+    let bf16 = if formats.is_empty() {
+        model.embeddings().embed_tokens().weight().format() == bf16_format
+    } else {
+        formats
+            .iter()
+            .any(|f| f.format == bf16_format && !f.kind.ends_with(".mlp.gate.weight"))
+    };
+    if bf16 && products == deepblocks::core::Bf16Products::Bf16 {
+        eprintln!(
+            "  bf16 matrices multiply their inputs rounded to bf16{} (--bf16-products f32 keeps them f32)",
+            if deepblocks::core::bf16_dot() {
+                ", on vdpbf16ps"
+            } else {
+                ""
+            }
+        );
     }
     let unknown = &model.load_report().unknown_config_keys;
     if !unknown.is_empty() {
@@ -136,17 +158,13 @@ pub fn kv_cache(
     name.map_or(Ok(default), deepblocks::mla::cache_dtype)
 }
 
-/// How the bf16 matrices multiply, from `--bf16-products f32|bf16`; without it,
-/// [`Bf16Products::auto`](deepblocks::core::Bf16Products::auto).
+/// How the bf16 matrices multiply, from `--bf16-products f32|bf16`; `default` without it.
 #[allow(dead_code)] // not every example that includes this module takes the flag
-pub fn bf16_products(name: Option<&str>) -> Result<deepblocks::core::Bf16Products, String> {
-    use deepblocks::core::Bf16Products;
-    match name {
-        None => Ok(Bf16Products::auto()),
-        Some("f32") => Ok(Bf16Products::F32),
-        Some("bf16") => Ok(Bf16Products::Bf16),
-        Some(other) => Err(format!("--bf16-products {other:?}: expected f32 or bf16")),
-    }
+pub fn bf16_products(
+    name: Option<&str>,
+    default: deepblocks::core::Bf16Products,
+) -> Result<deepblocks::core::Bf16Products, deepblocks::core::Error> {
+    name.map_or(Ok(default), deepblocks::core::Bf16Products::from_name)
 }
 
 /// Sets how many threads the kernels use (rayon's global pool) from `--threads N`; without it,

@@ -181,6 +181,13 @@ pub enum Error {
         /// The dtype in the file.
         found: DType,
     },
+
+    /// A name for [`Bf16Products`](crate::Bf16Products) that is neither `f32` nor `bf16`.
+    #[error("bf16 products {name:?} are not known: use f32 or bf16")]
+    Bf16Products {
+        /// The name given.
+        name: String,
+    },
 }
 
 /// `Result` with deepblocks-core's [`enum@Error`].

@@ -320,6 +320,25 @@ pub enum Bf16Products {
 }
 
 impl Bf16Products {
+    /// The products named `f32` or `bf16` (any case, surrounding spaces ignored), as the
+    /// examples' `--bf16-products` takes them; [`Error::Bf16Products`] naming anything else.
+    ///
+    /// ```
+    /// use deepblocks_core::Bf16Products;
+    /// assert_eq!(Bf16Products::from_name("bf16")?, Bf16Products::Bf16);
+    /// assert!(Bf16Products::from_name("int8").is_err());
+    /// # Ok::<(), deepblocks_core::Error>(())
+    /// ```
+    pub fn from_name(name: &str) -> Result<Bf16Products> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "f32" => Ok(Bf16Products::F32),
+            "bf16" => Ok(Bf16Products::Bf16),
+            _ => Err(Error::Bf16Products {
+                name: name.to_string(),
+            }),
+        }
+    }
+
     /// [`Bf16Products::Bf16`] where this process multiplies bf16 on `vdpbf16ps`
     /// ([`crate::bf16_dot`]), where rounding the inputs buys speed; [`Bf16Products::F32`]
     /// elsewhere, where it would only cost precision.
