@@ -74,7 +74,7 @@ fn another_architecture_is_refused_by_name() {
 /// layout, which the absorbed path reads in place.
 #[test]
 fn a_converted_file_runs_as_its_checkpoint_does() {
-    use deepblocks_deepseek::{LoadOptions, Model, Positions};
+    use deepblocks_deepseek::{Model, Positions};
     use deepblocks_testkit::{Golden, close_report};
     let g =
         Golden::load_path(&testdata_dir().join("deepseek/a_lowrank_group_yarn/golden.safetensors"));
@@ -201,7 +201,7 @@ fn a_pre_tokenizer_not_mapped_is_refused_by_name() {
 /// DeepSeek and transformers (`a_converted_file_runs_as_its_checkpoint_does`).
 #[test]
 fn logits_from_gguf_are_llama_cpp_s() {
-    use deepblocks_deepseek::{LoadOptions, Model, Positions};
+    use deepblocks_deepseek::{Model, Positions};
     use deepblocks_testkit::{Golden, close_report};
     let g = Golden::load_path(&testdata_dir().join("gguf/llamacpp_logits.safetensors"));
     let ids: Vec<u32> = g.data("input_ids").iter().map(|&v| v as u32).collect();
@@ -248,7 +248,7 @@ fn logits_from_gguf_are_llama_cpp_s() {
 #[test]
 fn a_converted_v3_file_routes_as_deepseek_v3() {
     use deepblocks_config::{Family, Ffn, TopkSelection};
-    use deepblocks_deepseek::{LoadOptions, Model, Positions};
+    use deepblocks_deepseek::{Model, Positions};
     use deepblocks_testkit::{Golden, close_report};
     let path = testdata_dir().join("gguf/v3_groups_bias.gguf");
     let file = GgufFile::open(&path).unwrap();
@@ -264,7 +264,7 @@ fn a_converted_v3_file_routes_as_deepseek_v3() {
             topk_group: 2
         }
     );
-    let f32_cache = LoadOptions {
+    let f32_cache = deepblocks_deepseek::LoadOptions {
         cache_dtype: deepblocks_deepseek::CacheDType::F32,
         ..exact()
     };

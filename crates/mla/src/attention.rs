@@ -881,7 +881,8 @@ fn check_kernel(
 
 /// `wᵀ` in `w`'s dtype (a copy, made once at load time). Narrowing values that were widened from
 /// that dtype is exact, so the copy holds the same numbers; a block-format `w` is transposed to
-/// f32, the one dtype that holds its dequantized values exactly.
+/// f32, the one dtype that holds its dequantized values exactly. It multiplies as `w` does
+/// ([`Weight::bf16_products`]).
 fn transpose(w: &Weight) -> Weight {
     let (rows, cols) = (w.rows(), w.cols());
     let f = w.to_f32_vec();
@@ -891,7 +892,9 @@ fn transpose(w: &Weight) -> Weight {
             tr[j * rows + i] = f[i * cols + j];
         }
     }
-    let tr = Weight::from_f32(tr, cols, rows).expect("transpose keeps the element count");
+    let tr = Weight::from_f32(tr, cols, rows)
+        .expect("transpose keeps the element count")
+        .with_bf16_products(w.bf16_products());
     match w.format() {
         WeightFormat::Float(dtype) => tr.to_dtype(dtype),
         WeightFormat::Blocks(_) | WeightFormat::Fp8(_) => tr,
