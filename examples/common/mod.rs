@@ -26,7 +26,6 @@ pub fn load(dir: &Path, options: LoadOptions) -> Result<Model, deepblocks::deeps
     );
     bar.set_message(dir.display().to_string());
     let drawn = bar.clone();
-    let products = options.bf16_products;
     let options = LoadOptions {
         progress: Some(Arc::new(move |p: LoadProgress| {
             drawn.set_length(p.num_layers as u64);
@@ -58,18 +57,17 @@ pub fn load(dir: &Path, options: LoadOptions) -> Result<Model, deepblocks::deeps
             .unwrap_or_default();
         eprintln!("  {:>4} × {} in {}{fallback}", f.tensors, f.kind, f.format);
     }
-    // Any bf16 matrix: the report lists formats under a recipe; without one the matrices are
-    // as stored, as the embedding is.
-    let bf16_format = deepblocks::core::WeightFormat::Float(deepblocks::core::DType::BF16);
-    let formats = &model.load_report().formats;
-    let bf16 = if formats.is_empty() {
-        model.embeddings().embed_tokens().weight().format() == bf16_format
-    } else {
-        formats
-            .iter()
-            .any(|f| f.format == bf16_format && !f.kind.ends_with(".mlp.gate.weight"))
+    // Any bf16 matrix that rounds its inputs: the output matrix or a layer's o_proj, as loaded.
+    let rounds = |w: &deepblocks::core::Weight| {
+        w.format() == deepblocks::core::WeightFormat::Float(deepblocks::core::DType::BF16)
+            && w.bf16_products() == deepblocks::core::Bf16Products::Bf16
     };
-    if bf16 && products == deepblocks::core::Bf16Products::Bf16 {
+    let bf16 = rounds(model.embeddings().lm_head_weight())
+        || model
+            .layers()
+            .iter()
+            .any(|l| rounds(l.self_attn().o_proj()));
+    if bf16 {
         eprintln!(
             "  bf16 matrices multiply their inputs rounded to bf16{} (--bf16-products f32 keeps them f32)",
             if deepblocks::core::bf16_dot() {

@@ -752,7 +752,8 @@ impl Weight {
             .par_chunks_mut(rb.max(1))
             .enumerate()
             .for_each(|(r, out)| format.quantize_row(out, &self.row_f32(r)));
-        Weight::from_blocks(format, bytes, self.rows, self.cols)
+        Ok(Weight::from_blocks(format, bytes, self.rows, self.cols)?
+            .with_bf16_products(self.products))
     }
 
     /// The same matrix in FP8 E4M3 with one scale per `block` (the reference quantizer of
@@ -801,7 +802,7 @@ impl Weight {
                 },
             )
         };
-        Weight::from_fp8(
+        Ok(Weight::from_fp8(
             block,
             Buffer::from_vec(codes),
             Buffer::from_vec(scales),
@@ -809,7 +810,8 @@ impl Weight {
             self.rows,
             self.cols,
             what,
-        )
+        )?
+        .with_bf16_products(self.products))
     }
 
     /// The same matrix in `format` ([`Weight::to_dtype`], [`Weight::quantize`] or

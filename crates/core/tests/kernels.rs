@@ -336,6 +336,27 @@ fn bf16_inputs_across_chunks_and_blocks() {
     }
 }
 
+/// Empty shapes: no rows, no outputs, or empty sums (zeros) on every implementation.
+#[test]
+fn bf16_inputs_of_empty_shapes() {
+    for (t, k, n) in [(0, 5, 3), (2, 5, 0), (2, 0, 3), (0, 0, 0), (3, 0, 70)] {
+        let x = vec![0.5f32; t * k];
+        let w = vec![bf16::from_f32(0.25); n * k];
+        let mut all = vec![];
+        for (name, f) in BF16_INPUTS_IMPLS {
+            let mut y = vec![f32::NAN; t * n];
+            f(&mut y, &x, &w, t, k, n);
+            all.push((name, y));
+        }
+        let mut y = vec![f32::NAN; t * n];
+        matmul_bt_bf16_inputs_naive(&mut y, &x, &w, t, k, n);
+        all.push(("naive", y));
+        for (name, y) in all {
+            assert!(y.iter().all(|&v| v == 0.0), "{name} t{t} k{k} n{n}: {y:?}");
+        }
+    }
+}
+
 #[test]
 fn matmul_bt_over_raw_f16_slices() {
     let (t, k, n) = (2, 19, 5);

@@ -2,7 +2,7 @@
 
 use std::cmp::Ordering;
 
-use deepblocks_core::{dot, linear, sum_squares};
+use deepblocks_core::{Bf16Products, dot, linear, sum_squares};
 
 use crate::{Embedding, Result};
 
@@ -92,7 +92,10 @@ impl Embedding {
         self.check_query(query)?;
         self.check_ids(exclude)?;
         let mut dots = vec![0.0; self.vocab_size()];
-        linear(&mut dots, query, self.weight(), 1);
+        // The query as given, whatever products the loader chose for the weight's other use as
+        // an output matrix (a view: the values are shared).
+        let rows = self.weight().clone().with_bf16_products(Bf16Products::F32);
+        linear(&mut dots, query, &rows, 1);
         let qn = sum_squares(query).sqrt();
         let all = dots
             .iter()

@@ -445,7 +445,8 @@ impl KvUpProjection {
     }
 
     /// `kv_b_proj [n·(d+v), c]`: the stacked weight as loaded, or (loaded split) built from the
-    /// pieces in f32 on first use.
+    /// pieces on first use: in their dtype when they are f32, bf16 or f16 (exactly: the values
+    /// come from it), in f32 otherwise; multiplying as they do ([`Weight::bf16_products`]).
     pub fn kv_b_proj(&self) -> &Weight {
         self.kv_b_proj.get_or_init(|| {
             let (c, d, v) = (self.c, self.d, self.v);
@@ -457,7 +458,17 @@ impl KvUpProjection {
                 }
                 out.extend(uv.to_f32_vec());
             }
-            Weight::from_f32(out, self.n * (d + v), c).expect("n·(d+v)·c values")
+            let w = Weight::from_f32(out, self.n * (d + v), c).expect("n·(d+v)·c values");
+            match self.w_uv.first() {
+                Some(uv) => {
+                    let w = w.with_bf16_products(uv.bf16_products());
+                    match uv.format() {
+                        WeightFormat::Float(dtype) => w.to_dtype(dtype),
+                        WeightFormat::Blocks(_) | WeightFormat::Fp8(_) => w,
+                    }
+                }
+                None => w,
+            }
         })
     }
 

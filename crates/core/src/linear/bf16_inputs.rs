@@ -23,8 +23,8 @@ const BLOCK_ROWS: usize = 64;
 #[cfg(target_arch = "x86_64")]
 const TILE_ROWS: usize = 4;
 
-/// Bytes of rounded input rows a chunk may hold: a task's weight block passes over them while
-/// they stay in L2.
+/// Bytes of rounded input rows a chunk holds, about (whole tiles of four rows): a task's
+/// weight block passes over them while they stay in L2.
 #[cfg(target_arch = "x86_64")]
 const CHUNK_BYTES: usize = 192 * 1024;
 
@@ -123,8 +123,12 @@ fn round(x: &[f32], t: usize, k: usize, ldx: usize) -> Vec<bf16> {
 }
 
 /// The `vdpbf16ps` driver: blocks of [`BLOCK_ROWS`] weight rows in parallel; within a block, the
-/// input rows in chunks of at most [`CHUNK_BYTES`], and for each chunk every group of four
-/// weight rows against every tile of four input rows.
+/// input rows in chunks of about [`CHUNK_BYTES`], and for each chunk every group of four weight
+/// rows against every tile of four input rows. Called only where [`crate::bf16_dot`] holds, with
+/// `w` and `y` checked to be `[n, k]` and `[t, n]`.
+///
+/// # Panics
+/// If `x` is not `t` rows `ldx ≥ k` apart.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
 fn dot(y: &mut [f32], x: &[bf16], ldx: usize, w: &[bf16], t: usize, k: usize, n: usize) {
@@ -135,12 +139,18 @@ fn dot(y: &mut [f32], x: &[bf16], ldx: usize, w: &[bf16], t: usize, k: usize, n:
         y.fill(0.0); // empty sums
         return;
     }
-    let chunk = (CHUNK_BYTES / (2 * k)).max(1).next_multiple_of(TILE_ROWS);
+    assert!(
+        ldx >= k && Some(x.len()) == t.checked_mul(ldx),
+        "bf16 inputs: {} rounded values are not {t} rows {ldx} apart",
+        x.len()
+    );
+    let chunk = (CHUNK_BYTES / (2 * ldx)).max(1).next_multiple_of(TILE_ROWS);
     let yp = OutPtr(y.as_mut_ptr());
     let run = |o0: usize, o1: usize| {
         for i0 in (0..t).step_by(chunk) {
-            // SAFETY: `bf16_dot` holds (AVX512-BF16, BW and F); x, w and y are [t, k], [n, k]
-            // and [t, n] (checked); this task writes y[i0 .. i0 + chunk, o0 .. o1] only.
+            // SAFETY: `bf16_dot` holds (AVX512-BF16, BW and F: our caller's check); x holds t
+            // rows ldx ≥ k apart (asserted above), w and y are [n, k] and [t, n] (our caller's
+            // check_lengths); this task writes y[i0 .. i0 + chunk, o0 .. o1] only.
             unsafe {
                 x86::rows(
                     yp.get(),
@@ -201,7 +211,7 @@ mod x86 {
             let c = (o1 - o).min(TILE_ROWS);
             for i in (i0..i1).step_by(TILE_ROWS) {
                 let r = (i1 - i).min(TILE_ROWS);
-                // SAFETY: input rows i .. i + r < i1, weight rows o .. o + c < o1 (as ours).
+                // SAFETY: input rows i .. i + r ≤ i1, weight rows o .. o + c ≤ o1 (as ours).
                 unsafe {
                     macro_rules! tiles {
                         ($(($a:literal, $b:literal)),*) => {

@@ -190,8 +190,8 @@ fn fp8_linear(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
     }
 }
 
-/// [`linear`] forced onto the GEMV path for any `t` (rows are taken `GEMV_MAX_ROWS` at a time).
-/// For tests and benches.
+/// [`linear`] forced onto the GEMV path for any `t` (rows are taken `GEMV_MAX_ROWS` at a time),
+/// with f32 products whatever the weight's [`Bf16Products`]. For tests and benches.
 ///
 /// # Panics
 /// As [`linear`].
@@ -209,7 +209,8 @@ pub fn linear_gemv(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
 }
 
 /// [`linear`] forced onto the tiled path for any `t` when the weight's dtype has a tiled kernel
-/// on this CPU (bf16 on AVX2); otherwise the GEMM path. For tests and benches.
+/// on this CPU (bf16 on AVX2); otherwise the GEMM path. f32 products whatever the weight's
+/// [`Bf16Products`]. For tests and benches.
 ///
 /// # Panics
 /// As [`linear`].
@@ -233,7 +234,8 @@ pub fn linear_tiled(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
     }
 }
 
-/// [`linear`] forced onto the GEMM path for any `t`. For tests and benches.
+/// [`linear`] forced onto the GEMM path for any `t`, with f32 products whatever the weight's
+/// [`Bf16Products`]. For tests and benches.
 ///
 /// # Panics
 /// As [`linear`].
@@ -250,7 +252,8 @@ pub fn linear_gemm(y: &mut [f32], x: &[f32], w: &Weight, t: usize) {
     }
 }
 
-/// The naive twin of [`linear`]: `y[i, o] = Σ_j x[i, j] · W[o, j]`, one f32 accumulator, in order.
+/// The naive twin of [`linear`]: `y[i, o] = Σ_j x[i, j] · W[o, j]`, one f32 accumulator, in order
+/// (`x[i, j]` rounded to bf16 first for a bf16 weight set to [`Bf16Products::Bf16`]).
 ///
 /// # Panics
 /// As [`linear`].
