@@ -315,11 +315,12 @@ fn large_decode_shape_runs_in_parallel_and_matches_naive() {
 
 /// Rounded bf16 inputs over shapes that cross the kernel's chunks of input rows (24 rows at
 /// k = 4,100), its blocks of 64 weight rows, its parallel split and a short last step of 4
-/// values, and over rows of 2,048 (which the kernel keeps 2,080 apart); `Bf16Products::F32`
+/// values, over rows of 2,048 (which the kernel keeps 2,080 apart), and one input row alone (a
+/// decode step; a chunk of one row after 24 at k = 4,100); `Bf16Products::F32`
 /// (the default) leaves the inputs as given.
 #[test]
 fn bf16_inputs_across_chunks_and_blocks() {
-    for (t, k, n) in [(61, 4100, 131), (9, 2048, 70)] {
+    for (t, k, n) in [(61, 4100, 131), (9, 2048, 70), (1, 2100, 70), (25, 4100, 9)] {
         let x: Vec<f32> = (0..t * k)
             .map(|i| ((i * 31 % 97) as f32 - 48.0) / 48.0 + 1e-3)
             .collect();

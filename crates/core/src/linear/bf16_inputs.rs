@@ -6,7 +6,7 @@
 //! multiply-adds of bf16 pairs an instruction into sixteen f32 lanes, twice the rate of f32
 //! FMAs, and the weights are read in place — neither widened nor packed. A tile is 4 input rows
 //! × 4 weight rows (sixteen accumulators over the whole `k`, summed across lanes once at the
-//! end); the input rows are taken in chunks that stay in L2 while a task's block of weight rows
+//! end); a single input row (decode) reads the weight rows one after another instead; the input rows are taken in chunks that stay in L2 while a task's block of weight rows
 //! passes over them. Elsewhere the rounded rows go through the f32 paths of
 //! [`matmul_bt`](super::matmul_bt): the same products of the same values, summed in another order.
 
@@ -207,6 +207,14 @@ mod x86 {
         o0: usize,
         o1: usize,
     ) {
+        if i1 - i0 == 1 {
+            // One input row (decode): the weight rows one after another, a single stream.
+            for o in o0..o1 {
+                // SAFETY: input row i0 < i1, weight row o < o1 (as ours).
+                unsafe { row(y, n, x, ldx, i0, k, w, o) };
+            }
+            return;
+        }
         for o in (o0..o1).step_by(TILE_ROWS) {
             let c = (o1 - o).min(TILE_ROWS);
             for i in (i0..i1).step_by(TILE_ROWS) {
@@ -242,6 +250,49 @@ mod x86 {
                 }
             }
         }
+    }
+
+    /// Input row `i` against weight row `o`: four accumulators over steps of 32 values, then
+    /// summed. Decode reads each weight row once, as one stream; four rows read side by side, as
+    /// the tiles read them, streamed 15–60% slower from memory on Zen 4 (docs/performance.md).
+    ///
+    /// # Safety
+    /// As [`rows`], for this input row and weight row.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)] // llm.c-style kernel: buffers, then every dimension
+    unsafe fn row(
+        y: *mut f32,
+        n: usize,
+        x: *const bf16,
+        ldx: usize,
+        i: usize,
+        k: usize,
+        w: *const bf16,
+        o: usize,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); 4];
+        // SAFETY: row i of x (ldx apart) and row o of w (k apart) are in range (the caller's).
+        let (xr, wr) = unsafe { (x.add(i * ldx), w.add(o * k)) };
+        let mut p = 0;
+        // SAFETY: every load reads values p .. p + 32 below k, or those under the mask.
+        unsafe {
+            while p + 128 <= k {
+                for (a, acc) in acc.iter_mut().enumerate() {
+                    let q = p + 32 * a;
+                    *acc = _mm512_dpbf16_ps(*acc, load(xr.add(q), None), load(wr.add(q), None));
+                }
+                p += 128;
+            }
+            while p < k {
+                let mask = (k - p < 32).then(|| (1u32 << (k - p)) - 1);
+                acc[0] = _mm512_dpbf16_ps(acc[0], load(xr.add(p), mask), load(wr.add(p), mask));
+                p += 32;
+            }
+        }
+        let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        // SAFETY: row i, column o of y: in this thread's extent.
+        unsafe { *y.add(i * n + o) = _mm512_reduce_add_ps(sum) };
     }
 
     /// 32 bf16 values from `p`; with a mask, the lanes past it zero (and not read).
