@@ -293,7 +293,7 @@ fn online_softmax_columns_body<const ROUND: bool>(
 
 /// `x` rounded to bf16 (to nearest, ties to even) and widened back, as bits: NaN stays itself.
 #[inline(always)]
-fn round_to_bf16(x: f32) -> f32 {
+pub(crate) fn round_to_bf16(x: f32) -> f32 {
     let bits = x.to_bits();
     let rounded = f32::from_bits(bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) & 0xFFFF_0000);
     if x.is_nan() { x } else { rounded }

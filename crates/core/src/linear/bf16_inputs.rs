@@ -14,7 +14,8 @@ use rayon::prelude::*;
 
 use half::bf16;
 
-use super::{OutPtr, PARALLEL_MIN_MACS, check_lengths, matmul_bt};
+use super::{OutPtr, PARALLEL_MIN_MACS, check_lengths, matmul_bt, matmul_bt_naive};
+use crate::ops::round_to_bf16;
 
 /// Output rows (weight rows) per task.
 const BLOCK_ROWS: usize = 64;
@@ -68,13 +69,11 @@ pub fn matmul_bt_bf16_inputs_portable(
     k: usize,
     n: usize,
 ) {
-    check_lengths(y, x, w.len(), t, k, n);
-    let rounded: Vec<f32> = x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect();
-    matmul_bt(y, &rounded, w, t, k, n);
+    matmul_bt(y, &rounded(x), w, t, k, n);
 }
 
 /// The naive twin of [`matmul_bt_bf16_inputs`]: `y[i, o] = Σ_j bf16(x[i, j]) · w[o, j]`, one f32
-/// accumulator, in order.
+/// accumulator, in order ([`matmul_bt_naive`] over the rounded rows).
 ///
 /// # Panics
 /// As [`matmul_bt_bf16_inputs`].
@@ -86,16 +85,12 @@ pub fn matmul_bt_bf16_inputs_naive(
     k: usize,
     n: usize,
 ) {
-    check_lengths(y, x, w.len(), t, k, n);
-    for i in 0..t {
-        for o in 0..n {
-            let mut acc = 0.0f32;
-            for j in 0..k {
-                acc += bf16::from_f32(x[i * k + j]).to_f32() * w[o * k + j].to_f32();
-            }
-            y[i * n + o] = acc;
-        }
-    }
+    matmul_bt_naive(y, &rounded(x), w, t, k, n);
+}
+
+/// `x` rounded to bf16 (to nearest, ties to even) and widened back to f32.
+fn rounded(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| round_to_bf16(v)).collect()
 }
 
 /// The row stride of the rounded input rows: `k`, unless rows `k` apart would start at the
