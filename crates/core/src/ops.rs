@@ -281,11 +281,27 @@ fn online_softmax_columns_body<const ROUND: bool>(
         rescale |= moved;
         *m = new;
     }
+    // Sixteen columns at a time again, their shifts and sums in local arrays (registers): the
+    // sums do not go through memory from one row to the next. Each sum adds its column's
+    // probabilities in row order, as one row at a time would.
+    let exp = |x: &mut f32, shift: f32, sum: &mut f32| {
+        let e = exp_f32(*x - shift);
+        *x = if ROUND { round_to_bf16(e) } else { e };
+        *sum += *x;
+    };
+    for c0 in (0..whole).step_by(16) {
+        let shifts: [f32; 16] = std::array::from_fn(|i| shift(m[c0 + i]));
+        let mut sums: [f32; 16] = std::array::from_fn(|i| l[c0 + i]);
+        for row in s.chunks_exact_mut(n) {
+            for ((x, &sh), sum) in row[c0..c0 + 16].iter_mut().zip(&shifts).zip(&mut sums) {
+                exp(x, sh, sum);
+            }
+        }
+        l[c0..c0 + 16].copy_from_slice(&sums);
+    }
     for row in s.chunks_exact_mut(n) {
-        for ((x, &m), l) in row.iter_mut().zip(m.iter()).zip(l.iter_mut()) {
-            let e = exp_f32(*x - shift(m));
-            *x = if ROUND { round_to_bf16(e) } else { e };
-            *l += *x;
+        for ((x, &m), sum) in row[whole..].iter_mut().zip(&m[whole..]).zip(&mut l[whole..]) {
+            exp(x, shift(m), sum);
         }
     }
     rescale
