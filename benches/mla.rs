@@ -10,7 +10,9 @@
 //!   criterion's `elem/s` is its FLOP/s.
 //! - At the end, a summary on stderr: each decode step's attention against its bound (its FLOPs
 //!   at the measured FMA peak, or its bytes — the cache and `W_UK`/`W_UV` — at the measured read
-//!   bandwidth, whichever is longer), and the prefill crossover of the two cores.
+//!   bandwidth, whichever is longer), timed two ways: one cache called again and again (up to
+//!   16,384 cached tokens it then stays in a 32 MiB L3), and 64 MiB of caches called in turn, each
+//!   read from memory as in a model's decode step; and the prefill crossover of the two cores.
 //!
 //! ```text
 //! cargo bench --bench mla
@@ -96,6 +98,17 @@ fn filled_cache(cached: usize, dtype: CacheDType) -> MlaCache {
         .append(&values(cached * C, 6), &values(cached * R, 7), cached)
         .expect("fits");
     cache
+}
+
+/// Bytes of caches [`caches_in_memory`] makes: twice this host's 32 MiB L3.
+const MEMORY_BYTES: usize = 64 << 20;
+
+/// Copies of one filled cache, at least two and together at least [`MEMORY_BYTES`]: called in
+/// turn, each is read from memory.
+fn caches_in_memory(cached: usize, dtype: CacheDType) -> Vec<MlaCache> {
+    let one = filled_cache(cached, dtype);
+    let n = MEMORY_BYTES.div_ceil(one.bytes().max(1)).max(2);
+    vec![one; n]
 }
 
 fn shape(t: usize, s: usize) -> AttentionShape {
@@ -248,32 +261,57 @@ fn summary(up: &KvUpProjection) {
         .chain(up.w_uv())
         .map(Weight::bytes)
         .sum::<usize>()) as f64;
-    eprintln!("decode step, attention core (absorbed), bf16 cache:");
-    eprintln!("| cached | time | FLOP bound | byte bound | fraction of bound |");
-    eprintln!("|---:|---:|---:|---:|---:|");
-    let q = values(N * 192, 8);
-    let mut out = vec![0.0f32; N * 128];
-    let mut bf16_secs = Vec::new();
-    for cached in DEPTHS {
-        let cache = filled_cache(cached, CacheDType::BF16);
-        let rows = cache.layer(0).expect("layer 0").rows();
-        let secs = common_limits::best_seconds(20, || {
+    // Each depth twice: one cache called again and again (at 16,384 cached tokens and below it
+    // stays in this host's 32 MiB L3), and caches of MEMORY_BYTES in all called in turn, each
+    // read from memory as a model's decode step reads its layers' caches (the weights read in
+    // between push them out of the caches).
+    let timed = |cached: usize, dtype: CacheDType| {
+        let caches = caches_in_memory(cached, dtype);
+        let rows = caches[0].layer(0).expect("layer 0").rows();
+        let q = values(N * 192, 8);
+        let mut out = vec![0.0f32; N * 128];
+        let one = common_limits::best_seconds(20, || {
             attention_absorbed(&mut out, &q, rows, up, &shape(1, cached)).expect("core");
         });
-        bf16_secs.push(secs);
+        let rounds = (20 * 4 / caches.len()).clamp(3, 20);
+        let turn = common_limits::best_seconds(rounds, || {
+            for cache in &caches {
+                let rows = cache.layer(0).expect("layer 0").rows();
+                attention_absorbed(&mut out, &q, rows, up, &shape(1, cached)).expect("core");
+            }
+        }) / caches.len() as f64;
+        (one, turn, caches[0].bytes() as f64, caches.len())
+    };
+    eprintln!(
+        "decode step, attention core (absorbed), bf16 cache; one cache called again, and \
+         {} MiB of caches in turn (read from memory, as in a model's step):",
+        MEMORY_BYTES >> 20
+    );
+    eprintln!(
+        "| cached | one cache | caches in turn | FLOP bound | byte bound | fraction of bound, \
+         one | in turn |"
+    );
+    eprintln!("|---:|---:|---:|---:|---:|---:|---:|");
+    let mut bf16_secs = Vec::new();
+    for cached in DEPTHS {
+        let (one, turn, bytes, _) = timed(cached, CacheDType::BF16);
+        bf16_secs.push(turn);
         let flop_bound = flop_bound(1, cached, false);
-        let bytes = cache.bytes() as f64 + weights;
-        let byte_bound = bytes / limits.read_bytes_per_s;
+        let byte_bound = (bytes + weights) / limits.read_bytes_per_s;
+        let bound = flop_bound.max(byte_bound);
         eprintln!(
-            "| {cached} | {:.3} ms | {:.3} ms | {:.3} ms | {:.0}% |",
-            secs * 1e3,
+            "| {cached} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.0}% | {:.0}% |",
+            one * 1e3,
+            turn * 1e3,
             flop_bound * 1e3,
             byte_bound * 1e3,
-            100.0 * flop_bound.max(byte_bound) / secs
+            100.0 * bound / one,
+            100.0 * bound / turn
         );
     }
+    let int = limits.int8_dot_ops_per_s.is_some();
     eprintln!(
-        "decode step, attention core (absorbed), q8_0 cache (scores {}):",
+        "decode step, attention core (absorbed), q8_0 cache (scores {}), the same two ways:",
         if deepblocks::core::vnni() {
             "in integers, VNNI"
         } else {
@@ -281,46 +319,32 @@ fn summary(up: &KvUpProjection) {
         }
     );
     eprintln!(
-        "| cached | time | {}byte bound | fraction of {}bound | bf16 time / q8_0 time |",
-        if limits.int8_dot_ops_per_s.is_some() {
-            "integer bound | "
-        } else {
-            ""
-        },
-        if limits.int8_dot_ops_per_s.is_some() {
-            ""
-        } else {
-            "byte "
-        }
+        "| cached | one cache | caches in turn | {}byte bound | fraction of {}bound, one | in turn \
+         | bf16 / q8_0 in turn |",
+        if int { "integer bound | " } else { "" },
+        if int { "" } else { "byte " }
     );
     eprintln!(
-        "|---:|---:|{}---:|---:|---:|",
-        if limits.int8_dot_ops_per_s.is_some() {
-            "---:|"
-        } else {
-            ""
-        }
+        "|---:|---:|---:|{}---:|---:|---:|---:|",
+        if int { "---:|" } else { "" }
     );
     for (cached, bf16) in DEPTHS.into_iter().zip(bf16_secs) {
-        let cache = filled_cache(cached, CacheDType::Q8_0);
-        let rows = cache.layer(0).expect("layer 0").rows();
-        let secs = common_limits::best_seconds(20, || {
-            attention_absorbed(&mut out, &q, rows, up, &shape(1, cached)).expect("core");
-        });
-        let byte_bound = (cache.bytes() as f64 + weights) / limits.read_bytes_per_s;
+        let (one, turn, bytes, _) = timed(cached, CacheDType::Q8_0);
+        let byte_bound = (bytes + weights) / limits.read_bytes_per_s;
         // The integer products' bound where they run on 512-bit vpdpbusd.
-        let int_bound = limits
-            .int8_dot_ops_per_s
-            .map(|_| flop_bound(1, cached, true));
+        let int_bound = int.then(|| flop_bound(1, cached, true));
+        let bound = byte_bound.max(int_bound.unwrap_or(0.0));
         eprintln!(
-            "| {cached} | {:.3} ms | {}{:.3} ms | {:.0}% | {:.2} |",
-            secs * 1e3,
+            "| {cached} | {:.3} ms | {:.3} ms | {}{:.3} ms | {:.0}% | {:.0}% | {:.2} |",
+            one * 1e3,
+            turn * 1e3,
             int_bound
                 .map(|b| format!("{:.3} ms | ", b * 1e3))
                 .unwrap_or_default(),
             byte_bound * 1e3,
-            100.0 * byte_bound.max(int_bound.unwrap_or(0.0)) / secs,
-            bf16 / secs
+            100.0 * bound / one,
+            100.0 * bound / turn,
+            bf16 / turn
         );
     }
     for dtype in [CacheDType::BF16, CacheDType::Q8_0] {

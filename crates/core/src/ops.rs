@@ -300,7 +300,11 @@ fn online_softmax_columns_body<const ROUND: bool>(
         l[c0..c0 + 16].copy_from_slice(&sums);
     }
     for row in s.chunks_exact_mut(n) {
-        for ((x, &m), sum) in row[whole..].iter_mut().zip(&m[whole..]).zip(&mut l[whole..]) {
+        for ((x, &m), sum) in row[whole..]
+            .iter_mut()
+            .zip(&m[whole..])
+            .zip(&mut l[whole..])
+        {
             exp(x, shift(m), sum);
         }
     }
