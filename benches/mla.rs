@@ -1,5 +1,6 @@
 //! MLA benchmarks at DeepSeek-V2-Lite shapes (16 heads, c 512, r 64, d 128, v 128, hidden 2048,
-//! full q_proj, bf16 weights), with the machine's limits measured in the same run:
+//! full q_proj, bf16 weights multiplying as the loader's default has them: inputs rounded to bf16 on
+//! AVX512-BF16), with the machine's limits measured in the same run:
 //!
 //! - `mla_decode_v2_lite`: one decode step of the whole layer against 512 … 32,768 cached tokens,
 //!   absorbed (bf16 cache) and, up to 4,096, naive (expand every cached latent through
@@ -21,6 +22,7 @@
 //! ```
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+use deepblocks::core::Bf16Products;
 use deepblocks::mla::{
     AttentionPath, AttentionShape, CacheDType, DType, KvUpProjection, Layout, Mla, MlaCache,
     MlaCacheConfig, MlaConfig, MlaWeights, QProj, QProjConfig, RmsNorm, RmsNormConfig, RopeConfig,
@@ -41,10 +43,13 @@ fn values(len: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// A bf16 weight multiplying as the loader's default has a model's weights multiply
+/// (`Bf16Products::auto()`: inputs rounded to bf16 where the CPU has AVX512-BF16).
 fn weight(rows: usize, cols: usize, seed: u32) -> Weight {
     Weight::from_f32(values(rows * cols, seed), rows, cols)
         .expect("rows*cols values")
         .to_dtype(DType::BF16)
+        .with_bf16_products(Bf16Products::auto())
 }
 
 const MAX_POS: usize = 32_768 + 1;
@@ -265,22 +270,35 @@ fn summary(up: &KvUpProjection) {
     // stays in this host's 32 MiB L3), and caches of MEMORY_BYTES in all called in turn, each
     // read from memory as a model's decode step reads its layers' caches (the weights read in
     // between push them out of the caches).
-    let timed = |cached: usize, dtype: CacheDType| {
-        let caches = caches_in_memory(cached, dtype);
-        let rows = caches[0].layer(0).expect("layer 0").rows();
+    // The rounds of each depth are spread over three passes through the depths, a few seconds
+    // apart, and the best kept, as the limits keep their best: on a shared host a neighbour's
+    // burst then slows one pass, not the figure.
+    let timed = |dtype: CacheDType| {
+        let all: Vec<Vec<MlaCache>> = DEPTHS.iter().map(|&s| caches_in_memory(s, dtype)).collect();
         let q = values(N * 192, 8);
         let mut out = vec![0.0f32; N * 128];
-        let one = common_limits::best_seconds(20, || {
-            attention_absorbed(&mut out, &q, rows, up, &shape(1, cached)).expect("core");
-        });
-        let rounds = (20 * 4 / caches.len()).clamp(3, 20);
-        let turn = common_limits::best_seconds(rounds, || {
-            for cache in &caches {
-                let rows = cache.layer(0).expect("layer 0").rows();
-                attention_absorbed(&mut out, &q, rows, up, &shape(1, cached)).expect("core");
+        let mut best = vec![(f64::INFINITY, f64::INFINITY); DEPTHS.len()];
+        for _pass in 0..3 {
+            for ((&cached, caches), best) in DEPTHS.iter().zip(&all).zip(&mut best) {
+                let rows = caches[0].layer(0).expect("layer 0").rows();
+                let one = common_limits::best_seconds(7, || {
+                    attention_absorbed(&mut out, &q, rows, up, &shape(1, cached)).expect("core");
+                });
+                let rounds = (7 * 4 / caches.len()).clamp(1, 7);
+                let turn = common_limits::best_seconds(rounds, || {
+                    for cache in caches {
+                        let rows = cache.layer(0).expect("layer 0").rows();
+                        attention_absorbed(&mut out, &q, rows, up, &shape(1, cached))
+                            .expect("core");
+                    }
+                }) / caches.len() as f64;
+                *best = (best.0.min(one), best.1.min(turn));
             }
-        }) / caches.len() as f64;
-        (one, turn, caches[0].bytes() as f64, caches.len())
+        }
+        best.into_iter()
+            .zip(&all)
+            .map(|((one, turn), caches)| (one, turn, caches[0].bytes() as f64))
+            .collect::<Vec<_>>()
     };
     eprintln!(
         "decode step, attention core (absorbed), bf16 cache; one cache called again, and \
@@ -293,8 +311,7 @@ fn summary(up: &KvUpProjection) {
     );
     eprintln!("|---:|---:|---:|---:|---:|---:|---:|");
     let mut bf16_secs = Vec::new();
-    for cached in DEPTHS {
-        let (one, turn, bytes, _) = timed(cached, CacheDType::BF16);
+    for (cached, (one, turn, bytes)) in DEPTHS.into_iter().zip(timed(CacheDType::BF16)) {
         bf16_secs.push(turn);
         let flop_bound = flop_bound(1, cached, false);
         let byte_bound = (bytes + weights) / limits.read_bytes_per_s;
@@ -328,8 +345,11 @@ fn summary(up: &KvUpProjection) {
         "|---:|---:|---:|{}---:|---:|---:|---:|",
         if int { "---:|" } else { "" }
     );
-    for (cached, bf16) in DEPTHS.into_iter().zip(bf16_secs) {
-        let (one, turn, bytes, _) = timed(cached, CacheDType::Q8_0);
+    for ((cached, bf16), (one, turn, bytes)) in DEPTHS
+        .into_iter()
+        .zip(bf16_secs)
+        .zip(timed(CacheDType::Q8_0))
+    {
         let byte_bound = (bytes + weights) / limits.read_bytes_per_s;
         // The integer products' bound where they run on 512-bit vpdpbusd.
         let int_bound = int.then(|| flop_bound(1, cached, true));
