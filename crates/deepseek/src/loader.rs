@@ -102,8 +102,9 @@ pub struct LoadOptions {
     /// [`Bf16Products::auto`], rounds the inputs to bf16 where the CPU multiplies bf16 on
     /// `vdpbf16ps` (AVX512-BF16), as llama.cpp does — two to three times the f32 kernels' rate in
     /// prefill; on the bf16 golden the logits move by 1.9e-2 at most, where transformers
-    /// computing in bf16 moves them by 0.90 — and keeps them f32 elsewhere. [`Bf16Products::F32`] keeps every product that of the values given (the
-    /// golden tests against transformers' f32 compute).
+    /// computing in bf16 moves them by 0.90 — and keeps them f32 elsewhere.
+    /// [`Bf16Products::F32`] keeps every product that of the values given (the golden tests
+    /// against transformers' f32 compute).
     pub bf16_products: Bf16Products,
 }
 

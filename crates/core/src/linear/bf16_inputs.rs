@@ -6,9 +6,10 @@
 //! multiply-adds of bf16 pairs an instruction into sixteen f32 lanes, twice the rate of f32
 //! FMAs, and the weights are read in place — neither widened nor packed. A tile is 4 input rows
 //! × 4 weight rows (sixteen accumulators over the whole `k`, summed across lanes once at the
-//! end); a single input row (decode) reads the weight rows one after another instead; the input rows are taken in chunks that stay in L2 while a task's block of weight rows
-//! passes over them. Elsewhere the rounded rows go through the f32 paths of
-//! [`matmul_bt`](super::matmul_bt): the same products of the same values, summed in another order.
+//! end); a single input row (decode) reads the weight rows one after another instead. The input
+//! rows are taken in chunks that stay in L2 while a task's block of weight rows passes over them.
+//! Elsewhere the rounded rows go through the f32 paths of [`matmul_bt`](super::matmul_bt): the
+//! same products of the same values, summed in another order.
 
 use rayon::prelude::*;
 
